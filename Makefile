@@ -1,0 +1,53 @@
+# make demo  -- set up and run the demo (a sample hierarchy in a fresh state directory)
+# make test  -- set up and run lint and the whole test suite
+#
+# Both create .venv (or refresh it when pyproject.toml changes) and, when run
+# as root, install the Debian packages the tests need with apt-get.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Debian packages the suite needs (later issues add bind9, keepalived, ...).
+DEB_PACKAGES := iproute2 sqlite3
+
+.PHONY: demo test lint unit integration bench deps venv clean
+
+demo: venv
+	$(BIN)/python -m hakeeper.demo
+
+test: venv deps lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+
+bench: venv
+	$(BIN)/python bench/lcd_scale.py
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Install missing Debian packages when root; otherwise say what the tests will skip.
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+		echo "not root: Debian packages missing ($$missing); tests that need them will skip"; \
+	fi
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache .hypothesis

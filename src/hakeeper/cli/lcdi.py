@@ -1,0 +1,548 @@
+"""The LCDI commands in LifeKeeper's shapes:
+``ins_*``, ``dep_*``, ``eqv_*``, ``typ_*``, ``app_*``, ``flg_*``, ``sys_*``.
+
+Listings print one record a line, fields separated by ^A as LifeKeeper does
+(``-f:`` picks another separator), or JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import json
+import time
+from collections.abc import Iterable
+from typing import TypeVar
+
+from hakeeper.cli.base import Context, arg, command
+from hakeeper.db import graph
+from hakeeper.db.model import Resource, info_text, parse_info
+from hakeeper.db.states import SETTABLE_STATES, Init, State, Switchback
+from hakeeper.errors import IllegalArgument, NotFound, SystemCallFailed, UsageError
+from hakeeper.kits.actions import action_path, run_action
+
+E = TypeVar("E", bound=enum.Enum)
+
+TAG = arg("-t", dest="tag", required=True, metavar="TAG", help="resource tag")
+
+
+def _enum(kind: type[E], value: str, what: str, allowed: Iterable[E] | None = None) -> E:
+    choices = list(allowed if allowed is not None else kind)
+    for member in choices:
+        if member.name == value.upper():
+            return member
+    names = "|".join(m.name for m in choices)
+    raise IllegalArgument(f"{what} {value!r} is not one of {names}")
+
+
+def _yes_no(value: str, what: str) -> bool:
+    if value.upper() in ("Y", "YES"):
+        return True
+    if value.upper() in ("N", "NO"):
+        return False
+    raise IllegalArgument(f"{what} {value!r} is not Y or N")
+
+
+def _yn(flag: bool) -> str:
+    return "Y" if flag else "N"
+
+
+# ---------------------------------------------------------------------- instances
+
+RESOURCE_FIELDS = "app, type, tag, id, state, reason, initialize, switchback, quickCheck interval, local recovery, info"
+
+
+def _resource_row(r: Resource) -> list[object]:
+    return [
+        r.app,
+        r.type,
+        r.tag,
+        r.id,
+        r.state.name,
+        r.reason,
+        r.init.name,
+        r.switchback.name,
+        r.check_interval,
+        _yn(r.local_recover),
+        info_text(r.info),
+    ]
+
+
+@command(
+    "ins_create",
+    "create a resource instance (out of service, on this node)",
+    arg("-a", dest="app", required=True, help="application (see: app_list)"),
+    arg("-r", dest="type", required=True, help="resource type (see: typ_list)"),
+    TAG,
+    arg("-i", dest="id", required=True, help="unique resource id"),
+    arg("-I", dest="init", default="AUTORES_ISP", help="AUTORES_ISP (default) | INIT_ISP | INIT_OSU"),
+    arg("-v", dest="info", default="", help="info: a string, or a JSON object for kit data"),
+    arg("-s", dest="switchback", default="INTELLIGENT", help="switchback: INTELLIGENT (default) | AUTOMATIC"),
+    arg("-Q", dest="interval", type=int, default=120, help="quickCheck interval in seconds (default 120, 0 = off)"),
+    arg("-l", dest="local_recover", default="Y", help="local recovery Y (default) | N"),
+)
+def _ins_create(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.lcd.create_resource(
+        args.tag,
+        args.id,
+        args.app,
+        args.type,
+        info=parse_info(args.info),
+        init=_enum(Init, args.init, "initialization"),
+        switchback=_enum(Switchback, args.switchback, "switchback"),
+        check_interval=args.interval,
+        local_recover=_yes_no(args.local_recover, "local recovery"),
+    )
+    return 0
+
+
+def _select(ctx: Context, args: argparse.Namespace) -> list[Resource]:
+    """Resources chosen by -R / -a / -r / -t / -i (all given filters apply)."""
+    lcd = ctx.lcd
+    for tag in [args.tag] if args.tag else []:
+        lcd.resource(tag)
+    if args.id is not None:
+        lcd.tag_of(args.id)
+    chosen = lcd.resources(app=args.app, type=args.type, tag=args.tag, id=args.id)
+    if args.roots:
+        tops = [t for group in args.roots for t in group.split("\x01") if t]
+        for top in tops:
+            lcd.resource(top)
+        under = set(tops)
+        kids = graph.children_of(lcd.edges())
+        for top in tops:
+            under |= graph.reachable(kids, top)
+        chosen = [r for r in chosen if r.tag in under]
+    return chosen
+
+
+SELECTORS = (
+    arg("-R", dest="roots", action="append", metavar="TOP", help="hierarchies under TOP (several: repeat, or ^A)"),
+    arg("-a", dest="app", help="application"),
+    arg("-r", dest="type", help="resource type"),
+    arg("-t", dest="tag", help="tag"),
+    arg("-i", dest="id", help="id"),
+)
+
+
+@command("ins_list", "list resource instances", *SELECTORS, listing=True, epilog=f"fields: {RESOURCE_FIELDS}")
+def _ins_list(ctx: Context, args: argparse.Namespace) -> int:
+    chosen = _select(ctx, args)
+    ctx.rows(args, [_resource_row(r) for r in chosen], [r.as_json() for r in chosen])
+    return 0
+
+
+@command(
+    "ins_remove",
+    "remove resource instances and everything that depends on them",
+    *SELECTORS,
+    arg("-v", dest="verbose", action="store_true", help="print the removed tags"),
+    arg("-N", dest="no_delete", action="store_true", help="do not run the types' delete actions"),
+    epilog="Dependents go first (parents before children); each type's delete action, if it has one,\n"
+    "runs before its instance is removed. -R removes the hierarchies rooted at TOP, keeping\n"
+    "children that other hierarchies still need.",
+)
+def _ins_remove(ctx: Context, args: argparse.Namespace) -> int:
+    if not (args.roots or args.app or args.type or args.tag or args.id):
+        raise UsageError("name what to remove with -R, -a, -r, -t or -i (see: ins_remove --help)")
+    if args.roots and not (args.app or args.type or args.tag or args.id):
+        tops = [t for group in args.roots for t in group.split("\x01") if t]
+        for top in tops:
+            ctx.lcd.resource(top)
+        tags = graph.rooted_at(ctx.lcd.edges(), tops)
+    else:
+        tags = [r.tag for r in _select(ctx, args)]
+    if not tags:
+        raise NotFound("no resource matches (see: ins_list)")
+    removed = remove_with_actions(ctx, tags, run_delete=not args.no_delete)
+    if args.verbose:
+        for tag in removed:
+            ctx.print(tag)
+    return 0
+
+
+def remove_with_actions(ctx: Context, tags: list[str], *, run_delete: bool) -> list[str]:
+    """Remove ``tags`` and their dependents, running each type's delete action first.
+
+    Without delete actions it is one transaction. With them, each resource is
+    removed right after its delete action succeeded, parents first, so the LCD
+    always matches what the actions have undone; a failing action stops there.
+    """
+    lcd = ctx.lcd
+    order = lcd.removal_order(tags)
+    resources = {r.tag: r for r in lcd.resources()}
+    actions = {
+        tag: path
+        for tag in order
+        if run_delete and (path := action_path(ctx.root, resources[tag].app, resources[tag].type, "delete"))
+    }
+    if not actions:
+        return lcd.remove_resources(order)
+    removed: list[str] = []
+    for tag in order:
+        path = actions.get(tag)
+        if path is not None:
+            result = run_action(path, "delete", resources[tag], root=ctx.root, node=lcd.local_node)
+            if not result.ok:
+                done = f"; removed before it: {', '.join(removed)}" if removed else "; nothing was removed"
+                raise SystemCallFailed(f"{result.describe()}{done} (fix it, or skip delete actions with -N)")
+        removed += lcd.remove_resources([tag])
+    return removed
+
+
+@command("ins_gettag", "print the tag of the resource with an id", arg("-i", dest="id", required=True, help="id"))
+def _ins_gettag(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.print(ctx.lcd.tag_of(args.id))
+    return 0
+
+
+@command(
+    "ins_setstate",
+    "set a resource's state (ISP, ISU or OSU) in the LCD, without running any action",
+    TAG,
+    arg("-S", dest="state", required=True, help="ISP | ISU | OSU"),
+    arg("-R", dest="reason", default="", help="reason recorded with the state"),
+)
+def _ins_setstate(ctx: Context, args: argparse.Namespace) -> int:
+    state = _enum(State, args.state, "state", sorted(SETTABLE_STATES))
+    ctx.lcd.set_state(args.tag, state, args.reason or f"ins_setstate by {ctx.lcd.actor}")
+    return 0
+
+
+@command(
+    "ins_setinfo",
+    "set a resource's info",
+    TAG,
+    arg("-v", dest="info", default="", help="info: a string, or a JSON object (default: empty)"),
+)
+def _ins_setinfo(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.lcd.set_info(args.tag, parse_info(args.info))
+    return 0
+
+
+@command(
+    "ins_setas",
+    "set a resource's switchback type",
+    TAG,
+    arg("-s", dest="switchback", required=True, help="INTELLIGENT | AUTOMATIC"),
+)
+def _ins_setas(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.lcd.set_switchback(args.tag, _enum(Switchback, args.switchback, "switchback"))
+    return 0
+
+
+@command(
+    "ins_setinit",
+    "set a resource's initialization",
+    TAG,
+    arg("-I", dest="init", required=True, help="AUTORES_ISP | INIT_ISP | INIT_OSU"),
+)
+def _ins_setinit(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.lcd.set_init(args.tag, _enum(Init, args.init, "initialization"))
+    return 0
+
+
+@command(
+    "ins_setchkint",
+    "set a resource's quickCheck interval",
+    TAG,
+    arg("-c", dest="check", default="q", help="q: quickCheck (deepCheck does not exist in hakeeper)"),
+    arg("-v", dest="interval", type=int, required=True, help="seconds, 0 turns checking off"),
+)
+def _ins_setchkint(ctx: Context, args: argparse.Namespace) -> int:
+    if args.check != "q":
+        raise IllegalArgument(f"-c {args.check!r}: only q (quickCheck) exists; hakeeper has no separate deepCheck")
+    ctx.lcd.set_check_interval(args.tag, args.interval)
+    return 0
+
+
+@command(
+    "ins_setlocalrecover",
+    "turn a resource's local recovery on or off",
+    TAG,
+    arg("-l", dest="local_recover", required=True, help="Y | N"),
+)
+def _ins_setlocalrecover(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.lcd.set_local_recover(args.tag, _yes_no(args.local_recover, "local recovery"))
+    return 0
+
+
+# ---------------------------------------------------------------------- dependencies
+
+
+@command(
+    "dep_create",
+    "make a parent resource depend on a child",
+    arg("-p", dest="parent", required=True, help="parent tag"),
+    arg("-c", dest="child", required=True, help="child tag"),
+)
+def _dep_create(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.lcd.create_dependency(args.parent, args.child)
+    return 0
+
+
+@command(
+    "dep_remove",
+    "remove dependencies (one, all of a parent, or all of a child)",
+    arg("-p", dest="parent", help="parent tag"),
+    arg("-c", dest="child", help="child tag"),
+)
+def _dep_remove(ctx: Context, args: argparse.Namespace) -> int:
+    if args.parent is None and args.child is None:
+        raise UsageError("give -p PARENT, -c CHILD or both (see: dep_remove --help)")
+    ctx.lcd.remove_dependency(args.parent, args.child)
+    return 0
+
+
+@command(
+    "dep_list",
+    "list dependencies as parent, child",
+    arg("-C", dest="all_children", metavar="TAG", help="all dependencies below TAG"),
+    arg("-P", dest="all_parents", metavar="TAG", help="all dependencies above TAG"),
+    arg("-c", dest="of_parent", metavar="TAG", help="the children of TAG"),
+    arg("-p", dest="of_child", metavar="TAG", help="the parents of TAG"),
+    arg("-a", dest="app", help="only parents of this application"),
+    arg("-r", dest="type", help="only parents of this resource type"),
+    listing=True,
+)
+def _dep_list(ctx: Context, args: argparse.Namespace) -> int:
+    lcd = ctx.lcd
+    picks = [v for v in (args.all_children, args.all_parents, args.of_parent, args.of_child) if v is not None]
+    if len(picks) > 1:
+        raise UsageError("give at most one of -C, -P, -c, -p (see: dep_list --help)")
+    for tag in picks:
+        lcd.resource(tag)
+    edges = sorted(lcd.edges())
+    if args.all_children is not None:
+        below = graph.descendants(edges, args.all_children) | {args.all_children}
+        edges = [(p, c) for p, c in edges if p in below]
+    elif args.all_parents is not None:
+        above = graph.ancestors(edges, args.all_parents) | {args.all_parents}
+        edges = [(p, c) for p, c in edges if c in above]
+    elif args.of_parent is not None:
+        edges = [(p, c) for p, c in edges if p == args.of_parent]
+    elif args.of_child is not None:
+        edges = [(p, c) for p, c in edges if c == args.of_child]
+    if args.app is not None or args.type is not None:
+        keep = {r.tag for r in lcd.resources(app=args.app, type=args.type)}
+        edges = [(p, c) for p, c in edges if p in keep]
+    ctx.rows(args, edges, [{"parent": p, "child": c} for p, c in edges])
+    return 0
+
+
+# ---------------------------------------------------------------------- equivalencies
+
+EQV_TYPE = arg("-e", dest="kind", default="SHARED", help="SHARED (the only kind)")
+
+
+def _check_kind(kind: str) -> None:
+    if kind.upper() != "SHARED":
+        raise IllegalArgument(f"equivalency type {kind!r} is not SHARED (the only kind)")
+
+
+@command(
+    "eqv_create",
+    "declare that a resource can run on another node, with a priority",
+    arg("-s", dest="node", help="the node TAG lives on (default: this node)"),
+    TAG,
+    arg("-p", dest="priority", type=int, help="TAG's priority on that node (default: 1, or the next free)"),
+    arg("-S", dest="other_node", required=True, help="the other node"),
+    arg("-o", dest="other_tag", help="the tag there (default: the same tag)"),
+    arg("-r", dest="other_priority", type=int, help="priority there, 1 (highest) to 1024 (default: next free)"),
+    EQV_TYPE,
+)
+def _eqv_create(ctx: Context, args: argparse.Namespace) -> int:
+    _check_kind(args.kind)
+    ctx.lcd.create_equivalency(
+        args.tag,
+        args.other_node,
+        other_tag=args.other_tag,
+        other_priority=args.other_priority,
+        node=args.node,
+        priority=args.priority,
+    )
+    return 0
+
+
+@command(
+    "eqv_remove",
+    "remove a resource's equivalency on another node",
+    arg("-s", dest="node", help="the node TAG lives on (default: this node)"),
+    TAG,
+    arg("-S", dest="other_node", required=True, help="the other node"),
+    arg("-o", dest="other_tag", help="the tag there (checked when given)"),
+    EQV_TYPE,
+)
+def _eqv_remove(ctx: Context, args: argparse.Namespace) -> int:
+    _check_kind(args.kind)
+    if args.other_tag is not None:
+        there = {e.node: e.remote_tag for e in ctx.lcd.equivalencies(tag=args.tag)}
+        if there.get(args.other_node) != args.other_tag:
+            raise NotFound(f"{args.tag!r} is not equivalent to {args.other_tag!r} on {args.other_node!r}")
+    ctx.lcd.remove_equivalency(args.tag, args.other_node, node=args.node)
+    return 0
+
+
+@command(
+    "eqv_list",
+    "list equivalencies as node, tag, other node, other tag, type, priority, other priority",
+    arg("-s", dest="node", help="seen from this node (default: this node)"),
+    arg("-t", dest="tag", help="only this tag"),
+    listing=True,
+)
+def _eqv_list(ctx: Context, args: argparse.Namespace) -> int:
+    lcd = ctx.lcd
+    this = args.node or lcd.local_node
+    if args.tag is not None:
+        lcd.resource(args.tag)
+    by_tag: dict[str, dict[str, tuple[str, int]]] = {}
+    for e in lcd.equivalencies(tag=args.tag):
+        by_tag.setdefault(e.tag, {})[e.node] = (e.remote_tag, e.priority)
+    rows: list[list[object]] = []
+    for _tag, entries in sorted(by_tag.items()):
+        if this not in entries:
+            continue
+        mine = entries[this]
+        for other, (other_tag, other_prio) in sorted(entries.items(), key=lambda kv: kv[1][1]):
+            if other != this:
+                rows.append([this, mine[0], other, other_tag, "SHARED", mine[1], other_prio])
+    keys = ("node", "tag", "other_node", "other_tag", "type", "priority", "other_priority")
+    ctx.rows(args, rows, [dict(zip(keys, row, strict=True)) for row in rows])
+    return 0
+
+
+# ---------------------------------------------------------------------- types, applications, flags, nodes
+
+APP = arg("-a", dest="app", required=True, help="application")
+
+
+@command(
+    "typ_create",
+    "create a resource type of an application",
+    APP,
+    arg("-r", dest="type", required=True, help="resource type"),
+)
+def _typ_create(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.lcd.create_type(args.app, args.type)
+    return 0
+
+
+@command(
+    "typ_remove",
+    "remove a resource type with all its instances and what depends on them",
+    APP,
+    arg("-r", dest="type", required=True, help="resource type"),
+    arg("-N", dest="no_delete", action="store_true", help="do not run the type's delete actions"),
+)
+def _typ_remove(ctx: Context, args: argparse.Namespace) -> int:
+    lcd = ctx.lcd
+    if not any(t.type == args.type for t in lcd.types(args.app)):
+        raise NotFound(f"no resource type {args.app}/{args.type} (see: typ_list)")
+    instances = [r.tag for r in lcd.resources(app=args.app, type=args.type)]
+    if instances:
+        remove_with_actions(ctx, instances, run_delete=not args.no_delete)
+    lcd.remove_type(args.app, args.type)
+    return 0
+
+
+@command(
+    "typ_list",
+    "list resource types as application, type",
+    arg("-a", dest="app", help="only this application"),
+    listing=True,
+)
+def _typ_list(ctx: Context, args: argparse.Namespace) -> int:
+    types = ctx.lcd.types(args.app)
+    ctx.rows(args, [[t.app, t.type] for t in types], [{"app": t.app, "type": t.type} for t in types])
+    return 0
+
+
+@command("app_create", "create an application", APP)
+def _app_create(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.lcd.create_app(args.app)
+    return 0
+
+
+@command("app_remove", "remove an application that has no resource types", APP)
+def _app_remove(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.lcd.remove_app(args.app)
+    return 0
+
+
+@command("app_list", "list applications", listing=True)
+def _app_list(ctx: Context, args: argparse.Namespace) -> int:
+    apps = ctx.lcd.apps()
+    ctx.rows(args, [[a] for a in apps], apps)
+    return 0
+
+
+FLAG = arg("-f", dest="flag", required=True, help="flag name")
+
+
+@command("flg_create", "set an operation flag", FLAG)
+def _flg_create(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.lcd.create_flag(args.flag)
+    return 0
+
+
+@command("flg_remove", "clear an operation flag", FLAG)
+def _flg_remove(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.lcd.remove_flag(args.flag)
+    return 0
+
+
+@command("flg_test", "exit 0 if a flag is set, 7 if it is not", FLAG)
+def _flg_test(ctx: Context, args: argparse.Namespace) -> int:
+    return 0 if ctx.lcd.has_flag(args.flag) else NotFound.exit_code
+
+
+@command("flg_list", "list operation flags", listing=True)
+def _flg_list(ctx: Context, args: argparse.Namespace) -> int:
+    flags = ctx.lcd.flags()
+    ctx.rows(args, [[f] for f in flags], flags)
+    return 0
+
+
+NODE = arg("-s", dest="node", required=True, help="node name")
+
+
+@command("sys_create", "add a node to this LCD", NODE)
+def _sys_create(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.lcd.create_node(args.node)
+    return 0
+
+
+@command("sys_remove", "remove a node that no equivalency names", NODE)
+def _sys_remove(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.lcd.remove_node(args.node)
+    return 0
+
+
+@command("sys_list", "list the nodes this LCD knows", listing=True)
+def _sys_list(ctx: Context, args: argparse.Namespace) -> int:
+    nodes = ctx.lcd.nodes()
+    ctx.rows(args, [[n.name] for n in nodes], [{"name": n.name, "local": n.local} for n in nodes])
+    return 0
+
+
+@command(
+    "changes",
+    "print the LCD's change log (every committed change, with its sequence number)",
+    arg("--since", type=int, default=0, metavar="SEQ", help="only changes after SEQ"),
+    listing=True,
+)
+def _changes(ctx: Context, args: argparse.Namespace) -> int:
+    changes = ctx.lcd.changes(args.since)
+    rows = [
+        [
+            c.seq,
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(c.time)),
+            c.actor,
+            c.op,
+            json.dumps(c.args, ensure_ascii=False, sort_keys=True),
+        ]
+        for c in changes
+    ]
+    records = [{"seq": c.seq, "time": c.time, "actor": c.actor, "op": c.op, "args": c.args} for c in changes]
+    ctx.rows(args, rows, records)
+    return 0

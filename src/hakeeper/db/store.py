@@ -1,0 +1,725 @@
+"""The LCD: hakeeper's configuration database, in SQLite.
+
+One :class:`Lcd` wraps one connection to ``<state dir>/lcd.sqlite`` (WAL mode,
+``synchronous=FULL``, foreign keys on). Every public method that changes
+something is one ``BEGIN IMMEDIATE`` transaction that also appends a row to the
+change log, so a crash at any moment leaves the state before or after the
+change, never half of it, and every committed change has a sequence number.
+
+Methods check their arguments and raise :mod:`hakeeper.errors` exceptions with
+a message that names the offending value; nothing is written when they raise.
+The method names follow LifeKeeper's LCDI commands, and the change log records
+each change as ``(op, args)`` where ``op`` is the method name and ``args`` its
+keyword arguments, so :meth:`Lcd.replay` can apply a change again elsewhere.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hakeeper.db import graph
+from hakeeper.db.model import (
+    Change,
+    Dependency,
+    Equivalency,
+    Node,
+    Resource,
+    ResourceType,
+    check_flag,
+    check_id,
+    check_interval,
+    check_name,
+    check_priority,
+    check_reason,
+    check_tag,
+    dump_info,
+)
+from hakeeper.db.schema import MIGRATIONS, SCHEMA_VERSION, statements
+from hakeeper.db.states import EqvKind, Init, State, Switchback
+from hakeeper.errors import (
+    AlreadyExists,
+    DeleteRefused,
+    HakeeperError,
+    IllegalArgument,
+    InternalError,
+    NotFound,
+    SchemaError,
+    StateDirError,
+    SystemCallFailed,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ROOT = "/var/lib/hakeeper"
+DB_NAME = "lcd.sqlite"
+BUSY_TIMEOUT_MS = 10_000
+DEFAULT_SHUTDOWN_STRATEGY = "Do Not Switch Over Resources"
+
+_RESOURCE_COLUMNS = "tag, id, app, type, info, state, reason, init, switchback, check_interval, local_recover"
+
+
+def state_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """The state directory: ``root`` if given, else ``$HAKEEPER_ROOT``, else /var/lib/hakeeper."""
+    chosen = root if root is not None else os.environ.get("HAKEEPER_ROOT") or DEFAULT_ROOT
+    return Path(chosen)
+
+
+def ensure_state_dir(root: Path) -> Path:
+    """Create the state directory (mode 0700) if it does not exist, with a clear error if it cannot be."""
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StateDirError(f"state directory {root} exists but is not a directory") from None
+    except OSError as exc:
+        raise StateDirError(
+            f"cannot create state directory {root}: {exc.strerror} (choose another with --root DIR or HAKEEPER_ROOT)"
+        ) from None
+    if not root.is_dir():
+        raise StateDirError(f"state directory {root} exists but is not a directory")
+    if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
+        raise StateDirError(f"state directory {root} is not writable by this user (choose another with --root DIR)")
+    return root
+
+
+def default_node_name() -> str:
+    """This node's name when the LCD is first created: ``$HAKEEPER_NODE`` or the short host name."""
+    name = os.environ.get("HAKEEPER_NODE") or socket.gethostname().split(".")[0]
+    return check_name(name, "node name")
+
+
+class Lcd:
+    """An open LCD. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, path: Path, *, actor: str | None = None, node: str | None = None) -> None:
+        self.path = path
+        self.actor = actor if actor is not None else _current_user()
+        try:
+            self._conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        except sqlite3.Error as exc:
+            raise StateDirError(f"cannot open the LCD {path}: {exc}") from None
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise SystemCallFailed(f"cannot put the LCD {path} in WAL mode (got {mode})")
+            self._conn.execute("PRAGMA synchronous = FULL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+            self._local = self._ensure_local_node(node)
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise SystemCallFailed(f"cannot use the LCD {path}: {exc}") from None
+        except HakeeperError:
+            self._conn.close()
+            raise
+
+    @classmethod
+    def open(
+        cls, root: str | os.PathLike[str] | None = None, *, actor: str | None = None, node: str | None = None
+    ) -> Lcd:
+        """Open (creating if needed) the LCD of the state directory ``root``."""
+        directory = ensure_state_dir(state_root(root))
+        return cls(directory / DB_NAME, actor=actor, node=node)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Lcd:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _migrate(self) -> None:
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise SchemaError(
+                f"the LCD {self.path} has schema version {version}, newer than this hakeeper knows "
+                f"({SCHEMA_VERSION}); upgrade hakeeper"
+            )
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
+            for number in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in statements(MIGRATIONS[number - 1]):
+                    self._conn.execute(statement)
+                self._conn.execute(f"PRAGMA user_version = {number}")
+                logger.info("LCD %s migrated to schema version %d", self.path, number)
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+
+    def _ensure_local_node(self, node: str | None) -> str:
+        row = self._conn.execute("SELECT name FROM nodes WHERE local = 1").fetchone()
+        if row is not None:
+            return str(row[0])
+        name = check_name(node, "node name") if node else default_node_name()
+        with self._change("init_node", {"name": name}) as db:
+            db.execute("INSERT INTO nodes (name, local) VALUES (?, 1)", (name,))
+        return name
+
+    @contextmanager
+    def _change(self, op: str, args: dict[str, Any]) -> Iterator[sqlite3.Connection]:
+        """One write transaction that ends with its change-log record."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise SystemCallFailed(f"the LCD {self.path} is busy or unwritable: {exc}") from None
+        try:
+            yield self._conn
+            self._conn.execute(
+                "INSERT INTO changes (time, actor, op, args) VALUES (?, ?, ?, ?)",
+                (time.time(), self.actor, op, json.dumps(args, sort_keys=True, ensure_ascii=False)),
+            )
+            self._conn.execute("COMMIT")
+        except BaseException as exc:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise InternalError(f"the LCD refused {op}: {exc}") from exc
+            if isinstance(exc, sqlite3.Error):
+                raise SystemCallFailed(f"the LCD {self.path} failed during {op}: {exc}") from exc
+            raise
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._conn.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise SystemCallFailed(f"cannot read the LCD {self.path}: {exc}") from None
+
+    def _exists(self, sql: str, params: Iterable[Any]) -> bool:
+        return bool(self._query(sql, params))
+
+    @property
+    def local_node(self) -> str:
+        """The name of the node this LCD belongs to."""
+        return self._local
+
+    # ------------------------------------------------------------------ nodes
+
+    def nodes(self) -> list[Node]:
+        return [Node(name, bool(local)) for name, local in self._query("SELECT name, local FROM nodes ORDER BY name")]
+
+    def create_node(self, name: str) -> None:
+        check_name(name, "node name")
+        if self._exists("SELECT 1 FROM nodes WHERE name = ?", (name,)):
+            raise AlreadyExists(f"node {name!r} exists already")
+        with self._change("create_node", {"name": name}) as db:
+            db.execute("INSERT INTO nodes (name) VALUES (?)", (name,))
+
+    def remove_node(self, name: str) -> None:
+        self._require_node(name)
+        if name == self._local:
+            raise DeleteRefused(f"node {name!r} is this node and cannot be removed from its own LCD")
+        users = self._query("SELECT tag FROM equivalencies WHERE node = ? ORDER BY tag LIMIT 3", (name,))
+        if users:
+            raise DeleteRefused(
+                f"node {name!r} is still an equivalent of {', '.join(u[0] for u in users)} (see: eqv_remove)"
+            )
+        with self._change("remove_node", {"name": name}) as db:
+            db.execute("DELETE FROM nodes WHERE name = ?", (name,))
+
+    def _require_node(self, name: str) -> None:
+        if not self._exists("SELECT 1 FROM nodes WHERE name = ?", (name,)):
+            raise NotFound(f"no node named {name!r} (see: sys_list)")
+
+    # ------------------------------------------------------------------ applications and types
+
+    def apps(self) -> list[str]:
+        return [row[0] for row in self._query("SELECT name FROM apps ORDER BY name")]
+
+    def create_app(self, app: str) -> None:
+        check_name(app, "application")
+        if self._exists("SELECT 1 FROM apps WHERE name = ?", (app,)):
+            raise AlreadyExists(f"application {app!r} exists already")
+        with self._change("create_app", {"app": app}) as db:
+            db.execute("INSERT INTO apps (name) VALUES (?)", (app,))
+
+    def remove_app(self, app: str) -> None:
+        if not self._exists("SELECT 1 FROM apps WHERE name = ?", (app,)):
+            raise NotFound(f"no application named {app!r} (see: app_list)")
+        types = self._query("SELECT name FROM types WHERE app = ? ORDER BY name LIMIT 3", (app,))
+        if types:
+            raise DeleteRefused(
+                f"application {app!r} still has resource types ({', '.join(t[0] for t in types)}) (see: typ_remove)"
+            )
+        with self._change("remove_app", {"app": app}) as db:
+            db.execute("DELETE FROM apps WHERE name = ?", (app,))
+
+    def types(self, app: str | None = None) -> list[ResourceType]:
+        if app is None:
+            rows = self._query("SELECT app, name FROM types ORDER BY app, name")
+        else:
+            rows = self._query("SELECT app, name FROM types WHERE app = ? ORDER BY name", (app,))
+        return [ResourceType(a, t) for a, t in rows]
+
+    def create_type(self, app: str, type: str) -> None:
+        check_name(type, "resource type")
+        if not self._exists("SELECT 1 FROM apps WHERE name = ?", (app,)):
+            raise NotFound(f"no application named {app!r} (see: app_create -a {app})")
+        if self._exists("SELECT 1 FROM types WHERE app = ? AND name = ?", (app, type)):
+            raise AlreadyExists(f"resource type {app}/{type} exists already")
+        with self._change("create_type", {"app": app, "type": type}) as db:
+            db.execute("INSERT INTO types (app, name) VALUES (?, ?)", (app, type))
+
+    def remove_type(self, app: str, type: str) -> list[str]:
+        """Remove a resource type with all its instances, their dependents, dependencies and equivalencies.
+
+        Returns the removed tags, parents first.
+        """
+        self._require_type(app, type)
+        tags = [row[0] for row in self._query("SELECT tag FROM resources WHERE app = ? AND type = ?", (app, type))]
+        doomed = self.removal_order(tags)
+        with self._change("remove_type", {"app": app, "type": type}) as db:
+            self._delete_resources(db, doomed)
+            db.execute("DELETE FROM types WHERE app = ? AND name = ?", (app, type))
+        return doomed
+
+    def _require_type(self, app: str, type: str) -> None:
+        if not self._exists("SELECT 1 FROM types WHERE app = ? AND name = ?", (app, type)):
+            raise NotFound(f"no resource type {app}/{type} (see: typ_list)")
+
+    # ------------------------------------------------------------------ resources
+
+    def create_resource(
+        self,
+        tag: str,
+        id: str,
+        app: str,
+        type: str,
+        *,
+        info: Any = "",
+        init: Init = Init.AUTORES_ISP,
+        switchback: Switchback = Switchback.INTELLIGENT,
+        check_interval: int = 120,
+        local_recover: bool = True,
+    ) -> Resource:
+        """Create a resource instance, out of service (OSU), with this node as its only equivalent."""
+        check_tag(tag)
+        check_id(id)
+        check_interval_value = check_interval_seconds(check_interval)
+        info_json = dump_info(info)
+        self._require_type(app, type)
+        if self._exists("SELECT 1 FROM resources WHERE tag = ?", (tag,)):
+            raise AlreadyExists(f"a resource tagged {tag!r} exists already")
+        clash = self._query("SELECT tag FROM resources WHERE id = ?", (id,))
+        if clash:
+            raise AlreadyExists(f"id {id!r} is already used by resource {clash[0][0]!r}")
+        resource = Resource(
+            tag=tag,
+            id=id,
+            app=app,
+            type=type,
+            info=json.loads(info_json),
+            state=State.OSU,
+            reason="created",
+            init=Init(init),
+            switchback=Switchback(switchback),
+            check_interval=check_interval_value,
+            local_recover=bool(local_recover),
+        )
+        args = {
+            "tag": tag,
+            "id": id,
+            "app": app,
+            "type": type,
+            "info": resource.info,
+            "init": resource.init.name,
+            "switchback": resource.switchback.name,
+            "check_interval": check_interval_value,
+            "local_recover": resource.local_recover,
+        }
+        with self._change("create_resource", args) as db:
+            db.execute(
+                f"INSERT INTO resources ({_RESOURCE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    tag,
+                    id,
+                    app,
+                    type,
+                    info_json,
+                    int(resource.state),
+                    resource.reason,
+                    int(resource.init),
+                    int(resource.switchback),
+                    check_interval_value,
+                    int(resource.local_recover),
+                ),
+            )
+        return resource
+
+    def resource(self, tag: str) -> Resource:
+        rows = self._query(f"SELECT {_RESOURCE_COLUMNS} FROM resources WHERE tag = ?", (tag,))
+        if not rows:
+            raise NotFound(f"no resource tagged {tag!r} (see: ins_list)")
+        return _resource(rows[0])
+
+    def resources(
+        self,
+        *,
+        app: str | None = None,
+        type: str | None = None,
+        tag: str | None = None,
+        id: str | None = None,
+    ) -> list[Resource]:
+        """Resources matching every filter given, sorted by tag."""
+        where = []
+        params: list[str] = []
+        for column, value in (("app", app), ("type", type), ("tag", tag), ("id", id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self._query(f"SELECT {_RESOURCE_COLUMNS} FROM resources{clause} ORDER BY tag", params)
+        return [_resource(row) for row in rows]
+
+    def tag_of(self, id: str) -> str:
+        rows = self._query("SELECT tag FROM resources WHERE id = ?", (id,))
+        if not rows:
+            raise NotFound(f"no resource with id {id!r} (see: ins_list)")
+        return str(rows[0][0])
+
+    def removal_order(self, tags: Iterable[str]) -> list[str]:
+        """``tags`` and everything that depends on them, in the order to remove them (parents first)."""
+        wanted = list(tags)
+        for tag in wanted:
+            self.resource(tag)
+        edges = self.edges()
+        parents = graph.parents_of(edges)
+        doomed = set(wanted)
+        for tag in wanted:
+            doomed |= graph.reachable(parents, tag)
+        return graph.remove_order(edges, doomed)
+
+    def remove_resources(self, tags: Iterable[str]) -> list[str]:
+        """Remove ``tags`` and all their direct and indirect dependents, with their dependencies and equivalencies.
+
+        Returns the removed tags, parents first. All or nothing.
+        """
+        wanted = sorted(set(tags))
+        if not wanted:
+            raise IllegalArgument("no resource to remove")
+        doomed = self.removal_order(wanted)
+        with self._change("remove_resources", {"tags": wanted}) as db:
+            self._delete_resources(db, doomed)
+        return doomed
+
+    @staticmethod
+    def _delete_resources(db: sqlite3.Connection, tags: list[str]) -> None:
+        for tag in tags:
+            db.execute("DELETE FROM dependencies WHERE parent = ? OR child = ?", (tag, tag))
+            db.execute("DELETE FROM equivalencies WHERE tag = ?", (tag,))
+            db.execute("DELETE FROM resources WHERE tag = ?", (tag,))
+
+    def set_state(self, tag: str, state: State, reason: str = "") -> State:
+        """Record a new state for ``tag`` with its reason; returns the previous state.
+
+        This is the one place a state changes; it logs ``tag OLD -> NEW (reason)``.
+        """
+        check_reason(reason)
+        new = State(state)
+        old = self.resource(tag).state
+        with self._change("set_state", {"tag": tag, "state": new.name, "reason": reason}) as db:
+            db.execute("UPDATE resources SET state = ?, reason = ? WHERE tag = ?", (int(new), reason, tag))
+        logger.info("%s %s -> %s (%s)", tag, old.name, new.name, reason or "no reason given")
+        return old
+
+    def set_info(self, tag: str, info: Any) -> None:
+        info_json = dump_info(info)
+        self.resource(tag)
+        with self._change("set_info", {"tag": tag, "info": json.loads(info_json)}) as db:
+            db.execute("UPDATE resources SET info = ? WHERE tag = ?", (info_json, tag))
+
+    def set_switchback(self, tag: str, switchback: Switchback) -> None:
+        value = Switchback(switchback)
+        self.resource(tag)
+        with self._change("set_switchback", {"tag": tag, "switchback": value.name}) as db:
+            db.execute("UPDATE resources SET switchback = ? WHERE tag = ?", (int(value), tag))
+
+    def set_init(self, tag: str, init: Init) -> None:
+        value = Init(init)
+        self.resource(tag)
+        with self._change("set_init", {"tag": tag, "init": value.name}) as db:
+            db.execute("UPDATE resources SET init = ? WHERE tag = ?", (int(value), tag))
+
+    def set_check_interval(self, tag: str, seconds: int) -> None:
+        value = check_interval_seconds(seconds)
+        self.resource(tag)
+        with self._change("set_check_interval", {"tag": tag, "seconds": value}) as db:
+            db.execute("UPDATE resources SET check_interval = ? WHERE tag = ?", (value, tag))
+
+    def set_local_recover(self, tag: str, enabled: bool) -> None:
+        self.resource(tag)
+        with self._change("set_local_recover", {"tag": tag, "enabled": bool(enabled)}) as db:
+            db.execute("UPDATE resources SET local_recover = ? WHERE tag = ?", (int(bool(enabled)), tag))
+
+    # ------------------------------------------------------------------ dependencies
+
+    def edges(self) -> list[graph.Edge]:
+        return [(p, c) for p, c in self._query("SELECT parent, child FROM dependencies")]
+
+    def dependencies(self) -> list[Dependency]:
+        rows = self._query("SELECT parent, child FROM dependencies ORDER BY parent, child")
+        return [Dependency(p, c) for p, c in rows]
+
+    def create_dependency(self, parent: str, child: str) -> None:
+        """Make ``parent`` depend on ``child``; refused if it would close a cycle."""
+        self.resource(parent)
+        self.resource(child)
+        if self._exists("SELECT 1 FROM dependencies WHERE parent = ? AND child = ?", (parent, child)):
+            raise AlreadyExists(f"{parent!r} already depends on {child!r}")
+        if parent == child:
+            raise IllegalArgument(f"{parent!r} cannot depend on itself")
+        if graph.creates_cycle(self.edges(), parent, child):
+            raise IllegalArgument(f"{child!r} already depends on {parent!r}: the dependency would make a cycle")
+        with self._change("create_dependency", {"parent": parent, "child": child}) as db:
+            db.execute("INSERT INTO dependencies (parent, child) VALUES (?, ?)", (parent, child))
+
+    def remove_dependency(self, parent: str | None = None, child: str | None = None) -> list[Dependency]:
+        """Remove one dependency (both given) or every dependency of a parent or of a child.
+
+        Returns the removed dependencies; refuses when none matches.
+        """
+        if parent is None and child is None:
+            raise IllegalArgument("name a parent, a child or both")
+        where = []
+        params = []
+        for column, value in (("parent", parent), ("child", child)):
+            if value is not None:
+                self.resource(value)
+                where.append(f"{column} = ?")
+                params.append(value)
+        clause = " AND ".join(where)
+        rows = self._query(f"SELECT parent, child FROM dependencies WHERE {clause} ORDER BY parent, child", params)
+        if not rows:
+            described = " -> ".join(v for v in (parent, child) if v is not None)
+            raise NotFound(f"no dependency {described} (see: dep_list)")
+        with self._change("remove_dependency", {"parent": parent, "child": child}) as db:
+            db.execute(f"DELETE FROM dependencies WHERE {clause}", params)
+        return [Dependency(p, c) for p, c in rows]
+
+    # ------------------------------------------------------------------ equivalencies
+
+    def equivalencies(self, *, tag: str | None = None, node: str | None = None) -> list[Equivalency]:
+        where = []
+        params = []
+        for column, value in (("tag", tag), ("node", node)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self._query(
+            f"SELECT tag, node, priority, remote_tag, kind FROM equivalencies{clause} ORDER BY tag, priority", params
+        )
+        return [Equivalency(t, n, p, r, EqvKind(k)) for t, n, p, r, k in rows]
+
+    def create_equivalency(
+        self,
+        tag: str,
+        other_node: str,
+        *,
+        other_tag: str | None = None,
+        other_priority: int | None = None,
+        node: str | None = None,
+        priority: int | None = None,
+    ) -> Equivalency:
+        """Declare that ``tag`` can run on ``other_node`` (as ``other_tag``) with ``other_priority``.
+
+        ``node`` (this node by default) gets an entry for ``tag`` too if it has
+        none, with ``priority`` (1 by default, as LifeKeeper gives the creating
+        server). A priority left out is the next free one. Priorities are
+        unique per resource.
+        """
+        this = node if node is not None else self._local
+        remote_tag = check_tag(other_tag, "other tag") if other_tag is not None else tag
+        self.resource(tag)
+        self._require_node(this)
+        self._require_node(other_node)
+        if this == other_node:
+            raise IllegalArgument(f"a resource cannot be equivalent to itself on the same node {this!r}")
+        for value in (priority, other_priority):
+            if value is not None:
+                check_priority(value)
+        current = {e.node: e for e in self.equivalencies(tag=tag)}
+        if other_node in current:
+            raise AlreadyExists(
+                f"{tag!r} is already equivalent on {other_node!r} (priority {current[other_node].priority})"
+            )
+        taken = {e.priority for e in current.values()}
+        inserts: list[tuple[str, str, int]] = []
+        if this in current:
+            if priority is not None and priority != current[this].priority:
+                raise IllegalArgument(
+                    f"{tag!r} already has priority {current[this].priority} on {this!r}; remove the equivalency first"
+                )
+        else:
+            mine = priority if priority is not None else _lowest_free(taken)
+            if mine in taken:
+                raise AlreadyExists(f"priority {mine} is already used by {tag!r} on another node")
+            taken.add(mine)
+            inserts.append((this, tag, mine))
+        theirs = other_priority if other_priority is not None else _lowest_free(taken)
+        if theirs in taken:
+            raise AlreadyExists(f"priority {theirs} is already used by {tag!r} on another node")
+        inserts.append((other_node, remote_tag, theirs))
+        args = {
+            "tag": tag,
+            "other_node": other_node,
+            "other_tag": remote_tag,
+            "other_priority": theirs,
+            "node": this,
+            "priority": inserts[0][2] if len(inserts) == 2 else current[this].priority,
+        }
+        with self._change("create_equivalency", args) as db:
+            db.executemany(
+                "INSERT INTO equivalencies (tag, node, remote_tag, priority, kind) VALUES (?, ?, ?, ?, ?)",
+                [(tag, n, r, p, int(EqvKind.SHARED)) for n, r, p in inserts],
+            )
+        return Equivalency(tag, other_node, theirs, remote_tag)
+
+    def remove_equivalency(self, tag: str, other_node: str, *, node: str | None = None) -> None:
+        """Remove ``tag``'s equivalency on ``other_node``; ``node``'s own entry goes too when it is the last one."""
+        this = node if node is not None else self._local
+        self.resource(tag)
+        current = {e.node: e for e in self.equivalencies(tag=tag)}
+        if other_node not in current or this not in current or this == other_node:
+            raise NotFound(f"{tag!r} has no equivalency between {this!r} and {other_node!r} (see: eqv_list)")
+        with self._change("remove_equivalency", {"tag": tag, "other_node": other_node, "node": this}) as db:
+            db.execute("DELETE FROM equivalencies WHERE tag = ? AND node = ?", (tag, other_node))
+            if set(current) == {this, other_node}:
+                db.execute("DELETE FROM equivalencies WHERE tag = ? AND node = ?", (tag, this))
+
+    # ------------------------------------------------------------------ flags
+
+    def flags(self) -> list[str]:
+        return [row[0] for row in self._query("SELECT name FROM flags ORDER BY name")]
+
+    def has_flag(self, flag: str) -> bool:
+        check_flag(flag)
+        return self._exists("SELECT 1 FROM flags WHERE name = ?", (flag,))
+
+    def create_flag(self, flag: str) -> None:
+        if self.has_flag(flag):
+            raise AlreadyExists(f"flag {flag!r} exists already")
+        with self._change("create_flag", {"flag": flag}) as db:
+            db.execute("INSERT INTO flags (name) VALUES (?)", (flag,))
+
+    def remove_flag(self, flag: str) -> None:
+        if not self.has_flag(flag):
+            raise NotFound(f"no flag {flag!r} (see: flg_list)")
+        with self._change("remove_flag", {"flag": flag}) as db:
+            db.execute("DELETE FROM flags WHERE name = ?", (flag,))
+
+    # ------------------------------------------------------------------ settings and the change log
+
+    def setting(self, key: str, default: str = "") -> str:
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else default
+
+    @property
+    def shutdown_strategy(self) -> str:
+        return self.setting("shutdown_strategy", DEFAULT_SHUTDOWN_STRATEGY)
+
+    def last_seq(self) -> int:
+        return int(self._query("SELECT COALESCE(MAX(seq), 0) FROM changes")[0][0])
+
+    def changes(self, since: int = 0) -> list[Change]:
+        """Committed changes with a sequence number above ``since``, oldest first."""
+        rows = self._query("SELECT seq, time, actor, op, args FROM changes WHERE seq > ? ORDER BY seq", (since,))
+        return [Change(seq, t, actor, op, json.loads(args)) for seq, t, actor, op, args in rows]
+
+    def replay(self, op: str, args: dict[str, Any]) -> None:
+        """Apply a change as recorded in another LCD's change log."""
+        method = _REPLAYABLE.get(op)
+        if method is None:
+            raise IllegalArgument(f"change {op!r} cannot be replayed")
+        method(self, **args)
+
+    def integrity_ok(self) -> bool:
+        return bool(self._query("PRAGMA integrity_check")[0][0] == "ok")
+
+
+def check_interval_seconds(seconds: int) -> int:
+    if isinstance(seconds, bool) or not isinstance(seconds, int):
+        raise IllegalArgument(f"quickCheck interval {seconds!r} is not a whole number of seconds")
+    return check_interval(seconds)
+
+
+def _lowest_free(taken: set[int]) -> int:
+    priority = 1
+    while priority in taken:
+        priority += 1
+    return check_priority(priority)
+
+
+def _resource(row: tuple[Any, ...]) -> Resource:
+    tag, rid, app, rtype, info, state, reason, init, switchback, interval, local_recover = row
+    return Resource(
+        tag=tag,
+        id=rid,
+        app=app,
+        type=rtype,
+        info=json.loads(info),
+        state=State(state),
+        reason=reason,
+        init=Init(init),
+        switchback=Switchback(switchback),
+        check_interval=interval,
+        local_recover=bool(local_recover),
+    )
+
+
+def _current_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def _replay_create_resource(lcd: Lcd, **args: Any) -> None:
+    args["init"] = Init[args["init"]]
+    args["switchback"] = Switchback[args["switchback"]]
+    lcd.create_resource(**args)
+
+
+def _replay_set_state(lcd: Lcd, tag: str, state: str, reason: str) -> None:
+    lcd.set_state(tag, State[state], reason)
+
+
+_REPLAYABLE: dict[str, Callable[..., Any]] = {
+    "create_node": Lcd.create_node,
+    "remove_node": Lcd.remove_node,
+    "create_app": Lcd.create_app,
+    "remove_app": Lcd.remove_app,
+    "create_type": Lcd.create_type,
+    "remove_type": Lcd.remove_type,
+    "create_resource": _replay_create_resource,
+    "remove_resources": Lcd.remove_resources,
+    "set_state": _replay_set_state,
+    "set_info": Lcd.set_info,
+    "set_switchback": lambda lcd, tag, switchback: lcd.set_switchback(tag, Switchback[switchback]),
+    "set_init": lambda lcd, tag, init: lcd.set_init(tag, Init[init]),
+    "set_check_interval": Lcd.set_check_interval,
+    "set_local_recover": Lcd.set_local_recover,
+    "create_dependency": Lcd.create_dependency,
+    "remove_dependency": Lcd.remove_dependency,
+    "create_equivalency": Lcd.create_equivalency,
+    "remove_equivalency": Lcd.remove_equivalency,
+    "create_flag": Lcd.create_flag,
+    "remove_flag": Lcd.remove_flag,
+}
