@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from hakeeper.cli.base import run
+from hakeeper.cli.main import run
 from hakeeper.db import Lcd
 
 REQUIRE_ALL = os.environ.get("HAKEEPER_REQUIRE_ALL") == "1"

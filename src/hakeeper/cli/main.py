@@ -14,7 +14,7 @@ from hakeeper import __version__
 from hakeeper.cli import lcdi, status
 from hakeeper.cli.base import COMMANDS, run
 
-__all__ = ["lcdi", "main", "status"]
+__all__ = ["COMMANDS", "lcdi", "main", "run", "status"]
 
 
 USAGE = """usage: hakeeper [--root DIR] COMMAND [ARGS...]

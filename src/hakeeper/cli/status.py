@@ -83,7 +83,7 @@ def long_form(snap: Snapshot, tags: set[str]) -> list[str]:
     lines.append("Resource hierarchy information:")
     lines += ["  " + line for line in short_form(snap, tags)] if tags else ["  (no resources)"]
     lines.append("")
-    for depth, tag, repeated in graph.tree_lines(snap.edges, tags):
+    for _depth, tag, repeated in graph.tree_lines(snap.edges, tags):
         if repeated:
             continue
         r = snap.resources[tag]
@@ -93,22 +93,21 @@ def long_form(snap: Snapshot, tags: set[str]) -> list[str]:
             f"{'' if e.remote_tag == tag else ', as ' + e.remote_tag})"
             for e in eqvs
         )
-        indent = "  " * depth
         lines += [
-            f"{indent}{tag}",
-            f"{indent}    id              {r.id}",
-            f"{indent}    app/type        {r.app}/{r.type}",
-            f"{indent}    state           {r.state.name}" + (f" ({r.reason})" if r.reason else ""),
-            f"{indent}    initialize      {r.init.name}",
-            f"{indent}    switchback      {r.switchback.name}",
-            f"{indent}    quickCheck      " + (f"every {r.check_interval} s" if r.check_interval else "off"),
-            f"{indent}    local recovery  {'Y' if r.local_recover else 'N'}",
-            f"{indent}    info            {info_text(r.info)}",
-            f"{indent}    depends on      {', '.join(sorted(kids.get(tag, ()))) or '-'}",
-            f"{indent}    equivalencies   {where or '- (this node only)'}",
+            f"{tag}",
+            f"    id              {r.id}",
+            f"    app/type        {r.app}/{r.type}",
+            f"    state           {r.state.name}" + (f" ({r.reason})" if r.reason else ""),
+            f"    initialize      {r.init.name}",
+            f"    switchback      {r.switchback.name}",
+            "    quickCheck      " + (f"every {r.check_interval} s" if r.check_interval else "off"),
+            f"    local recovery  {'Y' if r.local_recover else 'N'}",
+            f"    info            {info_text(r.info) or '-'}",
+            f"    depends on      {', '.join(sorted(kids.get(tag, ()))) or '-'}",
+            f"    equivalencies   {where or '- (this node only)'}",
+            "",
         ]
     lines += [
-        "",
         "Communication paths:",
         "  (none)",
         "",

@@ -1,0 +1,202 @@
+"""The LCDI commands as a user runs them: output shapes, selections, delete actions."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli
+
+
+@pytest.fixture
+def hierarchy(cli: Cli) -> Cli:
+    """web -> (web-ip, web-fs -> web-disk), and db -> web-disk shared; equivalent on node2."""
+    for argv in (
+        ["app_create", "-a", "gen"],
+        ["typ_create", "-a", "gen", "-r", "app"],
+        ["sys_create", "-s", "node2"],
+        ["ins_create", "-a", "gen", "-r", "app", "-t", "web-disk", "-i", "disk-1"],
+        ["ins_create", "-a", "gen", "-r", "app", "-t", "web-fs", "-i", "/srv/web"],
+        ["ins_create", "-a", "gen", "-r", "app", "-t", "web-ip", "-i", "198.18.0.10"],
+        ["ins_create", "-a", "gen", "-r", "app", "-t", "web", "-i", "web-1", "-v", '{"port": 80}'],
+        ["ins_create", "-a", "gen", "-r", "app", "-t", "db", "-i", "db-1", "-s", "AUTOMATIC", "-Q", "30"],
+        ["dep_create", "-p", "web", "-c", "web-ip"],
+        ["dep_create", "-p", "web", "-c", "web-fs"],
+        ["dep_create", "-p", "web-fs", "-c", "web-disk"],
+        ["dep_create", "-p", "db", "-c", "web-disk"],
+        ["eqv_create", "-t", "web", "-S", "node2", "-e", "SHARED"],
+        ["eqv_create", "-t", "web-ip", "-S", "node2", "-r", "5"],
+    ):
+        result = cli(*argv)
+        assert (result.code, result.err) == (0, ""), argv
+    return cli
+
+
+def test_ins_list_prints_lifekeeper_fields_with_the_chosen_separator(hierarchy: Cli) -> None:
+    out = hierarchy("ins_list", "-t", "web", "-f:").out
+    assert out == 'gen:app:web:web-1:OSU:created:AUTORES_ISP:INTELLIGENT:120:Y:{"port":80}\n'
+    default = hierarchy("ins_list", "-t", "db").out
+    assert default.split("\x01")[2:4] == ["db", "db-1"]
+    assert default.split("\x01")[7:9] == ["AUTOMATIC", "30"]
+
+
+def test_listings_speak_json(hierarchy: Cli) -> None:
+    records = json.loads(hierarchy("ins_list", "--json").out)
+    assert [r["tag"] for r in records] == ["db", "web", "web-disk", "web-fs", "web-ip"]
+    assert records[1]["info"] == {"port": 80}
+    assert json.loads(hierarchy("dep_list", "-c", "web", "--json").out) == [
+        {"parent": "web", "child": "web-fs"},
+        {"parent": "web", "child": "web-ip"},
+    ]
+    assert json.loads(hierarchy("sys_list", "--json").out) == [
+        {"name": "node1", "local": True},
+        {"name": "node2", "local": False},
+    ]
+    assert json.loads(hierarchy("typ_list", "--json").out) == [{"app": "gen", "type": "app"}]
+    assert json.loads(hierarchy("app_list", "--json").out) == ["gen"]
+    assert json.loads(hierarchy("flg_list", "--json").out) == []
+    assert json.loads(hierarchy("eqv_list", "-t", "web-ip", "--json").out) == [
+        {
+            "node": "node1",
+            "tag": "web-ip",
+            "other_node": "node2",
+            "other_tag": "web-ip",
+            "type": "SHARED",
+            "priority": 1,
+            "other_priority": 5,
+        }
+    ]
+    changes = json.loads(hierarchy("changes", "--json").out)
+    assert [c["seq"] for c in changes] == list(range(1, len(changes) + 1))
+
+
+def test_ins_list_selects_hierarchies_below_a_top(hierarchy: Cli) -> None:
+    tags = [line.split(":")[2] for line in hierarchy("ins_list", "-R", "web-fs", "-f:").out.splitlines()]
+    assert tags == ["web-disk", "web-fs"]
+    assert hierarchy("ins_gettag", "-i", "/srv/web").out == "web-fs\n"
+
+
+def test_dep_list_closures(hierarchy: Cli) -> None:
+    def edges(*argv: str) -> list[str]:
+        return hierarchy("dep_list", "-f>", *argv).out.splitlines()
+
+    assert edges() == ["db>web-disk", "web>web-fs", "web>web-ip", "web-fs>web-disk"]
+    assert edges("-C", "web") == ["web>web-fs", "web>web-ip", "web-fs>web-disk"]
+    assert edges("-P", "web-disk") == ["db>web-disk", "web>web-fs", "web-fs>web-disk"]
+    assert edges("-p", "web-disk") == ["db>web-disk", "web-fs>web-disk"]
+
+
+def test_lcdstatus_short_form_indents_children_under_parents(hierarchy: Cli) -> None:
+    lines = hierarchy("lcdstatus", "-e").out.splitlines()
+    assert lines[0].split() == ["BACKUP", "TAG", "ID", "STATE", "PRIO", "PRIMARY"]
+    rows = [(line[: line.index(" ")], line.split()[1:]) for line in lines[1:]]
+    tag_col, id_col = lines[0].index("TAG"), lines[0].index("ID")
+    shown = [line[tag_col:id_col].rstrip() for line in lines[1:]]
+    assert shown == ["db", " web-disk", "web", " web-fs", "  web-disk", " web-ip"]
+    assert rows[2] == ("node2", ["web", "web-1", "OSU", "1", "node1"])
+    assert rows[0] == ("--", ["db", "db-1", "OSU", "--", "node1"])
+
+
+def test_lcdstatus_long_form_and_problems_only(hierarchy: Cli) -> None:
+    long = hierarchy("lcdstatus").out
+    assert "web-ip\n" in long
+    assert "equivalencies   node1 (priority 1, this node), node2 (priority 5)" in long
+    assert "Shutdown strategy: Do Not Switch Over Resources" in long
+    assert hierarchy("lcdstatus", "-q").out == ""
+    hierarchy("ins_setstate", "-t", "web-ip", "-S", "ISU", "-R", "maintenance")
+    assert hierarchy("lcdstatus", "-q").out == "web-ip ISU (maintenance)\n"
+    status = json.loads(hierarchy("lcdstatus", "--json", "-r", "web").out)
+    assert {r["tag"] for r in status["resources"]} == {"web", "web-ip", "web-fs", "web-disk"}
+    assert status["hierarchies"][0]["tag"] == "web"
+
+
+def test_ins_remove_takes_dependents_first_and_keeps_others(hierarchy: Cli) -> None:
+    result = hierarchy("ins_remove", "-t", "web-disk", "-v")
+    assert result.out.splitlines() == ["web", "web-fs", "db", "web-disk"]
+    left = hierarchy("ins_list", "-f:").out.splitlines()
+    assert [line.split(":")[2] for line in left] == ["web-ip"]
+    assert hierarchy("eqv_list", "-f:").out == "node1:web-ip:node2:web-ip:SHARED:1:5\n"
+    assert hierarchy("dep_list").out == ""
+
+
+def test_ins_remove_rooted_keeps_shared_children(hierarchy: Cli) -> None:
+    result = hierarchy("ins_remove", "-R", "web", "-v")
+    assert result.out.splitlines() == ["web", "web-ip", "web-fs"]
+    tags = [line.split(":")[2] for line in hierarchy("ins_list", "-f:").out.splitlines()]
+    assert tags == ["db", "web-disk"]
+
+
+def _delete_action(root: Path, body: str) -> Path:
+    actions = root / "subsys" / "gen" / "resources" / "app" / "actions"
+    actions.mkdir(parents=True)
+    script = actions / "delete"
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return script
+
+
+def test_ins_remove_runs_delete_actions_parents_first(hierarchy: Cli, root: Path) -> None:
+    log = root / "deleted.log"
+    _delete_action(root, f'echo "$1 $2 $3 $4 $HAKEEPER_TAG $HAKEEPER_NODE $HAKEEPER_INFO" >> {log}\n')
+    assert hierarchy("ins_remove", "-t", "web-fs").code == 0
+    assert log.read_text().splitlines() == [
+        'web -t web -i web-1 web node1 {"port":80}'.replace("web -t", "-t", 1),
+        "-t web-fs -i /srv/web web-fs node1 ",
+    ]
+
+
+def test_a_failing_delete_action_stops_the_removal_there(hierarchy: Cli, root: Path) -> None:
+    _delete_action(root, 'if [ "$HAKEEPER_TAG" = web-fs ]; then echo "volume busy"; exit 3; fi\n')
+    result = hierarchy("ins_remove", "-t", "web-fs")
+    assert result.code == 1
+    assert result.err == (
+        "ins_remove: delete of web-fs failed (exit 3): volume busy; removed before it: web "
+        "(fix it, or skip delete actions with -N)\n"
+    )
+    tags = [line.split(":")[2] for line in hierarchy("ins_list", "-f:").out.splitlines()]
+    assert tags == ["db", "web-disk", "web-fs", "web-ip"]
+    assert hierarchy("ins_remove", "-t", "web-fs", "-N").code == 0
+
+
+def test_flags(cli: Cli) -> None:
+    assert cli("flg_test", "-f", "!nofailover!node2").code == 7
+    assert cli("flg_create", "-f", "!nofailover!node2").code == 0
+    assert cli("flg_test", "-f", "!nofailover!node2").code == 0
+    assert cli("flg_list").out == "!nofailover!node2\n"
+    assert cli("flg_remove", "-f", "!nofailover!node2").code == 0
+    assert cli("flg_list").out == ""
+
+
+def test_setters_change_what_lcdstatus_shows(hierarchy: Cli) -> None:
+    for argv in (
+        ["ins_setinfo", "-t", "db", "-v", "plain words"],
+        ["ins_setas", "-t", "db", "-s", "INTELLIGENT"],
+        ["ins_setinit", "-t", "db", "-I", "INIT_OSU"],
+        ["ins_setchkint", "-t", "db", "-c", "q", "-v", "0"],
+        ["ins_setlocalrecover", "-t", "db", "-l", "N"],
+        ["ins_setstate", "-t", "db", "-S", "ISP"],
+    ):
+        assert hierarchy(*argv).code == 0, argv
+    db = json.loads(hierarchy("ins_list", "-t", "db", "--json").out)[0]
+    assert db == {
+        "tag": "db",
+        "id": "db-1",
+        "app": "gen",
+        "type": "app",
+        "info": "plain words",
+        "state": "ISP",
+        "reason": "ins_setstate by " + db["reason"].split()[-1],
+        "init": "INIT_OSU",
+        "switchback": "INTELLIGENT",
+        "quickcheck_interval": 0,
+        "local_recover": False,
+    }
+    assert "quickCheck      off" in hierarchy("lcdstatus").out
+
+
+def test_destination_is_this_node_or_unreachable(hierarchy: Cli) -> None:
+    assert hierarchy("ins_list", "-d", "node1", "-t", "web").code == 0
+    assert hierarchy("ins_list", "-d", "node2", "-t", "web").code == 9

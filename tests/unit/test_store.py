@@ -1,0 +1,216 @@
+"""The LCD's storage rules: durability settings, migrations, the change log, and the records' rules."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hakeeper.db import Init, Lcd, State, Switchback
+from hakeeper.db.model import check_tag
+from hakeeper.db.schema import SCHEMA_VERSION
+from hakeeper.errors import (
+    AlreadyExists,
+    DeleteRefused,
+    IllegalArgument,
+    NotFound,
+    OutOfRange,
+    SchemaError,
+    StateDirError,
+)
+
+
+def sample(lcd: Lcd) -> None:
+    lcd.create_app("gen")
+    lcd.create_type("gen", "app")
+    lcd.create_app("comm")
+    lcd.create_type("comm", "ip")
+    lcd.create_node("node2")
+    lcd.create_node("node3")
+    lcd.create_resource("web-ip", "198.18.0.10", "comm", "ip")
+    lcd.create_resource("web", "web-1", "gen", "app", info={"port": 8080})
+    lcd.create_dependency("web", "web-ip")
+    lcd.create_equivalency("web", "node2")
+    lcd.create_equivalency("web-ip", "node2")
+
+
+def dump(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    db = sqlite3.connect(path / "lcd.sqlite")
+    try:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables if t != "changes"}
+    finally:
+        db.close()
+
+
+def test_database_is_wal_with_full_sync_and_foreign_keys(lcd: Lcd, root: Path) -> None:
+    conn = lcd._conn
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert lcd.integrity_ok()
+    assert (root / "lcd.sqlite").exists()
+
+
+def test_state_directory_is_private_and_chosen_by_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HAKEEPER_ROOT", str(tmp_path / "from-env"))
+    monkeypatch.setenv("HAKEEPER_NODE", "alpha")
+    with Lcd.open() as lcd:
+        assert lcd.path == tmp_path / "from-env" / "lcd.sqlite"
+        assert lcd.local_node == "alpha"
+    assert (tmp_path / "from-env").stat().st_mode & 0o777 == 0o700
+
+
+def test_state_directory_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(StateDirError, match="cannot create state directory"):
+        Lcd.open(tmp_path / "file" / "sub")
+    with pytest.raises(StateDirError, match="not a directory"):
+        Lcd.open(tmp_path / "file")
+
+
+def test_a_newer_schema_is_refused_and_an_old_one_migrated(tmp_path: Path) -> None:
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    db = sqlite3.connect(newer / "lcd.sqlite")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(SchemaError, match="upgrade hakeeper"):
+        Lcd.open(newer)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    sqlite3.connect(empty / "lcd.sqlite").close()  # a version-0 file
+    with Lcd.open(empty, node="n1") as lcd:
+        assert lcd.nodes()[0].name == "n1"
+
+
+def test_every_change_gets_the_next_sequence_number_and_failures_none(lcd: Lcd) -> None:
+    start = lcd.last_seq()
+    sample(lcd)
+    changes = lcd.changes(start)
+    assert [c.seq for c in changes] == list(range(start + 1, start + 12))
+    assert [c.op for c in changes][:3] == ["create_app", "create_type", "create_app"]
+    assert changes[-1].args == {
+        "tag": "web-ip",
+        "other_node": "node2",
+        "other_tag": "web-ip",
+        "other_priority": 2,
+        "node": "node1",
+        "priority": 1,
+    }
+    with pytest.raises(AlreadyExists):
+        lcd.create_resource("web", "other", "gen", "app")
+    with pytest.raises(IllegalArgument):
+        lcd.create_dependency("web-ip", "web")
+    assert lcd.last_seq() == start + 11
+
+
+def test_replaying_the_change_log_rebuilds_the_same_lcd(lcd: Lcd, root: Path, tmp_path: Path) -> None:
+    sample(lcd)
+    lcd.set_state("web-ip", State.ISP, "test")
+    lcd.set_info("web", {"port": 8081})
+    lcd.set_switchback("web", Switchback.AUTOMATIC)
+    lcd.set_init("web", Init.INIT_OSU)
+    lcd.set_check_interval("web", 30)
+    lcd.set_local_recover("web", False)
+    lcd.create_flag("!nofailover!node2")
+    lcd.remove_dependency("web", "web-ip")
+    lcd.remove_equivalency("web", "node2")
+    lcd.remove_resources(["web"])
+    lcd.remove_node("node3")
+    copy_root = tmp_path / "copy"
+    with Lcd.open(copy_root, node="node1") as copy:
+        for change in lcd.changes(1):  # 1 is the local node's own creation
+            copy.replay(change.op, change.args)
+    assert dump(copy_root) == dump(root)
+
+
+def test_a_state_change_is_logged_once_with_its_reason(lcd: Lcd, caplog: pytest.LogCaptureFixture) -> None:
+    sample(lcd)
+    with caplog.at_level(logging.INFO, logger="hakeeper.db.store"):
+        old = lcd.set_state("web", State.ISP, "perform_action by root")
+    assert old is State.OSU
+    assert [r.getMessage() for r in caplog.records] == ["web OSU -> ISP (perform_action by root)"]
+    assert lcd.resource("web").state is State.ISP
+    assert lcd.resource("web").reason == "perform_action by root"
+
+
+def test_new_resources_are_out_of_service_with_lifekeeper_defaults(lcd: Lcd) -> None:
+    sample(lcd)
+    web = lcd.resource("web")
+    assert (web.state, web.init, web.switchback, web.check_interval, web.local_recover) == (
+        State.OSU,
+        Init.AUTORES_ISP,
+        Switchback.INTELLIGENT,
+        120,
+        True,
+    )
+    assert web.info == {"port": 8080}
+    assert lcd.tag_of("web-1") == "web"
+
+
+def test_equivalency_priorities_are_unique_and_default_sensibly(lcd: Lcd) -> None:
+    sample(lcd)
+    assert [(e.node, e.priority) for e in lcd.equivalencies(tag="web")] == [("node1", 1), ("node2", 2)]
+    lcd.create_equivalency("web", "node3")
+    assert [e.priority for e in lcd.equivalencies(tag="web")] == [1, 2, 3]
+    with pytest.raises(AlreadyExists):
+        lcd.create_equivalency("web", "node3")
+    lcd.remove_equivalency("web", "node3")
+    with pytest.raises(AlreadyExists, match="priority 2"):
+        lcd.create_equivalency("web", "node3", other_priority=2)
+    with pytest.raises(OutOfRange):
+        lcd.create_equivalency("web", "node3", other_priority=1025)
+    with pytest.raises(NotFound):
+        lcd.create_equivalency("web", "node9")
+    lcd.create_equivalency("web", "node3", other_priority=1024, other_tag="web-on-3")
+    assert lcd.equivalencies(tag="web", node="node3")[0].remote_tag == "web-on-3"
+    lcd.remove_equivalency("web", "node2")
+    lcd.remove_equivalency("web", "node3")
+    assert lcd.equivalencies(tag="web") == [], "this node's own entry goes with the last other"
+
+
+def test_deletes_that_would_leave_something_dangling_are_refused(lcd: Lcd) -> None:
+    sample(lcd)
+    with pytest.raises(DeleteRefused, match="web"):
+        lcd.remove_node("node2")
+    with pytest.raises(DeleteRefused):
+        lcd.remove_node("node1")
+    with pytest.raises(DeleteRefused, match="typ_remove"):
+        lcd.remove_app("gen")
+
+
+def test_removing_a_type_takes_its_instances_and_their_dependents(lcd: Lcd) -> None:
+    sample(lcd)
+    removed = lcd.remove_type("comm", "ip")
+    assert removed == ["web", "web-ip"]
+    assert lcd.resources() == []
+    assert lcd.edges() == []
+    assert lcd.equivalencies() == []
+    assert [t.type for t in lcd.types()] == ["app"]
+
+
+@given(st.text(max_size=300))
+def test_tag_rules_are_lifekeepers(tag: str) -> None:
+    valid = 0 < len(tag) <= 256 and tag[0] not in "./" and not any(c in "+;:!@#$*= " for c in tag) and tag.isprintable()
+    if valid:
+        assert check_tag(tag) == tag
+    else:
+        with pytest.raises(IllegalArgument):
+            check_tag(tag)
+
+
+@pytest.mark.parametrize("tag", ["web-ip", "a_b.c/d", "データ", "x" * 256, "ip-198.18.0.10"])
+def test_good_tags(tag: str) -> None:
+    assert check_tag(tag) == tag
+
+
+@pytest.mark.parametrize("tag", ["", ".hidden", "/abs", "a b", "a:b", "a=b", "x" * 257, "a\nb"])
+def test_bad_tags(tag: str) -> None:
+    with pytest.raises(IllegalArgument):
+        check_tag(tag)
