@@ -15,14 +15,14 @@ from tests.conftest import Cli
 def hierarchy(cli: Cli) -> Cli:
     """web -> (web-ip, web-fs -> web-disk), and db -> web-disk shared; equivalent on node2."""
     for argv in (
-        ["app_create", "-a", "gen"],
-        ["typ_create", "-a", "gen", "-r", "app"],
+        ["app_create", "-a", "lk"],
+        ["typ_create", "-a", "lk", "-r", "svc"],
         ["sys_create", "-s", "node2"],
-        ["ins_create", "-a", "gen", "-r", "app", "-t", "web-disk", "-i", "disk-1"],
-        ["ins_create", "-a", "gen", "-r", "app", "-t", "web-fs", "-i", "/srv/web"],
-        ["ins_create", "-a", "gen", "-r", "app", "-t", "web-ip", "-i", "198.18.0.10"],
-        ["ins_create", "-a", "gen", "-r", "app", "-t", "web", "-i", "web-1", "-v", '{"port": 80}'],
-        ["ins_create", "-a", "gen", "-r", "app", "-t", "db", "-i", "db-1", "-s", "AUTOMATIC", "-Q", "30"],
+        ["ins_create", "-a", "lk", "-r", "svc", "-t", "web-disk", "-i", "disk-1"],
+        ["ins_create", "-a", "lk", "-r", "svc", "-t", "web-fs", "-i", "/srv/web"],
+        ["ins_create", "-a", "lk", "-r", "svc", "-t", "web-ip", "-i", "198.18.0.10"],
+        ["ins_create", "-a", "lk", "-r", "svc", "-t", "web", "-i", "web-1", "-v", '{"port": 80}'],
+        ["ins_create", "-a", "lk", "-r", "svc", "-t", "db", "-i", "db-1", "-s", "AUTOMATIC", "-Q", "30"],
         ["dep_create", "-p", "web", "-c", "web-ip"],
         ["dep_create", "-p", "web", "-c", "web-fs"],
         ["dep_create", "-p", "web-fs", "-c", "web-disk"],
@@ -37,7 +37,7 @@ def hierarchy(cli: Cli) -> Cli:
 
 def test_ins_list_prints_lifekeeper_fields_with_the_chosen_separator(hierarchy: Cli) -> None:
     out = hierarchy("ins_list", "-t", "web", "-f:").out
-    assert out == 'gen:app:web:web-1:OSU:created:AUTORES_ISP:INTELLIGENT:120:Y:{"port":80}\n'
+    assert out == 'lk:svc:web:web-1:OSU:created:AUTORES_ISP:INTELLIGENT:120:Y:{"port":80}\n'
     default = hierarchy("ins_list", "-t", "db").out
     assert default.split("\x01")[2:4] == ["db", "db-1"]
     assert default.split("\x01")[7:9] == ["AUTOMATIC", "30"]
@@ -55,8 +55,8 @@ def test_listings_speak_json(hierarchy: Cli) -> None:
         {"name": "node1", "local": True},
         {"name": "node2", "local": False},
     ]
-    assert json.loads(hierarchy("typ_list", "--json").out) == [{"app": "gen", "type": "app"}]
-    assert json.loads(hierarchy("app_list", "--json").out) == ["gen"]
+    assert json.loads(hierarchy("typ_list", "--json").out) == [{"app": "lk", "type": "svc"}]
+    assert json.loads(hierarchy("app_list", "--json").out) == ["lk"]
     assert json.loads(hierarchy("flg_list", "--json").out) == []
     assert json.loads(hierarchy("eqv_list", "-t", "web-ip", "--json").out) == [
         {
@@ -130,12 +130,14 @@ def test_ins_remove_rooted_keeps_shared_children(hierarchy: Cli) -> None:
 
 
 def _delete_action(root: Path, body: str) -> Path:
-    actions = root / "subsys" / "gen" / "resources" / "app" / "actions"
+    """Make lk/svc a script kit: restore and remove do nothing, delete runs ``body``."""
+    actions = root / "subsys" / "lk" / "resources" / "svc" / "actions"
     actions.mkdir(parents=True)
-    script = actions / "delete"
-    script.write_text("#!/bin/sh\n" + body)
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    return script
+    for name, text in (("restore", "exit 0\n"), ("remove", "exit 0\n"), ("delete", body)):
+        script = actions / name
+        script.write_text("#!/bin/sh\n" + text)
+        script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return actions / "delete"
 
 
 def test_ins_remove_runs_delete_actions_parents_first(hierarchy: Cli, root: Path) -> None:
@@ -149,11 +151,11 @@ def test_ins_remove_runs_delete_actions_parents_first(hierarchy: Cli, root: Path
 
 
 def test_a_failing_delete_action_stops_the_removal_there(hierarchy: Cli, root: Path) -> None:
-    _delete_action(root, 'if [ "$HAKEEPER_TAG" = web-fs ]; then echo "volume busy"; exit 3; fi\n')
+    _delete_action(root, 'if [ "$HAKEEPER_TAG" = web-fs ]; then echo "volume busy"; exit 1; fi\n')
     result = hierarchy("ins_remove", "-t", "web-fs")
     assert result.code == 1
     assert result.err == (
-        "ins_remove: delete of web-fs failed (exit 3): volume busy; removed before it: web "
+        "ins_remove: delete of web-fs failed (exit 1, generic error): volume busy; removed before it: web "
         "(fix it, or skip delete actions with -N)\n"
     )
     tags = [line.split(":")[2] for line in hierarchy("ins_list", "-f:").out.splitlines()]
@@ -184,8 +186,8 @@ def test_setters_change_what_lcdstatus_shows(hierarchy: Cli) -> None:
     assert db == {
         "tag": "db",
         "id": "db-1",
-        "app": "gen",
-        "type": "app",
+        "app": "lk",
+        "type": "svc",
         "info": "plain words",
         "state": "ISP",
         "reason": "ins_setstate by " + db["reason"].split()[-1],

@@ -52,18 +52,22 @@ class Command:
     runner: Runner
     listing: bool
     epilog: str
+    intermixed: bool
 
 
 COMMANDS: dict[str, Command] = {}
 
 
 def command(
-    name: str, summary: str, *arguments: Arg, listing: bool = False, epilog: str = ""
+    name: str, summary: str, *arguments: Arg, listing: bool = False, epilog: str = "", intermixed: bool = False
 ) -> Callable[[Runner], Runner]:
-    """Register a command; ``listing`` adds ``--json`` and ``-f C`` (field separator)."""
+    """Register a command; ``listing`` adds ``--json`` and ``-f C`` (field separator).
+
+    ``intermixed`` lets positional arguments stand between options (``create gen/app -t web restore=...``).
+    """
 
     def register(runner: Runner) -> Runner:
-        COMMANDS[name] = Command(name, summary, arguments, runner, listing, epilog)
+        COMMANDS[name] = Command(name, summary, arguments, runner, listing, epilog, intermixed)
         return runner
 
     return register
@@ -147,7 +151,7 @@ def run(
         if cmd is None:
             raise UsageError(f"unknown command {name!r} (see: hakeeper --help)")
         parser = build_parser(cmd, shown)
-        args = parser.parse_args(list(argv))
+        args = parser.parse_intermixed_args(list(argv)) if cmd.intermixed else parser.parse_args(list(argv))
         if cmd.listing and len(args.field_sep) != 1:
             raise UsageError(f"-f takes one character, not {args.field_sep!r} (see: {shown} --help)")
         ctx = Context(state_root(args.root or root), out, err)

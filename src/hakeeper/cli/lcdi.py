@@ -8,6 +8,7 @@ Listings print one record a line, fields separated by ^A as LifeKeeper does
 from __future__ import annotations
 
 import argparse
+import asyncio
 import enum
 import json
 import time
@@ -19,14 +20,16 @@ from hakeeper.db import graph
 from hakeeper.db.model import Resource, info_text, parse_info
 from hakeeper.db.states import SETTABLE_STATES, Init, State, Switchback
 from hakeeper.errors import IllegalArgument, NotFound, SystemCallFailed, UsageError
-from hakeeper.kits.actions import action_path, run_action
+from hakeeper.kits.base import KitContext
+from hakeeper.kits.registry import Kits
+from hakeeper.recovery.engine import call
 
 E = TypeVar("E", bound=enum.Enum)
 
 TAG = arg("-t", dest="tag", required=True, metavar="TAG", help="resource tag")
 
 
-def _enum(kind: type[E], value: str, what: str, allowed: Iterable[E] | None = None) -> E:
+def enum_value(kind: type[E], value: str, what: str, allowed: Iterable[E] | None = None) -> E:
     choices = list(allowed if allowed is not None else kind)
     for member in choices:
         if member.name == value.upper():
@@ -35,7 +38,7 @@ def _enum(kind: type[E], value: str, what: str, allowed: Iterable[E] | None = No
     raise IllegalArgument(f"{what} {value!r} is not one of {names}")
 
 
-def _yes_no(value: str, what: str) -> bool:
+def yes_no(value: str, what: str) -> bool:
     if value.upper() in ("Y", "YES"):
         return True
     if value.upper() in ("N", "NO"):
@@ -88,10 +91,10 @@ def _ins_create(ctx: Context, args: argparse.Namespace) -> int:
         args.app,
         args.type,
         info=parse_info(args.info),
-        init=_enum(Init, args.init, "initialization"),
-        switchback=_enum(Switchback, args.switchback, "switchback"),
+        init=enum_value(Init, args.init, "initialization"),
+        switchback=enum_value(Switchback, args.switchback, "switchback"),
         check_interval=args.interval,
-        local_recover=_yes_no(args.local_recover, "local recovery"),
+        local_recover=yes_no(args.local_recover, "local recovery"),
     )
     return 0
 
@@ -162,7 +165,7 @@ def _ins_remove(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def remove_with_actions(ctx: Context, tags: list[str], *, run_delete: bool) -> list[str]:
-    """Remove ``tags`` and their dependents, running each type's delete action first.
+    """Remove ``tags`` and their dependents, running each kit's delete action first.
 
     Without delete actions it is one transaction. With them, each resource is
     removed right after its delete action succeeded, parents first, so the LCD
@@ -171,21 +174,18 @@ def remove_with_actions(ctx: Context, tags: list[str], *, run_delete: bool) -> l
     lcd = ctx.lcd
     order = lcd.removal_order(tags)
     resources = {r.tag: r for r in lcd.resources()}
-    actions = {
-        tag: path
-        for tag in order
-        if run_delete and (path := action_path(ctx.root, resources[tag].app, resources[tag].type, "delete"))
-    }
-    if not actions:
+    kits = Kits(KitContext(ctx.root, lcd.local_node))
+    with_kit = {tag: kit for tag in order if run_delete and (kit := kits.find(resources[tag].app, resources[tag].type))}
+    if not with_kit:
         return lcd.remove_resources(order)
     removed: list[str] = []
     for tag in order:
-        path = actions.get(tag)
-        if path is not None:
-            result = run_action(path, "delete", resources[tag], root=ctx.root, node=lcd.local_node)
+        kit = with_kit.get(tag)
+        if kit is not None:
+            result = asyncio.run(call(kit, "delete", resources[tag]))
             if not result.ok:
                 done = f"; removed before it: {', '.join(removed)}" if removed else "; nothing was removed"
-                raise SystemCallFailed(f"{result.describe()}{done} (fix it, or skip delete actions with -N)")
+                raise SystemCallFailed(f"{result.message}{done} (fix it, or skip delete actions with -N)")
         removed += lcd.remove_resources([tag])
     return removed
 
@@ -204,7 +204,7 @@ def _ins_gettag(ctx: Context, args: argparse.Namespace) -> int:
     arg("-R", dest="reason", default="", help="reason recorded with the state"),
 )
 def _ins_setstate(ctx: Context, args: argparse.Namespace) -> int:
-    state = _enum(State, args.state, "state", sorted(SETTABLE_STATES))
+    state = enum_value(State, args.state, "state", sorted(SETTABLE_STATES))
     ctx.lcd.set_state(args.tag, state, args.reason or f"ins_setstate by {ctx.lcd.actor}")
     return 0
 
@@ -227,7 +227,7 @@ def _ins_setinfo(ctx: Context, args: argparse.Namespace) -> int:
     arg("-s", dest="switchback", required=True, help="INTELLIGENT | AUTOMATIC"),
 )
 def _ins_setas(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.lcd.set_switchback(args.tag, _enum(Switchback, args.switchback, "switchback"))
+    ctx.lcd.set_switchback(args.tag, enum_value(Switchback, args.switchback, "switchback"))
     return 0
 
 
@@ -238,7 +238,7 @@ def _ins_setas(ctx: Context, args: argparse.Namespace) -> int:
     arg("-I", dest="init", required=True, help="AUTORES_ISP | INIT_ISP | INIT_OSU"),
 )
 def _ins_setinit(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.lcd.set_init(args.tag, _enum(Init, args.init, "initialization"))
+    ctx.lcd.set_init(args.tag, enum_value(Init, args.init, "initialization"))
     return 0
 
 
@@ -263,7 +263,7 @@ def _ins_setchkint(ctx: Context, args: argparse.Namespace) -> int:
     arg("-l", dest="local_recover", required=True, help="Y | N"),
 )
 def _ins_setlocalrecover(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.lcd.set_local_recover(args.tag, _yes_no(args.local_recover, "local recovery"))
+    ctx.lcd.set_local_recover(args.tag, yes_no(args.local_recover, "local recovery"))
     return 0
 
 

@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from hakeeper import __version__
-from hakeeper.cli import lcdi, status
+from hakeeper.cli import actions, lcdi, status
 from hakeeper.cli.base import COMMANDS, run
 
-__all__ = ["COMMANDS", "lcdi", "main", "run", "status"]
+__all__ = ["COMMANDS", "actions", "lcdi", "main", "run", "status"]
 
 
 USAGE = """usage: hakeeper [--root DIR] COMMAND [ARGS...]
@@ -106,3 +106,4 @@ flg_list = entry("flg_list")
 sys_create = entry("sys_create")
 sys_remove = entry("sys_remove")
 sys_list = entry("sys_list")
+perform_action = entry("perform_action")

@@ -308,13 +308,22 @@ class Lcd:
         switchback: Switchback = Switchback.INTELLIGENT,
         check_interval: int = 120,
         local_recover: bool = True,
+        ensure_type: bool = False,
     ) -> Resource:
-        """Create a resource instance, out of service (OSU), with this node as its only equivalent."""
+        """Create a resource instance, out of service (OSU), with this node as its only equivalent.
+
+        ``ensure_type`` creates the application and resource type too when they
+        do not exist (kits do this), in the same transaction.
+        """
         check_tag(tag)
         check_id(id)
         check_interval_value = check_interval_seconds(check_interval)
         info_json = dump_info(info)
-        self._require_type(app, type)
+        if ensure_type:
+            check_name(app, "application")
+            check_name(type, "resource type")
+        else:
+            self._require_type(app, type)
         if self._exists("SELECT 1 FROM resources WHERE tag = ?", (tag,)):
             raise AlreadyExists(f"a resource tagged {tag!r} exists already")
         clash = self._query("SELECT tag FROM resources WHERE id = ?", (id,))
@@ -344,7 +353,12 @@ class Lcd:
             "check_interval": check_interval_value,
             "local_recover": resource.local_recover,
         }
+        if ensure_type:
+            args["ensure_type"] = True
         with self._change("create_resource", args) as db:
+            if ensure_type:
+                db.execute("INSERT OR IGNORE INTO apps (name) VALUES (?)", (app,))
+                db.execute("INSERT OR IGNORE INTO types (app, name) VALUES (?, ?)", (app, type))
             db.execute(
                 f"INSERT INTO resources ({_RESOURCE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (

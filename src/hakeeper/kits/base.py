@@ -1,0 +1,240 @@
+"""The kit interface: what every recovery kit implements, with OCF semantics, typed.
+
+A kit knows one kind of resource. The recovery engine calls its actions; the
+kit does the work and says how it went, the engine enforces timeouts and
+decides what to do next from the result's policy:
+
+``restore``      bring the resource in service. Restoring what runs already succeeds.
+``remove``       take it out of service. Removing what is stopped succeeds; remove is a
+                 force operation that tries everything.
+``quick_check``  is it healthy? Three answers: running, stopped, failed.
+``recover``      repair it in place (optional: ``has_recover`` says whether the kit can).
+``validate``     can these parameters work on this node?
+``delete``       undo what creating the resource did (copied scripts, records).
+
+A failed :class:`Result` carries a :class:`Policy`: SOFT (repair in place),
+HARD (move the hierarchy to another node) or CONFIG (stop and wait for the
+administrator, never retry).
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hakeeper.db.model import Resource
+from hakeeper.errors import IllegalArgument
+
+ACTIONS = ("restore", "remove", "quick_check", "recover", "validate", "delete")
+DEFAULT_TIMEOUTS: Mapping[str, float] = {
+    "restore": 300.0,
+    "remove": 300.0,
+    "quick_check": 60.0,
+    "recover": 300.0,
+    "validate": 30.0,
+    "delete": 60.0,
+}
+
+
+class Policy(enum.Enum):
+    """What a failure asks for."""
+
+    SOFT = "soft"  # repair in place (local recovery), then move
+    HARD = "hard"  # this node cannot run it: move the hierarchy
+    CONFIG = "config"  # the configuration is wrong: stop, wait for the administrator
+
+
+class Health(enum.Enum):
+    """The three answers of quick_check."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Result:
+    """How an action went."""
+
+    ok: bool
+    message: str = ""
+    policy: Policy = Policy.SOFT
+    health: Health | None = None
+    output: str = ""
+
+    @classmethod
+    def success(cls, message: str = "", output: str = "") -> Result:
+        return cls(True, message, output=output)
+
+    @classmethod
+    def failure(cls, message: str, policy: Policy = Policy.SOFT, output: str = "") -> Result:
+        return cls(False, message, policy, output=output)
+
+    @classmethod
+    def running(cls, message: str = "") -> Result:
+        return cls(True, message, health=Health.RUNNING)
+
+    @classmethod
+    def stopped(cls, message: str = "stopped") -> Result:
+        return cls(False, message, Policy.SOFT, Health.STOPPED)
+
+    @classmethod
+    def failed(cls, message: str, policy: Policy = Policy.SOFT, output: str = "") -> Result:
+        return cls(False, message, policy, Health.FAILED, output)
+
+
+PARAM_TYPES = ("string", "integer", "boolean", "executable")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter a kit takes at creation (``NAME=VALUE`` on ``hakeeper create``)."""
+
+    name: str
+    description: str
+    type: str = "string"
+    required: bool = False
+    default: str | None = None
+
+    def parse(self, text: str) -> Any:
+        """The value of ``text`` for this parameter; an error names the parameter."""
+        if self.type == "integer":
+            try:
+                return int(text)
+            except ValueError:
+                raise IllegalArgument(f"parameter {self.name}={text!r} is not a whole number") from None
+        if self.type == "boolean":
+            lowered = text.lower()
+            if lowered in ("1", "true", "yes", "y", "on"):
+                return True
+            if lowered in ("0", "false", "no", "n", "off"):
+                return False
+            raise IllegalArgument(f"parameter {self.name}={text!r} is not a yes/no value")
+        if self.type == "executable":
+            path = Path(text)
+            if not path.is_absolute():
+                raise IllegalArgument(f"parameter {self.name}={text!r} must be an absolute path")
+            if not path.is_file():
+                raise IllegalArgument(f"parameter {self.name}: no file {text}")
+            return str(path)
+        return text
+
+
+@dataclass(frozen=True)
+class KitMeta:
+    """What ``hakeeper kits`` shows and ``hakeeper create`` checks parameters against."""
+
+    app: str
+    type: str
+    description: str
+    params: tuple[Param, ...] = ()
+    timeouts: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
+    open_params: bool = False  # accepts parameters not listed (checked by the kit itself)
+
+    @property
+    def name(self) -> str:
+        return f"{self.app}/{self.type}"
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "kit": self.name,
+            "description": self.description,
+            "parameters": [
+                {
+                    "name": p.name,
+                    "type": p.type,
+                    "required": p.required,
+                    "default": p.default,
+                    "description": p.description,
+                }
+                for p in self.params
+            ],
+            "timeouts": dict(self.timeouts),
+        }
+
+
+@dataclass(frozen=True)
+class KitContext:
+    """Where a kit runs: the state directory and this node's name.
+
+    ``run_globals`` false skips app-wide pre/post scripts (``perform_action -G``).
+    """
+
+    root: Path
+    node: str
+    run_globals: bool = True
+
+
+@dataclass(frozen=True)
+class Created:
+    """What a kit makes of creation parameters: the resource id and its info."""
+
+    id: str
+    info: Any
+
+
+class Kit(ABC):
+    """One kind of resource. Subclasses set :attr:`meta` and implement the actions."""
+
+    meta: KitMeta
+
+    def __init__(self, ctx: KitContext) -> None:
+        self.ctx = ctx
+
+    def check_params(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """Parse ``NAME=VALUE`` parameters against :attr:`meta`; unknown, missing or bad ones are errors."""
+        values: dict[str, Any] = {}
+        for name, text in params.items():
+            param = self.meta.param(name)
+            if param is None:
+                if not self.meta.open_params:
+                    known = ", ".join(p.name for p in self.meta.params) or "none"
+                    raise IllegalArgument(f"{self.meta.name} has no parameter {name!r} (it takes: {known})")
+                values[name] = text
+                continue
+            values[name] = param.parse(text)
+        for param in self.meta.params:
+            if param.name not in values:
+                if param.required:
+                    raise IllegalArgument(f"{self.meta.name} needs parameter {param.name}= ({param.description})")
+                if param.default is not None:
+                    values[param.name] = param.parse(param.default)
+        return values
+
+    @abstractmethod
+    def create(self, tag: str, values: Mapping[str, Any], id: str | None) -> Created:
+        """Prepare a new resource from checked parameters (copy scripts, build info)."""
+
+    def discard(self, tag: str) -> None:  # noqa: B027 - optional hook, nothing to undo by default
+        """Undo :meth:`create` when the resource could not be recorded (nothing by default)."""
+
+    async def validate(self, resource: Resource) -> Result:
+        return Result.success()
+
+    @abstractmethod
+    async def restore(self, resource: Resource, args: tuple[str, ...] = ()) -> Result: ...
+
+    @abstractmethod
+    async def remove(self, resource: Resource, args: tuple[str, ...] = ()) -> Result: ...
+
+    @abstractmethod
+    async def quick_check(self, resource: Resource) -> Result: ...
+
+    def has_recover(self, resource: Resource) -> bool:
+        return False
+
+    async def recover(self, resource: Resource) -> Result:
+        return Result.failure(f"{self.meta.name} has no recover action")
+
+    async def delete(self, resource: Resource) -> Result:
+        return Result.success()
+
+    def timeout(self, action: str, resource: Resource) -> float:
+        return float(self.meta.timeouts.get(action, DEFAULT_TIMEOUTS[action]))

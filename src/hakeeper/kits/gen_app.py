@@ -1,0 +1,139 @@
+"""Generic Application kit (``gen/app``): the administrator's own scripts protect any program.
+
+Creation takes ``restore=``, ``remove=`` and optionally ``quickCheck=`` and
+``recover=`` (absolute paths of executables) and ``info=`` (a string handed to
+the scripts). The scripts are copied into the state directory, as LifeKeeper
+does, so editing the originals later does not change a running cluster:
+``<root>/subsys/gen/resources/app/instances/<tag>/actions/``. The script
+contract (arguments, environment, exit codes) is in :mod:`hakeeper.kits.actions`.
+Without a quickCheck script the resource is taken to be healthy while in service.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hakeeper.db.model import Resource
+from hakeeper.kits.actions import executable, run_action_script
+from hakeeper.kits.base import Created, Kit, KitMeta, Param, Policy, Result
+from hakeeper.kits.process import action_result, check_result
+
+SCRIPTS = ("restore", "remove", "quickCheck", "recover")
+
+
+class GenAppKit(Kit):
+    meta = KitMeta(
+        app="gen",
+        type="app",
+        description="any program, protected by your own restore, remove and quickCheck scripts",
+        params=(
+            Param(
+                "restore",
+                "script that starts the application (must succeed if it runs already)",
+                "executable",
+                required=True,
+            ),
+            Param(
+                "remove",
+                "script that stops the application (must succeed if it is stopped)",
+                "executable",
+                required=True,
+            ),
+            Param("quickCheck", "script that checks it: exit 0 running, 7 stopped, other failed", "executable"),
+            Param("recover", "script that repairs it in place (optional)", "executable"),
+            Param("info", "a string handed to the scripts as HAKEEPER_INFO", default=""),
+            Param("timeout", "seconds restore, remove and recover may take", "integer", default="300"),
+            Param("check_timeout", "seconds quickCheck may take", "integer", default="60"),
+        ),
+    )
+
+    def instance_dir(self, tag: str) -> Path:
+        return self.ctx.root / "subsys" / "gen" / "resources" / "app" / "instances" / tag / "actions"
+
+    def create(self, tag: str, values: Mapping[str, Any], id: str | None) -> Created:
+        target = self.instance_dir(tag)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".new-", dir=target.parent))
+        copied = []
+        for name in SCRIPTS:
+            source = values.get(name)
+            if source:
+                shutil.copyfile(source, staging / name)
+                (staging / name).chmod(0o700)
+                copied.append(name)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+        info = {
+            "info": values.get("info", ""),
+            "scripts": copied,
+            "timeout": values.get("timeout", 300),
+            "check_timeout": values.get("check_timeout", 60),
+        }
+        return Created(id or tag, info)
+
+    def discard(self, tag: str) -> None:
+        """Undo :meth:`create` when the resource could not be recorded."""
+        shutil.rmtree(self.instance_dir(tag).parent, ignore_errors=True)
+
+    def _script(self, resource: Resource, name: str) -> Path | None:
+        return executable(self.instance_dir(resource.tag) / name)
+
+    @staticmethod
+    def _info(resource: Resource) -> dict[str, Any]:
+        return resource.info if isinstance(resource.info, dict) else {"info": str(resource.info)}
+
+    async def _run(self, resource: Resource, name: str, action: str, args: tuple[str, ...]) -> Result | None:
+        script = self._script(resource, name)
+        if script is None:
+            return None
+        done = await run_action_script(
+            script, action, resource, self.ctx, args, info=str(self._info(resource).get("info", ""))
+        )
+        if action == "quick_check":
+            return check_result(done, f"quickCheck of {resource.tag}")
+        return action_result(done, f"{name} of {resource.tag}", stop=action == "remove")
+
+    async def validate(self, resource: Resource) -> Result:
+        missing = [n for n in ("restore", "remove") if self._script(resource, n) is None]
+        if missing:
+            return Result.failure(
+                f"{resource.tag}: no {' or '.join(missing)} script in {self.instance_dir(resource.tag)}",
+                Policy.CONFIG,
+            )
+        return Result.success()
+
+    async def restore(self, resource: Resource, args: tuple[str, ...] = ()) -> Result:
+        result = await self._run(resource, "restore", "restore", args)
+        return result or Result.failure(f"{resource.tag}: restore script missing", Policy.CONFIG)
+
+    async def remove(self, resource: Resource, args: tuple[str, ...] = ()) -> Result:
+        result = await self._run(resource, "remove", "remove", args)
+        return result or Result.failure(f"{resource.tag}: remove script missing", Policy.CONFIG)
+
+    async def quick_check(self, resource: Resource) -> Result:
+        result = await self._run(resource, "quickCheck", "quick_check", ())
+        return result or Result.running("no quickCheck script")
+
+    def has_recover(self, resource: Resource) -> bool:
+        return self._script(resource, "recover") is not None
+
+    async def recover(self, resource: Resource) -> Result:
+        result = await self._run(resource, "recover", "recover", ())
+        return result or Result.failure(f"{resource.tag} has no recover script")
+
+    async def delete(self, resource: Resource) -> Result:
+        self.discard(resource.tag)
+        return Result.success()
+
+    def timeout(self, action: str, resource: Resource) -> float:
+        info = self._info(resource)
+        if action == "quick_check":
+            return float(info.get("check_timeout", 60))
+        if action in ("restore", "remove", "recover"):
+            return float(info.get("timeout", 300))
+        return super().timeout(action, resource)

@@ -1,0 +1,1 @@
+"""The recovery engine (LRACI): which actions run, in which order."""

@@ -1,0 +1,233 @@
+"""The recovery engine (LifeKeeper's LRACI): runs kit actions over a hierarchy, in order, and records states.
+
+``restore`` brings children in service before their parents, ``remove`` takes
+parents out before their children; resources whose turn has come run at the
+same time, up to ``max_parallel`` at once, so independent branches go in
+parallel and a hierarchy takes the time of its longest chain. Every action has
+a timeout (the kit's); when it runs out the action's coroutine is cancelled,
+which kills the script's whole process group.
+
+Every state change goes through :meth:`hakeeper.db.Lcd.set_state`, which
+records it with its reason and logs it once. A failed restore marks the
+resource OSF, waits for what is still running, and removes again what this run
+restored (parents first), so no resource is left ISP with a child down; the
+report names the failed and the recovered resources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from hakeeper.db import Lcd, Resource, State, graph
+from hakeeper.errors import HakeeperError
+from hakeeper.kits.base import Kit, Policy, Result
+from hakeeper.kits.registry import Kits
+from hakeeper.recovery import plan
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_PARALLEL = 64
+
+
+@dataclass
+class Report:
+    """What a restore or remove run did."""
+
+    action: str
+    target: str
+    done: list[str] = field(default_factory=list)  # actions that ran and succeeded, in completion order
+    unchanged: list[str] = field(default_factory=list)  # already in the wanted state, or ISU -> ISP
+    failed: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)  # restored by this run, removed again after a failure
+    messages: list[str] = field(default_factory=list)
+    policy: Policy | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        if self.ok:
+            what = ", ".join(self.done) or "nothing to do"
+            return f"{self.action} of {self.target} succeeded: {what}"
+        text = f"{self.action} of {self.target} failed: {'; '.join(self.messages)}; failed: {', '.join(self.failed)}"
+        if self.recovered:
+            text += f"; taken out of service again: {', '.join(self.recovered)}"
+        return text
+
+
+async def call(kit: Kit, action: str, resource: Resource, args: tuple[str, ...] = ()) -> Result:
+    """Run one kit action with its timeout; never raises for the action's own failures."""
+    seconds = kit.timeout(action, resource)
+    try:
+        async with asyncio.timeout(seconds):
+            if action == "restore":
+                return await kit.restore(resource, args)
+            if action == "remove":
+                return await kit.remove(resource, args)
+            if action == "quick_check":
+                return await kit.quick_check(resource)
+            if action == "recover":
+                return await kit.recover(resource)
+            if action == "validate":
+                return await kit.validate(resource)
+            if action == "delete":
+                return await kit.delete(resource)
+            return Result.failure(f"unknown action {action!r}", Policy.CONFIG)
+    except TimeoutError:
+        message = f"{action} of {resource.tag} timed out after {seconds:g} s"
+        return Result.failed(message) if action == "quick_check" else Result.failure(message)
+    except HakeeperError as exc:
+        return Result.failure(f"{action} of {resource.tag}: {exc}", Policy.CONFIG)
+    except Exception as exc:  # a kit's bug must not take the engine down
+        logger.exception("%s of %s: the %s kit raised", action, resource.tag, kit.meta.name)
+        return Result.failure(f"{action} of {resource.tag}: kit error {type(exc).__name__}: {exc}")
+
+
+class Engine:
+    """Runs restore and remove over hierarchies of one node's LCD."""
+
+    def __init__(self, lcd: Lcd, kits: Kits, *, max_parallel: int = DEFAULT_MAX_PARALLEL) -> None:
+        self.lcd = lcd
+        self.kits = kits
+        self.max_parallel = max_parallel
+
+    def kit_of(self, resource: Resource) -> Kit:
+        return self.kits.get(resource.app, resource.type)
+
+    async def restore(self, tag: str, *, reason: str, only: bool = False, args: tuple[str, ...] = ()) -> Report:
+        """Bring ``tag``'s hierarchy in service here, children first."""
+        self.lcd.resource(tag)
+        edges = self.lcd.edges()
+        members = plan.restore_set(edges, tag, only=only)
+        report = Report("restore", tag)
+        restored: list[str] = []
+
+        async def one(resource: Resource) -> bool:
+            if resource.state is State.ISP:
+                report.unchanged.append(resource.tag)
+                return True
+            if resource.state is State.ISU:
+                self.lcd.set_state(resource.tag, State.ISP, reason)  # ISU -> ISP, nothing to run
+                report.unchanged.append(resource.tag)
+                return True
+            result = await self._act("restore", resource, args)
+            if result.ok:
+                self.lcd.set_state(resource.tag, State.ISP, reason)  # OSU/OSF -> ISP
+                restored.append(resource.tag)
+                report.done.append(resource.tag)
+                return True
+            self.lcd.set_state(resource.tag, State.OSF, result.message)  # -> OSF: restore failed
+            self._fail(report, resource.tag, result)
+            return False
+
+        await self._walk(members, edges, one, children_first=True)
+        if not report.ok and restored:
+            await self._undo(restored, edges, report, reason=f"undone: restore of {', '.join(report.failed)} failed")
+        logger.log(logging.INFO if report.ok else logging.ERROR, "%s", report.summary())
+        return report
+
+    async def remove(self, tag: str, *, reason: str, only: bool = False, args: tuple[str, ...] = ()) -> Report:
+        """Take ``tag`` and everything above it out of service, parents first."""
+        self.lcd.resource(tag)
+        edges = self.lcd.edges()
+        members = plan.remove_set(edges, tag, only=only)
+        report = Report("remove", tag)
+        await self._remove_members(members, edges, report, reason, args)
+        logger.log(logging.INFO if report.ok else logging.ERROR, "%s", report.summary())
+        return report
+
+    async def _remove_members(
+        self, members: set[str], edges: list[graph.Edge], report: Report, reason: str, args: tuple[str, ...] = ()
+    ) -> None:
+        async def one(resource: Resource) -> bool:
+            if resource.state is State.OSU:
+                report.unchanged.append(resource.tag)
+                return True
+            result = await self._act("remove", resource, args)
+            if result.ok:
+                self.lcd.set_state(resource.tag, State.OSU, reason)  # ISP/ISU/OSF -> OSU
+                report.done.append(resource.tag)
+                return True
+            self.lcd.set_state(resource.tag, State.OSF, result.message)  # -> OSF: remove failed
+            self._fail(report, resource.tag, result)
+            return False
+
+        await self._walk(members, edges, one, children_first=False)
+
+    async def _undo(self, restored: list[str], edges: list[graph.Edge], report: Report, reason: str) -> None:
+        undo = Report("remove", report.target)
+        await self._remove_members(set(restored), edges, undo, reason)
+        report.recovered = undo.done
+        if undo.failed:
+            report.failed += undo.failed
+            report.messages += undo.messages
+
+    @staticmethod
+    def _fail(report: Report, tag: str, result: Result) -> None:
+        report.failed.append(tag)
+        report.messages.append(result.message)
+        if report.policy is None:
+            report.policy = result.policy
+
+    async def _act(self, action: str, resource: Resource, args: tuple[str, ...]) -> Result:
+        try:
+            kit = self.kit_of(resource)
+        except HakeeperError as exc:
+            return Result.failure(f"{action} of {resource.tag}: {exc}", Policy.CONFIG)
+        return await call(kit, action, resource, args)
+
+    async def _walk(
+        self,
+        members: set[str],
+        edges: list[graph.Edge],
+        one: Callable[[Resource], Awaitable[bool]],
+        *,
+        children_first: bool,
+    ) -> None:
+        """Run ``one`` on every member once everything it waits for is done; stop starting new ones on failure.
+
+        A resource waits for its children (restore) or its parents (remove).
+        """
+        inner = [(p, c) for p, c in edges if p in members and c in members]
+        waits_on = graph.children_of(inner) if children_first else graph.parents_of(inner)
+        unblocks = graph.parents_of(inner) if children_first else graph.children_of(inner)
+        pending = {tag: len(waits_on.get(tag, ())) for tag in members}
+        resources = {r.tag: r for r in self.lcd.resources() if r.tag in members}
+        gate = asyncio.Semaphore(self.max_parallel)
+
+        async def guarded(tag: str) -> bool:
+            async with gate:
+                return await one(resources[tag])
+
+        running: dict[asyncio.Task[bool], str] = {}
+        failed = False
+
+        def start(tags: list[str]) -> None:
+            for tag in sorted(tags):
+                running[asyncio.ensure_future(guarded(tag))] = tag
+
+        start([tag for tag, count in pending.items() if count == 0])
+        try:
+            while running:
+                finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                ready: list[str] = []
+                for task in finished:
+                    tag = running.pop(task)
+                    if not task.result():
+                        failed = True
+                        continue
+                    for nxt in unblocks.get(tag, ()):
+                        pending[nxt] -= 1
+                        if pending[nxt] == 0:
+                            ready.append(nxt)
+                if not failed:
+                    start(ready)
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)

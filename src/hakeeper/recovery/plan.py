@@ -1,0 +1,32 @@
+"""Which resources a restore or remove touches, and in which order: pure functions.
+
+Following LifeKeeper, restoring a resource brings in service everything it
+needs (all below it) and everything that needs it (all above it); removing a
+resource takes out of service everything above it first. ``only`` limits the
+run to the resource itself (``perform_action -s``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from hakeeper.db import graph
+
+
+def restore_set(edges: Iterable[graph.Edge], tag: str, *, only: bool = False) -> set[str]:
+    edge_list = list(edges)
+    if only:
+        return {tag}
+    return {tag} | graph.descendants(edge_list, tag) | graph.ancestors(edge_list, tag)
+
+
+def remove_set(edges: Iterable[graph.Edge], tag: str, *, only: bool = False) -> set[str]:
+    edge_list = list(edges)
+    if only:
+        return {tag}
+    return {tag} | graph.ancestors(edge_list, tag)
+
+
+def local_recovery_set(edges: Iterable[graph.Edge], tag: str) -> set[str]:
+    """What local recovery without a recover action restarts: the failed resource and all above it."""
+    return remove_set(edges, tag)
