@@ -118,6 +118,37 @@ def _create(ctx: Context, args: argparse.Namespace) -> int:
 ACTIONS = {"restore": "restore", "remove": "remove", "quickCheck": "quick_check", "recover": "recover"}
 
 
+async def _perform(ctx: Context, args: argparse.Namespace, engine: Engine, kits: Kits) -> int:
+    action = ACTIONS.get(args.action)
+    if action is None:
+        raise IllegalArgument(f"action {args.action!r} is not one of {' | '.join(ACTIONS)}")
+    resource = ctx.lcd.resource(args.tag)
+    reason = f"perform_action by {ctx.actor}"
+    if action in ("restore", "remove"):
+        run = engine.restore if action == "restore" else engine.remove
+        report = await run(args.tag, reason=reason, only=args.only, args=tuple(args.args), kits=kits)
+        if not report.ok:
+            raise SystemCallFailed(report.summary())
+        ctx.print(report.summary())
+        return 0
+    kit: Kit = kits.get(resource.app, resource.type)
+    result = await call(kit, action, resource)
+    if action == "quick_check":
+        health = result.health or (Health.RUNNING if result.ok else Health.FAILED)
+        detail = f": {result.message}" if result.message not in ("", health.value) else ""
+        ctx.print(f"{args.tag} {health.value}{detail}")
+        return {Health.RUNNING: 0, Health.STOPPED: 7}.get(health, 1)
+    if not result.ok:
+        raise SystemCallFailed(result.message)
+    ctx.print(f"recover of {args.tag} succeeded")
+    return 0
+
+
+async def _perform_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
+    daemon = ctx.services
+    return await _perform(ctx, args, daemon.engine, kits_of(ctx, ctx.lcd, run_globals=not args.no_globals))
+
+
 @command(
     "perform_action",
     "run an action on a resource: restore or remove its hierarchy, quickCheck or recover it",
@@ -128,31 +159,8 @@ ACTIONS = {"restore": "restore", "remove": "remove", "quickCheck": "quick_check"
     arg("args", nargs="*", metavar="ARG", help="arguments for the action scripts, after --"),
     epilog="restore brings in service everything the resource needs and everything that needs it,\n"
     "children first; remove takes the resource and everything above it out of service, parents first.",
+    in_daemon=_perform_in_daemon,
 )
 def _perform_action(ctx: Context, args: argparse.Namespace) -> int:
-    action = ACTIONS.get(args.action)
-    if action is None:
-        raise IllegalArgument(f"action {args.action!r} is not one of {' | '.join(ACTIONS)}")
-    lcd = ctx.lcd
-    resource = lcd.resource(args.tag)
-    kits = kits_of(ctx, lcd, run_globals=not args.no_globals)
-    reason = f"perform_action by {lcd.actor}"
-    if action in ("restore", "remove"):
-        engine = Engine(lcd, kits)
-        run = engine.restore if action == "restore" else engine.remove
-        report = asyncio.run(run(args.tag, reason=reason, only=args.only, args=tuple(args.args)))
-        if not report.ok:
-            raise SystemCallFailed(report.summary())
-        ctx.print(report.summary())
-        return 0
-    kit: Kit = kits.get(resource.app, resource.type)
-    result = asyncio.run(call(kit, action, resource))
-    if action == "quick_check":
-        health = result.health or (Health.RUNNING if result.ok else Health.FAILED)
-        detail = f": {result.message}" if result.message not in ("", health.value) else ""
-        ctx.print(f"{args.tag} {health.value}{detail}")
-        return {Health.RUNNING: 0, Health.STOPPED: 7}.get(health, 1)
-    if not result.ok:
-        raise SystemCallFailed(result.message)
-    ctx.print(f"recover of {args.tag} succeeded")
-    return 0
+    kits = kits_of(ctx, ctx.lcd, run_globals=not args.no_globals)
+    return asyncio.run(_perform(ctx, args, Engine(ctx.lcd, kits), kits))

@@ -9,15 +9,17 @@ on stderr and LifeKeeper's exit code; it never lets a traceback reach the user.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from hakeeper.control import forward_to_daemon
 from hakeeper.db.store import Lcd, state_root
 from hakeeper.errors import CommunicationFailed, HakeeperError, NotFound, UsageError
 
@@ -42,6 +44,7 @@ def arg(*flags: str, **options: Any) -> Arg:
 
 
 Runner = Callable[["Context", argparse.Namespace], int]
+AsyncRunner = Callable[["Context", argparse.Namespace], Awaitable[int]]
 
 
 @dataclass(frozen=True)
@@ -53,13 +56,22 @@ class Command:
     listing: bool
     epilog: str
     intermixed: bool
+    local: bool  # never forwarded to hakeeperd (the commands that start and stop it)
+    in_daemon: AsyncRunner | None  # how hakeeperd runs it in its event loop; None: in a worker thread
 
 
 COMMANDS: dict[str, Command] = {}
 
 
 def command(
-    name: str, summary: str, *arguments: Arg, listing: bool = False, epilog: str = "", intermixed: bool = False
+    name: str,
+    summary: str,
+    *arguments: Arg,
+    listing: bool = False,
+    epilog: str = "",
+    intermixed: bool = False,
+    local: bool = False,
+    in_daemon: AsyncRunner | None = None,
 ) -> Callable[[Runner], Runner]:
     """Register a command; ``listing`` adds ``--json`` and ``-f C`` (field separator).
 
@@ -67,29 +79,49 @@ def command(
     """
 
     def register(runner: Runner) -> Runner:
-        COMMANDS[name] = Command(name, summary, arguments, runner, listing, epilog, intermixed)
+        COMMANDS[name] = Command(name, summary, arguments, runner, listing, epilog, intermixed, local, in_daemon)
         return runner
 
     return register
 
 
 class Context:
-    """What a command runs with: the state directory, the LCD (opened on first use) and the output."""
+    """What a command runs with: the state directory, the LCD (opened on first use), the output.
 
-    def __init__(self, root: Path, out: TextIO, err: TextIO) -> None:
+    Inside hakeeperd, ``services`` is the daemon (its engine, recovery, LCD) and
+    ``actor`` the user who sent the command.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        out: TextIO,
+        err: TextIO,
+        *,
+        actor: str | None = None,
+        lcd: Lcd | None = None,
+        services: Any = None,
+    ) -> None:
         self.root = root
         self.out = out
         self.err = err
-        self._lcd: Lcd | None = None
+        self.services = services
+        self._actor = actor
+        self._lcd = lcd
+        self._owns_lcd = lcd is None
 
     @property
     def lcd(self) -> Lcd:
         if self._lcd is None:
-            self._lcd = Lcd.open(self.root)
+            self._lcd = Lcd.open(self.root, actor=self._actor)
         return self._lcd
 
+    @property
+    def actor(self) -> str:
+        return self._actor or self.lcd.actor
+
     def close(self) -> None:
-        if self._lcd is not None:
+        if self._lcd is not None and self._owns_lcd:
             self._lcd.close()
             self._lcd = None
 
@@ -132,6 +164,17 @@ def build_parser(cmd: Command, prog: str) -> Parser:
     return parser
 
 
+def parse(name: str, argv: Sequence[str], shown: str) -> tuple[Command, argparse.Namespace]:
+    cmd = COMMANDS.get(name)
+    if cmd is None:
+        raise UsageError(f"unknown command {name!r} (see: hakeeper --help)")
+    parser = build_parser(cmd, shown)
+    args = parser.parse_intermixed_args(list(argv)) if cmd.intermixed else parser.parse_args(list(argv))
+    if cmd.listing and len(args.field_sep) != 1:
+        raise UsageError(f"-f takes one character, not {args.field_sep!r} (see: {shown} --help)")
+    return cmd, args
+
+
 def run(
     name: str,
     argv: Sequence[str],
@@ -140,43 +183,76 @@ def run(
     root: str | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    actor: str | None = None,
+    forward: bool = True,
 ) -> int:
-    """Run command ``name`` with ``argv``; return its exit code. Errors become one line on ``err``."""
+    """Run command ``name`` with ``argv``; return its exit code. Errors become one line on ``err``.
+
+    When hakeeperd runs on this state directory (and ``forward`` is true), the
+    command is sent to it, so that the daemon is the only writer of the LCD.
+    """
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     shown = prog or name
     ctx: Context | None = None
     try:
-        cmd = COMMANDS.get(name)
-        if cmd is None:
-            raise UsageError(f"unknown command {name!r} (see: hakeeper --help)")
-        parser = build_parser(cmd, shown)
-        args = parser.parse_intermixed_args(list(argv)) if cmd.intermixed else parser.parse_args(list(argv))
-        if cmd.listing and len(args.field_sep) != 1:
-            raise UsageError(f"-f takes one character, not {args.field_sep!r} (see: {shown} --help)")
-        ctx = Context(state_root(args.root or root), out, err)
+        cmd, args = parse(name, argv, shown)
+        ctx = Context(state_root(args.root or root), out, err, actor=actor)
+        if forward and not cmd.local:
+            answer = forward_to_daemon(ctx.root, name, list(argv))
+            if answer is not None:
+                out.write(answer.out)
+                err.write(answer.err)
+                return answer.code
         if args.dest is not None:
             check_destination(ctx, args.dest)
         return cmd.runner(ctx, args)
-    except HakeeperError as exc:
-        err.write(f"{shown}: {exc}\n")
-        return exc.exit_code
-    except SystemExit as exc:  # --help and --version
-        return exc.code if isinstance(exc.code, int) else 0
-    except KeyboardInterrupt:
-        err.write(f"{shown}: interrupted\n")
-        return 130
-    except BrokenPipeError:
-        _silence_stdout()
-        return 0
-    except Exception as exc:  # a bug: one line, and the traceback only when asked for
-        if os.environ.get("HAKEEPER_DEBUG"):
-            logging.getLogger(__name__).exception("internal error in %s", shown)
-        err.write(f"{shown}: internal error: {type(exc).__name__}: {exc} (set HAKEEPER_DEBUG=1 for details)\n")
-        return 3
+    except BaseException as exc:  # noqa: BLE001 - failure() re-raises what is not ours to report
+        return failure(shown, err, exc)
     finally:
         if ctx is not None:
             ctx.close()
+
+
+async def run_in_daemon(
+    name: str, argv: Sequence[str], *, services: Any, root: Path, lcd: Lcd, actor: str, out: TextIO, err: TextIO
+) -> int:
+    """How hakeeperd runs a command sent to it: in its event loop, or in a worker thread with its own LCD."""
+    try:
+        cmd, args = parse(name, argv, name)
+        if cmd.in_daemon is None:
+            return await asyncio.to_thread(
+                run, name, list(argv), root=str(root), out=out, err=err, actor=actor, forward=False
+            )
+        ctx = Context(root, out, err, actor=actor, lcd=lcd, services=services)
+        if args.dest is not None:
+            check_destination(ctx, args.dest)
+        code: int = await cmd.in_daemon(ctx, args)
+        return code
+    except Exception as exc:  # noqa: BLE001 - every error becomes one line and an exit code
+        return failure(name, err, exc)
+
+
+def failure(shown: str, err: TextIO, exc: BaseException) -> int:
+    """Turn an exception into one line on ``err`` and LifeKeeper's exit code; re-raise what is not ours."""
+    if isinstance(exc, HakeeperError):
+        err.write(f"{shown}: {exc}\n")
+        return exc.exit_code
+    if isinstance(exc, SystemExit):  # --help and --version
+        return exc.code if isinstance(exc.code, int) else 0
+    if isinstance(exc, KeyboardInterrupt):
+        err.write(f"{shown}: interrupted\n")
+        return 130
+    if isinstance(exc, BrokenPipeError):
+        _silence_stdout()
+        return 0
+    if not isinstance(exc, Exception):
+        raise exc
+    # A bug: one line, and the traceback only when asked for.
+    if os.environ.get("HAKEEPER_DEBUG"):
+        logging.getLogger(__name__).error("internal error in %s", shown, exc_info=exc)
+    err.write(f"{shown}: internal error: {type(exc).__name__}: {exc} (set HAKEEPER_DEBUG=1 for details)\n")
+    return 3
 
 
 def check_destination(ctx: Context, dest: str) -> None:

@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from hakeeper import __version__
-from hakeeper.cli import actions, lcdi, status
+from hakeeper.cli import actions, daemon, lcdi, status
 from hakeeper.cli.base import COMMANDS, run
 
-__all__ = ["COMMANDS", "actions", "lcdi", "main", "run", "status"]
+__all__ = ["COMMANDS", "actions", "daemon", "hakeeperd", "lcdi", "main", "run", "status"]
 
 
 USAGE = """usage: hakeeper [--root DIR] COMMAND [ARGS...]
@@ -107,3 +107,7 @@ sys_create = entry("sys_create")
 sys_remove = entry("sys_remove")
 sys_list = entry("sys_list")
 perform_action = entry("perform_action")
+sendevent = entry("sendevent")
+lkstart = entry("lkstart")
+lkstop = entry("lkstop")
+hakeeperd = daemon.hakeeperd

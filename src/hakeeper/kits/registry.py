@@ -48,8 +48,12 @@ class Kits:
     def __init__(self, ctx: KitContext) -> None:
         self.ctx = ctx
         self._loaded: dict[str, Kit] = {}
+        self._table: dict[str, str] | None = None
 
     def _classes(self) -> dict[str, str]:
+        """Built-ins and entry points, name -> ``module:Class`` (entry points are read once: it is slow)."""
+        if self._table is not None:
+            return self._table
         table = dict(BUILTIN)
         try:
             for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -60,6 +64,7 @@ class Kits:
                     table[name] = ep.value
         except Exception as exc:  # noqa: BLE001 - a broken distribution's metadata
             logger.warning("cannot read the %s entry points: %s", ENTRY_POINT_GROUP, exc)
+        self._table = table
         return table
 
     def find(self, app: str, type: str) -> Kit | None:
@@ -67,7 +72,7 @@ class Kits:
         name = f"{app}/{type}"
         if name in self._loaded:
             return self._loaded[name]
-        target = self._classes().get(name)
+        target = BUILTIN.get(name) or self._classes().get(name)
         kit: Kit | None = None
         if target is not None:
             cls = import_kit(name, target)

@@ -88,18 +88,25 @@ async def call(kit: Kit, action: str, resource: Resource, args: tuple[str, ...] 
 
 
 class Engine:
-    """Runs restore and remove over hierarchies of one node's LCD."""
+    """Runs restore and remove over hierarchies of one node's LCD, one run at a time."""
 
     def __init__(self, lcd: Lcd, kits: Kits, *, max_parallel: int = DEFAULT_MAX_PARALLEL) -> None:
         self.lcd = lcd
         self.kits = kits
         self.max_parallel = max_parallel
+        self._lock = asyncio.Lock()  # one restore or remove run at a time on this node
 
     def kit_of(self, resource: Resource) -> Kit:
         return self.kits.get(resource.app, resource.type)
 
-    async def restore(self, tag: str, *, reason: str, only: bool = False, args: tuple[str, ...] = ()) -> Report:
-        """Bring ``tag``'s hierarchy in service here, children first."""
+    async def restore(
+        self, tag: str, *, reason: str, only: bool = False, args: tuple[str, ...] = (), kits: Kits | None = None
+    ) -> Report:
+        """Bring ``tag``'s hierarchy in service here, children first. ``kits``: other than the engine's own."""
+        async with self._lock:
+            return await self._restore(tag, reason=reason, only=only, args=args, kits=kits or self.kits)
+
+    async def _restore(self, tag: str, *, reason: str, only: bool, args: tuple[str, ...], kits: Kits) -> Report:
         self.lcd.resource(tag)
         edges = self.lcd.edges()
         members = plan.restore_set(edges, tag, only=only)
@@ -114,7 +121,7 @@ class Engine:
                 self.lcd.set_state(resource.tag, State.ISP, reason)  # ISU -> ISP, nothing to run
                 report.unchanged.append(resource.tag)
                 return True
-            result = await self._act("restore", resource, args)
+            result = await self._act(kits, "restore", resource, args)
             if result.ok:
                 self.lcd.set_state(resource.tag, State.ISP, reason)  # OSU/OSF -> ISP
                 restored.append(resource.tag)
@@ -126,28 +133,42 @@ class Engine:
 
         await self._walk(members, edges, one, children_first=True)
         if not report.ok and restored:
-            await self._undo(restored, edges, report, reason=f"undone: restore of {', '.join(report.failed)} failed")
+            undo = f"undone: restore of {', '.join(report.failed)} failed"
+            await self._undo(kits, restored, edges, report, reason=undo)
         logger.log(logging.INFO if report.ok else logging.ERROR, "%s", report.summary())
         return report
 
-    async def remove(self, tag: str, *, reason: str, only: bool = False, args: tuple[str, ...] = ()) -> Report:
-        """Take ``tag`` and everything above it out of service, parents first."""
+    async def remove(
+        self, tag: str, *, reason: str, only: bool = False, args: tuple[str, ...] = (), kits: Kits | None = None
+    ) -> Report:
+        """Take ``tag`` and everything above it out of service, parents first. ``kits``: other than the engine's own."""
+        async with self._lock:
+            return await self._remove(tag, reason=reason, only=only, args=args, kits=kits or self.kits)
+
+    async def _remove(self, tag: str, *, reason: str, only: bool, args: tuple[str, ...], kits: Kits) -> Report:
         self.lcd.resource(tag)
         edges = self.lcd.edges()
         members = plan.remove_set(edges, tag, only=only)
         report = Report("remove", tag)
-        await self._remove_members(members, edges, report, reason, args)
+        await self._remove_members(kits, members, edges, report, reason=reason, args=args)
         logger.log(logging.INFO if report.ok else logging.ERROR, "%s", report.summary())
         return report
 
     async def _remove_members(
-        self, members: set[str], edges: list[graph.Edge], report: Report, reason: str, args: tuple[str, ...] = ()
+        self,
+        kits: Kits,
+        members: set[str],
+        edges: list[graph.Edge],
+        report: Report,
+        *,
+        reason: str,
+        args: tuple[str, ...] = (),
     ) -> None:
         async def one(resource: Resource) -> bool:
             if resource.state is State.OSU:
                 report.unchanged.append(resource.tag)
                 return True
-            result = await self._act("remove", resource, args)
+            result = await self._act(kits, "remove", resource, args)
             if result.ok:
                 self.lcd.set_state(resource.tag, State.OSU, reason)  # ISP/ISU/OSF -> OSU
                 report.done.append(resource.tag)
@@ -158,9 +179,11 @@ class Engine:
 
         await self._walk(members, edges, one, children_first=False)
 
-    async def _undo(self, restored: list[str], edges: list[graph.Edge], report: Report, reason: str) -> None:
+    async def _undo(
+        self, kits: Kits, restored: list[str], edges: list[graph.Edge], report: Report, reason: str
+    ) -> None:
         undo = Report("remove", report.target)
-        await self._remove_members(set(restored), edges, undo, reason)
+        await self._remove_members(kits, set(restored), edges, undo, reason=reason)
         report.recovered = undo.done
         if undo.failed:
             report.failed += undo.failed
@@ -173,9 +196,10 @@ class Engine:
         if report.policy is None:
             report.policy = result.policy
 
-    async def _act(self, action: str, resource: Resource, args: tuple[str, ...]) -> Result:
+    @staticmethod
+    async def _act(kits: Kits, action: str, resource: Resource, args: tuple[str, ...]) -> Result:
         try:
-            kit = self.kit_of(resource)
+            kit = kits.get(resource.app, resource.type)
         except HakeeperError as exc:
             return Result.failure(f"{action} of {resource.tag}: {exc}", Policy.CONFIG)
         return await call(kit, action, resource, args)

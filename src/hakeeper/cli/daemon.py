@@ -1,0 +1,192 @@
+"""``hakeeperd`` (the daemon, foreground), ``lkstart`` / ``lkstop`` (in the background), and ``sendevent``."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NoReturn
+
+from hakeeper.cli.base import Context, arg, command, run_in_daemon
+from hakeeper.control import PID_NAME, Answer, forward_to_daemon
+from hakeeper.daemon import Config, Daemon, serve
+from hakeeper.db.store import ensure_state_dir, state_root
+from hakeeper.errors import CommunicationFailed, IllegalArgument, SystemCallFailed
+from hakeeper.events.alarm import SEVERITIES, Event
+
+LOG_NAME = "hakeeperd.log"
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 600.0
+POLL = 0.05
+
+
+async def dispatch(daemon: Daemon, command: str, argv: list[str], actor: str) -> Answer:
+    """Run a command sent to hakeeperd's socket."""
+    if command == "_ping":
+        return Answer(0, f"{daemon.node} {os.getpid()}\n")
+    if command == "_stop":
+        daemon.stop(take_out_of_service="--remove" in argv)
+        return Answer(0, "stopping\n")
+    if command in ("lkstart", "lkstop"):
+        return Answer(2, err=f"{command}: cannot be sent to hakeeperd\n")
+    out, err = io.StringIO(), io.StringIO()
+    code = await run_in_daemon(
+        command, argv, services=daemon, root=daemon.root, lcd=daemon.lcd, actor=actor, out=out, err=err
+    )
+    return Answer(code, out.getvalue(), err.getvalue())
+
+
+def hakeeperd(argv: list[str] | None = None) -> NoReturn:
+    """Entry point of ``hakeeperd``: run the node daemon in the foreground."""
+    parser = argparse.ArgumentParser(prog="hakeeperd", description="the hakeeper node daemon (foreground)")
+    parser.add_argument("--root", metavar="DIR", help="state directory (default: $HAKEEPER_ROOT or /var/lib/hakeeper)")
+    parser.add_argument(
+        "--recover-attempts",
+        type=int,
+        default=3,
+        metavar="N",
+        help="local recovery attempts per resource within the window (default 3)",
+    )
+    parser.add_argument(
+        "--recover-window", type=float, default=300.0, metavar="SECONDS", help="the local recovery window (default 300)"
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long running actions may finish at shutdown (default 30)",
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if args.recover_attempts < 0 or args.recover_window <= 0 or args.drain_timeout < 0:
+        parser.error("--recover-attempts must be >= 0, --recover-window > 0, --drain-timeout >= 0")
+    config = Config(
+        root=state_root(args.root),
+        recover_attempts=args.recover_attempts,
+        recover_window=args.recover_window,
+        drain_timeout=args.drain_timeout,
+    )
+    sys.exit(serve(config, dispatch))
+
+
+def _running(root: Path) -> Answer | None:
+    try:
+        return forward_to_daemon(root, "_ping", [])
+    except CommunicationFailed:
+        return None
+
+
+@command(
+    "lkstart",
+    "start hakeeperd on this node, in the background",
+    arg("--log", metavar="FILE", help=f"where its log goes (default: <root>/{LOG_NAME})"),
+    local=True,
+)
+def _lkstart(ctx: Context, args: argparse.Namespace) -> int:
+    root = ensure_state_dir(ctx.root)
+    if (answer := _running(root)) is not None:
+        ctx.print(f"hakeeperd runs already (node and pid: {answer.out.strip()})")
+        return 0
+    log_path = Path(args.log) if args.log else root / LOG_NAME
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from hakeeper.cli.daemon import hakeeperd; hakeeperd()", "--root", str(root)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise SystemCallFailed(f"hakeeperd exited at once ({tail[0]}); see {log_path}")
+        if _running(root) is not None:
+            ctx.print(f"hakeeperd started (pid {proc.pid}), log in {log_path}")
+            return 0
+        time.sleep(POLL)
+    raise SystemCallFailed(f"hakeeperd (pid {proc.pid}) did not answer within {START_TIMEOUT:g} s; see {log_path}")
+
+
+@command(
+    "lkstop",
+    "stop hakeeperd on this node; its resources are taken out of service unless -f",
+    arg("-f", dest="leave", action="store_true", help="leave the protected applications running"),
+    local=True,
+    epilog="As LifeKeeper's lkstop, it takes this node's hierarchies out of service (it moves nothing);\n"
+    "-f stops only the daemon. SIGTERM to hakeeperd is the same as lkstop -f.",
+)
+def _lkstop(ctx: Context, args: argparse.Namespace) -> int:
+    root = ctx.root
+    pid_text = (root / PID_NAME).read_text().strip() if (root / PID_NAME).exists() else ""
+    if forward_to_daemon(root, "_stop", [] if args.leave else ["--remove"]) is None:
+        ctx.print("hakeeperd is not running")
+        return 0
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        if not (root / "hakeeperd.sock").exists() or _running(root) is None:
+            if pid_text.isdigit():
+                _wait_gone(int(pid_text), deadline)
+            ctx.print("hakeeperd stopped" + ("" if args.leave else "; resources out of service"))
+            return 0
+        time.sleep(POLL)
+    raise SystemCallFailed(f"hakeeperd did not stop within {STOP_TIMEOUT:g} s")
+
+
+def _wait_gone(pid: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            return
+        time.sleep(POLL)
+
+
+EVENT_ARGS = (
+    arg("-C", dest="cls", required=True, help="event class, e.g. generic"),
+    arg("-E", dest="event", required=True, help="event, e.g. failure"),
+    arg("-n", dest="tag", required=True, help="the object: a resource tag"),
+    arg("-m", dest="monitor", default="", help="who reports it"),
+    arg("-s", dest="severity", default="MAJOR", help="INFO | WARNING | MAJOR (default) | CRITICAL"),
+    arg("-x", dest="text", default="", help="problem text"),
+)
+
+
+def _event(args: argparse.Namespace) -> Event:
+    severity = args.severity.upper()
+    if severity not in SEVERITIES:
+        raise IllegalArgument(f"severity {args.severity!r} is not one of {' | '.join(SEVERITIES)}")
+    for what, value in (("class", args.cls), ("event", args.event)):
+        if not value or "/" in value or value.startswith("."):
+            raise IllegalArgument(f"event {what} {value!r} must be a plain name")
+    return Event(args.cls, args.event, args.tag, severity, args.monitor, args.text)
+
+
+async def _sendevent_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.print(ctx.services.send_event(_event(args)))
+    return 0
+
+
+@command(
+    "sendevent",
+    "report an event (a failure) to hakeeperd: handlers run, and local recovery for a resource in service",
+    *EVENT_ARGS,
+    in_daemon=_sendevent_in_daemon,
+)
+def _sendevent(ctx: Context, args: argparse.Namespace) -> int:
+    _event(args)  # bad input is reported before the missing daemon
+    raise SystemCallFailed(
+        f"hakeeperd is not running on {ctx.root}, nothing would act on the event (start it: lkstart)"
+    )

@@ -1,0 +1,233 @@
+"""hakeeperd: the node daemon, first form — monitoring, events, local recovery, and the commands.
+
+One asyncio process per node. It owns the LCD (commands sent to its Unix
+socket are run by it, so it is the only writer), runs the quickCheck
+scheduler, receives events, and runs local recovery. It shuts down in stages
+on SIGTERM or ``lkstop``: stop accepting commands, let running work finish
+within ``drain_timeout`` then cancel it, take resources out of service only
+when asked to (``lkstop`` without ``-f``), close the LCD.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import pwd
+import signal
+import socket
+import struct
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hakeeper.control import MAX_REQUEST, PID_NAME, Answer, decode_request, socket_path
+from hakeeper.db import Lcd, Resource, State, graph
+from hakeeper.db.store import ensure_state_dir
+from hakeeper.errors import HakeeperError, SystemCallFailed
+from hakeeper.events.alarm import Event, run_handlers
+from hakeeper.events.local import Limits, LocalRecovery
+from hakeeper.events.monitor import Monitor
+from hakeeper.kits.base import KitContext, Result
+from hakeeper.kits.registry import Kits
+from hakeeper.recovery.engine import DEFAULT_MAX_PARALLEL, Engine
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Config:
+    root: Path
+    recover_attempts: int = 3
+    recover_window: float = 300.0
+    monitor_refresh: float = 1.0
+    max_parallel: int = DEFAULT_MAX_PARALLEL
+    drain_timeout: float = 30.0
+
+
+Dispatch = Callable[["Daemon", str, list[str], str], Awaitable[Answer]]
+
+
+class Daemon:
+    """The services of one node, and the loop that runs them."""
+
+    def __init__(self, config: Config, dispatch: Dispatch) -> None:
+        self.config = config
+        self.root = ensure_state_dir(config.root)
+        self.dispatch = dispatch
+        self.lcd = Lcd.open(self.root, actor="hakeeperd")
+        self.node = self.lcd.local_node
+        self.kits = Kits(KitContext(self.root, self.node))
+        self.engine = Engine(self.lcd, self.kits, max_parallel=config.max_parallel)
+        self.recovery = LocalRecovery(self.engine, limits=Limits(config.recover_attempts, config.recover_window))
+        self.monitor = Monitor(self.lcd, self.kits, self.on_check_failure, refresh=config.monitor_refresh)
+        self._stopping = asyncio.Event()
+        self._take_out_of_service = False
+        self._work: set[asyncio.Task[Any]] = set()
+        self._pid_file: int | None = None
+
+    # ------------------------------------------------------------------ work
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Start tracked background work (the daemon drains it at shutdown)."""
+        task = asyncio.create_task(coro, name=name)
+        self._work.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._work.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    def on_check_failure(self, resource: Resource, result: Result) -> None:
+        message = f"quickCheck: {result.message or (result.health.value if result.health else 'failed')}"
+        self.spawn(self.recovery.failed(resource.tag, message, result.policy), f"recovery of {resource.tag}")
+
+    def send_event(self, event: Event) -> str:
+        """Accept an event: run its handlers and, for a resource in service here, local recovery."""
+        logger.warning("event %s", event.describe())
+        self.spawn(run_handlers(self.root, event, self.node), f"handlers of {event.describe()}")
+        known = {r.tag: r for r in self.lcd.resources(tag=event.tag)}
+        resource = known.get(event.tag)
+        if resource is None:
+            return f"event {event.describe()}: no resource {event.tag!r} here; handlers only"
+        if resource.state is not State.ISP:
+            return f"event {event.describe()}: {event.tag} is {resource.state.name}; no recovery"
+        self.spawn(self.recovery.failed(event.tag, f"{event.cls}/{event.event}"), f"recovery of {event.tag}")
+        return f"event {event.describe()}: local recovery of {event.tag} started"
+
+    def stop(self, *, take_out_of_service: bool = False) -> None:
+        self._take_out_of_service = self._take_out_of_service or take_out_of_service
+        self._stopping.set()
+
+    # ------------------------------------------------------------------ the control socket
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            actor = _peer_user(writer)
+            try:
+                line = await reader.readline()
+                command, argv, _extra = decode_request(line)
+            except (ValueError, asyncio.LimitOverrunError) as exc:
+                logger.warning("control socket: malformed request from %s refused: %s", actor, exc)
+                answer = Answer(2, err=f"hakeeperd: malformed request: {exc}\n")
+            else:
+                answer = await self.dispatch(self, command, argv, actor)
+            writer.write(answer.encode())
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception:  # one bad client must not take the server down
+            logger.exception("control socket: request failed")
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    # ------------------------------------------------------------------ life cycle
+
+    def _lock(self) -> None:
+        path = self.root / PID_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.read(fd, 32).decode().strip() or "?"
+            os.close(fd)
+            raise SystemCallFailed(f"hakeeperd runs already on {self.root} (pid {other})") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._pid_file = fd
+
+    async def run(self) -> int:
+        """Serve until stopped; returns the exit code."""
+        self._lock()
+        sock = socket_path(self.root)
+        with contextlib.suppress(FileNotFoundError):
+            sock.unlink()  # we hold the lock: any socket file left is stale
+        old_umask = os.umask(0o177)
+        try:
+            server = await asyncio.start_unix_server(self._client, path=str(sock), limit=MAX_REQUEST)
+        finally:
+            os.umask(old_umask)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        monitor = asyncio.create_task(self.monitor.run(), name="monitor")
+        logger.info("hakeeperd serving node %s on %s", self.node, sock)
+        try:
+            await self._stopping.wait()
+        finally:
+            await self._shutdown(server, monitor)
+        return 0
+
+    async def _shutdown(self, server: asyncio.Server, monitor: asyncio.Task[None]) -> None:
+        logger.info("hakeeperd stopping: no new commands")
+        server.close()  # stage 1: stop accepting
+        monitor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await monitor
+        if self._work:  # stage 2: let running work finish, then cancel it
+            logger.info("waiting up to %g s for %d running task(s)", self.config.drain_timeout, len(self._work))
+            _, late = await asyncio.wait(set(self._work), timeout=self.config.drain_timeout)
+            for task in late:
+                logger.warning("cancelling %s at shutdown", task.get_name())
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        if self._take_out_of_service:  # stage 3 (lkstop): take every hierarchy out of service
+            await self.remove_all()
+        else:
+            in_service = [r.tag for r in self.lcd.resources() if r.state.in_service]
+            if in_service:
+                logger.info("leaving in service: %s", ", ".join(in_service))
+        self.lcd.close()  # stage 4
+        with contextlib.suppress(FileNotFoundError):
+            socket_path(self.root).unlink()
+        if self._pid_file is not None:
+            os.close(self._pid_file)
+        logger.info("hakeeperd stopped")
+
+    async def remove_all(self) -> None:
+        """Take every resource in service out of service, tops of hierarchies first."""
+        edges = self.lcd.edges()
+        resources = self.lcd.resources()
+        for top in graph.roots(edges, [r.tag for r in resources]):
+            if any(self.lcd.resource(t).state.in_service for t in graph.hierarchy(edges, top)):
+                report = await self.engine.remove(top, reason="lkstop")
+                if not report.ok:
+                    logger.error("%s", report.summary())
+        for r in self.lcd.resources():
+            if r.state.in_service:  # a shared child whose parents are all gone
+                await self.engine.remove(r.tag, reason="lkstop")
+
+
+def _peer_user(writer: asyncio.StreamWriter) -> str:
+    """The user at the other end of the control socket, from SO_PEERCRED."""
+    sock = writer.get_extra_info("socket")
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _pid, uid, _gid = struct.unpack("3i", creds)
+    except (OSError, AttributeError):
+        return "unknown"
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def serve(config: Config, dispatch: Dispatch) -> int:
+    """Run hakeeperd in the foreground until it is stopped."""
+
+    async def main() -> int:
+        daemon = Daemon(config, dispatch)
+        return await daemon.run()
+
+    try:
+        return asyncio.run(main())
+    except HakeeperError as exc:
+        logger.error("%s", exc)
+        return exc.exit_code

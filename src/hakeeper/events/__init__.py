@@ -1,0 +1,1 @@
+"""The alarm interface (sendevent, event handlers), monitoring (quickCheck) and local recovery."""

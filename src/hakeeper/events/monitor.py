@@ -1,0 +1,94 @@
+"""The quickCheck scheduler: every resource in service is checked at its own interval.
+
+Each ISP resource with a non-zero interval gets a task of its own, so a slow
+check delays nobody else and one resource is never checked twice at once. The
+first check comes at a random point of the first interval and later ones at
+the interval ± 10 %, so that a thousand resources do not all check in the same
+second. Every ``refresh`` seconds the set of tasks is brought in line with the
+LCD (new resources, changed intervals, resources no longer in service).
+A check that says stopped or failed is handed to ``on_failure``, which must
+not block: recovery runs in a task of its own (a watcher is cancelled when its
+resource leaves service, which recovery itself does for a moment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+
+from hakeeper.db import Lcd, Resource, State
+from hakeeper.kits.base import Result
+from hakeeper.kits.registry import Kits
+from hakeeper.recovery.engine import call
+
+logger = logging.getLogger(__name__)
+
+OnFailure = Callable[[Resource, Result], None]
+JITTER = 0.1
+
+
+class Monitor:
+    def __init__(
+        self,
+        lcd: Lcd,
+        kits: Kits,
+        on_failure: OnFailure,
+        *,
+        refresh: float = 1.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.lcd = lcd
+        self.kits = kits
+        self.on_failure = on_failure
+        self.refresh = refresh
+        self.rng = rng or random.Random()
+        self._tasks: dict[str, tuple[int, asyncio.Task[None]]] = {}
+        self.checks = 0  # quickChecks run, for tests and metrics
+
+    async def run(self) -> None:
+        """Keep one watcher per ISP resource until cancelled."""
+        try:
+            while True:
+                try:
+                    self.sync()
+                except Exception:  # the loop must not die of one bad read
+                    logger.exception("monitor: cannot read the resources to check")
+                await asyncio.sleep(self.refresh)
+        finally:
+            for _, task in self._tasks.values():
+                task.cancel()
+            await asyncio.gather(*(t for _, t in self._tasks.values()), return_exceptions=True)
+            self._tasks.clear()
+
+    def sync(self) -> None:
+        wanted = {r.tag: r.check_interval for r in self.lcd.resources() if r.state is State.ISP and r.check_interval}
+        for tag, (interval, task) in list(self._tasks.items()):
+            if task.done() or wanted.get(tag) != interval:
+                task.cancel()
+                del self._tasks[tag]
+        for tag, interval in wanted.items():
+            if tag not in self._tasks:
+                first = self.rng.uniform(0.5, 1.0) * interval
+                self._tasks[tag] = (interval, asyncio.create_task(self._watch(tag, interval, first)))
+
+    async def _watch(self, tag: str, interval: int, first: float) -> None:
+        delay = first
+        while True:
+            await asyncio.sleep(delay)
+            delay = interval * self.rng.uniform(1 - JITTER, 1 + JITTER)
+            try:
+                resource = self.lcd.resource(tag)
+                if resource.state is not State.ISP:
+                    return
+                kit = self.kits.get(resource.app, resource.type)
+                self.checks += 1
+                result = await call(kit, "quick_check", resource)
+                if not result.ok:
+                    logger.warning("quickCheck of %s: %s", tag, result.message or result.health)
+                    self.on_failure(resource, result)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one resource's trouble must not stop its checks for good
+                logger.exception("monitor: checking %s failed", tag)
