@@ -67,6 +67,10 @@ class Kits:
         self._table = table
         return table
 
+    def add(self, kit: Kit) -> None:
+        """Use ``kit`` for its type on this node (an embedding program's own kit, or a test's)."""
+        self._loaded[kit.meta.name] = kit
+
     def find(self, app: str, type: str) -> Kit | None:
         """The kit for ``app/type``, or None if there is none."""
         name = f"{app}/{type}"
