@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Debian packages the suite needs (later issues add bind9, keepalived, ...).
-DEB_PACKAGES := iproute2 sqlite3
+DEB_PACKAGES := iproute2 sqlite3 resource-agents
 
 .PHONY: demo test lint unit integration bench deps venv clean
 

@@ -1,0 +1,217 @@
+"""hakeeperd as a user meets it: started and stopped in the background, commands through it,
+and a real HTTP server killed with SIGKILL that comes back by itself."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+RESTORE = """#!/bin/sh
+# start the web server unless it runs; succeed once it answers
+pidfile="$HAKEEPER_ROOT/web.pid"
+if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then exit 0; fi
+cd "$HAKEEPER_ROOT"
+nohup {python} -m http.server {port} --bind 127.0.0.1 >/dev/null 2>&1 &
+echo $! > "$pidfile"
+i=0
+while [ $i -lt 100 ]; do
+  {python} -c "import socket; socket.create_connection(('127.0.0.1', {port}), 0.2)" 2>/dev/null && exit 0
+  sleep 0.05; i=$((i+1))
+done
+exit 1
+"""
+REMOVE = """#!/bin/sh
+pidfile="$HAKEEPER_ROOT/web.pid"
+[ -f "$pidfile" ] && kill -9 "$(cat "$pidfile")" 2>/dev/null
+rm -f "$pidfile"
+exit 0
+"""
+CHECK = """#!/bin/sh
+pidfile="$HAKEEPER_ROOT/web.pid"
+[ -f "$pidfile" ] || exit 7
+kill -0 "$(cat "$pidfile")" 2>/dev/null || exit 7
+exit 0
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serving(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=0.5) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class Node:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = dict(os.environ, HAKEEPER_ROOT=str(root), HAKEEPER_NODE="node1")
+
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(BIN / argv[0]), *argv[1:]], env=self.env, capture_output=True, text=True, timeout=120, check=False
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"{argv} exit {done.returncode}: {done.stderr}")
+        return done
+
+    def log(self) -> str:
+        path = self.root / "hakeeperd.log"
+        return path.read_text() if path.exists() else ""
+
+    def daemon_pid(self) -> int:
+        return int((self.root / "hakeeperd.pid").read_text().strip())
+
+    def web_pid(self) -> int | None:
+        path = self.root / "web.pid"
+        try:
+            return int(path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    n = Node(tmp_path / "state")
+    n.root.mkdir()
+    try:
+        yield n
+    finally:
+        for pidfile in ("hakeeperd.pid", "web.pid"):
+            try:
+                pid = int((n.root / pidfile).read_text().strip())
+            except (FileNotFoundError, ValueError):
+                continue
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def web(node: Node, tmp_path: Path) -> int:
+    """A gen/app web server resource, created with the daemon running; returns its port."""
+    port = free_port()
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    for name, text in (("restore", RESTORE), ("remove", REMOVE), ("check", CHECK)):
+        path = scripts / name
+        path.write_text(text.format(python=sys.executable, port=port))
+        path.chmod(0o755)
+    assert node.run("lkstart").stdout.startswith("hakeeperd started")
+    node.run(
+        "hakeeper", "create", "gen/app", "-t", "web", "-Q", "1",
+        f"restore={scripts / 'restore'}", f"remove={scripts / 'remove'}", f"quickCheck={scripts / 'check'}",
+    )  # fmt: skip
+    return port
+
+
+@pytest.mark.slow
+def test_commands_go_through_the_daemon_and_its_socket_is_private(node: Node, web: int) -> None:
+    sock = node.root / "hakeeperd.sock"
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+    done = node.run("perform_action", "-t", "web", "-a", "restore")
+    assert done.stdout == "restore of web succeeded: web\n"
+    assert serving(web)
+    assert "web OSU -> ISP (perform_action by " in node.log(), "the daemon, not the command, did the restore"
+    status = node.run("lcdstatus", "-e").stdout
+    assert "web" in status and "ISP" in status
+    second = subprocess.run(
+        [str(BIN / "hakeeperd"), "--root", str(node.root)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert second.returncode == 1
+    assert "runs already" in second.stderr
+
+
+@pytest.mark.slow
+def test_a_killed_server_comes_back_by_quickcheck_and_by_sendevent(node: Node, web: int) -> None:
+    node.run("perform_action", "-t", "web", "-a", "restore")
+    first = node.web_pid()
+    assert first is not None and serving(web)
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: node.web_pid() not in (None, first) and serving(web), 15, "quickCheck to restart the server")
+    assert "web recovered in place" in node.log()
+    # The sendevent path: checks off, a monitor reports the death.
+    node.run("ins_setchkint", "-t", "web", "-v", "0")
+    second = node.web_pid()
+    assert second is not None
+    os.kill(second, signal.SIGKILL)
+    done = node.run("sendevent", "-C", "generic", "-E", "failure", "-n", "web", "-m", "test-monitor")
+    assert "local recovery of web started" in done.stdout
+    wait_for(lambda: node.web_pid() not in (None, second) and serving(web), 15, "sendevent to restart the server")
+    assert node.run("ins_list", "-t", "web", "-f:").stdout.split(":")[4] == "ISP"
+
+
+@pytest.mark.slow
+def test_sigterm_leaves_the_application_running_and_lkstop_takes_it_down(node: Node, web: int) -> None:
+    node.run("perform_action", "-t", "web", "-a", "restore")
+    daemon = node.daemon_pid()
+    os.kill(daemon, signal.SIGTERM)
+    wait_for(lambda: not alive(daemon), 30, "hakeeperd to exit on SIGTERM")
+    assert serving(web), "SIGTERM must not take the application down"
+    assert "leaving in service: web" in node.log()
+    assert not (node.root / "hakeeperd.sock").exists()
+    # Without the daemon the commands work on the LCD directly.
+    assert node.run("ins_list", "-t", "web", "-f:").stdout.split(":")[4] == "ISP"
+    node.run("lkstart")
+    assert node.run("lkstop").stdout == "hakeeperd stopped; resources out of service\n"
+    assert not serving(web)
+    assert node.run("ins_list", "-t", "web", "-f:").stdout.split(":")[4] == "OSU"
+    assert node.run("lkstop").stdout == "hakeeperd is not running\n"
+
+
+@pytest.mark.slow
+def test_malformed_requests_are_refused_and_the_daemon_keeps_serving(node: Node, web: int) -> None:
+    for payload in (b"not json\n", b'{"command": 5}\n', b"[1,2]\n", b"\xff\xfe\n"):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(node.root / "hakeeperd.sock"))
+            s.sendall(payload)
+            answer = s.recv(65536)
+        assert b'"code": 2' in answer
+    assert node.run("ins_list", "-t", "web", "-f:").returncode == 0
+    assert "malformed request" in node.log()
+
+
+def test_sendevent_without_a_daemon_says_so(tmp_path: Path) -> None:
+    env = dict(os.environ, HAKEEPER_ROOT=str(tmp_path / "state"))
+    done = subprocess.run(
+        [str(BIN / "sendevent"), "-C", "generic", "-E", "failure", "-n", "web"],
+        env=env, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1
+    assert "hakeeperd is not running" in done.stderr
