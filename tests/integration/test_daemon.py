@@ -163,7 +163,7 @@ def test_a_killed_server_comes_back_by_quickcheck_and_by_sendevent(node: Node, w
     assert first is not None and serving(web)
     os.kill(first, signal.SIGKILL)
     wait_for(lambda: node.web_pid() not in (None, first) and serving(web), 15, "quickCheck to restart the server")
-    assert "web recovered in place" in node.log()
+    wait_for(lambda: "web recovered in place" in node.log(), 15, "the daemon to log the recovery")
     # The sendevent path: checks off, a monitor reports the death.
     node.run("ins_setchkint", "-t", "web", "-v", "0")
     second = node.web_pid()

@@ -1,7 +1,2 @@
-"""Command-line interface: importing the package registers every command."""
-
-from __future__ import annotations
-
-from hakeeper.cli import actions, daemon, lcdi, status
-
-__all__ = ["actions", "daemon", "lcdi", "status"]
+"""Command-line interface. Commands live in ``lcdi``, ``status``, ``actions`` and ``daemon``;
+:func:`hakeeper.cli.base.load` imports the one a command needs."""

@@ -9,7 +9,7 @@ on stderr and LifeKeeper's exit code; it never lets a traceback reach the user.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import importlib
 import json
 import logging
 import os
@@ -61,6 +61,67 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {}
+
+#: Which module defines each command. Only that module is imported to run it, so that a
+#: command's start-up costs what it needs (lcdstatus does not load asyncio or the kits).
+COMMAND_MODULES: dict[str, str] = {
+    **dict.fromkeys(
+        [
+            "ins_create",
+            "ins_remove",
+            "ins_list",
+            "ins_gettag",
+            "ins_setstate",
+            "ins_setinfo",
+            "ins_setas",
+            "ins_setinit",
+            "ins_setchkint",
+            "ins_setlocalrecover",
+            "dep_create",
+            "dep_remove",
+            "dep_list",
+            "eqv_create",
+            "eqv_remove",
+            "eqv_list",
+            "typ_create",
+            "typ_remove",
+            "typ_list",
+            "app_create",
+            "app_remove",
+            "app_list",
+            "flg_create",
+            "flg_remove",
+            "flg_test",
+            "flg_list",
+            "sys_create",
+            "sys_remove",
+            "sys_list",
+            "changes",
+        ],
+        "hakeeper.cli.lcdi",
+    ),
+    "lcdstatus": "hakeeper.cli.status",
+    "kits": "hakeeper.cli.actions",
+    "create": "hakeeper.cli.actions",
+    "perform_action": "hakeeper.cli.actions",
+    "sendevent": "hakeeper.cli.daemon",
+    "lkstart": "hakeeper.cli.daemon",
+    "lkstop": "hakeeper.cli.daemon",
+}
+
+
+def load(name: str) -> Command | None:
+    """The command ``name``, importing its module on first use."""
+    if name not in COMMANDS and name in COMMAND_MODULES:
+        importlib.import_module(COMMAND_MODULES[name])
+    return COMMANDS.get(name)
+
+
+def load_all() -> dict[str, Command]:
+    """Every command (for ``hakeeper --help`` and the tests)."""
+    for module in sorted(set(COMMAND_MODULES.values())):
+        importlib.import_module(module)
+    return COMMANDS
 
 
 def command(
@@ -165,7 +226,7 @@ def build_parser(cmd: Command, prog: str) -> Parser:
 
 
 def parse(name: str, argv: Sequence[str], shown: str) -> tuple[Command, argparse.Namespace]:
-    cmd = COMMANDS.get(name)
+    cmd = load(name)
     if cmd is None:
         raise UsageError(f"unknown command {name!r} (see: hakeeper --help)")
     parser = build_parser(cmd, shown)
@@ -218,6 +279,8 @@ async def run_in_daemon(
     name: str, argv: Sequence[str], *, services: Any, root: Path, lcd: Lcd, actor: str, out: TextIO, err: TextIO
 ) -> int:
     """How hakeeperd runs a command sent to it: in its event loop, or in a worker thread with its own LCD."""
+    import asyncio
+
     try:
         cmd, args = parse(name, argv, name)
         if cmd.in_daemon is None:

@@ -8,7 +8,6 @@ Listings print one record a line, fields separated by ^A as LifeKeeper does
 from __future__ import annotations
 
 import argparse
-import asyncio
 import enum
 import json
 import time
@@ -20,9 +19,6 @@ from hakeeper.db import graph
 from hakeeper.db.model import Resource, info_text, parse_info
 from hakeeper.db.states import SETTABLE_STATES, Init, State, Switchback
 from hakeeper.errors import IllegalArgument, NotFound, SystemCallFailed, UsageError
-from hakeeper.kits.base import KitContext
-from hakeeper.kits.registry import Kits
-from hakeeper.recovery.engine import call
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -171,6 +167,12 @@ def remove_with_actions(ctx: Context, tags: list[str], *, run_delete: bool) -> l
     removed right after its delete action succeeded, parents first, so the LCD
     always matches what the actions have undone; a failing action stops there.
     """
+    import asyncio
+
+    from hakeeper.kits.base import KitContext
+    from hakeeper.kits.registry import Kits
+    from hakeeper.recovery.engine import call
+
     lcd = ctx.lcd
     order = lcd.removal_order(tags)
     resources = {r.tag: r for r in lcd.resources()}

@@ -11,10 +11,9 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from hakeeper import __version__
-from hakeeper.cli import actions, daemon, lcdi, status
-from hakeeper.cli.base import COMMANDS, run
+from hakeeper.cli.base import COMMANDS, load_all, run
 
-__all__ = ["COMMANDS", "actions", "daemon", "hakeeperd", "lcdi", "main", "run", "status"]
+__all__ = ["COMMANDS", "load_all", "main", "run"]
 
 
 USAGE = """usage: hakeeper [--root DIR] COMMAND [ARGS...]
@@ -61,8 +60,9 @@ def dispatch(argv: list[str]) -> int:
 
 
 def usage() -> str:
-    width = max(len(name) for name in COMMANDS)
-    lines = [f"  {name.ljust(width)}  {cmd.summary}" for name, cmd in sorted(COMMANDS.items())]
+    commands = load_all()
+    width = max(len(name) for name in commands)
+    lines = [f"  {name.ljust(width)}  {cmd.summary}" for name, cmd in sorted(commands.items())]
     return USAGE + "\n".join(lines) + "\n"
 
 
@@ -110,4 +110,10 @@ perform_action = entry("perform_action")
 sendevent = entry("sendevent")
 lkstart = entry("lkstart")
 lkstop = entry("lkstop")
-hakeeperd = daemon.hakeeperd
+
+
+def hakeeperd() -> NoReturn:
+    """Entry point of ``hakeeperd`` (the daemon in the foreground)."""
+    from hakeeper.cli.daemon import hakeeperd as serve
+
+    serve()

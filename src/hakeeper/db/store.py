@@ -402,6 +402,12 @@ class Lcd:
         rows = self._query(f"SELECT {_RESOURCE_COLUMNS} FROM resources{clause} ORDER BY tag", params)
         return [_resource(row) for row in rows]
 
+    def summaries(self) -> list[tuple[str, str, State, str]]:
+        """``(tag, id, state, reason)`` of every resource, by tag: what status displays need, read cheaply."""
+        codes = {s.value: s for s in State}
+        rows = self._query("SELECT tag, id, state, reason FROM resources ORDER BY tag")
+        return [(tag, rid, codes[state], reason) for tag, rid, state, reason in rows]
+
     def tag_of(self, id: str) -> str:
         rows = self._query("SELECT tag FROM resources WHERE id = ?", (id,))
         if not rows:
@@ -499,10 +505,19 @@ class Lcd:
             raise AlreadyExists(f"{parent!r} already depends on {child!r}")
         if parent == child:
             raise IllegalArgument(f"{parent!r} cannot depend on itself")
-        if graph.creates_cycle(self.edges(), parent, child):
+        if self._reaches(child, parent):
             raise IllegalArgument(f"{child!r} already depends on {parent!r}: the dependency would make a cycle")
         with self._change("create_dependency", {"parent": parent, "child": child}) as db:
             db.execute("INSERT INTO dependencies (parent, child) VALUES (?, ?)", (parent, child))
+
+    def _reaches(self, start: str, goal: str) -> bool:
+        """Whether ``goal`` is ``start`` or below it, following only ``start``'s own dependencies."""
+        rows = self._query(
+            "WITH RECURSIVE below(tag) AS (SELECT ? UNION SELECT d.child FROM dependencies d "
+            "JOIN below ON d.parent = below.tag) SELECT 1 FROM below WHERE tag = ? LIMIT 1",
+            (start, goal),
+        )
+        return bool(rows)
 
     def remove_dependency(self, parent: str | None = None, child: str | None = None) -> list[Dependency]:
         """Remove one dependency (both given) or every dependency of a parent or of a child.
@@ -541,6 +556,11 @@ class Lcd:
             f"SELECT tag, node, priority, remote_tag, kind FROM equivalencies{clause} ORDER BY tag, priority", params
         )
         return [Equivalency(t, n, p, r, EqvKind(k)) for t, n, p, r, k in rows]
+
+    def equivalency_rows(self) -> list[tuple[str, str, int, str]]:
+        """``(tag, node, priority, remote tag)`` of every equivalency, by tag then priority, read cheaply."""
+        rows = self._query("SELECT tag, node, priority, remote_tag FROM equivalencies ORDER BY tag, priority")
+        return [(t, n, p, r) for t, n, p, r in rows]
 
     def create_equivalency(
         self,
