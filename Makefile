@@ -29,6 +29,8 @@ unit: venv
 
 bench: venv
 	$(BIN)/python bench/lcd_scale.py
+	$(BIN)/python bench/hierarchy_scale.py
+	$(BIN)/python bench/local_recovery.py
 
 venv: $(STAMP)
 

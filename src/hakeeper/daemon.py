@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hakeeper.control import MAX_REQUEST, PID_NAME, Answer, decode_request, socket_path
-from hakeeper.db import Lcd, Resource, State, graph
+from hakeeper.db import Lcd, Resource, State
 from hakeeper.db.store import ensure_state_dir
 from hakeeper.errors import HakeeperError, SystemCallFailed
 from hakeeper.events.alarm import Event, run_handlers
@@ -192,17 +192,10 @@ class Daemon:
         logger.info("hakeeperd stopped")
 
     async def remove_all(self) -> None:
-        """Take every resource in service out of service, tops of hierarchies first."""
-        edges = self.lcd.edges()
-        resources = self.lcd.resources()
-        for top in graph.roots(edges, [r.tag for r in resources]):
-            if any(self.lcd.resource(t).state.in_service for t in graph.hierarchy(edges, top)):
-                report = await self.engine.remove(top, reason="lkstop")
-                if not report.ok:
-                    logger.error("%s", report.summary())
-        for r in self.lcd.resources():
-            if r.state.in_service:  # a shared child whose parents are all gone
-                await self.engine.remove(r.tag, reason="lkstop")
+        """Take every resource in service out of service, parents first, in one engine run."""
+        report = await self.engine.remove_everything(reason="lkstop")
+        if not report.ok:
+            logger.error("lkstop: %s", report.summary())
 
 
 def _peer_user(writer: asyncio.StreamWriter) -> str:

@@ -154,6 +154,16 @@ class Engine:
         logger.log(logging.INFO if report.ok else logging.ERROR, "%s", report.summary())
         return report
 
+    async def remove_everything(self, *, reason: str) -> Report:
+        """Take every resource in service on this node out of service in one run, parents first (lkstop)."""
+        async with self._lock:
+            edges = self.lcd.edges()
+            members = {tag for tag, _id, state, _reason in self.lcd.summaries() if state is not State.OSU}
+            report = Report("remove", "every hierarchy")
+            await self._remove_members(self.kits, members, edges, report, reason=reason)
+            logger.log(logging.INFO if report.ok else logging.ERROR, "%s", report.summary())
+            return report
+
     async def _remove_members(
         self,
         kits: Kits,
