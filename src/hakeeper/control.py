@@ -10,18 +10,15 @@ from the request.
 from __future__ import annotations
 
 import json
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hakeeper.errors import CommunicationFailed
+from hakeeper.wire import SOCKET_NAME, exchange
 
-SOCKET_NAME = "hakeeperd.sock"
 PID_NAME = "hakeeperd.pid"
 MAX_REQUEST = 1 << 20
-CONNECT_TIMEOUT = 5.0
-ANSWER_TIMEOUT = 3600.0  # a restore of a large hierarchy may take long; every action has its own timeout
 
 
 def socket_path(root: Path) -> Path:
@@ -38,10 +35,6 @@ class Answer:
         return json.dumps({"code": self.code, "out": self.out, "err": self.err}).encode() + b"\n"
 
 
-def encode_request(command: str, argv: list[str], **extra: Any) -> bytes:
-    return json.dumps({"command": command, "argv": argv, **extra}).encode() + b"\n"
-
-
 def decode_request(line: bytes) -> tuple[str, list[str], dict[str, Any]]:
     """Parse a request line; raises ValueError with a reason when it is malformed."""
     data = json.loads(line)
@@ -53,34 +46,21 @@ def decode_request(line: bytes) -> tuple[str, list[str], dict[str, Any]]:
     return command, argv, data
 
 
-def forward_to_daemon(root: Path, command: str, argv: list[str], **extra: Any) -> Answer | None:
-    """Send a command to hakeeperd; None when no daemon listens on this state directory."""
-    path = socket_path(root)
-    if not path.exists():
-        return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(CONNECT_TIMEOUT)
-        try:
-            sock.connect(str(path))
-        except (ConnectionRefusedError, FileNotFoundError):
-            return None  # a stale socket: the daemon is gone
-        except OSError as exc:
-            raise CommunicationFailed(f"cannot reach hakeeperd at {path}: {exc.strerror or exc}") from None
-        sock.settimeout(ANSWER_TIMEOUT)
-        sock.sendall(encode_request(command, argv, **extra))
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                break
-            data += chunk
-    except OSError as exc:
-        raise CommunicationFailed(f"hakeeperd did not answer ({exc.strerror or exc})") from None
-    finally:
-        sock.close()
+def decode_answer(data: bytes) -> Answer:
     try:
         reply = json.loads(data)
         return Answer(int(reply["code"]), str(reply.get("out", "")), str(reply.get("err", "")))
     except (ValueError, KeyError, TypeError):
         raise CommunicationFailed("hakeeperd gave a malformed answer (see its log)") from None
+
+
+def forward_to_daemon(root: Path, command: str, argv: list[str]) -> Answer | None:
+    """Send a command to hakeeperd; None when no daemon listens on this state directory."""
+    from hakeeper.wire import request
+
+    path = socket_path(root)
+    try:
+        data = exchange(str(path), request(command, argv))
+    except OSError as exc:
+        raise CommunicationFailed(f"hakeeperd at {path} did not answer ({exc.strerror or exc})") from None
+    return None if data is None else decode_answer(data)

@@ -21,7 +21,7 @@ from typing import Any, NoReturn, TextIO
 
 from hakeeper.control import forward_to_daemon
 from hakeeper.db.store import Lcd, state_root
-from hakeeper.errors import CommunicationFailed, HakeeperError, NotFound, UsageError
+from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, NotFound, UsageError
 
 FIELD_SEP = "\x01"  # LifeKeeper's default field separator (^A); -f changes it
 
@@ -226,6 +226,11 @@ def build_parser(cmd: Command, prog: str) -> Parser:
 
 
 def parse(name: str, argv: Sequence[str], shown: str) -> tuple[Command, argparse.Namespace]:
+    for item in argv:
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError:
+            raise IllegalArgument(f"argument {item!r} is not valid UTF-8") from None
     cmd = load(name)
     if cmd is None:
         raise UsageError(f"unknown command {name!r} (see: hakeeper --help)")
@@ -299,7 +304,7 @@ async def run_in_daemon(
 def failure(shown: str, err: TextIO, exc: BaseException) -> int:
     """Turn an exception into one line on ``err`` and LifeKeeper's exit code; re-raise what is not ours."""
     if isinstance(exc, HakeeperError):
-        err.write(f"{shown}: {exc}\n")
+        err.write(f"{shown}: {one_line(str(exc))}\n")
         return exc.exit_code
     if isinstance(exc, SystemExit):  # --help and --version
         return exc.code if isinstance(exc.code, int) else 0
@@ -314,8 +319,14 @@ def failure(shown: str, err: TextIO, exc: BaseException) -> int:
     # A bug: one line, and the traceback only when asked for.
     if os.environ.get("HAKEEPER_DEBUG"):
         logging.getLogger(__name__).error("internal error in %s", shown, exc_info=exc)
-    err.write(f"{shown}: internal error: {type(exc).__name__}: {exc} (set HAKEEPER_DEBUG=1 for details)\n")
+    detail = one_line(f"{type(exc).__name__}: {exc}")
+    err.write(f"{shown}: internal error: {detail} (set HAKEEPER_DEBUG=1 for details)\n")
     return 3
+
+
+def one_line(text: str) -> str:
+    """A message as one printable line: control characters (a newline in a tag, say) shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def check_destination(ctx: Context, dest: str) -> None:

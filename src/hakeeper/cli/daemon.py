@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import io
 import logging
 import os
@@ -10,14 +11,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from hakeeper.cli.base import Context, arg, command, run_in_daemon
 from hakeeper.control import PID_NAME, Answer, forward_to_daemon
-from hakeeper.daemon import Config, Daemon, serve
 from hakeeper.db.store import ensure_state_dir, state_root
-from hakeeper.errors import CommunicationFailed, IllegalArgument, SystemCallFailed
+from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, OutOfRange, SystemCallFailed
 from hakeeper.events.alarm import SEVERITIES, Event
+
+if TYPE_CHECKING:
+    from hakeeper.daemon import Daemon
 
 LOG_NAME = "hakeeperd.log"
 START_TIMEOUT = 20.0
@@ -41,34 +44,55 @@ async def dispatch(daemon: Daemon, command: str, argv: list[str], actor: str) ->
     return Answer(code, out.getvalue(), err.getvalue())
 
 
+DAEMON_OPTIONS = (
+    arg("--recover-attempts", type=int, default=3, metavar="N",
+        help="local recovery attempts per resource within the window (default 3)"),
+    arg("--recover-window", type=float, default=300.0, metavar="SECONDS",
+        help="the local recovery window (default 300)"),
+    arg("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
+        help="how long running actions may finish at shutdown (default 30)"),
+    arg("--log-level", default="INFO", help="DEBUG | INFO (default) | WARNING | ERROR"),
+)  # fmt: skip
+
+
+def _check_daemon_options(args: argparse.Namespace) -> None:
+    if args.recover_attempts < 0:
+        raise OutOfRange(f"--recover-attempts {args.recover_attempts} must be 0 or more")
+    if not 0 < args.recover_window <= 86400:
+        raise OutOfRange(f"--recover-window {args.recover_window:g} must be within 0..86400 s")
+    if not 0 <= args.drain_timeout <= 3600:
+        raise OutOfRange(f"--drain-timeout {args.drain_timeout:g} must be within 0..3600 s")
+    if args.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise IllegalArgument(f"--log-level {args.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
+
+
+def _daemon_argv(args: argparse.Namespace) -> list[str]:
+    return [
+        "--recover-attempts", str(args.recover_attempts),
+        "--recover-window", str(args.recover_window),
+        "--drain-timeout", str(args.drain_timeout),
+        "--log-level", args.log_level.upper(),
+    ]  # fmt: skip
+
+
 def hakeeperd(argv: list[str] | None = None) -> NoReturn:
     """Entry point of ``hakeeperd``: run the node daemon in the foreground."""
-    parser = argparse.ArgumentParser(prog="hakeeperd", description="the hakeeper node daemon (foreground)")
+    from hakeeper.cli.base import Parser, one_line
+    from hakeeper.daemon import Config, serve
+
+    parser = Parser(prog="hakeeperd", description="the hakeeper node daemon, in the foreground (see: lkstart)")
     parser.add_argument("--root", metavar="DIR", help="state directory (default: $HAKEEPER_ROOT or /var/lib/hakeeper)")
-    parser.add_argument(
-        "--recover-attempts",
-        type=int,
-        default=3,
-        metavar="N",
-        help="local recovery attempts per resource within the window (default 3)",
-    )
-    parser.add_argument(
-        "--recover-window", type=float, default=300.0, metavar="SECONDS", help="the local recovery window (default 300)"
-    )
-    parser.add_argument(
-        "--drain-timeout",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="how long running actions may finish at shutdown (default 30)",
-    )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    args = parser.parse_args(argv)
+    for option in DAEMON_OPTIONS:
+        parser.add_argument(*option.flags, **option.options)
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        _check_daemon_options(args)
+    except HakeeperError as exc:
+        sys.stderr.write(f"hakeeperd: {one_line(str(exc))}\n")
+        sys.exit(exc.exit_code)
     logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    if args.recover_attempts < 0 or args.recover_window <= 0 or args.drain_timeout < 0:
-        parser.error("--recover-attempts must be >= 0, --recover-window > 0, --drain-timeout >= 0")
     config = Config(
         root=state_root(args.root),
         recover_attempts=args.recover_attempts,
@@ -89,17 +113,31 @@ def _running(root: Path) -> Answer | None:
     "lkstart",
     "start hakeeperd on this node, in the background",
     arg("--log", metavar="FILE", help=f"where its log goes (default: <root>/{LOG_NAME})"),
+    *DAEMON_OPTIONS,
     local=True,
+    epilog="The other options are hakeeperd's, passed on to it.",
 )
 def _lkstart(ctx: Context, args: argparse.Namespace) -> int:
+    _check_daemon_options(args)
     root = ensure_state_dir(ctx.root)
     if (answer := _running(root)) is not None:
         ctx.print(f"hakeeperd runs already (node and pid: {answer.out.strip()})")
         return 0
-    log_path = Path(args.log) if args.log else root / LOG_NAME
-    with open(log_path, "ab") as log:
+    log_path = Path(args.log).absolute() if args.log else root / LOG_NAME
+    try:
+        log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+    except OSError as exc:
+        raise SystemCallFailed(f"cannot write the log {str(log_path)!r}: {exc.strerror}") from None
+    with log:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from hakeeper.cli.daemon import hakeeperd; hakeeperd()", "--root", str(root)],
+            [
+                sys.executable,
+                "-c",
+                "from hakeeper.cli.daemon import hakeeperd; hakeeperd()",
+                "--root",
+                str(root),
+                *_daemon_argv(args),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -134,24 +172,29 @@ def _lkstop(ctx: Context, args: argparse.Namespace) -> int:
         return 0
     deadline = time.monotonic() + STOP_TIMEOUT
     while time.monotonic() < deadline:
-        if not (root / "hakeeperd.sock").exists() or _running(root) is None:
-            if pid_text.isdigit():
-                _wait_gone(int(pid_text), deadline)
+        if not _holds_lock(root / PID_NAME):
             ctx.print("hakeeperd stopped" + ("" if args.leave else "; resources out of service"))
             return 0
         time.sleep(POLL)
-    raise SystemCallFailed(f"hakeeperd did not stop within {STOP_TIMEOUT:g} s")
+    raise SystemCallFailed(f"hakeeperd (pid {pid_text or '?'}) did not stop within {STOP_TIMEOUT:g} s")
 
 
-def _wait_gone(pid: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            return
-        time.sleep(POLL)
+def _holds_lock(pid_file: Path) -> bool:
+    """Whether a hakeeperd still holds its pid file's lock (it holds it until its very end).
+
+    Unlike ``kill -0``, this is not fooled by a zombie waiting to be reaped.
+    """
+    try:
+        fd = os.open(pid_file, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 EVENT_ARGS = (

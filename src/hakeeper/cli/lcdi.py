@@ -18,7 +18,7 @@ from hakeeper.cli.base import Context, arg, command
 from hakeeper.db import graph
 from hakeeper.db.model import Resource, info_text, parse_info
 from hakeeper.db.states import SETTABLE_STATES, Init, State, Switchback
-from hakeeper.errors import IllegalArgument, NotFound, SystemCallFailed, UsageError
+from hakeeper.errors import IllegalArgument, NotFound, OutOfRange, SystemCallFailed, UsageError
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -95,9 +95,18 @@ def _ins_create(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def require_app_type(ctx: Context, app: str | None, rtype: str | None) -> None:
+    """An -a / -r filter must name something that exists: a typo is an error, not an empty list."""
+    if app is not None and app not in ctx.lcd.apps():
+        raise NotFound(f"no application named {app!r} (see: app_list)")
+    if rtype is not None and not any(t.type == rtype and app in (None, t.app) for t in ctx.lcd.types()):
+        raise NotFound(f"no resource type {rtype!r}" + (f" in {app!r}" if app else "") + " (see: typ_list)")
+
+
 def _select(ctx: Context, args: argparse.Namespace) -> list[Resource]:
     """Resources chosen by -R / -a / -r / -t / -i (all given filters apply)."""
     lcd = ctx.lcd
+    require_app_type(ctx, args.app, args.type)
     for tag in [args.tag] if args.tag else []:
         lcd.resource(tag)
     if args.id is not None:
@@ -326,6 +335,7 @@ def _dep_list(ctx: Context, args: argparse.Namespace) -> int:
     elif args.of_child is not None:
         edges = [(p, c) for p, c in edges if c == args.of_child]
     if args.app is not None or args.type is not None:
+        require_app_type(ctx, args.app, args.type)
         keep = {r.tag for r in lcd.resources(app=args.app, type=args.type)}
         edges = [(p, c) for p, c in edges if p in keep]
     ctx.rows(args, edges, [{"parent": p, "child": c} for p, c in edges])
@@ -395,6 +405,8 @@ def _eqv_remove(ctx: Context, args: argparse.Namespace) -> int:
 def _eqv_list(ctx: Context, args: argparse.Namespace) -> int:
     lcd = ctx.lcd
     this = args.node or lcd.local_node
+    if this not in {n.name for n in lcd.nodes()}:
+        raise NotFound(f"no node named {this!r} (see: sys_list)")
     if args.tag is not None:
         lcd.resource(args.tag)
     by_tag: dict[str, dict[str, tuple[str, int]]] = {}
@@ -439,7 +451,7 @@ def _typ_create(ctx: Context, args: argparse.Namespace) -> int:
 def _typ_remove(ctx: Context, args: argparse.Namespace) -> int:
     lcd = ctx.lcd
     if not any(t.type == args.type for t in lcd.types(args.app)):
-        raise NotFound(f"no resource type {args.app}/{args.type} (see: typ_list)")
+        raise NotFound(f"no resource type {args.app!r}/{args.type!r} (see: typ_list)")
     instances = [r.tag for r in lcd.resources(app=args.app, type=args.type)]
     if instances:
         remove_with_actions(ctx, instances, run_delete=not args.no_delete)
@@ -454,6 +466,7 @@ def _typ_remove(ctx: Context, args: argparse.Namespace) -> int:
     listing=True,
 )
 def _typ_list(ctx: Context, args: argparse.Namespace) -> int:
+    require_app_type(ctx, args.app, None)
     types = ctx.lcd.types(args.app)
     ctx.rows(args, [[t.app, t.type] for t in types], [{"app": t.app, "type": t.type} for t in types])
     return 0
@@ -534,6 +547,8 @@ def _sys_list(ctx: Context, args: argparse.Namespace) -> int:
     listing=True,
 )
 def _changes(ctx: Context, args: argparse.Namespace) -> int:
+    if not 0 <= args.since < 2**63:
+        raise OutOfRange(f"--since {args.since} is outside 0..{2**63 - 1}")
     changes = ctx.lcd.changes(args.since)
     rows = [
         [

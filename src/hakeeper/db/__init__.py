@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from hakeeper.db.model import Change, Dependency, Equivalency, Node, Resource, ResourceType
 from hakeeper.db.states import SETTABLE_STATES, EqvKind, Init, State, Switchback
-from hakeeper.db.store import DEFAULT_ROOT, Lcd, state_root
+from hakeeper.db.store import Lcd, state_root
+from hakeeper.wire import DEFAULT_ROOT
 
 __all__ = [
     "DEFAULT_ROOT",

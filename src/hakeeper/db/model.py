@@ -112,6 +112,8 @@ def parse_info(text: str) -> Any:
             return json.loads(stripped)
         except ValueError as exc:
             raise IllegalArgument(f"info looks like JSON but is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise IllegalArgument("info is JSON nested too deeply") from None
     return text
 
 

@@ -57,10 +57,10 @@ from hakeeper.errors import (
     StateDirError,
     SystemCallFailed,
 )
+from hakeeper.wire import DEFAULT_ROOT
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ROOT = "/var/lib/hakeeper"
 DB_NAME = "lcd.sqlite"
 BUSY_TIMEOUT_MS = 10_000
 DEFAULT_SHUTDOWN_STRATEGY = "Do Not Switch Over Resources"
@@ -292,7 +292,7 @@ class Lcd:
 
     def _require_type(self, app: str, type: str) -> None:
         if not self._exists("SELECT 1 FROM types WHERE app = ? AND name = ?", (app, type)):
-            raise NotFound(f"no resource type {app}/{type} (see: typ_list)")
+            raise NotFound(f"no resource type {app!r}/{type!r} (see: typ_list)")
 
     # ------------------------------------------------------------------ resources
 

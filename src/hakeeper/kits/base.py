@@ -87,6 +87,13 @@ class Result:
         return cls(False, message, policy, Health.FAILED, output)
 
 
+def unchecked(resource: Resource) -> Result:
+    """The answer of a kit that has no way to check: what the LCD says (running while in service)."""
+    if resource.state.in_service:
+        return Result.running("no quickCheck script")
+    return Result.stopped("no quickCheck script; not in service")
+
+
 PARAM_TYPES = ("string", "integer", "boolean", "executable")
 
 

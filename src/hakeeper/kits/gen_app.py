@@ -19,7 +19,7 @@ from typing import Any
 
 from hakeeper.db.model import Resource
 from hakeeper.kits.actions import executable, run_action_script
-from hakeeper.kits.base import Created, Kit, KitMeta, Param, Policy, Result
+from hakeeper.kits.base import Created, Kit, KitMeta, Param, Policy, Result, unchecked
 from hakeeper.kits.process import action_result, check_result
 
 SCRIPTS = ("restore", "remove", "quickCheck", "recover")
@@ -117,7 +117,7 @@ class GenAppKit(Kit):
 
     async def quick_check(self, resource: Resource) -> Result:
         result = await self._run(resource, "quickCheck", "quick_check", ())
-        return result or Result.running("no quickCheck script")
+        return result or unchecked(resource)
 
     def has_recover(self, resource: Resource) -> bool:
         return self._script(resource, "recover") is not None

@@ -19,7 +19,7 @@ from typing import Any
 
 from hakeeper.db.model import Resource
 from hakeeper.kits.actions import action_path, app_actions_dir, executable, run_action_script, type_actions_dir
-from hakeeper.kits.base import Created, Kit, KitContext, KitMeta, Param, Policy, Result
+from hakeeper.kits.base import Created, Kit, KitContext, KitMeta, Param, Policy, Result, unchecked
 from hakeeper.kits.process import action_result, check_result
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class ScriptKit(Kit):
         return await self._action("remove", resource, args) or Result.failure("no remove script", Policy.CONFIG)
 
     async def quick_check(self, resource: Resource) -> Result:
-        return await self._action("quick_check", resource) or Result.running("no quickCheck script")
+        return await self._action("quick_check", resource) or unchecked(resource)
 
     def has_recover(self, resource: Resource) -> bool:
         return self._path("recover") is not None
