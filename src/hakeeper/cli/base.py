@@ -23,6 +23,10 @@ from hakeeper.control import forward_to_daemon
 from hakeeper.db.store import Lcd, state_root
 from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, NotFound, UsageError
 
+# Commands print their own one-line errors; log records reach a terminal only where a
+# program (hakeeperd) configures logging, never through Python's last-resort handler.
+logging.getLogger("hakeeper").addHandler(logging.NullHandler())
+
 FIELD_SEP = "\x01"  # LifeKeeper's default field separator (^A); -f changes it
 
 

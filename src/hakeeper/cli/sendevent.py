@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import NoReturn
 
 from hakeeper.wire import SOCKET_NAME, exchange, request, root_of
 
 
-def main() -> NoReturn:
+def main() -> None:
+    # Imports are kept to the standard library's json, os, socket and sys: no typing, no logging.
     argv = sys.argv[1:]
     if "-h" not in argv and "--help" not in argv:
         try:
