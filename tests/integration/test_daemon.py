@@ -39,9 +39,11 @@ rm -f "$pidfile"
 exit 0
 """
 CHECK = """#!/bin/sh
+# running = the process exists and is not a zombie (kill -0 also answers for a zombie)
 pidfile="$HAKEEPER_ROOT/web.pid"
 [ -f "$pidfile" ] || exit 7
-kill -0 "$(cat "$pidfile")" 2>/dev/null || exit 7
+pid=$(cat "$pidfile")
+grep -q '^State:[[:space:]]*[^Z]' "/proc/$pid/status" 2>/dev/null || exit 7
 exit 0
 """
 

@@ -202,3 +202,22 @@ def test_setters_change_what_lcdstatus_shows(hierarchy: Cli) -> None:
 def test_destination_is_this_node_or_unreachable(hierarchy: Cli) -> None:
     assert hierarchy("ins_list", "-d", "node1", "-t", "web").code == 0
     assert hierarchy("ins_list", "-d", "node2", "-t", "web").code == 9
+
+
+def test_create_checks_parameters_and_leaves_nothing_behind_when_refused(cli: Cli, root: Path, tmp_path: Path) -> None:
+    script = tmp_path / "start"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o755)
+    scripts = [f"restore={script}", f"remove={script}"]
+    assert cli("create", "gen/app", "-t", "web", "-i", "web-1", *scripts).code == 0
+    copied = root / "subsys" / "gen" / "resources" / "app" / "instances"
+    assert (copied / "web" / "actions" / "restore").read_text() == script.read_text()
+    # The kit copies the scripts, then the LCD refuses the id: the copies go again.
+    clash = cli("create", "gen/app", "-t", "other", "-i", "web-1", *scripts)
+    assert (clash.code, clash.err) == (4, "create: id 'web-1' is already used by resource 'web'\n")
+    assert not (copied / "other").exists()
+    bad = cli("create", "gen/app", "-t", "other", *scripts, "colour=blue")
+    assert bad.code == 5 and "no parameter 'colour'" in bad.err
+    missing = cli("create", "gen/app", "-t", "other", f"restore={script}")
+    assert missing.code == 5 and "needs parameter remove=" in missing.err
+    assert [r.split(":")[2] for r in cli("ins_list", "-f:").out.splitlines()] == ["web"]
