@@ -59,6 +59,12 @@ class Report:
         return text
 
 
+def told(report: Report) -> Report:
+    """Log a run's one-sentence story (INFO when it went well, ERROR when not) and return it."""
+    logger.log(logging.INFO if report.ok else logging.ERROR, "%s", report.summary())
+    return report
+
+
 async def call(kit: Kit, action: str, resource: Resource, args: tuple[str, ...] = ()) -> Result:
     """Run one kit action with its timeout; never raises for the action's own failures."""
     seconds = kit.timeout(action, resource)
@@ -135,8 +141,7 @@ class Engine:
         if not report.ok and restored:
             undo = f"undone: restore of {', '.join(report.failed)} failed"
             await self._undo(kits, restored, edges, report, reason=undo)
-        logger.log(logging.INFO if report.ok else logging.ERROR, "%s", report.summary())
-        return report
+        return told(report)
 
     async def remove(
         self, tag: str, *, reason: str, only: bool = False, args: tuple[str, ...] = (), kits: Kits | None = None
@@ -151,8 +156,7 @@ class Engine:
         members = plan.remove_set(edges, tag, only=only)
         report = Report("remove", tag)
         await self._remove_members(kits, members, edges, report, reason=reason, args=args)
-        logger.log(logging.INFO if report.ok else logging.ERROR, "%s", report.summary())
-        return report
+        return told(report)
 
     async def remove_everything(self, *, reason: str) -> Report:
         """Take every resource in service on this node out of service in one run, parents first (lkstop)."""
@@ -161,8 +165,7 @@ class Engine:
             members = {tag for tag, _id, state, _reason in self.lcd.summaries() if state is not State.OSU}
             report = Report("remove", "every hierarchy")
             await self._remove_members(self.kits, members, edges, report, reason=reason)
-            logger.log(logging.INFO if report.ok else logging.ERROR, "%s", report.summary())
-            return report
+            return told(report)
 
     async def _remove_members(
         self,
