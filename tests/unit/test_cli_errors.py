@@ -64,6 +64,7 @@ SETUP: tuple[tuple[str, ...], ...] = (
     ("dep_create", "-p", "web", "-c", "vip"),
     ("eqv_create", "-t", "vip", "-S", "node2"),
     ("flg_create", "-f", "maint"),
+    ("net_create", "-s", "node2", "-l", "198.18.0.11", "-r", "198.18.0.12"),
 )
 
 
@@ -216,6 +217,10 @@ VALID: dict[str, tuple[str, ...]] = {
     "sendevent": ("-C", "generic", "-E", "failure", "-n", "web"),
     "lkstart": (),
     "lkstop": (),
+    "net_create": ("-s", "node2", "-l", "198.18.1.11", "-r", "198.18.1.12", "-p", "2"),
+    "net_remove": ("-s", "node2", "-r", "198.18.0.12"),
+    "net_list": ("-s", "node2"),
+    "settings": ("heartbeat_interval=0.5",),
 }
 
 #: Where a well-formed command line cannot succeed here: without hakeeperd, nothing takes an event.
@@ -434,6 +439,25 @@ SEMANTIC_CASES: list[Case] = [
     Case("sendevent", ("-C", "generic", "-E", "failure", "-n", "web", "-s", "HUGE"), ILLEGAL, "bad severity"),
     Case("lkstart", ("--log", "/proc"), SYSCALL, "log is a directory"),
     Case("lkstart", ("--log", "/proc/nonexistent/hakeeperd.log"), SYSCALL, "log cannot be created"),
+    # communication paths and settings
+    Case("net_create", ("-s", "node2", "-l", "198.18.0.11", "-r", "198.18.0.12"), EXISTS, "duplicate path"),
+    Case("net_create", ("-s", "node2", "-l", "198.18.1.11", "-r", "198.18.1.12", "-p", "1"), EXISTS, "priority taken"),
+    Case("net_create", ("-s", "node2", "-l", "198.18.1.11", "-r", "198.18.1.12", "-p", "100"), RANGE, "priority 100"),
+    Case("net_create", ("-s", "node2", "-l", "nowhere", "-r", "198.18.1.12"), ILLEGAL, "local not an address"),
+    Case("net_create", ("-s", "node2", "-l", "198.18.1.11", "-r", "::1"), ILLEGAL, "mixed IP versions"),
+    Case("net_create", ("-s", "node1", "-l", "198.18.1.11", "-r", "198.18.1.12"), ILLEGAL, "path to itself"),
+    Case("net_create", ("-s", "nosuch", "-l", "198.18.1.11", "-r", "198.18.1.12"), MISSING, "unknown node"),
+    Case("net_create", ("-s", "node2", "-n", "TTY", "-l", "198.18.1.11", "-r", "198.18.1.12"), ILLEGAL, "TTY"),
+    Case("net_remove", ("-s", "node2", "-r", "198.18.9.9"), MISSING, "no such path"),
+    Case("net_remove", ("-s", "nosuch"), MISSING, "unknown node"),
+    Case("net_list", ("-s", "nosuch"), MISSING, "unknown node"),
+    Case("sys_remove", ("-s", "node2", "-d", "node1"), REFUSED, "node with paths"),
+    Case("settings", ("heartbeat_interval=0.01",), RANGE, "interval below the floor"),
+    Case("settings", ("heartbeat_interval=0.05", "heartbeat_misses=2"), RANGE, "detection budget too short"),
+    Case("settings", ("heartbeat_interval=often",), ILLEGAL, "not a number"),
+    Case("settings", ("nosuch=1",), MISSING, "unknown setting"),
+    Case("settings", ("noequals",), ILLEGAL, "not NAME=VALUE"),
+    Case("settings", ("shutdown_strategy=maybe",), ILLEGAL, "unknown strategy"),
 ]
 
 CASES = syntax_cases() + SEMANTIC_CASES

@@ -563,3 +563,84 @@ def _changes(ctx: Context, args: argparse.Namespace) -> int:
     records = [{"seq": c.seq, "time": c.time, "actor": c.actor, "op": c.op, "args": c.args} for c in changes]
     ctx.rows(args, rows, records)
     return 0
+
+
+# ---------------------------------------------------------------------- communication paths and settings
+
+
+@command(
+    "net_create",
+    "create a communication path to another node (several per node; a node is dead only when all are)",
+    arg("-s", dest="node", required=True, help="the other node"),
+    arg("-n", dest="kind", default="TCP", help="TCP (the only kind; LifeKeeper's TTY paths do not exist here)"),
+    arg("-l", dest="local", required=True, help="this node's address on the path"),
+    arg("-r", dest="remote", required=True, help="the other node's address on the path"),
+    arg("-p", dest="priority", type=int, help="priority 1 (first choice for messages) to 99 (default: next free)"),
+)
+def _net_create(ctx: Context, args: argparse.Namespace) -> int:
+    if args.kind.upper() != "TCP":
+        raise IllegalArgument(f"path kind {args.kind!r}: only TCP paths exist in hakeeper")
+    ctx.lcd.create_path(args.node, args.local, args.remote, args.priority)
+    return 0
+
+
+@command(
+    "net_remove",
+    "remove communication paths to a node (all of them, or those with the addresses given)",
+    arg("-s", dest="node", required=True, help="the other node"),
+    arg("-l", dest="local", help="only the path from this local address"),
+    arg("-r", dest="remote", help="only the path to this remote address"),
+)
+def _net_remove(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.lcd.remove_path(args.node, args.local, args.remote)
+    return 0
+
+
+@command(
+    "net_list",
+    "list communication paths as node, kind, local address, remote address, priority, state",
+    arg("-s", dest="node", help="only the paths to this node"),
+    listing=True,
+)
+def _net_list(ctx: Context, args: argparse.Namespace) -> int:
+    from hakeeper.comm.paths import PathState, read_states
+
+    if args.node is not None and args.node not in {n.name for n in ctx.lcd.nodes()}:
+        raise NotFound(f"no node named {args.node!r} (see: sys_list)")
+    states = read_states(ctx.root)
+    paths = ctx.lcd.paths(args.node)
+    rows = [[p.node, p.kind, p.local, p.remote, p.priority, states.get(p.key, PathState.UNKNOWN).value] for p in paths]
+    keys = ("node", "kind", "local", "remote", "priority", "state")
+    ctx.rows(args, rows, [dict(zip(keys, row, strict=True)) for row in rows])
+    return 0
+
+
+@command(
+    "settings",
+    "show or change the cluster-wide settings (heartbeat timing, comm port, shutdown strategy)",
+    arg("assignments", nargs="*", metavar="NAME=VALUE", help="settings to change, checked together"),
+    arg("--json", action="store_true", help="print JSON instead"),
+    epilog="The heartbeat interval times the misses is how long a silent node takes to be declared dead;\n"
+    "it must stay within 0.2..120 s. Settings must be equal on every node: heartbeats carry them.",
+)
+def _settings(ctx: Context, args: argparse.Namespace) -> int:
+    from hakeeper.db.settings import SETTINGS, detection_budget
+
+    lcd = ctx.lcd
+    if args.assignments:
+        changes: dict[str, str] = {}
+        for item in args.assignments:
+            name, eq, value = item.partition("=")
+            if not eq or not name:
+                raise IllegalArgument(f"{item!r} is not NAME=VALUE")
+            changes[name] = value
+        lcd.set_settings(changes)
+    values = lcd.settings()
+    if args.json:
+        ctx.print(json.dumps({**values, "detection_budget": detection_budget(values)}, indent=2))
+        return 0
+    for name, setting in SETTINGS.items():
+        also = f"; LifeKeeper: {setting.lifekeeper}" if setting.lifekeeper else ""
+        ctx.print(f"{name}={values[name]}  ({setting.description}{also})")
+    ctx.print(f"a silent node is declared dead after {detection_budget(values):g} s")
+    return 0

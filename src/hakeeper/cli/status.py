@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hakeeper.cli.base import Context, arg, command
+from hakeeper.comm.paths import PathState, read_states
 from hakeeper.db import graph
-from hakeeper.db.model import Resource, info_text
+from hakeeper.db.model import CommPath, Resource, info_text
 from hakeeper.db.states import State
 from hakeeper.db.store import Lcd
 
@@ -36,6 +37,8 @@ class Snapshot:
     flags: list[str]
     shutdown_strategy: str
     seq: int
+    paths: list[CommPath]
+    path_states: dict[str, PathState]
     resources: dict[str, Resource] | None = None
 
     @classmethod
@@ -51,6 +54,8 @@ class Snapshot:
             flags=lcd.flags(),
             shutdown_strategy=lcd.shutdown_strategy,
             seq=lcd.last_seq(),
+            paths=lcd.paths(),
+            path_states=read_states(lcd.path.parent),
             resources={r.tag: r for r in lcd.resources()} if full else None,
         )
 
@@ -89,6 +94,16 @@ def short_form(snap: Snapshot, lines: list[tuple[int, str, bool]]) -> list[str]:
     return [f"{b:<{w0}}  {t:<{w1}}  {i:<{w2}}  {s:<{w3}}  {p:>{w4}}  {pr}" for b, t, i, s, p, pr in rows]
 
 
+def path_lines(snap: Snapshot) -> list[str]:
+    """LifeKeeper's path table: MACHINE NETWORK ADDRESSES/DEVICE STATE PRIO."""
+    rows = [("MACHINE", "NETWORK", "ADDRESSES/DEVICE", "STATE", "PRIO")]
+    for p in snap.paths:
+        state = snap.path_states.get(p.key, PathState.UNKNOWN).value
+        rows.append((p.node, p.kind, f"{p.local}/{p.remote}", state, str(p.priority)))
+    w0, w1, w2, w3 = (max(map(len, column)) for column in list(zip(*rows, strict=True))[:4])
+    return [f"{m:<{w0}}  {n:<{w1}}  {a:<{w2}}  {s:<{w3}}  {pr:>4}" for m, n, a, s, pr in rows]
+
+
 def long_form(snap: Snapshot, tags: set[str]) -> list[str]:
     resources = snap.full()
     kids = graph.children_of(snap.edges)
@@ -121,7 +136,7 @@ def long_form(snap: Snapshot, tags: set[str]) -> list[str]:
         ]
     lines += [
         "Communication paths:",
-        "  (none)",
+        *(["  " + line for line in path_lines(snap)] if snap.paths else ["  (none: see net_create)"]),
         "",
         "Flags:",
         *(["  " + f for f in snap.flags] or ["  (none)"]),
@@ -167,7 +182,17 @@ def as_json(snap: Snapshot, tags: set[str]) -> dict[str, Any]:
         "resources": records,
         "dependencies": [{"parent": p, "child": c} for p, c in sorted(snap.edges) if p in tags and c in tags],
         "hierarchies": [tree(t) for t in graph.roots(snap.edges, tags)],
-        "paths": [],
+        "paths": [
+            {
+                "node": p.node,
+                "kind": p.kind,
+                "local": p.local,
+                "remote": p.remote,
+                "priority": p.priority,
+                "state": snap.path_states.get(p.key, PathState.UNKNOWN).value,
+            }
+            for p in snap.paths
+        ],
         "flags": snap.flags,
         "shutdown_strategy": snap.shutdown_strategy,
     }
@@ -203,7 +228,10 @@ def _lcdstatus(ctx: Context, args: argparse.Namespace) -> int:
     elif args.quiet:
         ctx.out.write("".join(line + "\n" for line in problems(snap, tags)))
     elif args.short:
-        ctx.out.write("".join(line + "\n" for line in short_form(snap, graph.tree_lines(snap.edges, tags))))
+        lines = short_form(snap, graph.tree_lines(snap.edges, tags))
+        if snap.paths:
+            lines += path_lines(snap)
+        ctx.out.write("".join(line + "\n" for line in lines))
     else:
         ctx.out.write("".join(line + "\n" for line in long_form(snap, tags)))
     return 0

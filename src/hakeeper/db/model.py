@@ -196,6 +196,21 @@ class Equivalency:
 
 
 @dataclass(frozen=True)
+class CommPath:
+    """A communication path to ``node``: from this node's ``local`` address to its ``remote`` one."""
+
+    node: str
+    kind: str
+    local: str
+    remote: str
+    priority: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.node}/{self.local}/{self.remote}"
+
+
+@dataclass(frozen=True)
 class Change:
     """One committed change of the LCD, as the change log records it."""
 

@@ -69,6 +69,18 @@ MIGRATIONS: tuple[str, ...] = (
         args  TEXT NOT NULL
     );
     """,
+    # 2: communication paths (LifeKeeper's net_create): several TCP paths per pair of nodes.
+    """
+    CREATE TABLE comm_paths (
+        node        TEXT NOT NULL REFERENCES nodes (name),
+        kind        TEXT NOT NULL CHECK (kind IN ('TCP')),
+        local_addr  TEXT NOT NULL,
+        remote_addr TEXT NOT NULL,
+        priority    INTEGER NOT NULL CHECK (priority BETWEEN 1 AND 99),
+        PRIMARY KEY (node, local_addr, remote_addr),
+        UNIQUE (node, priority)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -16,6 +16,7 @@ keyword arguments, so :meth:`Lcd.replay` can apply a change again elsewhere.
 from __future__ import annotations
 
 import getpass
+import ipaddress
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from typing import Any
 from hakeeper.db import graph
 from hakeeper.db.model import (
     Change,
+    CommPath,
     Dependency,
     Equivalency,
     Node,
@@ -45,6 +47,7 @@ from hakeeper.db.model import (
     dump_info,
 )
 from hakeeper.db.schema import MIGRATIONS, SCHEMA_VERSION, statements
+from hakeeper.db.settings import SETTINGS, check_rules, defaults
 from hakeeper.db.states import EqvKind, Init, State, Switchback
 from hakeeper.errors import (
     AlreadyExists,
@@ -53,6 +56,7 @@ from hakeeper.errors import (
     IllegalArgument,
     InternalError,
     NotFound,
+    OutOfRange,
     SchemaError,
     StateDirError,
     SystemCallFailed,
@@ -63,7 +67,6 @@ logger = logging.getLogger(__name__)
 
 DB_NAME = "lcd.sqlite"
 BUSY_TIMEOUT_MS = 10_000
-DEFAULT_SHUTDOWN_STRATEGY = "Do Not Switch Over Resources"
 
 _RESOURCE_COLUMNS = "tag, id, app, type, info, state, reason, init, switchback, check_interval, local_recover"
 
@@ -226,6 +229,8 @@ class Lcd:
         self._require_node(name)
         if name == self._local:
             raise DeleteRefused(f"node {name!r} is this node and cannot be removed from its own LCD")
+        if self.paths(name):
+            raise DeleteRefused(f"node {name!r} still has communication paths (see: net_remove)")
         users = self._query("SELECT tag FROM equivalencies WHERE node = ? ORDER BY tag LIMIT 3", (name,))
         if users:
             raise DeleteRefused(
@@ -661,13 +666,90 @@ class Lcd:
 
     # ------------------------------------------------------------------ settings and the change log
 
-    def setting(self, key: str, default: str = "") -> str:
-        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
-        return str(rows[0][0]) if rows else default
+    def settings(self) -> dict[str, Any]:
+        """Every cluster-wide setting, typed, with defaults for those never set."""
+        values = defaults()
+        for key, text in self._query("SELECT key, value FROM meta"):
+            if key in SETTINGS:
+                setting = SETTINGS[key]
+                values[key] = text if setting.choices else setting.kind(text)
+        return values
+
+    def set_settings(self, assignments: dict[str, str]) -> dict[str, Any]:
+        """Change settings together, after checking each one's bounds and the timing rules; all or nothing."""
+        if not assignments:
+            raise IllegalArgument("no setting to change")
+        values = self.settings()
+        for name, text in assignments.items():
+            setting = SETTINGS.get(name)
+            if setting is None:
+                raise NotFound(f"no setting {name!r} (see: hakeeper settings)")
+            values[name] = setting.parse(text)
+        check_rules(values)
+        with self._change("set_settings", {"assignments": dict(assignments)}) as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                [(name, str(values[name])) for name in assignments],
+            )
+        return values
 
     @property
     def shutdown_strategy(self) -> str:
-        return self.setting("shutdown_strategy", DEFAULT_SHUTDOWN_STRATEGY)
+        return str(self.settings()["shutdown_strategy"])
+
+    # ------------------------------------------------------------------ communication paths
+
+    def paths(self, node: str | None = None) -> list[CommPath]:
+        """Communication paths to other nodes, by node then priority."""
+        clause, params = (" WHERE node = ?", (node,)) if node is not None else ("", ())
+        rows = self._query(
+            f"SELECT node, kind, local_addr, remote_addr, priority FROM comm_paths{clause} ORDER BY node, priority",
+            params,
+        )
+        return [CommPath(*row) for row in rows]
+
+    def create_path(self, node: str, local: str, remote: str, priority: int | None = None) -> CommPath:
+        """A TCP path to ``node`` from this node's ``local`` address to its ``remote`` address."""
+        self._require_node(node)
+        if node == self._local:
+            raise IllegalArgument(f"a communication path goes to another node, not to this node {node!r}")
+        local_ip, remote_ip = check_address(local, "local address"), check_address(remote, "remote address")
+        if local_ip.version != remote_ip.version:
+            raise IllegalArgument(f"local address {local} and remote address {remote} are not of one IP version")
+        current = self.paths(node)
+        if any(p.local == str(local_ip) and p.remote == str(remote_ip) for p in current):
+            raise AlreadyExists(f"a path to {node!r} from {local_ip} to {remote_ip} exists already")
+        taken = {p.priority for p in current}
+        chosen = priority if priority is not None else next(p for p in range(1, 101) if p not in taken)
+        if not 1 <= chosen <= MAX_PATH_PRIORITY:
+            raise OutOfRange(f"path priority {chosen} is outside 1..{MAX_PATH_PRIORITY}")
+        if chosen in taken:
+            raise AlreadyExists(f"priority {chosen} is already used by another path to {node!r}")
+        path = CommPath(node, "TCP", str(local_ip), str(remote_ip), chosen)
+        args = {"node": node, "local": path.local, "remote": path.remote, "priority": chosen}
+        with self._change("create_path", args) as db:
+            db.execute(
+                "INSERT INTO comm_paths (node, kind, local_addr, remote_addr, priority) VALUES (?, ?, ?, ?, ?)",
+                (node, path.kind, path.local, path.remote, chosen),
+            )
+        return path
+
+    def remove_path(self, node: str, local: str | None = None, remote: str | None = None) -> list[CommPath]:
+        """Remove the paths to ``node`` that match the addresses given; refuses when none does."""
+        self._require_node(node)
+        doomed = [
+            p
+            for p in self.paths(node)
+            if (local is None or p.local == _normal(local)) and (remote is None or p.remote == _normal(remote))
+        ]
+        if not doomed:
+            raise NotFound(f"no communication path to {node!r} matches (see: net_list)")
+        with self._change("remove_path", {"node": node, "local": local, "remote": remote}) as db:
+            db.executemany(
+                "DELETE FROM comm_paths WHERE node = ? AND local_addr = ? AND remote_addr = ?",
+                [(p.node, p.local, p.remote) for p in doomed],
+            )
+        return doomed
 
     def last_seq(self) -> int:
         return int(self._query("SELECT COALESCE(MAX(seq), 0) FROM changes")[0][0])
@@ -686,6 +768,23 @@ class Lcd:
 
     def integrity_ok(self) -> bool:
         return bool(self._query("PRAGMA integrity_check")[0][0] == "ok")
+
+
+MAX_PATH_PRIORITY = 99
+
+
+def check_address(text: str, what: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise IllegalArgument(f"{what} {text!r} is not an IP address") from None
+
+
+def _normal(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return text
 
 
 def check_interval_seconds(seconds: int) -> int:
@@ -755,5 +854,8 @@ _REPLAYABLE: dict[str, Callable[..., Any]] = {
     "create_equivalency": Lcd.create_equivalency,
     "remove_equivalency": Lcd.remove_equivalency,
     "create_flag": Lcd.create_flag,
+    "set_settings": Lcd.set_settings,
+    "create_path": Lcd.create_path,
+    "remove_path": Lcd.remove_path,
     "remove_flag": Lcd.remove_flag,
 }

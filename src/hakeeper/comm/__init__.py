@@ -1,0 +1,1 @@
+"""Cluster communication (LifeKeeper's LCM): identity, paths, heartbeats, messages."""
