@@ -221,6 +221,7 @@ VALID: dict[str, tuple[str, ...]] = {
     "net_remove": ("-s", "node2", "-r", "198.18.0.12"),
     "net_list": ("-s", "node2"),
     "settings": ("heartbeat_interval=0.5",),
+    "cluster": ("init", "--name", "prod"),
 }
 
 #: Where a well-formed command line cannot succeed here: without hakeeperd, nothing takes an event.
@@ -280,6 +281,7 @@ def syntax_cases() -> list[Case]:
 LONG_TAG = "t" * 257
 DEEP_JSON = "[" * 100_000 + "]" * 100_000
 RESTORE, REMOVE = f"restore={TRUE}", f"remove={TRUE}"
+JOIN_TOKEN = "hk1.abcdef." + "a" * 32 + "." + "0" * 64  # well formed; no member knows it
 
 SEMANTIC_CASES: list[Case] = [
     # ins_create
@@ -458,6 +460,18 @@ SEMANTIC_CASES: list[Case] = [
     Case("settings", ("nosuch=1",), MISSING, "unknown setting"),
     Case("settings", ("noequals",), ILLEGAL, "not NAME=VALUE"),
     Case("settings", ("shutdown_strategy=maybe",), ILLEGAL, "unknown strategy"),
+    # cluster identity
+    Case("cluster", ("init", "--name", "bad name"), ILLEGAL, "bad cluster name"),
+    Case("cluster", ("init", "--ttl", "600"), SYNTAX, "option of another action"),
+    Case("cluster", ("token",), MISSING, "token without a cluster identity"),
+    Case("cluster", ("token", "--ttl", "59"), RANGE, "token lifetime too short"),
+    Case("cluster", ("show",), MISSING, "show without a cluster identity"),
+    Case("cluster", ("join", "127.0.0.1"), SYNTAX, "join without a token"),
+    Case("cluster", ("join", "--token", "hk1.garbage", "127.0.0.1"), ILLEGAL, "malformed token"),
+    Case("cluster", ("join", "--token", JOIN_TOKEN, "host:99999"), ILLEGAL, "member port out of range"),
+    Case("cluster", ("join", "--token", JOIN_TOKEN, "127.0.0.1:1"), COMM, "member unreachable"),
+    Case("cluster", ("serve-join", "--timeout", "0"), RANGE, "serve-join timeout 0"),
+    Case("cluster", ("serve-join", "--listen", "127.0.0.1:0"), MISSING, "serve-join without a cluster identity"),
 ]
 
 CASES = syntax_cases() + SEMANTIC_CASES

@@ -115,6 +115,7 @@ COMMAND_MODULES: dict[str, str] = {
     "sendevent": "hakeeper.cli.daemon",
     "lkstart": "hakeeper.cli.daemon",
     "lkstop": "hakeeper.cli.daemon",
+    "cluster": "hakeeper.cli.cluster",
 }
 
 

@@ -1,0 +1,226 @@
+"""``hakeeper cluster ACTION``: the cluster's identity (its CA, node certificates, join tokens).
+
+One command with an action, because ``hakeeper`` runs commands by one name:
+``init``, ``token``, ``join``, ``serve-join``, ``show``. Options belong to one
+action each, and an option given to another action is a usage error. The
+command always runs here, never through hakeeperd: ``serve-join`` runs in the
+foreground, and the files it touches are this node's own, not the LCD's.
+No private key and no token secret is ever logged; ``token`` prints its token
+once, on stdout, and nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+
+from hakeeper.cli.base import Context, arg, command
+from hakeeper.comm.join import (
+    DEFAULT_TTL,
+    JOIN_PORT,
+    MAX_TTL,
+    MIN_TTL,
+    JoinService,
+    TokenStore,
+    join,
+    parse_token,
+)
+from hakeeper.comm.tls import (
+    DEFAULT_CLUSTER_NAME,
+    cluster_dir,
+    format_address,
+    init_cluster,
+    load_authority,
+    load_identity,
+    parse_address,
+)
+from hakeeper.db.model import check_name
+from hakeeper.db.store import ensure_state_dir
+from hakeeper.errors import IllegalArgument, OutOfRange, SystemCallFailed, UsageError
+
+ACTIONS = ("init", "token", "join", "serve-join", "show")
+
+#: Which options each action takes (argparse dest names); the others must stay unset.
+ACTION_OPTIONS: dict[str, frozenset[str]] = {
+    "init": frozenset({"name"}),
+    "token": frozenset({"ttl"}),
+    "join": frozenset({"token", "address", "timeout"}),
+    "serve-join": frozenset({"listen", "timeout"}),
+    "show": frozenset(),
+}
+SHOWN = {"name": "--name", "ttl": "--ttl", "token": "--token", "address": "ADDRESS", "listen": "--listen",
+         "timeout": "--timeout"}  # fmt: skip
+
+JOIN_TIMEOUT = 30.0
+SERVE_TIMEOUT = 600.0
+MAX_TIMEOUT = 86400.0
+
+EPILOG = f"""actions:
+  init [--name CLUSTER]         create the cluster CA and this node's certificate (first node only)
+  token [--ttl SECONDS]         print a one-time join token (default {DEFAULT_TTL} s, {MIN_TTL}..{MAX_TTL})
+  serve-join [--listen ADDRESS[:PORT]] [--timeout SECONDS]
+                                admit nodes that bring a token, in the foreground
+                                (default 0.0.0.0:{JOIN_PORT}, for {SERVE_TIMEOUT:g} s)
+  join --token TOKEN ADDRESS[:PORT] [--timeout SECONDS]
+                                on a new node: get a certificate from the member at ADDRESS
+                                (default port {JOIN_PORT}); --token - reads the token from stdin
+  show                          this node's cluster, CA fingerprint, certificate and tokens
+
+Adding node2 to node1's cluster:
+  node1$ hakeeper cluster init --name prod
+  node1$ hakeeper cluster token                 # prints hk1.<id>.<secret>.<CA sha256>
+  node1$ hakeeper cluster serve-join --listen 198.18.0.11
+  node2$ hakeeper cluster join --token hk1.... 198.18.0.11
+
+The token carries the SHA-256 of the cluster CA: the new node talks only to a
+member of that cluster, and sends the secret only to it. Only the node where
+'init' ran holds the CA key, so only it makes tokens and admits nodes."""
+
+
+@command(
+    "cluster",
+    "cluster identity: init, token, join, serve-join, show",
+    arg("action", choices=ACTIONS, metavar="ACTION", help="init | token | join | serve-join | show"),
+    arg("address", nargs="?", metavar="ADDRESS[:PORT]", help="join: the member to ask"),
+    arg("--name", metavar="CLUSTER", help=f"init: the cluster's name (default {DEFAULT_CLUSTER_NAME})"),
+    arg("--ttl", type=int, metavar="SECONDS", help=f"token: lifetime (default {DEFAULT_TTL})"),
+    arg("--token", metavar="TOKEN", help="join: the token from 'hakeeper cluster token' ('-': read from stdin)"),
+    arg("--listen", metavar="ADDRESS[:PORT]", help=f"serve-join: where to listen (default 0.0.0.0:{JOIN_PORT})"),
+    arg("--timeout", type=float, metavar="SECONDS",
+        help=f"join: wait for the member (default {JOIN_TIMEOUT:g}); serve-join: serve (default {SERVE_TIMEOUT:g})"),
+    local=True,
+    intermixed=True,
+    epilog=EPILOG,
+)  # fmt: skip
+def _cluster(ctx: Context, args: argparse.Namespace) -> int:
+    action: str = args.action
+    for dest, flag in SHOWN.items():
+        if getattr(args, dest) is not None and dest not in ACTION_OPTIONS[action]:
+            raise UsageError(f"{flag} does not go with 'cluster {action}' (see: hakeeper cluster --help)")
+    return RUNNERS[action](ctx, args)
+
+
+def _init(ctx: Context, args: argparse.Namespace) -> int:
+    name = check_name(args.name if args.name is not None else DEFAULT_CLUSTER_NAME, "cluster name")
+    root = ensure_state_dir(ctx.root)
+    identity = init_cluster(root, ctx.lcd.local_node, name)
+    ctx.print(f"cluster {identity.cluster} created; CA sha256:{identity.fingerprint}")
+    ctx.print(f"{identity.node}'s key and certificate are in {identity.directory}")
+    ctx.print("to add a node: 'hakeeper cluster token' and 'hakeeper cluster serve-join' here, then")
+    ctx.print("'hakeeper cluster join --token TOKEN ADDRESS' there")
+    return 0
+
+
+def _token(ctx: Context, args: argparse.Namespace) -> int:
+    ttl = args.ttl if args.ttl is not None else DEFAULT_TTL
+    if not MIN_TTL <= ttl <= MAX_TTL:
+        raise OutOfRange(f"--ttl {ttl} must be within {MIN_TTL}..{MAX_TTL} seconds")
+    root = ensure_state_dir(ctx.root)
+    identity = load_identity(root)
+    load_authority(root)  # a token is good only where the CA key is
+    token = TokenStore(identity.directory).create(identity.fingerprint, ttl)
+    ctx.print(token.text())
+    return 0
+
+
+def _timeout(value: float | None, default: float) -> float:
+    chosen = value if value is not None else default
+    if not 0 < chosen <= MAX_TIMEOUT:
+        raise OutOfRange(f"--timeout {chosen:g} must be within 0..{MAX_TIMEOUT:g} seconds")
+    return chosen
+
+
+def _read_token(text: str | None) -> str:
+    if text is None:
+        raise UsageError("join needs --token TOKEN (see: hakeeper cluster --help)")
+    if text != "-":
+        return text
+    try:
+        return sys.stdin.readline()
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise IllegalArgument("--token -: cannot read the token from stdin") from None
+
+
+def _join(ctx: Context, args: argparse.Namespace) -> int:
+    if args.address is None:
+        raise UsageError("join needs the ADDRESS[:PORT] of a member (see: hakeeper cluster --help)")
+    token = parse_token(_read_token(args.token))
+    host, port = parse_address(args.address, JOIN_PORT, what="member address")
+    timeout = _timeout(args.timeout, JOIN_TIMEOUT)
+    root = ensure_state_dir(ctx.root)
+    identity = asyncio.run(join(root, ctx.lcd.local_node, token, host, port, timeout=timeout))
+    ctx.print(f"{identity.node} joined cluster {identity.cluster} (CA sha256:{identity.fingerprint})")
+    return 0
+
+
+def _serve_join(ctx: Context, args: argparse.Namespace) -> int:
+    host, port = parse_address(
+        args.listen if args.listen is not None else "0.0.0.0", JOIN_PORT, what="--listen", listen=True
+    )
+    timeout = _timeout(args.timeout, SERVE_TIMEOUT)
+    root = ensure_state_dir(ctx.root)
+    identity = load_identity(root)
+    authority = load_authority(root)
+
+    def joined(node: str) -> None:
+        ctx.print(f"{node} joined")
+        ctx.out.flush()
+
+    service = JoinService(identity, authority, TokenStore(identity.directory), on_join=joined)
+
+    async def serve() -> None:
+        try:
+            server = await service.start(host, port)
+        except OSError as exc:
+            raise SystemCallFailed(f"cannot listen on {format_address(host, port)}: {exc.strerror or exc}") from None
+        async with server:
+            bound = server.sockets[0].getsockname()
+            ctx.print(f"serving joins to cluster {identity.cluster} on {format_address(bound[0], bound[1])} "
+                      f"for {timeout:g} s (CA sha256:{identity.fingerprint})")  # fmt: skip
+            ctx.out.flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.serve_forever(), timeout)
+
+    # A foreground server tells what it refuses and why, as hakeeperd's log would.
+    handler = logging.StreamHandler(ctx.err)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    comm = logging.getLogger("hakeeper.comm")
+    level = comm.level
+    comm.addHandler(handler)
+    comm.setLevel(logging.INFO)
+    try:
+        asyncio.run(serve())
+    finally:
+        comm.removeHandler(handler)
+        comm.setLevel(level)
+    return 0
+
+
+def _show(ctx: Context, args: argparse.Namespace) -> int:
+    root = ensure_state_dir(ctx.root)
+    identity = load_identity(root)
+    cert = identity.certificate
+    ctx.print(f"cluster      {identity.cluster}")
+    ctx.print(f"node         {identity.node}")
+    ctx.print(f"CA           sha256:{identity.fingerprint}")
+    ctx.print(f"certificate  serial {cert.serial_number:x}, valid until {cert.not_valid_after_utc:%Y-%m-%d}")
+    ctx.print(f"CA key       {'here: this node admits nodes' if identity.has_authority else 'not here'}")
+    ctx.print(f"files        {cluster_dir(root)}")
+    if identity.has_authority:
+        now = time.time()
+        for info in TokenStore(identity.directory).tokens():
+            if info.used is not None:
+                state = f"used by {info.node} at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info.used))}"
+            elif info.expires <= now:
+                state = "expired"
+            else:
+                state = f"valid until {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info.expires))}"
+            ctx.print(f"token        {info.id} {state}")
+    return 0
+
+
+RUNNERS = {"init": _init, "token": _token, "join": _join, "serve-join": _serve_join, "show": _show}

@@ -1,0 +1,569 @@
+"""Admitting a node to the cluster: one-time join tokens and the join exchange.
+
+Design
+------
+Modelled on kubeadm's bootstrap tokens, with the CA hash carried in the token as
+k3s does. ``hakeeper cluster token`` on a member that holds the CA key prints::
+
+    hk1.<id>.<secret>.<ca-sha256>
+
+``id`` is 6 characters ``[a-z0-9]`` (public: it names the token in logs),
+``secret`` 32 characters of base32 (160 random bits), ``ca-sha256`` the 64-hex
+SHA-256 fingerprint of the cluster CA certificate. The member stores only
+SHA-256(secret) with the token's expiry in ``<root>/cluster/tokens.json`` (0600);
+a token works once. The member's address is not in the token: it is given on the
+join command line (``hakeeper cluster join --token TOKEN ADDRESS[:PORT]``).
+
+The exchange is one TLS 1.3 connection to the member's join service (default
+port :data:`JOIN_PORT`). Frames are a 4-byte big-endian length and a UTF-8 JSON
+object of at most :data:`MAX_FRAME` bytes.
+
+1. member → joiner: ``{"hakeeper": "join", "version": 1, "ca": PEM}``. The joiner
+   trusts nothing yet but the fingerprint in its token: it checks that the CA's
+   SHA-256 is that fingerprint and that the certificate the member showed in the
+   handshake is signed by that CA and valid now (the handshake itself proved the
+   member holds that certificate's key). Otherwise it hangs up: the secret never
+   goes to a server that is not a member of the token's cluster.
+2. joiner → member: ``{"id": ID, "secret": SECRET, "csr": PEM}``, a certificate
+   request for a key the joiner just made, CN = its node name.
+3. member → joiner: ``{"ok": true, "certificate": PEM}``, or
+   ``{"ok": false, "error": TEXT}``. The member refuses an unknown, used or
+   expired token (the reason is logged, with the token's id, never its secret),
+   a malformed request and a request for its own name; otherwise it marks the
+   token used and signs the request. Nothing is issued for a refused token.
+
+The joiner stores its key, its certificate and the CA certificate in
+``<root>/cluster/`` (:func:`hakeeper.comm.tls.install_identity`). It gets no CA
+key: only the node where ``cluster init`` ran makes tokens and admits nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from hakeeper.comm.tls import (
+    CA_CERT,
+    NODE_CERT,
+    NODE_KEY,
+    Authority,
+    Identity,
+    PeerRefused,
+    cert_pem,
+    check_issued_by,
+    close_writer,
+    cluster_dir,
+    fingerprint,
+    format_address,
+    identity_exists,
+    install_identity,
+    key_pem,
+    load_identity,
+    make_csr,
+    new_key,
+    node_of,
+    peer_address,
+    reason,
+    start_tls,
+    write_private,
+)
+from hakeeper.db.model import check_name
+from hakeeper.errors import (
+    AlreadyExists,
+    CommunicationFailed,
+    HakeeperError,
+    IllegalArgument,
+    OutOfRange,
+    SystemCallFailed,
+)
+
+logger = logging.getLogger(__name__)
+
+JOIN_PORT = 7367  # messages use comm_port (7365, LifeKeeper's LCM port), heartbeats 7366, joins this one
+TOKEN_PREFIX = "hk1"
+TOKEN_FILE = "tokens.json"
+DEFAULT_TTL = 3600
+MIN_TTL = 60
+MAX_TTL = 86400
+KEEP_SPENT = 86400.0  # used and expired tokens are remembered this long, to log why they are refused
+MAX_FRAME = 64 * 1024
+JOIN_TIMEOUT = 30.0  # one whole exchange, on either side
+PROTOCOL_VERSION = 1
+
+_TOKEN = re.compile(r"hk1\.([a-z0-9]{6})\.([a-z2-7]{32})\.([0-9a-f]{64})")
+_ID = re.compile(r"[a-z0-9]{6}")
+_SECRET = re.compile(r"[a-z2-7]{32}")
+
+
+class TokenRefused(IllegalArgument):
+    """A member refused a join token (unknown, used or expired)."""
+
+
+class WrongCluster(CommunicationFailed):
+    """The server asked to admit us is not a member of the token's cluster."""
+
+
+class FrameError(CommunicationFailed):
+    """A frame of the join exchange is malformed or too large."""
+
+
+# ---------------------------------------------------------------------- tokens
+
+
+@dataclass(frozen=True, repr=False)
+class Token:
+    """A join token. Its text holds the secret: print it once, never log it (``repr`` shows the id only)."""
+
+    id: str
+    secret: str
+    fingerprint: str
+
+    def text(self) -> str:
+        return f"{TOKEN_PREFIX}.{self.id}.{self.secret}.{self.fingerprint}"
+
+    def __repr__(self) -> str:
+        return f"Token(id={self.id!r}, fingerprint={self.fingerprint[:16]}...)"
+
+
+def parse_token(text: str) -> Token:
+    """A token from its text; the error never repeats the text (it holds a secret)."""
+    match = _TOKEN.fullmatch(text.strip())
+    if match is None:
+        raise IllegalArgument(
+            "the join token is malformed: expected hk1.ID.SECRET.FINGERPRINT (see: hakeeper cluster token on a member)"
+        )
+    return Token(*match.groups())
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What a member knows of a token (no secret)."""
+
+    id: str
+    created: float
+    expires: float
+    used: float | None
+    node: str | None
+
+
+class TokenStore:
+    """The join tokens of a member: ``tokens.json`` in the cluster directory, 0600, locked while changed.
+
+    ``clock`` gives the time (seconds since the epoch); tests pass their own.
+    """
+
+    def __init__(self, directory: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.directory = directory
+        self.path = directory / TOKEN_FILE
+        self.clock = clock
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, dict[str, Any]]]:
+        """The tokens, under an exclusive lock of the directory (across processes: CLI and daemon)."""
+        try:
+            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise SystemCallFailed(f"cannot open {self.directory}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield self._read()
+        finally:
+            os.close(fd)
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self.path.read_bytes())
+            tokens = data["tokens"]
+            if not isinstance(tokens, dict):
+                raise TypeError
+            return tokens
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise SystemCallFailed(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        except (ValueError, KeyError, TypeError):
+            raise SystemCallFailed(
+                f"{self.path} is damaged; remove it (tokens not yet used are lost) and make new ones"
+            ) from None
+
+    def _write(self, tokens: dict[str, dict[str, Any]]) -> None:
+        now = self.clock()
+        kept = {k: v for k, v in tokens.items() if v["expires"] + KEEP_SPENT > now}
+        data = json.dumps({"version": 1, "tokens": kept}, indent=1, sort_keys=True).encode()
+        write_private(self.path, data + b"\n")
+
+    def create(self, fingerprint: str, ttl: float = DEFAULT_TTL) -> Token:
+        """A new token valid for ``ttl`` seconds; only the hash of its secret is stored."""
+        if not MIN_TTL <= ttl <= MAX_TTL:
+            raise OutOfRange(f"--ttl {ttl:g} must be within {MIN_TTL}..{MAX_TTL} seconds")
+        secret = base64.b32encode(secrets.token_bytes(20)).decode().lower()
+        with self._locked() as tokens:
+            token_id = _new_id(tokens)
+            now = self.clock()
+            tokens[token_id] = {"hash": _hash(secret), "created": now, "expires": now + ttl, "used": None, "node": None}
+            self._write(tokens)
+        logger.info("join token %s created, valid %g s", token_id, ttl)
+        return Token(token_id, secret, fingerprint)
+
+    def check(self, token_id: str, secret: str) -> None:
+        """Raise :class:`TokenRefused` unless the token may be used now (nothing changes)."""
+        with self._locked() as tokens:
+            self._refusal(tokens, token_id, secret)
+
+    def consume(self, token_id: str, secret: str, node: str) -> None:
+        """Mark the token used by ``node``, or raise :class:`TokenRefused`; atomic, so a token works once."""
+        with self._locked() as tokens:
+            entry = self._refusal(tokens, token_id, secret)
+            entry["used"] = self.clock()
+            entry["node"] = node
+            self._write(tokens)
+
+    def _refusal(self, tokens: dict[str, dict[str, Any]], token_id: str, secret: str) -> dict[str, Any]:
+        entry = tokens.get(token_id)
+        if entry is None:
+            raise TokenRefused("unknown token")
+        if not hmac.compare_digest(str(entry.get("hash", "")), _hash(secret)):
+            raise TokenRefused("unknown token (wrong secret)")
+        if entry.get("used") is not None:
+            raise TokenRefused(f"token used already (by {entry.get('node')} at {_when(entry['used'])})")
+        if self.clock() >= float(entry["expires"]):
+            raise TokenRefused(f"token expired (at {_when(entry['expires'])})")
+        return entry
+
+    def tokens(self) -> list[TokenInfo]:
+        with self._locked() as tokens:
+            return [
+                TokenInfo(k, float(v["created"]), float(v["expires"]), v.get("used"), v.get("node"))
+                for k, v in sorted(tokens.items(), key=lambda item: float(item[1]["created"]))
+            ]
+
+
+def _new_id(taken: dict[str, Any]) -> str:
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    while True:
+        candidate = "".join(secrets.choice(alphabet) for _ in range(6))
+        if candidate not in taken:
+            return candidate
+
+
+def _when(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(epoch)))
+
+
+def public_reason(refusal: TokenRefused) -> str:
+    """What the joiner is told: why only when it proved it knows the secret."""
+    text = str(refusal)
+    return "unknown token" if text.startswith("unknown token") else text.split(" (", 1)[0]
+
+
+# ---------------------------------------------------------------------- frames
+
+
+async def write_frame(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+    data = json.dumps(message).encode()
+    writer.write(len(data).to_bytes(4, "big") + data)
+    await writer.drain()
+
+
+async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
+    """One frame; :class:`asyncio.IncompleteReadError` when the peer hangs up before it."""
+    size = int.from_bytes(await reader.readexactly(4), "big")
+    if size > MAX_FRAME:
+        raise FrameError(f"a frame of {size} bytes is larger than {MAX_FRAME}")
+    data = await reader.readexactly(size)
+    try:
+        message = json.loads(data)
+    except (ValueError, RecursionError):
+        raise FrameError("a frame is not JSON") from None
+    if not isinstance(message, dict):
+        raise FrameError("a frame is not a JSON object")
+    return message
+
+
+# ---------------------------------------------------------------------- the member's side
+
+
+def _join_server_context(identity: Identity) -> ssl.SSLContext:
+    """TLS 1.3 with this node's certificate; no client certificate (the joiner has none yet)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.maximum_version = ssl.TLSVersion.TLSv1_3
+    context.options |= ssl.OP_NO_TICKET
+    try:
+        context.load_cert_chain(identity.cert_path, identity.key_path)
+    except (OSError, ssl.SSLError) as exc:
+        raise SystemCallFailed(
+            f"cannot load this node's key and certificate from {identity.directory}: {exc}"
+        ) from None
+    return context
+
+
+def _request_fields(request: dict[str, Any]) -> tuple[str, str, x509.CertificateSigningRequest, str]:
+    """(token id, secret, CSR, node) from a join request; ValueError naming what is wrong."""
+    token_id, secret, csr_pem = request.get("id"), request.get("secret"), request.get("csr")
+    if not isinstance(token_id, str) or not _ID.fullmatch(token_id):
+        raise ValueError("no valid token id")
+    if not isinstance(secret, str) or not _SECRET.fullmatch(secret):
+        raise ValueError(f"no valid secret for token {token_id}")
+    if not isinstance(csr_pem, str):
+        raise ValueError("no certificate request")
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+    except ValueError:
+        raise ValueError("the certificate request is not PEM") from None
+    if not csr.is_signature_valid:
+        raise ValueError("the certificate request's signature is wrong")
+    key = csr.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError("the certificate request's key is not P-256 ECDSA")
+    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    node = names[0].value if len(names) == 1 else None
+    if not isinstance(node, str):
+        raise ValueError("the certificate request names no node")
+    try:
+        check_name(node, "node name")
+    except IllegalArgument as exc:
+        raise ValueError(str(exc)) from None
+    return token_id, secret, csr, node
+
+
+class JoinService:
+    """A member's join service: admits nodes that bring a valid token.
+
+    ``handle`` is an :func:`asyncio.start_server` callback (hakeeperd will host
+    it); ``start`` listens by itself (``hakeeper cluster serve-join``).
+    ``on_join`` is called with the name of each node admitted.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        authority: Authority,
+        tokens: TokenStore,
+        *,
+        on_join: Callable[[str], None] | None = None,
+        timeout: float = JOIN_TIMEOUT,
+    ) -> None:
+        if fingerprint(authority.certificate) != identity.fingerprint:
+            raise SystemCallFailed("the cluster CA key does not belong to this node's cluster CA")
+        self.identity = identity
+        self.authority = authority
+        self.tokens = tokens
+        self.on_join = on_join
+        self.timeout = timeout
+        self._context = _join_server_context(identity)
+
+    async def start(self, host: str, port: int) -> asyncio.Server:
+        return await asyncio.start_server(self.handle, host, port)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        address = peer_address(writer)
+        if not await start_tls(writer, self._context):
+            return
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._exchange(reader, writer, address)
+        except TimeoutError:
+            logger.warning(
+                "join from %s refused: no complete request within %g s; nothing issued", address, self.timeout
+            )
+        except FrameError as exc:
+            logger.warning("join from %s refused: %s; nothing issued", address, exc)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            logger.warning("join from %s failed: %s", address, reason(exc))
+        except HakeeperError as exc:  # this member's own trouble (a damaged token file, a full disk)
+            logger.error("join from %s failed: %s; nothing issued", address, exc)
+        except Exception:  # a loop boundary: one bad join never takes the service down
+            logger.exception("join from %s failed; nothing issued", address)
+        finally:
+            await close_writer(writer)
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str) -> None:
+        await write_frame(
+            writer, {"hakeeper": "join", "version": PROTOCOL_VERSION, "ca": cert_pem(self.identity.ca).decode()}
+        )
+        try:
+            request = await read_frame(reader)
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                raise FrameError("the request stops in the middle") from None
+            logger.info("join from %s: the joiner hung up after the greeting (it did not accept this member)", address)
+            return
+        try:
+            token_id, secret, csr, node = _request_fields(request)
+        except ValueError as exc:
+            logger.warning("join from %s refused: malformed request (%s); nothing issued", address, exc)
+            await write_frame(writer, {"ok": False, "error": f"malformed request: {exc}"})
+            return
+        try:
+            cert = await asyncio.to_thread(self._admit, token_id, secret, csr, node)
+        except TokenRefused as exc:
+            logger.warning("join from %s refused: token %s: %s; nothing issued", address, token_id, exc)
+            await write_frame(
+                writer, {"ok": False, "error": f"the member refused the join token: {public_reason(exc)}"}
+            )
+            return
+        except IllegalArgument as exc:
+            logger.warning("join from %s refused: %s; nothing issued", address, exc)
+            await write_frame(writer, {"ok": False, "error": str(exc)})
+            return
+        logger.info(
+            "admitted node %s from %s (token %s, certificate serial %x)", node, address, token_id, cert.serial_number
+        )
+        await write_frame(writer, {"ok": True, "certificate": cert_pem(cert).decode()})
+        if self.on_join is not None:
+            self.on_join(node)
+
+    def _admit(self, token_id: str, secret: str, csr: x509.CertificateSigningRequest, node: str) -> x509.Certificate:
+        """Check the token, refuse this node's own name, mark the token used, sign. Blocking: run in a thread."""
+        self.tokens.check(token_id, secret)
+        if node == self.identity.node:
+            raise IllegalArgument(f"node name {node!r} is this member's own; a joining node needs a name of its own")
+        key = csr.public_key()
+        assert isinstance(key, ec.EllipticCurvePublicKey)  # checked by _request_fields
+        self.tokens.consume(token_id, secret, node)
+        return self.authority.issue(node, key)
+
+
+# ---------------------------------------------------------------------- the joiner's side
+
+
+def _join_client_context() -> ssl.SSLContext:
+    """TLS 1.3, the member's certificate unchecked by OpenSSL: we have no CA yet, only its fingerprint.
+
+    :func:`request_join` checks the member's certificate against the CA the
+    fingerprint pins before it sends anything.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.maximum_version = ssl.TLSVersion.TLSv1_3
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What a member gave a joining node."""
+
+    ca: x509.Certificate
+    certificate: x509.Certificate
+    member: str  # the member's node name
+
+
+def _check_greeting(greeting: dict[str, Any], token: Token, member_der: bytes | None, address: str) -> x509.Certificate:
+    if greeting.get("hakeeper") != "join" or greeting.get("version") != PROTOCOL_VERSION:
+        raise CommunicationFailed(f"{address} is not a hakeeper join service of this version")
+    try:
+        ca = x509.load_pem_x509_certificate(str(greeting.get("ca", "")).encode())
+    except ValueError:
+        raise CommunicationFailed(f"{address} sent no readable CA certificate") from None
+    found = fingerprint(ca)
+    if not hmac.compare_digest(found, token.fingerprint):
+        raise WrongCluster(
+            f"{address} belongs to another cluster (CA sha256:{found[:16]}..., the token's is "
+            f"sha256:{token.fingerprint[:16]}...): wrong address, or someone in between; nothing was sent"
+        )
+    if not member_der:
+        raise WrongCluster(f"{address} showed no certificate; nothing was sent")
+    try:
+        check_issued_by(x509.load_der_x509_certificate(member_der), ca)
+    except (ValueError, PeerRefused) as exc:
+        raise WrongCluster(f"{address} is not a member of the token's cluster ({exc}); nothing was sent") from None
+    return ca
+
+
+async def request_join(
+    token: Token,
+    host: str,
+    port: int,
+    node: str,
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    timeout: float = JOIN_TIMEOUT,
+) -> Admission:
+    """Ask the member at ``host:port`` to admit ``node`` with ``token``; the certificate it gives, checked."""
+    address = format_address(host, port)
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(
+                host, port, ssl=_join_client_context(), ssl_handshake_timeout=timeout
+            )
+            try:
+                greeting = await read_frame(reader)
+                member_der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+                try:
+                    ca = _check_greeting(greeting, token, member_der, address)
+                except WrongCluster as exc:
+                    logger.warning("refused member %s: %s", address, exc)
+                    raise
+                member = node_of(x509.load_der_x509_certificate(member_der))
+                csr = make_csr(node, key).public_bytes(serialization.Encoding.PEM).decode()
+                await write_frame(writer, {"id": token.id, "secret": token.secret, "csr": csr})
+                answer = await read_frame(reader)
+            finally:
+                await close_writer(writer)
+    except TimeoutError:
+        raise CommunicationFailed(f"the member at {address} did not answer within {timeout:g} s") from None
+    except asyncio.IncompleteReadError:
+        raise CommunicationFailed(f"the member at {address} hung up (see its log)") from None
+    except PeerRefused as exc:
+        raise WrongCluster(f"{address}: {exc}") from None
+    except OSError as exc:
+        raise CommunicationFailed(f"cannot join through {address}: {reason(exc)}") from None
+    if answer.get("ok") is not True:
+        error = str(answer.get("error", "refused"))
+        if "join token" in error:
+            raise TokenRefused(f"{error} (ask for a new one: hakeeper cluster token, on a member)")
+        raise IllegalArgument(f"the member at {address} refused: {error}")
+    try:
+        cert = x509.load_pem_x509_certificate(str(answer.get("certificate", "")).encode())
+        check_issued_by(cert, ca)
+    except (ValueError, PeerRefused) as exc:
+        raise CommunicationFailed(f"the member at {address} sent an unusable certificate ({exc})") from None
+    if cert.public_key() != key.public_key() or node_of(cert) != node:
+        raise CommunicationFailed(f"the member at {address} sent a certificate for another key or node")
+    return Admission(ca, cert, member)
+
+
+async def join(
+    root: str | os.PathLike[str], node: str, token: Token, host: str, port: int, *, timeout: float = JOIN_TIMEOUT
+) -> Identity:
+    """Join the cluster of ``token`` through the member at ``host:port``; this node's identity, installed."""
+    check_name(node, "node name")
+    if identity_exists(root):
+        raise AlreadyExists(
+            f"this node has a cluster identity already in {cluster_dir(root)} (see: hakeeper cluster show)"
+        )
+    key = new_key()
+    admission = await request_join(token, host, port, node, key, timeout=timeout)
+    install_identity(
+        root,
+        {CA_CERT: cert_pem(admission.ca), NODE_CERT: cert_pem(admission.certificate), NODE_KEY: key_pem(key)},
+    )
+    logger.info("joined cluster (CA sha256:%s) as %s through %s", token.fingerprint, node, admission.member)
+    return load_identity(root)
