@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hakeeper.comm.link import HeartbeatLink
+from hakeeper.comm.paths import PathState
+from hakeeper.comm.tls import identity_exists
 from hakeeper.control import MAX_REQUEST, PID_NAME, Answer, decode_request, socket_path
 from hakeeper.db import Lcd, Resource, State
 from hakeeper.db.store import ensure_state_dir
@@ -64,6 +67,9 @@ class Daemon:
         self.engine = Engine(self.lcd, self.kits, max_parallel=config.max_parallel)
         self.recovery = LocalRecovery(self.engine, limits=Limits(config.recover_attempts, config.recover_window))
         self.monitor = Monitor(self.lcd, self.kits, self.on_check_failure, refresh=config.monitor_refresh)
+        self.membership: dict[str, PathState] = {}
+        self.heartbeats = HeartbeatLink(self.root, self.lcd, self.on_node) if identity_exists(self.root) else None
+        self._services: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
         self._take_out_of_service = False
         self._work: set[asyncio.Task[Any]] = set()
@@ -82,6 +88,16 @@ class Daemon:
         self._work.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    def spawn_service(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        """Start a long-lived service; it is cancelled at shutdown (not drained like work)."""
+        task = asyncio.create_task(coro, name=name)
+        self._services.add(task)
+        task.add_done_callback(self._services.discard)
+
+    def on_node(self, node: str, state: PathState) -> None:
+        """A peer's liveness changed (all paths DEAD, or one ALIVE again). Failover will act on DEAD."""
+        self.membership[node] = state
 
     def on_check_failure(self, resource: Resource, result: Result) -> None:
         message = f"quickCheck: {result.message or (result.health.value if result.health else 'failed')}"
@@ -158,6 +174,8 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         monitor = asyncio.create_task(self.monitor.run(), name="monitor")
+        if self.heartbeats is not None:
+            self.spawn_service(self.heartbeats.run(), "heartbeats")
         logger.info("hakeeperd serving node %s on %s", self.node, sock)
         try:
             await self._stopping.wait()
@@ -169,8 +187,9 @@ class Daemon:
         logger.info("hakeeperd stopping: no new commands")
         server.close()  # stage 1: stop accepting
         monitor.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await monitor
+        for service in list(self._services):
+            service.cancel()
+        await asyncio.gather(monitor, *self._services, return_exceptions=True)
         if self._work:  # stage 2: let running work finish, then cancel it
             logger.info("waiting up to %g s for %d running task(s)", self.config.drain_timeout, len(self._work))
             _, late = await asyncio.wait(set(self._work), timeout=self.config.drain_timeout)

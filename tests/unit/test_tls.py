@@ -40,15 +40,14 @@ from hakeeper.comm.tls import (
     fingerprint,
     init_cluster,
     install_identity,
-    key_pem,
     load_authority,
     load_identity,
-    new_key,
     open_connection,
     parse_address,
     server_context,
 )
 from hakeeper.errors import IllegalArgument
+from tests.certs import add_node
 from tests.conftest import Cli
 
 OK, SYSCALL, SYNTAX, INTERNAL, EXISTS, ILLEGAL, RANGE, MISSING = range(8)
@@ -57,16 +56,6 @@ TIMEOUT = 5.0
 
 def modes(directory: Path) -> dict[str, int]:
     return {p.name: stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir()}
-
-
-def add_node(authority: Authority, root: Path, node: str) -> Identity:
-    """A node of ``authority``'s cluster, as a join would make it (without the network)."""
-    key = new_key()
-    cert = authority.issue(node, key.public_key())
-    install_identity(
-        root, {CA_CERT: cert_pem(authority.certificate), NODE_CERT: cert_pem(cert), NODE_KEY: key_pem(key)}
-    )
-    return load_identity(root)
 
 
 @pytest.fixture

@@ -1,0 +1,121 @@
+"""hakeeperd's side of the heartbeat process: start it, feed it its configuration, hear its reports.
+
+The link keeps the heartbeat process running (restarting it if it dies), sends
+it a new configuration whenever the paths or timing settings in the LCD change,
+writes the path states where ``lcdstatus`` reads them, logs one line per change
+(``node2 DEAD: all 2 paths DEAD``), and hands node state changes to the
+daemon's ``on_node`` callback — the failover issue acts on those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hakeeper.comm.heartbeat import Config
+from hakeeper.comm.paths import PathState, write_states
+from hakeeper.db import Lcd
+
+logger = logging.getLogger(__name__)
+
+RESTART_DELAY = 1.0
+OnNode = Callable[[str, PathState], None]
+
+
+def current_config(lcd: Lcd) -> Config:
+    settings = lcd.settings()
+    return Config(
+        node=lcd.local_node,
+        port=int(settings["comm_port"]) + 1,  # heartbeats on comm_port + 1; messages on comm_port
+        interval=float(settings["heartbeat_interval"]),
+        misses=int(settings["heartbeat_misses"]),
+        paths=tuple(lcd.paths()),
+    )
+
+
+class HeartbeatLink:
+    def __init__(self, root: Path, lcd: Lcd, on_node: OnNode, *, refresh: float = 1.0) -> None:
+        self.root = root
+        self.lcd = lcd
+        self.on_node = on_node
+        self.refresh = refresh
+        self.states: dict[str, PathState] = {}
+        self.nodes: dict[str, PathState] = {}
+        self._proc: asyncio.subprocess.Process | None = None
+        self._sent: Config | None = None
+
+    async def run(self) -> None:
+        """Keep the heartbeat process running and configured until cancelled."""
+        try:
+            while True:
+                self._proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "hakeeper.comm.heartbeat", "--root", str(self.root),
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                )  # fmt: skip
+                self._sent = None
+                reports = asyncio.create_task(self._read(self._proc))
+                try:
+                    while self._proc.returncode is None and not reports.done():
+                        self._configure()
+                        await asyncio.wait({reports}, timeout=self.refresh)
+                finally:
+                    reports.cancel()
+                    await asyncio.gather(reports, return_exceptions=True)
+                logger.error("heartbeat process exited (%s); restarting it", self._proc.returncode)
+                await asyncio.sleep(RESTART_DELAY)
+        finally:
+            await self._stop()
+
+    def _configure(self) -> None:
+        config = current_config(self.lcd)
+        if config == self._sent or self._proc is None or self._proc.stdin is None:
+            return
+        self._proc.stdin.write(json.dumps(config.as_json()).encode() + b"\n")
+        self._sent = config
+        self.states = {k: v for k, v in self.states.items() if k in {p.key for p in config.paths}}
+        write_states(self.root, self.states)
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            try:
+                self._report(json.loads(line))
+            except (ValueError, KeyError, TypeError) as exc:
+                logger.warning("heartbeat process said something unreadable: %s", exc)
+        await proc.wait()
+
+    def _report(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "path":
+            state = PathState(event["state"])
+            self.states[str(event["path"])] = state
+            write_states(self.root, self.states)
+            logger.info("path %s %s", event["path"], state.value)
+        elif kind == "node":
+            node, state = str(event["node"]), PathState(event["state"])
+            self.nodes[node] = state
+            if state is PathState.DEAD:
+                logger.warning("%s DEAD: all %d paths DEAD", node, event["paths"])
+            else:
+                logger.info("%s %s (%d of %d paths alive)", node, state.value, event["alive"], event["paths"])
+            self.on_node(node, state)
+
+    async def _stop(self) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()  # the process exits when its stdin closes
+        try:
+            async with asyncio.timeout(2):
+                await proc.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()

@@ -1,0 +1,184 @@
+"""Heartbeats between real processes' worth of code on loopback addresses (127.0.x.y), over mutual TLS.
+
+Each node listens on its own addresses, as on separate machines; faults that
+need a real network (a cut path, a partition, netem) are in the test-LAN tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hakeeper.comm import tls
+from hakeeper.comm.heartbeat import Config, Heartbeats
+from hakeeper.db.model import CommPath
+from tests.certs import make_cluster
+
+NODES = ["node1", "node2", "node3"]
+INTERVAL, MISSES = 0.1, 3  # a 0.3 s budget keeps the tests short
+
+
+def address(node: str, net: int) -> str:
+    return f"127.0.{net}.{10 + NODES.index(node) + 1}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def config(node: str, port: int, *, interval: float = INTERVAL, nets: tuple[int, ...] = (0, 1)) -> Config:
+    paths = tuple(
+        CommPath(other, "TCP", address(node, net), address(other, net), i + 1)
+        for other in NODES
+        if other != node
+        for i, net in enumerate(nets)
+    )
+    return Config(node, port, interval, MISSES, paths)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[float, dict[str, Any]]] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.events.append((time.monotonic(), event))
+
+    def node_state(self, node: str) -> str | None:
+        states = [e["state"] for _, e in self.events if e["event"] == "node" and e["node"] == node]
+        return states[-1] if states else None
+
+    def when(self, node: str, state: str) -> float | None:
+        times = [t for t, e in self.events if e["event"] == "node" and e["node"] == node and e["state"] == state]
+        return times[-1] if times else None
+
+
+async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def identities(tmp_path: Path) -> dict[str, tls.Identity]:
+    return make_cluster(tmp_path, NODES)
+
+
+def test_paths_come_alive_and_a_stopped_node_is_declared_dead_within_the_budget(
+    identities: dict[str, tls.Identity],
+) -> None:
+    port = free_port()
+
+    async def scenario() -> None:
+        recorders = {n: Recorder() for n in NODES}
+        beats = {n: Heartbeats(config(n, port), identities[n], recorders[n]) for n in NODES}
+        for hb in beats.values():
+            await hb.start()
+        try:
+            await until(
+                lambda: all(recorders[n].node_state(o) == "ALIVE" for n in NODES for o in NODES if o != n),
+                5, "every node to see every other ALIVE",
+            )  # fmt: skip
+            assert all(m.state.value == "ALIVE" for m in beats["node1"].monitors.values()), "both paths alive"
+            stopped = time.monotonic()
+            await beats["node3"].stop()
+            await until(
+                lambda: all(recorders[n].node_state("node3") == "DEAD" for n in ("node1", "node2")),
+                5, "node3 to be declared dead",
+            )  # fmt: skip
+            for n in ("node1", "node2"):
+                took = (recorders[n].when("node3", "DEAD") or 0) - stopped
+                assert took <= INTERVAL * MISSES + 0.3, f"{n} took {took:.2f} s"
+                assert recorders[n].node_state("node2" if n == "node1" else "node1") == "ALIVE"
+            # node3 comes back.
+            beats["node3"] = Heartbeats(config("node3", port), identities["node3"], recorders["node3"])
+            await beats["node3"].start()
+            await until(lambda: recorders["node1"].node_state("node3") == "ALIVE", 5, "node3 to be ALIVE again")
+        finally:
+            for hb in beats.values():
+                await hb.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_peer_with_other_timing_is_refused_and_logged(
+    identities: dict[str, tls.Identity], caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+
+    async def scenario() -> None:
+        rec = Recorder()
+        one = Heartbeats(config("node1", port, nets=(0,)), identities["node1"], rec)
+        two = Heartbeats(config("node2", port, interval=0.2, nets=(0,)), identities["node2"], Recorder())
+        await one.start()
+        await two.start()
+        try:
+            await asyncio.sleep(1.0)
+        finally:
+            await one.stop()
+            await two.stop()
+        assert rec.node_state("node2") == "DEAD"
+
+    with caplog.at_level(logging.WARNING, logger="hakeeper.comm.heartbeat"):
+        asyncio.run(scenario())
+    assert any("the settings must be equal" in r.getMessage() for r in caplog.records)
+
+
+def test_strangers_garbage_and_oversized_frames_are_refused_and_the_node_keeps_hearing(
+    identities: dict[str, tls.Identity], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+    stranger = make_cluster(tmp_path / "other", ["node2"], cluster="other")["node2"]
+
+    async def send(identity: tls.Identity | None, payload: bytes) -> None:
+        context = tls.client_context(identity) if identity else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if identity is None:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        try:
+            _, writer = await asyncio.open_connection(
+                address("node1", 0), port, ssl=context, local_addr=(address("node2", 0), 0)
+            )
+            writer.write(payload)
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            writer.close()
+        except (OSError, ssl.SSLError):
+            pass  # refused during the handshake: what we expect of strangers
+
+    async def scenario() -> None:
+        rec = Recorder()
+        one = Heartbeats(config("node1", port, nets=(0,)), identities["node1"], rec)
+        two = Heartbeats(config("node2", port, nets=(0,)), identities["node2"], Recorder())
+        await one.start()
+        await two.start()
+        try:
+            await until(lambda: rec.node_state("node2") == "ALIVE", 5, "node2 ALIVE")
+            await send(stranger, b'{"hb": 1}\n')
+            await send(None, b"hello\n")
+            await send(identities["node2"], b"not json at all\n")
+            await send(identities["node2"], b"x" * 5000 + b"\n")
+            await asyncio.sleep(INTERVAL * MISSES * 2)
+            assert rec.node_state("node2") == "ALIVE", "the real heartbeats kept the path alive"
+        finally:
+            await one.stop()
+            await two.stop()
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
+    messages = " | ".join(r.getMessage() for r in caplog.records)
+    assert "refused TLS connection" in messages
+    assert "malformed heartbeat frame" in messages
+    assert "oversized heartbeat frame" in messages
