@@ -240,6 +240,8 @@ def parse(name: str, argv: Sequence[str], shown: str) -> tuple[Command, argparse
             item.encode("utf-8")
         except UnicodeEncodeError:
             raise IllegalArgument(f"argument {item!r} is not valid UTF-8") from None
+        if "\0" in item:  # only possible in-process (the OS refuses it on a command line)
+            raise IllegalArgument(f"argument {item!r} holds a NUL byte")
     cmd = load(name)
     if cmd is None:
         raise UsageError(f"unknown command {name!r} (see: hakeeper --help)")
