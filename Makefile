@@ -31,6 +31,7 @@ bench: venv
 	$(BIN)/python bench/lcd_scale.py
 	$(BIN)/python bench/hierarchy_scale.py
 	$(BIN)/python bench/local_recovery.py
+	$(BIN)/python bench/detection.py
 
 venv: $(STAMP)
 

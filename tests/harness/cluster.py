@@ -1,0 +1,107 @@
+"""A hakeeper cluster on the test LAN: one hakeeperd per node, with identities and communication paths.
+
+``HaCluster(lan, base)`` gives every node a state directory ``base/<node>``
+(an LCD naming the node, a certificate of one cluster CA, the other nodes and a
+path to each on every network of the LAN), starts ``hakeeperd`` inside each
+node, and offers what tests and benchmarks ask of it: path and node states as
+each node sees them, waiting for a state, the daemons' logs. The daemons are
+processes of their nodes, so the LAN's cleanup (and power-off) kills them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from hakeeper.comm.paths import PathState, node_state, read_states
+from hakeeper.db import Lcd
+from tests.certs import make_cluster
+
+from .lan import Lan
+from .node import Node
+
+
+class HaCluster:
+    def __init__(self, lan: Lan, base: Path, settings: Mapping[str, str] | None = None) -> None:
+        self.lan = lan
+        self.base = base
+        self.names = [n.name for n in lan.nodes]
+        self.procs: dict[str, subprocess.Popen[Any]] = {}
+        for node in lan.nodes:
+            Lcd.open(self.root(node.name), node=node.name).close()
+        make_cluster(base, self.names)
+        for node in lan.nodes:
+            with Lcd.open(self.root(node.name)) as lcd:
+                if settings:
+                    lcd.set_settings(dict(settings))
+                for other in lan.nodes:
+                    if other is node:
+                        continue
+                    lcd.create_node(other.name)
+                    for iface, local in sorted(node.addresses.items()):
+                        lcd.create_path(other.name, str(local), str(other.addresses[iface]))
+
+    def root(self, name: str) -> Path:
+        return self.base / name
+
+    def env(self, name: str) -> dict[str, str]:
+        return dict(os.environ, HAKEEPER_ROOT=str(self.root(name)), HAKEEPER_NODE=name)
+
+    def start(self, node: Node) -> subprocess.Popen[Any]:
+        """Start hakeeperd inside ``node`` (its log: <root>/hakeeperd.log)."""
+        root = self.root(node.name)
+        log = open(root / "hakeeperd.log", "ab")  # noqa: SIM115 - the daemon's stdout, closed with it
+        argv = [sys.executable, "-c", "from hakeeper.cli.daemon import hakeeperd; hakeeperd()", "--root", str(root)]
+        proc = node.popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env(node.name))
+        log.close()
+        self.procs[node.name] = proc
+        return proc
+
+    def start_all(self) -> None:
+        for node in self.lan.nodes:
+            self.start(node)
+
+    def paths_seen_by(self, name: str) -> dict[str, PathState]:
+        """Path states as ``name``'s hakeeperd last wrote them (node/local/remote → state)."""
+        return read_states(self.root(name))
+
+    def node_seen_by(self, observer: str, other: str) -> PathState:
+        states = [s for key, s in self.paths_seen_by(observer).items() if key.split("/", 1)[0] == other]
+        expected = len(self.lan.networks)
+        if len(states) < expected:
+            states += [PathState.UNKNOWN] * (expected - len(states))
+        return node_state(states)
+
+    def wait(self, predicate: Callable[[], bool], timeout: float, what: str, *, step: float = 0.01) -> float:
+        """Poll ``predicate`` until true; returns when (monotonic). Raises AssertionError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return time.monotonic()
+            time.sleep(step)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{self.logs()}")
+
+    def all_alive(self, names: list[str] | None = None) -> bool:
+        names = names or self.names
+        return all(
+            state is PathState.ALIVE
+            for observer in names
+            for key, state in self.paths_seen_by(observer).items()
+            if key.split("/", 1)[0] in names
+        ) and all(len(self.paths_seen_by(o)) == (len(self.names) - 1) * len(self.lan.networks) for o in names)
+
+    def log(self, name: str) -> str:
+        path = self.root(name) / "hakeeperd.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n}\n{self.log(n)[-3000:]}" for n in self.names)
+
+    def declared_dead(self, observer: str, other: str) -> int:
+        """How often ``observer``'s log says ``other`` was declared dead."""
+        return self.log(observer).count(f"{other} DEAD: all")
