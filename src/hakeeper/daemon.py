@@ -26,11 +26,12 @@ from typing import Any
 
 from hakeeper.comm.link import HeartbeatLink
 from hakeeper.comm.paths import PathState
-from hakeeper.comm.tls import identity_exists
+from hakeeper.comm.rpc import RemoteError, RpcServer, call
+from hakeeper.comm.tls import Peer, identity_exists, load_identity
 from hakeeper.control import MAX_REQUEST, PID_NAME, Answer, decode_request, socket_path
 from hakeeper.db import Lcd, Resource, State
 from hakeeper.db.store import ensure_state_dir
-from hakeeper.errors import HakeeperError, SystemCallFailed
+from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, SystemCallFailed
 from hakeeper.events.alarm import Event, run_handlers
 from hakeeper.events.local import Limits, LocalRecovery
 from hakeeper.events.monitor import Monitor
@@ -39,6 +40,8 @@ from hakeeper.kits.registry import Kits
 from hakeeper.recovery.engine import DEFAULT_MAX_PARALLEL, Engine
 
 logger = logging.getLogger(__name__)
+
+REMOTE_TIMEOUT = 900.0  # LifeKeeper's REMOTETIMEOUT: a command on another node may take this long
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,9 @@ class Daemon:
         self.recovery = LocalRecovery(self.engine, limits=Limits(config.recover_attempts, config.recover_window))
         self.monitor = Monitor(self.lcd, self.kits, self.on_check_failure, refresh=config.monitor_refresh)
         self.membership: dict[str, PathState] = {}
-        self.heartbeats = HeartbeatLink(self.root, self.lcd, self.on_node) if identity_exists(self.root) else None
+        self.identity = load_identity(self.root) if identity_exists(self.root) else None
+        self.heartbeats = HeartbeatLink(self.root, self.lcd, self.on_node) if self.identity else None
+        self.rpc = RpcServer(self.identity, {"run": self._rpc_run}) if self.identity else None
         self._services: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
         self._take_out_of_service = False
@@ -94,6 +99,42 @@ class Daemon:
         task = asyncio.create_task(coro, name=name)
         self._services.add(task)
         task.add_done_callback(self._services.discard)
+
+    async def _listen_for_messages(self, rpc: RpcServer) -> None:
+        """Keep a message listener at the local address of every path (paths may change)."""
+        try:
+            while True:
+                port = int(self.lcd.settings()["comm_port"])
+                await rpc.listen({(p.local, port) for p in self.lcd.paths()})
+                await asyncio.sleep(self.config.monitor_refresh)
+        finally:
+            rpc.close()
+
+    async def _rpc_run(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
+        """Another node asks this one to run a command (``-d NODE`` and lcdremexec there)."""
+        command, argv = args.get("command"), args.get("argv")
+        if not isinstance(command, str) or not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+            raise IllegalArgument("a run request needs a command and its argv")
+        if command.startswith("_") or command in ("lkstart", "lkstop"):
+            raise IllegalArgument(f"{command} cannot be run from another node")
+        target = destination(argv)
+        if target not in (None, self.node):
+            raise IllegalArgument(f"this is node {self.node}, not {target}: requests are not passed on")
+        answer = await self.dispatch(self, command, argv, f"{args.get('user', '?')}@{peer.node}")
+        return {"code": answer.code, "out": answer.out, "err": answer.err}
+
+    async def run_remote(self, node: str, command: str, argv: list[str], actor: str) -> Answer:
+        """Run a command on another node of the cluster, over its paths in priority order."""
+        if self.identity is None:
+            raise CommunicationFailed("this node has no cluster identity (see: hakeeper cluster init / join)")
+        paths = self.lcd.paths(node)
+        port = int(self.lcd.settings()["comm_port"])
+        request = {"command": command, "argv": argv, "user": actor}
+        try:
+            result = await call(self.identity, paths, port, "run", request, timeout=REMOTE_TIMEOUT)
+        except RemoteError as exc:
+            return Answer(exc.code, err=f"{command}: {exc}\n")
+        return Answer(int(result["code"]), str(result.get("out", "")), str(result.get("err", "")))
 
     def on_node(self, node: str, state: PathState) -> None:
         """A peer's liveness changed (all paths DEAD, or one ALIVE again). Failover will act on DEAD."""
@@ -176,6 +217,8 @@ class Daemon:
         monitor = asyncio.create_task(self.monitor.run(), name="monitor")
         if self.heartbeats is not None:
             self.spawn_service(self.heartbeats.run(), "heartbeats")
+        if self.rpc is not None:
+            self.spawn_service(self._listen_for_messages(self.rpc), "messages")
         logger.info("hakeeperd serving node %s on %s", self.node, sock)
         try:
             await self._stopping.wait()
@@ -215,6 +258,18 @@ class Daemon:
         report = await self.engine.remove_everything(reason="lkstop")
         if not report.ok:
             logger.error("lkstop: %s", report.summary())
+
+
+def destination(argv: list[str]) -> str | None:
+    """The node a command line names with ``-d NODE`` (or ``-dNODE``), if any."""
+    for i, word in enumerate(argv):
+        if word == "--":
+            return None
+        if word == "-d" and i + 1 < len(argv):
+            return argv[i + 1]
+        if word.startswith("-d") and len(word) > 2:
+            return word[2:]
+    return None
 
 
 def _peer_user(writer: asyncio.StreamWriter) -> str:

@@ -221,6 +221,7 @@ VALID: dict[str, tuple[str, ...]] = {
     "net_remove": ("-s", "node2", "-r", "198.18.0.12"),
     "net_list": ("-s", "node2"),
     "settings": ("heartbeat_interval=0.5",),
+    "lcdremexec": ("true",),
     "cluster": ("init", "--name", "prod"),
 }
 
@@ -441,6 +442,9 @@ SEMANTIC_CASES: list[Case] = [
     Case("sendevent", ("-C", "generic", "-E", "failure", "-n", "web", "-s", "HUGE"), ILLEGAL, "bad severity"),
     Case("lkstart", ("--log", "/proc"), SYSCALL, "log is a directory"),
     Case("lkstart", ("--log", "/proc/nonexistent/hakeeperd.log"), SYSCALL, "log cannot be created"),
+    # lcdremexec
+    Case("lcdremexec", ("-t", "0", "true"), RANGE, "no time at all"),
+    Case("lcdremexec", ("/nonexistent/command",), MISSING, "no such command"),
     # communication paths and settings
     Case("net_create", ("-s", "node2", "-l", "198.18.0.11", "-r", "198.18.0.12"), EXISTS, "duplicate path"),
     Case("net_create", ("-s", "node2", "-l", "198.18.1.11", "-r", "198.18.1.12", "-p", "1"), EXISTS, "priority taken"),
@@ -616,6 +620,8 @@ def test_any_command_line(
     argv = data.draw(argv_for(name), label="argv")
     if name in SPAWNS:  # a real command line cannot hold a NUL byte: the OS refuses it before we run
         argv = [word.replace("\0", "") for word in argv]
+    if name == "lcdremexec":  # it runs what it is given: let that be echo, whatever the words after it
+        argv = ["echo", *argv]
     with tempfile.TemporaryDirectory(dir=tmp_path) as scratch:
         root = Path(scratch) / "state"
         shutil.copytree(populated, root)

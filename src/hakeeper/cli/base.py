@@ -115,6 +115,7 @@ COMMAND_MODULES: dict[str, str] = {
     "sendevent": "hakeeper.cli.daemon",
     "lkstart": "hakeeper.cli.daemon",
     "lkstop": "hakeeper.cli.daemon",
+    "lcdremexec": "hakeeper.cli.daemon",
     "cluster": "hakeeper.cli.cluster",
 }
 
@@ -299,13 +300,18 @@ async def run_in_daemon(
 
     try:
         cmd, args = parse(name, argv, name)
+        if args.dest is not None and args.dest != lcd.local_node:
+            if args.dest not in {n.name for n in lcd.nodes()}:
+                raise NotFound(f"no node named {args.dest!r} (see: sys_list)")
+            answer = await services.run_remote(args.dest, name, list(argv), actor)
+            out.write(answer.out)
+            err.write(answer.err)
+            return int(answer.code)
         if cmd.in_daemon is None:
             return await asyncio.to_thread(
                 run, name, list(argv), root=str(root), out=out, err=err, actor=actor, forward=False
             )
         ctx = Context(root, out, err, actor=actor, lcd=lcd, services=services)
-        if args.dest is not None:
-            check_destination(ctx, args.dest)
         code: int = await cmd.in_daemon(ctx, args)
         return code
     except Exception as exc:  # noqa: BLE001 - every error becomes one line and an exit code
@@ -347,7 +353,7 @@ def check_destination(ctx: Context, dest: str) -> None:
         return
     if dest not in nodes:
         raise NotFound(f"no node named {dest!r} (see: sys_list)")
-    raise CommunicationFailed(f"cannot reach node {dest!r}: remote commands need cluster communication paths")
+    raise CommunicationFailed(f"cannot reach node {dest!r}: other nodes are reached through hakeeperd (see: lkstart)")
 
 
 def _silence_stdout() -> None:

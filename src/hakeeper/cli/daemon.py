@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, NoReturn
 from hakeeper.cli.base import Context, arg, command, run_in_daemon
 from hakeeper.control import PID_NAME, Answer, forward_to_daemon
 from hakeeper.db.store import ensure_state_dir, state_root
-from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, OutOfRange, SystemCallFailed
+from hakeeper.errors import (
+    CommunicationFailed,
+    HakeeperError,
+    IllegalArgument,
+    NotFound,
+    OutOfRange,
+    SystemCallFailed,
+)
 from hakeeper.events.alarm import SEVERITIES, Event
 
 if TYPE_CHECKING:
@@ -233,3 +240,43 @@ def _sendevent(ctx: Context, args: argparse.Namespace) -> int:
     raise SystemCallFailed(
         f"hakeeperd is not running on {ctx.root}, nothing would act on the event (start it: lkstart)"
     )
+
+
+REMOTE_OUTPUT = 1 << 20  # what lcdremexec brings back of a command's output
+
+
+@command(
+    "lcdremexec",
+    "run a command on a node of the cluster (-d NODE) and return its output and exit code",
+    arg("-e", dest="split", action="store_true", help="the command's stderr on stderr (default: with stdout)"),
+    arg("-t", dest="timeout", type=float, default=900.0, metavar="SECONDS", help="time limit (default 900)"),
+    arg("argv", nargs="+", metavar="CMD", help="the command and its arguments, after --"),
+    epilog="example: lcdremexec -d node2 -- uname -n\n"
+    "The command runs on NODE as the user hakeeperd runs as (administrators only: hakeeperd's socket\n"
+    "admits only its owner). Without -d, or with this node, it runs here.",
+)
+def _lcdremexec(ctx: Context, args: argparse.Namespace) -> int:
+    node = ctx.lcd.local_node  # also: a state directory is needed, as for every command
+    if not 0 < args.timeout <= 86400:
+        raise OutOfRange(f"-t {args.timeout:g} must be within 0..86400 seconds")
+    try:
+        done = subprocess.run(
+            args.argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=args.timeout,
+            start_new_session=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise NotFound(f"no command {args.argv[0]!r} on node {node}") from None
+    except OSError as exc:
+        raise SystemCallFailed(f"{args.argv[0]!r} cannot be run on node {node}: {exc.strerror}") from None
+    except subprocess.TimeoutExpired:
+        raise SystemCallFailed(f"{args.argv[0]!r} did not finish within {args.timeout:g} s") from None
+    out = done.stdout[-REMOTE_OUTPUT:].decode(errors="replace")
+    err = done.stderr[-REMOTE_OUTPUT:].decode(errors="replace")
+    ctx.out.write(out if args.split else out + err)
+    if args.split:
+        ctx.err.write(err)
+    return done.returncode if done.returncode >= 0 else 128 - done.returncode

@@ -113,6 +113,7 @@ perform_action = entry("perform_action")
 sendevent = entry("sendevent")
 lkstart = entry("lkstart")
 lkstop = entry("lkstop")
+lcdremexec = entry("lcdremexec")
 
 
 def hakeeperd() -> NoReturn:
