@@ -18,12 +18,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from hakeeper.comm.paths import PathState, node_state, read_states
 from hakeeper.db import Lcd
 from tests.certs import make_cluster
 
 from .lan import Lan
 from .node import Node
+
+ALIVE_TIMEOUT = 20.0
 
 
 class HaCluster:
@@ -105,3 +109,12 @@ class HaCluster:
     def declared_dead(self, observer: str, other: str) -> int:
         """How often ``observer``'s log says ``other`` was declared dead."""
         return self.log(observer).count(f"{other} DEAD: all")
+
+
+@pytest.fixture(name="ha_cluster")
+def ha_cluster_fixture(lan: Lan, tmp_path: Path) -> HaCluster:
+    """hakeeperd running on every node of ``lan``, every path ALIVE."""
+    ha = HaCluster(lan, tmp_path)
+    ha.start_all()
+    ha.wait(ha.all_alive, ALIVE_TIMEOUT, "every path ALIVE on every node")
+    return ha

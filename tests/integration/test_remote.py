@@ -15,61 +15,53 @@ BIN = Path(sys.executable).parent
 TWO_NETWORKS = pytest.mark.parametrize("lan", [{"nodes": 3, "second_network": True}], indirect=True)
 
 
-@pytest.fixture
-def cluster(lan: Lan, tmp_path: Path) -> HaCluster:
-    ha = HaCluster(lan, tmp_path)
-    ha.start_all()
-    ha.wait(ha.all_alive, 20, "every path ALIVE on every node")
-    return ha
-
-
-def on(cluster: HaCluster, node: str, *argv: str) -> subprocess.CompletedProcess[str]:
+def on(ha_cluster: HaCluster, node: str, *argv: str) -> subprocess.CompletedProcess[str]:
     """Run a command as the administrator of ``node`` would (through that node's hakeeperd)."""
     return subprocess.run(
-        [str(BIN / argv[0]), *argv[1:]], env=cluster.env(node), capture_output=True, text=True, timeout=60,
+        [str(BIN / argv[0]), *argv[1:]], env=ha_cluster.env(node), capture_output=True, text=True, timeout=60,
         check=False,
     )  # fmt: skip
 
 
 @pytest.mark.slow
 @TWO_NETWORKS
-def test_lcdi_commands_and_lcdremexec_reach_another_node(cluster: HaCluster, lan: Lan) -> None:
+def test_lcdi_commands_and_lcdremexec_reach_another_node(ha_cluster: HaCluster, lan: Lan) -> None:
     for argv in (
         ["app_create", "-a", "gen", "-d", "node2"],
         ["typ_create", "-a", "gen", "-r", "app", "-d", "node2"],
         ["ins_create", "-a", "gen", "-r", "app", "-t", "web", "-i", "web-1", "-d", "node2"],
     ):
-        done = on(cluster, "node1", *argv)
+        done = on(ha_cluster, "node1", *argv)
         assert (done.returncode, done.stderr) == (0, ""), argv
-    there = on(cluster, "node1", "ins_list", "-d", "node2", "-t", "web", "-f:")
+    there = on(ha_cluster, "node1", "ins_list", "-d", "node2", "-t", "web", "-f:")
     assert there.stdout.split(":")[:4] == ["gen", "app", "web", "web-1"]
-    here = on(cluster, "node1", "ins_list", "-t", "web")
+    here = on(ha_cluster, "node1", "ins_list", "-t", "web")
     assert here.returncode == 7, "the resource was created on node2 only"
-    refused = on(cluster, "node1", "ins_create", "-a", "gen", "-r", "app", "-t", "web", "-i", "x", "-d", "node2")
+    refused = on(ha_cluster, "node1", "ins_create", "-a", "gen", "-r", "app", "-t", "web", "-i", "x", "-d", "node2")
     assert (refused.returncode, refused.stderr) == (4, "ins_create: a resource tagged 'web' exists already\n")
-    assert "@node1 create_resource" in on(cluster, "node2", "hakeeper", "changes", "-f", " ").stdout, "who asked"
-    name = on(cluster, "node1", "lcdremexec", "-d", "node2", "--", "uname", "-n")
+    assert "@node1 create_resource" in on(ha_cluster, "node2", "hakeeper", "changes", "-f", " ").stdout, "who asked"
+    name = on(ha_cluster, "node1", "lcdremexec", "-d", "node2", "--", "uname", "-n")
     assert (name.returncode, name.stdout) == (0, "node2\n")
     failing = on(
-        cluster, "node1", "lcdremexec", "-e", "-d", "node3", "--", "sh", "-c", "echo out; echo err >&2; exit 3"
+        ha_cluster, "node1", "lcdremexec", "-e", "-d", "node3", "--", "sh", "-c", "echo out; echo err >&2; exit 3"
     )
     assert (failing.returncode, failing.stdout, failing.stderr) == (3, "out\n", "err\n")
 
 
 @pytest.mark.slow
 @TWO_NETWORKS
-def test_a_dead_path_is_skipped_and_an_unreachable_node_is_a_clear_error(cluster: HaCluster, lan: Lan) -> None:
+def test_a_dead_path_is_skipped_and_an_unreachable_node_is_a_clear_error(ha_cluster: HaCluster, lan: Lan) -> None:
     node2 = lan.node("node2")
     lan.link_down(node2, "eth0")  # the priority-1 path
-    done = on(cluster, "node1", "lcdremexec", "-d", "node2", "--", "uname", "-n")
+    done = on(ha_cluster, "node1", "lcdremexec", "-d", "node2", "--", "uname", "-n")
     assert (done.returncode, done.stdout) == (0, "node2\n"), done.stderr
     lan.link_up(node2, "eth0")
     lan.partition([node2], [lan.node("node1"), lan.node("node3")])
-    cut = on(cluster, "node1", "lcdremexec", "-d", "node2", "--", "true")
+    cut = on(ha_cluster, "node1", "lcdremexec", "-d", "node2", "--", "true")
     assert cut.returncode == 9
     assert cut.stderr.count("\n") == 1
     assert "cannot reach node 'node2' on any of its 2 paths" in cut.stderr
-    assert on(cluster, "node1", "lcdremexec", "-d", "node3", "--", "true").returncode == 0
+    assert on(ha_cluster, "node1", "lcdremexec", "-d", "node3", "--", "true").returncode == 0
 
 
 def test_without_the_daemon_another_node_is_out_of_reach(cli, root: Path) -> None:

@@ -62,6 +62,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from hakeeper.comm import tls
 from hakeeper.comm.tls import (
     CA_CERT,
     NODE_CERT,
@@ -309,17 +310,7 @@ async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
 
 def _join_server_context(identity: Identity) -> ssl.SSLContext:
     """TLS 1.3 with this node's certificate; no client certificate (the joiner has none yet)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.maximum_version = ssl.TLSVersion.TLSv1_3
-    context.options |= ssl.OP_NO_TICKET
-    try:
-        context.load_cert_chain(identity.cert_path, identity.key_path)
-    except (OSError, ssl.SSLError) as exc:
-        raise SystemCallFailed(
-            f"cannot load this node's key and certificate from {identity.directory}: {exc}"
-        ) from None
-    return context
+    return tls.load_own_certificate(tls.tls13_context(ssl.PROTOCOL_TLS_SERVER), identity)
 
 
 def _request_fields(request: dict[str, Any]) -> tuple[str, str, x509.CertificateSigningRequest, str]:

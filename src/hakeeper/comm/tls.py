@@ -473,7 +473,7 @@ def init_cluster(root: Root, node: str, cluster: str = DEFAULT_CLUSTER_NAME) -> 
 # ---------------------------------------------------------------------- TLS contexts
 
 
-def _tls13(protocol: int) -> ssl.SSLContext:
+def tls13_context(protocol: int) -> ssl.SSLContext:
     context = ssl.SSLContext(protocol)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.maximum_version = ssl.TLSVersion.TLSv1_3
@@ -481,10 +481,8 @@ def _tls13(protocol: int) -> ssl.SSLContext:
     return context
 
 
-def _mutual(context: ssl.SSLContext, identity: Identity) -> ssl.SSLContext:
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.verify_flags |= ssl.VERIFY_X509_STRICT
-    context.load_verify_locations(cadata=cert_pem(identity.ca).decode())  # the one trust anchor
+def load_own_certificate(context: ssl.SSLContext, identity: Identity) -> ssl.SSLContext:
+    """Make ``context`` show this node's certificate (and prove it holds the key)."""
     try:
         context.load_cert_chain(identity.cert_path, identity.key_path)
     except (OSError, ssl.SSLError) as exc:
@@ -494,9 +492,16 @@ def _mutual(context: ssl.SSLContext, identity: Identity) -> ssl.SSLContext:
     return context
 
 
+def _mutual(context: ssl.SSLContext, identity: Identity) -> ssl.SSLContext:
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.verify_flags |= ssl.VERIFY_X509_STRICT
+    context.load_verify_locations(cadata=cert_pem(identity.ca).decode())  # the one trust anchor
+    return load_own_certificate(context, identity)
+
+
 def server_context(identity: Identity) -> ssl.SSLContext:
     """What a node accepts: TLS 1.3, a client certificate signed by the cluster CA required."""
-    return _mutual(_tls13(ssl.PROTOCOL_TLS_SERVER), identity)
+    return _mutual(tls13_context(ssl.PROTOCOL_TLS_SERVER), identity)
 
 
 def client_context(identity: Identity) -> ssl.SSLContext:
@@ -505,7 +510,7 @@ def client_context(identity: Identity) -> ssl.SSLContext:
     Hostname checking is off because nodes are reached by address; the node name
     is checked from the certificate (:func:`open_connection`, :func:`peer_node`).
     """
-    context = _tls13(ssl.PROTOCOL_TLS_CLIENT)
+    context = tls13_context(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     return _mutual(context, identity)
 
