@@ -1,19 +1,28 @@
-"""``make demo``: build a sample cluster configuration in a fresh state directory and show it.
+"""``make demo``: a tour of hakeeper on this machine, in fresh state directories.
 
-Until the node daemon exists this shows the configuration side: the LCD, the
-LifeKeeper-style commands that fill it, and ``lcdstatus``. Every command is
-printed before it runs, so the demo doubles as a tour.
+Part 1 builds a sample cluster configuration with the LifeKeeper-style commands
+and shows it with ``lcdstatus``. Part 2 runs a live node: hakeeperd protects a
+small web server (a gen/app resource on 127.0.0.1), which is killed with
+SIGKILL twice and comes back by itself — once found by quickCheck, once
+reported by a monitor with sendevent. Every command is printed before it runs.
+The live cluster of several nodes on a test LAN comes with failover.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+import signal
+import socket
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 from hakeeper.cli.main import run
-from hakeeper.db import Lcd
+from hakeeper.db import Lcd, State
 
 STEPS: list[tuple[str, list[list[str]]]] = [
     (
@@ -127,8 +136,118 @@ def main() -> int:
     print(
         f"\nExplore it yourself:\n  export HAKEEPER_ROOT={root} PATH={bin_dir}:$PATH\n"
         "  lcdstatus -e; ins_list -f:; dep_list -C web -f:; eqv_list -f:; hakeeper changes -f' '\n"
-        "  hakeeper --help   (every command; each also takes --help)"
+        "  hakeeper --help   (every command; each also takes --help)\n"
     )
+    return live()
+
+
+RESTORE = """#!/bin/sh
+# start the web server unless it runs; succeed once it answers
+pidfile="$HAKEEPER_ROOT/web.pid"
+if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then exit 0; fi
+cd "$HAKEEPER_ROOT" && nohup {python} -m http.server {port} --bind 127.0.0.1 >/dev/null 2>&1 &
+echo $! > "$pidfile"
+i=0
+while [ $i -lt 200 ]; do
+  {python} -c "import socket; socket.create_connection(('127.0.0.1', {port}), 0.2)" 2>/dev/null && exit 0
+  sleep 0.05; i=$((i+1))
+done
+echo "the web server did not answer"; exit 1
+"""
+REMOVE = """#!/bin/sh
+pidfile="$HAKEEPER_ROOT/web.pid"
+[ -f "$pidfile" ] && kill -9 "$(cat "$pidfile")" 2>/dev/null
+rm -f "$pidfile"; exit 0
+"""
+CHECK = """#!/bin/sh
+# running = the server's process exists and is not a zombie
+pidfile="$HAKEEPER_ROOT/web.pid"
+[ -f "$pidfile" ] || exit 7
+grep -q '^State:[[:space:]]*[^Z]' "/proc/$(cat "$pidfile")/status" 2>/dev/null || exit 7
+"""
+
+
+def _serving(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=0.5) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
+def _pid(root: Path) -> int | None:
+    try:
+        return int((root / "web.pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _back(root: Path, port: int, old: int, limit: float = 20.0) -> float | None:
+    """Seconds until recovery is over: the resource ISP again, served by a new process; None if not in ``limit``."""
+    start = time.monotonic()
+    with Lcd.open(root) as lcd:
+        while time.monotonic() - start < limit:  # bounded: at most `limit` seconds of 20 ms polls
+            if _pid(root) not in (None, old) and _serving(port) and lcd.resource("web").state is State.ISP:
+                return time.monotonic() - start
+            time.sleep(0.02)
+    return None
+
+
+def live() -> int:
+    """Part 2: one live node protecting a web server."""
+    root = Path(tempfile.mkdtemp(prefix="hakeeper-demo-live-"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    scripts = root / "scripts"
+    scripts.mkdir()
+    for name, text in (("restore", RESTORE), ("remove", REMOVE), ("check", CHECK)):
+        (scripts / name).write_text(text.format(python=sys.executable, port=port))
+        (scripts / name).chmod(0o755)
+    Lcd.open(root, node="node1").close()
+    base = ["--root", str(root)]
+
+    def step(*argv: str) -> int:
+        print("$ " + shlex.join(argv))
+        if argv[0] == "hakeeper":
+            return run(argv[1], [*argv[2:], *base], prog=f"hakeeper {argv[1]}")
+        return run(argv[0], [*argv[1:], *base], prog=argv[0])
+
+    print(f"# Part 2: a live node (state directory {root}) protects a web server on 127.0.0.1:{port}")
+    try:
+        step("hakeeper", "create", "gen/app", "-t", "web", "-Q", "1", f"restore={scripts / 'restore'}",
+             f"remove={scripts / 'remove'}", f"quickCheck={scripts / 'check'}")  # fmt: skip
+        if step("lkstart") or step("perform_action", "-t", "web", "-a", "restore"):
+            print("the live part could not start; see the messages above")
+            return 1
+        step("lcdstatus", "-e")
+        print(f"GET http://127.0.0.1:{port}/ -> {'200 OK' if _serving(port) else 'no answer'}\n")
+        for how in ("quickCheck finds it (checked every second)", "a monitor reports it with sendevent"):
+            pid = _pid(root)
+            if pid is None:
+                print("the web server is not running; stopping the demo")
+                return 1
+            if how.startswith("a monitor"):
+                step("ins_setchkint", "-t", "web", "-v", "0")
+            print(f"# kill -9 {pid} (the web server); {how}")
+            os.kill(pid, signal.SIGKILL)
+            if how.startswith("a monitor"):
+                step("sendevent", "-C", "generic", "-E", "failure", "-n", "web", "-m", "demo-monitor")
+            took = _back(root, port, pid)
+            print(f"  serving again after {took:.2f} s\n" if took is not None else "  not back within 20 s\n")
+        print("# what hakeeperd logged:")
+        log = (root / "hakeeperd.log").read_text(errors="replace").splitlines()
+        print("\n".join("  " + line for line in log if " -> " in line or "recovered" in line or "quickCheck" in line))
+        print()
+        step("lkstop")
+        step("lcdstatus", "-e")
+        print(f"GET http://127.0.0.1:{port}/ -> {'200 OK' if _serving(port) else 'no answer (out of service)'}")
+    finally:
+        run("lkstop", ["-f", *base], out=open(os.devnull, "w"))  # noqa: SIM115 - if anything above failed
+        pid = _pid(root)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     return 0
 
 
