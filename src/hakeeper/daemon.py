@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hakeeper.cluster.configsync import ConfigSync, thread_replicator
 from hakeeper.comm.link import HeartbeatLink
 from hakeeper.comm.paths import PathState
 from hakeeper.comm.rpc import RemoteError, RpcServer, call
@@ -41,6 +42,7 @@ from hakeeper.recovery.engine import DEFAULT_MAX_PARALLEL, Engine
 
 logger = logging.getLogger(__name__)
 
+SYNC_TIMEOUT = 30.0  # a participant's answer to prepare / commit / abort
 REMOTE_TIMEOUT = 900.0  # LifeKeeper's REMOTETIMEOUT: a command on another node may take this long
 
 
@@ -73,7 +75,14 @@ class Daemon:
         self.membership: dict[str, PathState] = {}
         self.identity = load_identity(self.root) if identity_exists(self.root) else None
         self.heartbeats = HeartbeatLink(self.root, self.lcd, self.on_node) if self.identity else None
-        self.rpc = RpcServer(self.identity, {"run": self._rpc_run}) if self.identity else None
+        self.sync = ConfigSync(self.lcd, self._send, self._membership_of)
+        handlers = {
+            "run": self._rpc_run,
+            "prepare": self.sync.on_prepare,
+            "commit": self.sync.on_commit,
+            "abort": self.sync.on_abort,
+        }
+        self.rpc = RpcServer(self.identity, handlers) if self.identity else None
         self._services: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
         self._take_out_of_service = False
@@ -135,6 +144,20 @@ class Daemon:
         except RemoteError as exc:
             return Answer(exc.code, err=f"{command}: {exc}\n")
         return Answer(int(result["code"]), str(result.get("out", "")), str(result.get("err", "")))
+
+    async def _send(self, node: str, op: str, args: dict[str, Any]) -> Any:
+        if self.identity is None:
+            raise CommunicationFailed("this node has no cluster identity (see: hakeeper cluster init / join)")
+        port = int(self.lcd.settings()["comm_port"])
+        return await call(self.identity, self.lcd.paths(node), port, op, args, timeout=SYNC_TIMEOUT)
+
+    def _membership_of(self, node: str) -> PathState:
+        return self.membership.get(node, PathState.UNKNOWN)
+
+    def replicator_for(self, actor: str) -> Callable[[Lcd], Any]:
+        """How a command run in a worker thread replicates its configuration changes (see configsync)."""
+        loop = asyncio.get_running_loop()
+        return lambda lcd: thread_replicator(self.sync, loop, lcd, actor)
 
     def on_node(self, node: str, state: PathState) -> None:
         """A peer's liveness changed (all paths DEAD, or one ALIVE again). Failover will act on DEAD."""

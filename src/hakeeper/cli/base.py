@@ -172,11 +172,13 @@ class Context:
         actor: str | None = None,
         lcd: Lcd | None = None,
         services: Any = None,
+        replicator: Callable[[Lcd], Any] | None = None,
     ) -> None:
         self.root = root
         self.out = out
         self.err = err
         self.services = services
+        self._replicator = replicator
         self._actor = actor
         self._lcd = lcd
         self._owns_lcd = lcd is None
@@ -185,6 +187,8 @@ class Context:
     def lcd(self) -> Lcd:
         if self._lcd is None:
             self._lcd = Lcd.open(self.root, actor=self._actor)
+            if self._replicator is not None:
+                self._lcd.replicator = self._replicator(self._lcd)
         return self._lcd
 
     @property
@@ -263,6 +267,7 @@ def run(
     err: TextIO | None = None,
     actor: str | None = None,
     forward: bool = True,
+    replicator: Callable[[Lcd], Any] | None = None,
 ) -> int:
     """Run command ``name`` with ``argv``; return its exit code. Errors become one line on ``err``.
 
@@ -275,7 +280,7 @@ def run(
     ctx: Context | None = None
     try:
         cmd, args = parse(name, argv, shown)
-        ctx = Context(state_root(args.root or root), out, err, actor=actor)
+        ctx = Context(state_root(args.root or root), out, err, actor=actor, replicator=replicator)
         if forward and not cmd.local:
             answer = forward_to_daemon(ctx.root, name, list(argv))
             if answer is not None:
@@ -309,8 +314,9 @@ async def run_in_daemon(
             return int(answer.code)
         if cmd.in_daemon is None:
             return await asyncio.to_thread(
-                run, name, list(argv), root=str(root), out=out, err=err, actor=actor, forward=False
-            )
+                run, name, list(argv), root=str(root), out=out, err=err, actor=actor, forward=False,
+                replicator=services.replicator_for(actor),
+            )  # fmt: skip
         ctx = Context(root, out, err, actor=actor, lcd=lcd, services=services)
         code: int = await cmd.in_daemon(ctx, args)
         return code

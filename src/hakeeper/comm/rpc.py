@@ -18,7 +18,7 @@ import json
 import logging
 import ssl
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from hakeeper.comm import tls
@@ -63,7 +63,7 @@ def frame(message: dict[str, Any]) -> bytes:
 class RpcServer:
     """Serves requests ``{"op": NAME, "args": {...}}`` with one handler per operation."""
 
-    def __init__(self, identity: tls.Identity, handlers: dict[str, Handler], *, timeout: float = 60.0) -> None:
+    def __init__(self, identity: tls.Identity, handlers: Mapping[str, Handler], *, timeout: float = 60.0) -> None:
         self.identity = identity
         self.handlers = handlers
         self.timeout = timeout

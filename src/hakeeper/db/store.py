@@ -106,6 +106,10 @@ class Lcd:
     def __init__(self, path: Path, *, actor: str | None = None, node: str | None = None) -> None:
         self.path = path
         self.actor = actor if actor is not None else _current_user()
+        #: Called with (op, args) before a change; returns what to call with "committed?" after it
+        #: (hakeeperd sets it to replicate configuration changes to the nodes they concern).
+        self.replicator: Callable[[str, dict[str, Any]], Callable[[bool], None] | None] | None = None
+        self._dry = False
         try:
             self._conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
         except sqlite3.Error as exc:
@@ -178,10 +182,19 @@ class Lcd:
 
     @contextmanager
     def _change(self, op: str, args: dict[str, Any]) -> Iterator[sqlite3.Connection]:
-        """One write transaction that ends with its change-log record."""
+        """One write transaction that ends with its change-log record.
+
+        With a :attr:`replicator`, the other nodes the change concerns prepare it
+        first (refusing it changes nothing anywhere) and commit it after this node.
+        In a :meth:`try_change`, everything runs and is then rolled back.
+        """
+        finish = self.replicator(op, args) if self.replicator is not None and not self._dry else None
+        committed = False
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
+            if finish is not None:
+                finish(False)
             raise SystemCallFailed(f"the LCD {self.path} is busy or unwritable: {exc}") from None
         try:
             yield self._conn
@@ -189,7 +202,8 @@ class Lcd:
                 "INSERT INTO changes (time, actor, op, args) VALUES (?, ?, ?, ?)",
                 (time.time(), self.actor, op, json.dumps(args, sort_keys=True, ensure_ascii=False)),
             )
-            self._conn.execute("COMMIT")
+            self._conn.execute("ROLLBACK" if self._dry else "COMMIT")
+            committed = not self._dry
         except BaseException as exc:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
@@ -198,6 +212,17 @@ class Lcd:
             if isinstance(exc, sqlite3.Error):
                 raise SystemCallFailed(f"the LCD {self.path} failed during {op}: {exc}") from exc
             raise
+        finally:
+            if finish is not None:
+                finish(committed)
+
+    def try_change(self, op: str, args: dict[str, Any]) -> None:
+        """Check that a recorded change would apply here (it runs, then is rolled back); raises if not."""
+        self._dry = True
+        try:
+            self.replay(op, args)
+        finally:
+            self._dry = False
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         try:

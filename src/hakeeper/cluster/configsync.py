@@ -1,0 +1,182 @@
+"""Configuration changes on every node of a hierarchy or on none: a two-phase commit.
+
+A change to a resource that is extended to other nodes (its info and
+settings, its dependencies, its equivalencies, its removal) concerns every node
+named in its equivalencies. The node where the change is made (the
+coordinator) first checks it locally, then asks each of those nodes to
+*prepare* it — apply it in a transaction and roll it back, so that it is known
+to apply there — and only when every one of them said yes does it commit it
+locally and then on each of them. When one cannot be reached or refuses,
+the change is refused with the reason and no LCD changes. LifeKeeper also needs
+every server of a hierarchy up to change it.
+
+Each request carries the coordinator's change-log sequence number, recorded in
+the participant's change log with the change ("root@node1 via node1#42").
+
+What is not here yet: a participant that becomes unreachable between prepare
+and commit misses the change (logged at ERROR) until catch-up exists; a lock
+that keeps two coordinators from preparing conflicting changes at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hakeeper.comm.paths import PathState
+from hakeeper.comm.tls import Peer
+from hakeeper.db import Lcd
+from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument
+
+logger = logging.getLogger(__name__)
+
+#: Changes that concern every node a resource is extended to. Runtime state
+#: (set_state) is each node's own; creating a resource is local until it is extended.
+REPLICATED = frozenset(
+    {
+        "set_info",
+        "set_switchback",
+        "set_init",
+        "set_check_interval",
+        "set_local_recover",
+        "create_dependency",
+        "remove_dependency",
+        "create_equivalency",
+        "remove_equivalency",
+        "remove_resources",
+    }
+)
+PREPARED_LIFETIME = 60.0  # a prepared change never committed nor aborted is forgotten after this
+
+Send = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
+
+
+def involved_tags(op: str, args: dict[str, Any]) -> set[str]:
+    tags = {str(args[k]) for k in ("tag", "parent", "child") if args.get(k)}
+    return tags | {str(t) for t in args.get("tags", [])}
+
+
+def participants(lcd: Lcd, op: str, args: dict[str, Any]) -> list[str]:
+    """The other nodes a change concerns: those in the equivalencies of the resources it touches."""
+    if op not in REPLICATED:
+        return []
+    nodes = {e.node for tag in involved_tags(op, args) for e in lcd.equivalencies(tag=tag)}
+    if op == "create_equivalency":
+        nodes.add(str(args["other_node"]))
+    nodes.discard(lcd.local_node)
+    return sorted(nodes)
+
+
+@dataclass
+class Transaction:
+    id: str
+    op: str
+    args: dict[str, Any]
+    nodes: list[str]
+    prepared: list[str] = field(default_factory=list)
+
+
+class ConfigSync:
+    """Both sides of the two-phase commit, for one node."""
+
+    def __init__(self, lcd: Lcd, send: Send, membership: Callable[[str], PathState]) -> None:
+        self.lcd = lcd  # the daemon's own connection (participant side)
+        self.send = send
+        self.membership = membership
+        self._ids = itertools.count(1)
+        self._pending: dict[str, tuple[str, dict[str, Any], str, float]] = {}
+
+    # ---------------------------------------------------------------- coordinator
+
+    async def prepare(self, nodes: list[str], op: str, args: dict[str, Any], actor: str, seq: int) -> Transaction:
+        txn = Transaction(f"{self.lcd.local_node}-{time.time_ns()}-{next(self._ids)}", op, args, nodes)
+        down = [n for n in nodes if self.membership(n) is PathState.DEAD]
+        if down:
+            raise CommunicationFailed(
+                f"{op} refused: {', '.join(down)} cannot be reached (all paths DEAD); "
+                "a change to a hierarchy needs every node it is extended to; nothing was changed"
+            )
+        request = {"txid": txn.id, "op": op, "args": args, "actor": actor, "seq": seq}
+        for node in nodes:
+            try:
+                await self.send(node, "prepare", request)
+            except HakeeperError as exc:
+                await self._abort(txn)
+                raise CommunicationFailed(f"{op} refused by node {node}: {exc}; nothing was changed") from None
+            txn.prepared.append(node)
+        return txn
+
+    async def finish(self, txn: Transaction, committed: bool) -> None:
+        if not committed:
+            await self._abort(txn)
+            return
+        for node in txn.prepared:
+            try:
+                await self.send(node, "commit", {"txid": txn.id})
+            except HakeeperError as exc:
+                logger.error("%s committed here but not on %s: %s (it will lack this change)", txn.op, node, exc)
+
+    async def _abort(self, txn: Transaction) -> None:
+        for node in txn.prepared:
+            try:
+                await self.send(node, "abort", {"txid": txn.id})
+            except HakeeperError as exc:
+                logger.warning("abort of %s on %s: %s (it forgets it after %g s)", txn.op, node, exc,
+                               PREPARED_LIFETIME)  # fmt: skip
+
+    # ---------------------------------------------------------------- participant
+
+    async def on_prepare(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
+        self._expire()
+        txid, op, change = str(args["txid"]), str(args["op"]), args.get("args")
+        if op not in REPLICATED or not isinstance(change, dict):
+            raise IllegalArgument(f"{op} is not a replicated change")
+        self.lcd.try_change(op, change)  # raises, with the reason, when it would not apply here
+        actor = f"{args.get('actor', '?')} via {peer.node}#{args.get('seq', '?')}"
+        self._pending[txid] = (op, change, actor, time.monotonic() + PREPARED_LIFETIME)
+        return {}
+
+    async def on_commit(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
+        op, change, actor, _ = self._pending.pop(str(args["txid"]))
+        own = self.lcd.actor
+        self.lcd.actor = actor
+        try:
+            self.lcd.replay(op, change)
+        finally:
+            self.lcd.actor = own
+        logger.info("%s from %s applied (%s)", op, peer.node, actor)
+        return {}
+
+    async def on_abort(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
+        self._pending.pop(str(args["txid"]), None)
+        return {}
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for txid in [t for t, (_, _, _, deadline) in self._pending.items() if deadline < now]:
+            del self._pending[txid]
+
+
+def thread_replicator(
+    sync: ConfigSync, loop: asyncio.AbstractEventLoop, lcd: Lcd, actor: str
+) -> Callable[[str, dict[str, Any]], Callable[[bool], None] | None]:
+    """A replicator for an Lcd used in a worker thread of hakeeperd: the 2PC runs on the daemon's loop."""
+
+    def replicate(op: str, args: dict[str, Any]) -> Callable[[bool], None] | None:
+        nodes = participants(lcd, op, args)
+        if not nodes:
+            return None
+        seq = lcd.last_seq() + 1
+        txn = asyncio.run_coroutine_threadsafe(sync.prepare(nodes, op, args, actor, seq), loop).result(120)
+
+        def finish(committed: bool) -> None:
+            asyncio.run_coroutine_threadsafe(sync.finish(txn, committed), loop).result(120)
+
+        return finish
+
+    return replicate
