@@ -16,36 +16,9 @@ from pathlib import Path
 
 import pytest
 
-BIN = Path(sys.executable).parent
+from hakeeper.demo import CHECK, REMOVE, RESTORE  # the demo's web server scripts: one copy of them
 
-RESTORE = """#!/bin/sh
-# start the web server unless it runs; succeed once it answers
-pidfile="$HAKEEPER_ROOT/web.pid"
-if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then exit 0; fi
-cd "$HAKEEPER_ROOT"
-nohup {python} -m http.server {port} --bind 127.0.0.1 >/dev/null 2>&1 &
-echo $! > "$pidfile"
-i=0
-while [ $i -lt 100 ]; do
-  {python} -c "import socket; socket.create_connection(('127.0.0.1', {port}), 0.2)" 2>/dev/null && exit 0
-  sleep 0.05; i=$((i+1))
-done
-exit 1
-"""
-REMOVE = """#!/bin/sh
-pidfile="$HAKEEPER_ROOT/web.pid"
-[ -f "$pidfile" ] && kill -9 "$(cat "$pidfile")" 2>/dev/null
-rm -f "$pidfile"
-exit 0
-"""
-CHECK = """#!/bin/sh
-# running = the process exists and is not a zombie (kill -0 also answers for a zombie)
-pidfile="$HAKEEPER_ROOT/web.pid"
-[ -f "$pidfile" ] || exit 7
-pid=$(cat "$pidfile")
-grep -q '^State:[[:space:]]*[^Z]' "/proc/$pid/status" 2>/dev/null || exit 7
-exit 0
-"""
+BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
