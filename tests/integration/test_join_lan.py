@@ -1,0 +1,71 @@
+"""Nodes join over the test LAN with the commands an administrator types, and their paths come ALIVE."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hakeeper.comm.paths import PathState, read_states
+from hakeeper.db import Lcd
+from tests.harness.lan import Lan
+
+HAKEEPER = str(Path(sys.executable).parent / "hakeeper")
+
+
+@pytest.mark.slow
+def test_nodes_join_through_a_member_and_their_paths_come_alive(lan: Lan, tmp_path: Path) -> None:
+    roots = {n.name: tmp_path / n.name for n in lan.nodes}
+    env = {name: {"HAKEEPER_ROOT": str(root), "HAKEEPER_NODE": name} for name, root in roots.items()}
+    node1 = lan.node("node1")
+
+    def hk(node_name: str, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return lan.node(node_name).run(
+            [HAKEEPER, *argv], env=dict(os.environ, **env[node_name]), timeout=60, input=stdin
+        )
+
+    assert hk("node1", "cluster", "init", "--name", "lab").returncode == 0
+    serve = node1.popen(
+        [HAKEEPER, "cluster", "serve-join", "--listen", str(node1.address), "--timeout", "60"],
+        env=dict(os.environ, **env["node1"]),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for name in ("node2", "node3"):
+            token = hk("node1", "cluster", "token").stdout.strip().splitlines()[-1]
+            joined = hk(name, "cluster", "join", "--token", "-", str(node1.address), stdin=token + "\n")
+            assert joined.returncode == 0, joined.stderr
+            reused = hk(name, "cluster", "join", "--token", "-", str(node1.address), stdin=token + "\n")
+            assert reused.returncode != 0, "a token works once (and an identity exists already)"
+    finally:
+        serve.kill()
+        serve.wait(10)
+    # The administrator declares the nodes and paths on each node, and starts hakeeperd.
+    daemons = []
+    for node in lan.nodes:
+        with Lcd.open(roots[node.name]) as lcd:
+            for other in lan.nodes:
+                if other is not node:
+                    lcd.create_node(other.name)
+                    lcd.create_path(other.name, str(node.address), str(other.address))
+        daemons.append(
+            node.popen(
+                [sys.executable, "-c", "from hakeeper.cli.daemon import hakeeperd; hakeeperd()"],
+                env=dict(os.environ, **env[node.name]),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        states = [read_states(root) for root in roots.values()]
+        if all(len(s) == 2 and set(s.values()) == {PathState.ALIVE} for s in states):
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"paths did not all come ALIVE: {[read_states(r) for r in roots.values()]}")
