@@ -42,6 +42,7 @@ from hakeeper.recovery.engine import DEFAULT_MAX_PARALLEL, Engine
 
 logger = logging.getLogger(__name__)
 
+CATCH_UP_EVERY = 5.0  # besides at once when a node comes back
 SYNC_TIMEOUT = 30.0  # a participant's answer to prepare / commit / abort
 REMOTE_TIMEOUT = 900.0  # LifeKeeper's REMOTETIMEOUT: a command on another node may take this long
 
@@ -119,6 +120,14 @@ class Daemon:
         finally:
             rpc.close()
 
+    async def _catch_up(self) -> None:
+        """Now and then, tell nodes that are ALIVE the committed changes they have not confirmed."""
+        while True:
+            await asyncio.sleep(CATCH_UP_EVERY)
+            for node in [n for n, state in self.membership.items() if state is PathState.ALIVE]:
+                if self.lcd.outbox(node):
+                    await self.sync.redeliver(node)
+
     async def _rpc_run(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
         """Another node asks this one to run a command (``-d NODE`` and lcdremexec there)."""
         command, argv = args.get("command"), args.get("argv")
@@ -162,6 +171,8 @@ class Daemon:
     def on_node(self, node: str, state: PathState) -> None:
         """A peer's liveness changed (all paths DEAD, or one ALIVE again). Failover will act on DEAD."""
         self.membership[node] = state
+        if state is PathState.ALIVE and self.identity is not None and self.lcd.outbox(node):
+            self.spawn(self.sync.redeliver(node), f"catch-up of {node}")
 
     def on_check_failure(self, resource: Resource, result: Result) -> None:
         message = f"quickCheck: {result.message or (result.health.value if result.health else 'failed')}"
@@ -242,6 +253,7 @@ class Daemon:
             self.spawn_service(self.heartbeats.run(), "heartbeats")
         if self.rpc is not None:
             self.spawn_service(self._listen_for_messages(self.rpc), "messages")
+            self.spawn_service(self._catch_up(), "catch-up")
         logger.info("hakeeperd serving node %s on %s", self.node, sock)
         try:
             await self._stopping.wait()

@@ -13,15 +13,20 @@ every server of a hierarchy up to change it.
 Each request carries the coordinator's change-log sequence number, recorded in
 the participant's change log with the change ("root@node1 via node1#42").
 
-What is not here yet: a participant that becomes unreachable between prepare
-and commit misses the change (logged at ERROR) until catch-up exists; a lock
-that keeps two coordinators from preparing conflicting changes at once.
+Catch-up: the coordinator writes what each participant must be told into its
+``outbox``, in the same transaction as the change itself, and deletes a row
+only when that node confirmed the commit. A node that failed between prepare
+and commit (or whose confirmation was lost) is told again as soon as its paths
+come back (``redeliver``); it applies each change once, whatever the number of
+deliveries (its ``applied`` table). Not here yet: a lock that keeps two
+coordinators from preparing conflicting changes at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -78,7 +83,14 @@ class Transaction:
     op: str
     args: dict[str, Any]
     nodes: list[str]
+    actor: str
+    seq: int
     prepared: list[str] = field(default_factory=list)
+
+    @property
+    def message(self) -> dict[str, Any]:
+        """The commit: everything a participant needs to apply the change, even after a restart."""
+        return {"txid": self.id, "op": self.op, "args": self.args, "actor": self.actor, "seq": self.seq}
 
 
 class ConfigSync:
@@ -94,7 +106,7 @@ class ConfigSync:
     # ---------------------------------------------------------------- coordinator
 
     async def prepare(self, nodes: list[str], op: str, args: dict[str, Any], actor: str, seq: int) -> Transaction:
-        txn = Transaction(f"{self.lcd.local_node}-{time.time_ns()}-{next(self._ids)}", op, args, nodes)
+        txn = Transaction(f"{self.lcd.local_node}-{time.time_ns()}-{next(self._ids)}", op, args, nodes, actor, seq)
         down = [n for n in nodes if self.membership(n) is PathState.DEAD]
         if down:
             raise CommunicationFailed(
@@ -116,10 +128,27 @@ class ConfigSync:
             await self._abort(txn)
             return
         for node in txn.prepared:
-            try:
-                await self.send(node, "commit", {"txid": txn.id})
-            except HakeeperError as exc:
-                logger.error("%s committed here but not on %s: %s (it will lack this change)", txn.op, node, exc)
+            await self._deliver(node, txn.id, txn.message)
+
+    async def _deliver(self, node: str, txid: str, message: dict[str, Any]) -> bool:
+        try:
+            await self.send(node, "commit", message)
+        except HakeeperError as exc:
+            logger.error("%s committed here, not yet on %s: %s (told again when it is back)", message["op"], node, exc)
+            return False
+        self.lcd.delivered(txid, node)
+        return True
+
+    async def redeliver(self, node: str) -> int:
+        """Tell ``node`` the committed changes it has not confirmed, oldest first; returns how many it took."""
+        sent = 0
+        for txid, text in self.lcd.outbox(node):
+            if not await self._deliver(node, txid, json.loads(text)):
+                break
+            sent += 1
+        if sent:
+            logger.info("%s caught up on %d configuration change(s)", node, sent)
+        return sent
 
     async def _abort(self, txn: Transaction) -> None:
         for node in txn.prepared:
@@ -142,14 +171,13 @@ class ConfigSync:
         return {}
 
     async def on_commit(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
-        op, change, actor, _ = self._pending.pop(str(args["txid"]))
-        own = self.lcd.actor
-        self.lcd.actor = actor
-        try:
-            self.lcd.replay(op, change)
-        finally:
-            self.lcd.actor = own
-        logger.info("%s from %s applied (%s)", op, peer.node, actor)
+        txid, op, change = str(args["txid"]), str(args["op"]), args.get("args")
+        self._pending.pop(txid, None)
+        if op not in REPLICATED or not isinstance(change, dict):
+            raise IllegalArgument(f"{op} is not a replicated change")
+        actor = f"{args.get('actor', '?')} via {peer.node}#{args.get('seq', '?')}"
+        if self.lcd.apply_replicated(txid, op, change, actor):
+            logger.info("%s from %s applied (%s)", op, peer.node, actor)
         return {}
 
     async def on_abort(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
@@ -162,21 +190,34 @@ class ConfigSync:
             del self._pending[txid]
 
 
+@dataclass
+class Pending:
+    """A change this node coordinates, between its prepare and its local commit (see Lcd.Replication)."""
+
+    txn: Transaction
+    sync: ConfigSync
+    loop: asyncio.AbstractEventLoop
+
+    @property
+    def outbox(self) -> list[tuple[str, str, int, str]]:
+        text = json.dumps(self.txn.message)
+        return [(self.txn.id, node, self.txn.seq, text) for node in self.txn.prepared]
+
+    def finish(self, committed: bool) -> None:
+        asyncio.run_coroutine_threadsafe(self.sync.finish(self.txn, committed), self.loop).result(120)
+
+
 def thread_replicator(
     sync: ConfigSync, loop: asyncio.AbstractEventLoop, lcd: Lcd, actor: str
-) -> Callable[[str, dict[str, Any]], Callable[[bool], None] | None]:
+) -> Callable[[str, dict[str, Any]], Pending | None]:
     """A replicator for an Lcd used in a worker thread of hakeeperd: the 2PC runs on the daemon's loop."""
 
-    def replicate(op: str, args: dict[str, Any]) -> Callable[[bool], None] | None:
+    def replicate(op: str, args: dict[str, Any]) -> Pending | None:
         nodes = participants(lcd, op, args)
         if not nodes:
             return None
         seq = lcd.last_seq() + 1
         txn = asyncio.run_coroutine_threadsafe(sync.prepare(nodes, op, args, actor, seq), loop).result(120)
-
-        def finish(committed: bool) -> None:
-            asyncio.run_coroutine_threadsafe(sync.finish(txn, committed), loop).result(120)
-
-        return finish
+        return Pending(txn, sync, loop)
 
     return replicate

@@ -81,6 +81,21 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (node, priority)
     );
     """,
+    # 3: delivery of replicated configuration changes: what other nodes still have to be told,
+    # and which changes from other nodes were applied here (so that a redelivery is harmless).
+    """
+    CREATE TABLE outbox (
+        txid    TEXT NOT NULL,
+        node    TEXT NOT NULL,
+        seq     INTEGER NOT NULL,
+        message TEXT NOT NULL,
+        PRIMARY KEY (txid, node)
+    );
+    CREATE TABLE applied (
+        txid TEXT PRIMARY KEY,
+        time REAL NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hakeeper.db import graph
 from hakeeper.db.model import (
@@ -108,8 +108,9 @@ class Lcd:
         self.actor = actor if actor is not None else _current_user()
         #: Called with (op, args) before a change; returns what to call with "committed?" after it
         #: (hakeeperd sets it to replicate configuration changes to the nodes they concern).
-        self.replicator: Callable[[str, dict[str, Any]], Callable[[bool], None] | None] | None = None
+        self.replicator: Callable[[str, dict[str, Any]], Replication | None] | None = None
         self._dry = False
+        self._applying: str | None = None
         try:
             self._conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
         except sqlite3.Error as exc:
@@ -188,13 +189,13 @@ class Lcd:
         first (refusing it changes nothing anywhere) and commit it after this node.
         In a :meth:`try_change`, everything runs and is then rolled back.
         """
-        finish = self.replicator(op, args) if self.replicator is not None and not self._dry else None
+        pending = self.replicator(op, args) if self.replicator is not None and not self._dry else None
         committed = False
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if finish is not None:
-                finish(False)
+            if pending is not None:
+                pending.finish(False)
             raise SystemCallFailed(f"the LCD {self.path} is busy or unwritable: {exc}") from None
         try:
             yield self._conn
@@ -202,6 +203,12 @@ class Lcd:
                 "INSERT INTO changes (time, actor, op, args) VALUES (?, ?, ?, ?)",
                 (time.time(), self.actor, op, json.dumps(args, sort_keys=True, ensure_ascii=False)),
             )
+            if pending is not None:  # what the other nodes must be told, kept until they have been
+                self._conn.executemany(
+                    "INSERT INTO outbox (txid, node, seq, message) VALUES (?, ?, ?, ?)", pending.outbox
+                )
+            if self._applying is not None:
+                self._conn.execute("INSERT INTO applied (txid, time) VALUES (?, ?)", (self._applying, time.time()))
             self._conn.execute("ROLLBACK" if self._dry else "COMMIT")
             committed = not self._dry
         except BaseException as exc:
@@ -213,8 +220,35 @@ class Lcd:
                 raise SystemCallFailed(f"the LCD {self.path} failed during {op}: {exc}") from exc
             raise
         finally:
-            if finish is not None:
-                finish(committed)
+            if pending is not None:
+                pending.finish(committed)
+
+    def apply_replicated(self, txid: str, op: str, args: dict[str, Any], actor: str) -> bool:
+        """Apply a change another node committed, once: False if ``txid`` was applied here before."""
+        if self._exists("SELECT 1 FROM applied WHERE txid = ?", (txid,)):
+            return False
+        own, self.actor, self._applying = self.actor, actor, txid
+        try:
+            self.replay(op, args)
+        finally:
+            self.actor, self._applying = own, None
+        return True
+
+    def outbox(self, node: str) -> list[tuple[str, str]]:
+        """Committed changes ``node`` has not confirmed yet: (txid, message), oldest first."""
+        rows = self._query("SELECT txid, message FROM outbox WHERE node = ? ORDER BY seq, txid", (node,))
+        return [(str(t), str(m)) for t, m in rows]
+
+    def delivered(self, txid: str, node: str) -> None:
+        """``node`` confirmed ``txid``: bookkeeping of delivery, not a configuration change."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("DELETE FROM outbox WHERE txid = ? AND node = ?", (txid, node))
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise SystemCallFailed(f"the LCD {self.path} failed to record a delivery: {exc}") from None
 
     def try_change(self, op: str, args: dict[str, Any]) -> None:
         """Check that a recorded change would apply here (it runs, then is rolled back); raises if not."""
@@ -810,6 +844,15 @@ def _normal(text: str) -> str:
         return str(ipaddress.ip_address(text))
     except ValueError:
         return text
+
+
+class Replication(Protocol):
+    """What a replicator hands back for a change: outbox rows (txid, node, seq, message) and a finish step."""
+
+    @property
+    def outbox(self) -> list[tuple[str, str, int, str]]: ...
+
+    def finish(self, committed: bool) -> None: ...
 
 
 def check_interval_seconds(seconds: int) -> int:
