@@ -12,7 +12,7 @@ from .errors import HarnessError
 HOG_MAX_SECONDS = 1800.0  # a hog without a duration still stops by itself after this
 HOG_CODE = """\
 import os, sys, time
-os.setpriority(os.PRIO_PROCESS, 0, 0)
+os.setpriority(os.PRIO_PROCESS, 0, int(sys.argv[2]))
 end = time.monotonic() + float(sys.argv[1])
 while time.monotonic() < end:
     pass
@@ -20,18 +20,18 @@ while time.monotonic() < end:
 
 
 class CpuHog:
-    """Busy-loop processes (nice 0), one per core by default. ``stop()`` or leave the ``with`` block to end them."""
+    """Busy-loop processes (nice 0 unless told), one per core by default. ``stop()`` or leave the ``with`` block."""
 
-    def __init__(self, netns: str, count: int, seconds: float | None, table: procs.ProcessTable) -> None:
+    def __init__(self, netns: str, count: int, seconds: float | None, table: procs.ProcessTable, nice: int = 0) -> None:
         duration = HOG_MAX_SECONDS if seconds is None else float(seconds)
-        if not 0 < duration <= HOG_MAX_SECONDS or not 1 <= count <= 1024:
-            raise ValueError(f"cpu_hog: 1..1024 processes for 0..{HOG_MAX_SECONDS} s")
+        if not 0 < duration <= HOG_MAX_SECONDS or not 1 <= count <= 1024 or not -20 <= nice <= 19:
+            raise ValueError(f"cpu_hog: 1..1024 processes at nice -20..19 for 0..{HOG_MAX_SECONDS} s")
         self._owner = f"hog@{id(self):x}"
         self._table = table
         argv = [shell.tool("nsenter"), f"--net={procs.NETNS_DIR}/{netns}", sys.executable, "-I", "-S", "-c", HOG_CODE]
         self.processes: list[subprocess.Popen[bytes]] = []
         for _ in range(count):
-            proc = subprocess.Popen([*argv, str(duration)], stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen([*argv, str(duration), str(nice)], stdin=subprocess.DEVNULL, start_new_session=True)
             table.add(self._owner, proc)
             self.processes.append(proc)
         for proc in self.processes:  # inside the namespace, where cleanup looks for them

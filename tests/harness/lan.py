@@ -436,13 +436,13 @@ class Lan:
 
     # ---- faults of the machines -----------------------------------------------------------------------
 
-    def cpu_hog(self, seconds: float | None = None, *, processes: int | None = None) -> CpuHog:
+    def cpu_hog(self, seconds: float | None = None, *, processes: int | None = None, nice: int = 0) -> CpuHog:
         """Start one busy loop per core (or ``processes``) at nice 0, for ``seconds`` or until ``stop()``."""
         with self._lock:
             if not self._open:
                 raise HarnessError(f"{self!r} is not running")
             count = processes if processes is not None else len(os.sched_getaffinity(0))
-            hog = CpuHog(self.networks[0].netns, count, seconds, self._table)
+            hog = CpuHog(self.networks[0].netns, count, seconds, self._table, nice)
             self._hogs.append(hog)
             return hog
 
