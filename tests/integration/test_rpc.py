@@ -1,0 +1,84 @@
+"""The message port between nodes: calls work, and strangers, garbage and oversized frames are refused."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hakeeper.comm import rpc, tls
+from hakeeper.db.model import CommPath
+from hakeeper.errors import CommunicationFailed
+from tests.certs import make_cluster
+
+HOST_A, HOST_B = "127.0.0.21", "127.0.0.22"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def echo(peer: tls.Peer, args: dict[str, Any]) -> dict[str, Any]:
+    return {"from": peer.node, "args": args}
+
+
+def test_calls_and_refusals(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ids = make_cluster(tmp_path, ["node1", "node2"])
+    stranger = make_cluster(tmp_path / "other", ["node1"], cluster="other")["node1"]
+    port = free_port()
+    path = CommPath("node2", "TCP", HOST_A, HOST_B, 1)
+    dead_path = CommPath("node2", "TCP", HOST_A, "127.0.0.23", 1)  # nobody listens there
+
+    async def raw(context: ssl.SSLContext | None, payload: bytes) -> bytes:
+        try:
+            reader, writer = await asyncio.open_connection(HOST_B, port, ssl=context)
+            writer.write(payload)
+            await writer.drain()
+            data = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            return data
+        except (OSError, ssl.SSLError, TimeoutError):
+            return b""
+
+    async def scenario() -> None:
+        server = rpc.RpcServer(ids["node2"], {"echo": echo}, timeout=2)
+        await server.listen({(HOST_B, port)})
+        try:
+            good = await rpc.call(ids["node1"], [path], port, "echo", {"x": 1}, timeout=5)
+            assert good == {"from": "node1", "args": {"x": 1}}
+            # The first path is dead: the call goes on to the next one.
+            both = [dead_path, CommPath("node2", "TCP", HOST_A, HOST_B, 2)]
+            assert (await rpc.call(ids["node1"], both, port, "echo", {}, timeout=5))["from"] == "node1"
+            with pytest.raises(rpc.RemoteError, match="unknown operation"):
+                await rpc.call(ids["node1"], [path], port, "format_disk", {}, timeout=5)
+            with pytest.raises(CommunicationFailed, match="on any of its 1 paths"):
+                await rpc.call(ids["node1"], [dead_path], port, "echo", {}, timeout=2)
+            # Strangers get nothing.
+            assert await raw(tls.client_context(stranger), rpc.frame({"op": "echo", "args": {}})) == b""
+            bare = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            bare.check_hostname, bare.verify_mode = False, ssl.CERT_NONE
+            assert await raw(bare, rpc.frame({"op": "echo", "args": {}})) == b""
+            # Members sending garbage or oversized frames get nothing either.
+            member = tls.client_context(ids["node1"])
+            assert await raw(member, struct.pack(">I", 5) + b"nope!") == b""
+            assert await raw(member, struct.pack(">I", rpc.MAX_FRAME + 1)) == b""
+            # And the server still serves.
+            assert (await rpc.call(ids["node1"], [path], port, "echo", {}, timeout=5))["from"] == "node1"
+        finally:
+            server.close()
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
+    logged = " | ".join(r.getMessage() for r in caplog.records)
+    assert "refused TLS connection" in logged
+    assert "frame is not JSON" in logged
+    assert "larger than" in logged
+    assert "unknown operation 'format_disk'" in logged
