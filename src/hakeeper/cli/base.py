@@ -287,8 +287,10 @@ def run(
                 out.write(answer.out)
                 err.write(answer.err)
                 return answer.code
-        if args.dest is not None:
-            check_destination(ctx, args.dest)
+        if args.dest is not None and other_node(ctx.lcd, args.dest) is not None:
+            raise CommunicationFailed(
+                f"cannot reach node {args.dest!r}: other nodes are reached through hakeeperd (see: lkstart)"
+            )
         return cmd.runner(ctx, args)
     except BaseException as exc:  # noqa: BLE001 - failure() re-raises what is not ours to report
         return failure(shown, err, exc)
@@ -305,10 +307,9 @@ async def run_in_daemon(
 
     try:
         cmd, args = parse(name, argv, name)
-        if args.dest is not None and args.dest != lcd.local_node:
-            if args.dest not in {n.name for n in lcd.nodes()}:
-                raise NotFound(f"no node named {args.dest!r} (see: sys_list)")
-            answer = await services.run_remote(args.dest, name, list(argv), actor)
+        target = other_node(lcd, args.dest)
+        if target is not None:
+            answer = await services.run_remote(target, name, list(argv), actor)
             out.write(answer.out)
             err.write(answer.err)
             return int(answer.code)
@@ -352,14 +353,13 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def check_destination(ctx: Context, dest: str) -> None:
-    """``-d NODE``: this node is served here; another node needs cluster communication."""
-    nodes = {n.name for n in ctx.lcd.nodes()}
-    if dest == ctx.lcd.local_node:
-        return
-    if dest not in nodes:
+def other_node(lcd: Lcd, dest: str | None) -> str | None:
+    """The node ``-d NODE`` names when it is not this one (None for this node or no -d); unknown: an error."""
+    if dest is None or dest == lcd.local_node:
+        return None
+    if dest not in {n.name for n in lcd.nodes()}:
         raise NotFound(f"no node named {dest!r} (see: sys_list)")
-    raise CommunicationFailed(f"cannot reach node {dest!r}: other nodes are reached through hakeeperd (see: lkstart)")
+    return dest
 
 
 def _silence_stdout() -> None:

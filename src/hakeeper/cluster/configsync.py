@@ -56,7 +56,6 @@ REPLICATED = frozenset(
         "remove_resources",
     }
 )
-PREPARED_LIFETIME = 60.0  # a prepared change never committed nor aborted is forgotten after this
 
 Send = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
 
@@ -101,7 +100,6 @@ class ConfigSync:
         self.send = send
         self.membership = membership
         self._ids = itertools.count(1)
-        self._pending: dict[str, tuple[str, dict[str, Any], str, float]] = {}
 
     # ---------------------------------------------------------------- coordinator
 
@@ -155,24 +153,20 @@ class ConfigSync:
             try:
                 await self.send(node, "abort", {"txid": txn.id})
             except HakeeperError as exc:
-                logger.warning("abort of %s on %s: %s (it forgets it after %g s)", txn.op, node, exc,
-                               PREPARED_LIFETIME)  # fmt: skip
+                logger.warning("abort of %s on %s: %s (harmless: a prepare leaves nothing behind)", txn.op, node, exc)
 
     # ---------------------------------------------------------------- participant
 
     async def on_prepare(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
-        self._expire()
-        txid, op, change = str(args["txid"]), str(args["op"]), args.get("args")
+        """Say whether the change would apply here; nothing is kept (the commit carries the whole change)."""
+        op, change = str(args["op"]), args.get("args")
         if op not in REPLICATED or not isinstance(change, dict):
             raise IllegalArgument(f"{op} is not a replicated change")
         self.lcd.try_change(op, change)  # raises, with the reason, when it would not apply here
-        actor = f"{args.get('actor', '?')} via {peer.node}#{args.get('seq', '?')}"
-        self._pending[txid] = (op, change, actor, time.monotonic() + PREPARED_LIFETIME)
         return {}
 
     async def on_commit(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
         txid, op, change = str(args["txid"]), str(args["op"]), args.get("args")
-        self._pending.pop(txid, None)
         if op not in REPLICATED or not isinstance(change, dict):
             raise IllegalArgument(f"{op} is not a replicated change")
         actor = f"{args.get('actor', '?')} via {peer.node}#{args.get('seq', '?')}"
@@ -181,13 +175,8 @@ class ConfigSync:
         return {}
 
     async def on_abort(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
-        self._pending.pop(str(args["txid"]), None)
+        """Nothing to undo: a prepare keeps nothing. The message stays so that the protocol reads whole."""
         return {}
-
-    def _expire(self) -> None:
-        now = time.monotonic()
-        for txid in [t for t, (_, _, _, deadline) in self._pending.items() if deadline < now]:
-            del self._pending[txid]
 
 
 @dataclass
