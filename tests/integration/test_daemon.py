@@ -17,14 +17,9 @@ from pathlib import Path
 import pytest
 
 from hakeeper.demo import CHECK, REMOVE, RESTORE  # the demo's web server scripts: one copy of them
+from tests.ports import free_port
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serving(port: int) -> bool:

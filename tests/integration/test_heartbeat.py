@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from hakeeper.comm import tls
 from hakeeper.comm.heartbeat import Config, Heartbeats
 from hakeeper.db.model import CommPath
 from tests.certs import make_cluster
+from tests.ports import free_port
 
 NODES = ["node1", "node2", "node3"]
 INTERVAL, MISSES = 0.1, 3  # a 0.3 s budget keeps the tests short
@@ -28,12 +28,6 @@ INTERVAL, MISSES = 0.1, 3  # a 0.3 s budget keeps the tests short
 
 def address(node: str, net: int) -> str:
     return f"127.0.{net}.{10 + NODES.index(node) + 1}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def config(node: str, port: int, *, interval: float = INTERVAL, nets: tuple[int, ...] = (0, 1)) -> Config:

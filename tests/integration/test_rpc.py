@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 import struct
 from pathlib import Path
@@ -16,14 +15,9 @@ from hakeeper.comm import rpc, tls
 from hakeeper.db.model import CommPath
 from hakeeper.errors import CommunicationFailed
 from tests.certs import make_cluster
+from tests.ports import free_port
 
 HOST_A, HOST_B = "127.0.0.21", "127.0.0.22"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def echo(peer: tls.Peer, args: dict[str, Any]) -> dict[str, Any]:
