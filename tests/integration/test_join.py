@@ -54,6 +54,7 @@ from hakeeper.comm.tls import (
 from hakeeper.db import Lcd
 from hakeeper.errors import CommunicationFailed, HakeeperError
 from tests.conftest import Result
+from tests.ports import tracked_server
 
 OK, EXISTS, ILLEGAL, COMM = 0, 4, 5, 9
 TIMEOUT = 10.0
@@ -87,20 +88,8 @@ class Member:
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[tuple[int, asyncio.Queue[None]]]:
         """Listen on 127.0.0.1; the queue gets an item when a connection is over."""
-        finished: asyncio.Queue[None] = asyncio.Queue()
-
-        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                await self.service.handle(reader, writer)
-            finally:
-                finished.put_nowait(None)
-
-        server = await asyncio.start_server(tracked, "127.0.0.1", 0)
-        try:
-            yield server.sockets[0].getsockname()[1], finished
-        finally:
-            server.close()
-            await server.wait_closed()
+        async with tracked_server(self.service.handle) as served:
+            yield served
 
 
 @pytest.fixture

@@ -49,6 +49,7 @@ from hakeeper.comm.tls import (
 from hakeeper.errors import IllegalArgument
 from tests.certs import add_node
 from tests.conftest import Cli
+from tests.ports import tracked_server
 
 OK, SYSCALL, SYNTAX, INTERNAL, EXISTS, ILLEGAL, RANGE, MISSING = range(8)
 TIMEOUT = 5.0
@@ -286,21 +287,8 @@ class Greeter:
 @contextlib.asynccontextmanager
 async def serving(identity: Identity, greeter: Greeter) -> AsyncIterator[tuple[int, asyncio.Queue[None]]]:
     """A mutual-TLS server on 127.0.0.1; the queue gets an item when a connection is over (refused or served)."""
-    accept = accept_tls(identity, greeter)
-    finished: asyncio.Queue[None] = asyncio.Queue()
-
-    async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await accept(reader, writer)
-        finally:
-            finished.put_nowait(None)
-
-    server = await asyncio.start_server(tracked, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1], finished
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with tracked_server(accept_tls(identity, greeter)) as served:
+        yield served
 
 
 async def attempt(port: int, context: ssl.SSLContext) -> bytes:
