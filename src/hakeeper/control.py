@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hakeeper.errors import CommunicationFailed
-from hakeeper.wire import SOCKET_NAME, exchange
+from hakeeper.wire import SOCKET_NAME, exchange, request
 
 PID_NAME = "hakeeperd.pid"
 MAX_REQUEST = 1 << 20
@@ -56,8 +56,6 @@ def decode_answer(data: bytes) -> Answer:
 
 def forward_to_daemon(root: Path, command: str, argv: list[str]) -> Answer | None:
     """Send a command to hakeeperd; None when no daemon listens on this state directory."""
-    from hakeeper.wire import request
-
     path = socket_path(root)
     try:
         data = exchange(str(path), request(command, argv))
