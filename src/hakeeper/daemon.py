@@ -76,12 +76,15 @@ class Daemon:
         self.membership: dict[str, PathState] = {}
         self.identity = load_identity(self.root) if identity_exists(self.root) else None
         self.heartbeats = HeartbeatLink(self.root, self.lcd, self.on_node) if self.identity else None
-        self.sync = ConfigSync(self.lcd, self._send, self._membership_of)
+        self.sync = ConfigSync(self.lcd, self._send, self._membership_of, self._config_changed)
+        #: Set once this node has asked every reachable peer for the changes it missed (see _join_in).
+        self.caught_up = asyncio.Event()
         handlers = {
             "run": self._rpc_run,
             "prepare": self.sync.on_prepare,
             "commit": self.sync.on_commit,
             "abort": self.sync.on_abort,
+            "catch_up": self.sync.on_catch_up,
         }
         self.rpc = RpcServer(self.identity, handlers) if self.identity else None
         self._services: set[asyncio.Task[Any]] = set()
@@ -121,12 +124,39 @@ class Daemon:
             rpc.close()
 
     async def _catch_up(self) -> None:
-        """Now and then, tell nodes that are ALIVE the committed changes they have not confirmed."""
+        """Now and then, tell every node the committed changes it has not confirmed.
+
+        Nodes that are not ALIVE are tried too, quietly: one that missed a change
+        of heartbeat timing stays DEAD to the others until it is told.
+        """
         while True:
             await asyncio.sleep(CATCH_UP_EVERY)
-            for node in [n for n, state in self.membership.items() if state is PathState.ALIVE]:
+            for node in sorted({n.name for n in self.lcd.nodes()} - {self.node}):
                 if self.lcd.outbox(node):
-                    await self.sync.redeliver(node)
+                    await self.sync.redeliver(node, quiet=self.membership.get(node) is not PathState.ALIVE)
+
+    async def _join_in(self) -> None:
+        """At start, before taking part in any decision: ask every peer for the changes this node missed."""
+        peers = sorted({n.name for n in self.lcd.nodes()} - {self.node})
+        results = await asyncio.gather(*(self._pull(node, quiet=True) for node in peers))
+        heard = [node for node, ok in zip(peers, results, strict=True) if ok]
+        missing = [node for node in peers if node not in heard]
+        unreachable = f"; not reachable: {', '.join(missing)}" if missing else ""
+        logger.info("caught up with %s%s", ", ".join(heard) or "no peer", unreachable)
+        self.caught_up.set()
+
+    async def _pull(self, node: str, *, quiet: bool = False) -> bool:
+        try:
+            async with asyncio.timeout(SYNC_TIMEOUT):
+                await self.sync.catch_up_from(node)
+        except (HakeeperError, TimeoutError) as exc:
+            (logger.debug if quiet else logger.warning)("catch-up from %s: %s", node, exc)
+            return False
+        return True
+
+    def _config_changed(self, op: str) -> None:
+        if op == "set_settings" and self.heartbeats is not None:
+            self.heartbeats.reconfigure()  # the new timing at once, not at the next refresh
 
     async def _rpc_run(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
         """Another node asks this one to run a command (``-d NODE`` and lcdremexec there)."""
@@ -171,8 +201,8 @@ class Daemon:
     def on_node(self, node: str, state: PathState) -> None:
         """A peer's liveness changed (all paths DEAD, or one ALIVE again). Failover will act on DEAD."""
         self.membership[node] = state
-        if state is PathState.ALIVE and self.identity is not None and self.lcd.outbox(node):
-            self.spawn(self.sync.redeliver(node), f"catch-up of {node}")
+        if state is PathState.ALIVE and self.identity is not None:
+            self.spawn(self._pull(node), f"catch-up from {node}")  # it asks us likewise
 
     def on_check_failure(self, resource: Resource, result: Result) -> None:
         message = f"quickCheck: {result.message or (result.health.value if result.health else 'failed')}"
@@ -254,6 +284,9 @@ class Daemon:
         if self.rpc is not None:
             self.spawn_service(self._listen_for_messages(self.rpc), "messages")
             self.spawn_service(self._catch_up(), "catch-up")
+            self.spawn(self._join_in(), "catch-up at start")
+        else:
+            self.caught_up.set()
         logger.info("hakeeperd serving node %s on %s", self.node, sock)
         try:
             await self._stopping.wait()

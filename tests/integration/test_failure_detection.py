@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from hakeeper.comm.paths import PathState
+from hakeeper.db import Lcd
 from tests.harness.cluster import HaCluster
 from tests.harness.lan import Lan
 
@@ -16,6 +20,16 @@ BUDGET = 0.8  # the default heartbeat_interval x heartbeat_misses
 SLACK = 0.7  # polling, process scheduling, and the heartbeat ticker's quarter interval
 
 TWO_NETWORKS = pytest.mark.parametrize("lan", [{"nodes": 3, "second_network": True}], indirect=True)
+
+
+def settings(ha: HaCluster, node: str, *assignments: str) -> subprocess.CompletedProcess[str]:
+    argv = [str(Path(sys.executable).parent / "hakeeper"), "settings", *assignments]
+    return subprocess.run(argv, env=ha.env(node), capture_output=True, text=True, timeout=60, check=False)
+
+
+def misses(ha: HaCluster, node: str) -> int:
+    with Lcd.open(ha.root(node)) as lcd:
+        return int(lcd.settings()["heartbeat_misses"])
 
 
 def sees_dead(ha_cluster: HaCluster, observer: str, other: str) -> Callable[[], bool]:
@@ -52,8 +66,15 @@ def test_a_partitioned_node_is_declared_dead_by_both_others_within_the_budget(ha
     # node3's own timers run apart from the others': it sees them dead within the same budget.
     when = ha_cluster.wait(sees_dead(ha_cluster, "node3", "node1"), 10, "node3: node1 DEAD")
     assert when - start <= BUDGET + SLACK, f"node3 took {when - start:.2f} s"
+    # A cluster-wide change while node3 is away: heartbeat timing, which node3 must share to be ALIVE again.
+    done = settings(ha_cluster, "node1", "heartbeat_misses=5")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert [misses(ha_cluster, n) for n in ("node1", "node2", "node3")] == [5, 5, 4]
     lan.heal()
-    ha_cluster.wait(ha_cluster.all_alive, 15, "every path ALIVE again after the partition heals")
+    ha_cluster.wait(lambda: misses(ha_cluster, "node3") == 5, 15, "node3 to catch up on the change")
+    ha_cluster.wait(ha_cluster.all_alive, 20, "every path ALIVE again after the partition heals")
+    time.sleep(BUDGET * 2)
+    assert ha_cluster.all_alive(), "and it stays so: node3 heartbeats with the new timing"
     assert ha_cluster.declared_dead("node1", "node3") == 1
 
 
@@ -66,9 +87,14 @@ def test_a_powered_off_node_is_declared_dead_and_alive_when_back(ha_cluster: HaC
     for observer in ("node1", "node2"):
         when = ha_cluster.wait(sees_dead(ha_cluster, observer, "node3"), 10, f"{observer}: node3 DEAD")
         assert when - start <= BUDGET + SLACK, f"{observer} took {when - start:.2f} s"
+    done = settings(ha_cluster, "node2", "shutdown_strategy=Switch Over Resources")
+    assert (done.returncode, done.stderr) == (0, "")
     lan.power_on(node3)
     ha_cluster.start(node3)
     ha_cluster.wait(ha_cluster.all_alive, 20, "node3 ALIVE again after power on")
+    ha_cluster.wait(lambda: "caught up with node1, node2" in ha_cluster.log("node3"), 10, "node3's catch-up at start")
+    with Lcd.open(ha_cluster.root("node3")) as lcd:
+        assert lcd.shutdown_strategy == "Switch Over Resources", "node3 caught up when it started"
 
 
 @pytest.mark.slow

@@ -6,8 +6,11 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from hakeeper.cluster.configsync import ConfigSync, thread_replicator
 from hakeeper.comm.paths import PathState
+from hakeeper.comm.rpc import RemoteError
 from hakeeper.comm.tls import Peer
 from hakeeper.db import Lcd
 from hakeeper.errors import CommunicationFailed
@@ -71,3 +74,86 @@ def test_a_lost_commit_is_delivered_when_the_node_is_back_and_applied_once(tmp_p
 
 async def no_send(node: str, op: str, args: dict[str, Any]) -> Any:
     raise CommunicationFailed("not used")
+
+
+def test_settings_go_to_every_node_and_one_that_is_away_catches_up_when_it_asks(tmp_path: Path) -> None:
+    a = node_lcd(tmp_path / "node1", "node1", "node2")
+    a.create_node("node3")
+    b = node_lcd(tmp_path / "node2", "node2", "node1")
+    c = node_lcd(tmp_path / "node3", "node3", "node1")
+    membership = {"node2": PathState.ALIVE, "node3": PathState.DEAD}
+    changed: list[str] = []
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        sides = {"node2": ConfigSync(b, no_send, lambda n: PathState.ALIVE, changed.append),
+                 "node3": ConfigSync(c, no_send, lambda n: PathState.ALIVE, changed.append)}  # fmt: skip
+        asked: list[tuple[str, str]] = []
+
+        async def send(node: str, op: str, args: dict[str, Any]) -> Any:
+            asked.append((node, op))
+            if membership[node] is not PathState.ALIVE:
+                raise CommunicationFailed(f"cannot reach node {node!r}")
+            return await getattr(sides[node], f"on_{op}")(Peer("node1", "198.18.0.11"), args)
+
+        sync = ConfigSync(a, send, lambda n: membership[n], changed.append)
+
+        def settings(assignments: dict[str, str]) -> None:
+            with Lcd.open(tmp_path / "node1", actor="root") as worker:
+                worker.replicator = thread_replicator(sync, loop, worker, "root")
+                worker.set_settings(assignments)
+
+        await asyncio.to_thread(settings, {"heartbeat_misses": "5"})
+        assert [lcd.settings()["heartbeat_misses"] for lcd in (a, b, c)] == [5, 5, 4]
+        assert ("node3", "prepare") not in asked, "a DEAD node is not asked"
+        assert [t for t, _ in a.outbox("node3")] and a.outbox("node2") == []
+        assert changed == ["set_settings", "set_settings"], "the coordinator and node2 reconfigure at once"
+
+        # The comm port needs every node: one that missed it could not be reached to be told.
+        with pytest.raises(CommunicationFailed, match="node3 cannot be reached"):
+            await asyncio.to_thread(settings, {"comm_port": "7400"})
+        assert [lcd.settings()["comm_port"] for lcd in (a, b, c)] == [7365, 7365, 7365]
+
+        # node3 is back and asks node1 for what it missed (as its daemon does at start and on ALIVE).
+        membership["node3"] = PathState.ALIVE
+        to_node1 = sides["node3"]
+
+        async def node3_send(node: str, op: str, args: dict[str, Any]) -> Any:
+            assert (node, op) == ("node1", "catch_up")
+            return await sync.on_catch_up(Peer("node3", "198.18.0.13"), args)
+
+        to_node1.send = node3_send
+        assert await to_node1.catch_up_from("node1") == 1
+        assert c.settings()["heartbeat_misses"] == 5
+        assert a.outbox("node3") == []
+        assert await to_node1.catch_up_from("node1") == 0
+
+    asyncio.run(scenario())
+    for lcd in (a, b, c):
+        lcd.close()
+
+
+def test_a_refusal_by_a_reachable_node_refuses_a_settings_change_everywhere(tmp_path: Path) -> None:
+    a = node_lcd(tmp_path / "node1", "node1", "node2")
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+
+        async def send(node: str, op: str, args: dict[str, Any]) -> Any:
+            if op == "prepare":
+                raise RemoteError("node node2: the LCD is busy", 1)
+            return {}
+
+        sync = ConfigSync(a, send, lambda n: PathState.ALIVE)
+
+        def settings() -> None:
+            with Lcd.open(tmp_path / "node1", actor="root") as worker:
+                worker.replicator = thread_replicator(sync, loop, worker, "root")
+                worker.set_settings({"heartbeat_misses": "6"})
+
+        with pytest.raises(CommunicationFailed, match="refused by node node2"):
+            await asyncio.to_thread(settings)
+
+    asyncio.run(scenario())
+    assert a.settings()["heartbeat_misses"] == 4 and a.outbox("node2") == []
+    a.close()

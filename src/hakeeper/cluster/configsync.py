@@ -18,8 +18,17 @@ Catch-up: the coordinator writes what each participant must be told into its
 only when that node confirmed the commit. A node that failed between prepare
 and commit (or whose confirmation was lost) is told again as soon as its paths
 come back (``redeliver``); it applies each change once, whatever the number of
-deliveries (its ``applied`` table). Not here yet: a lock that keeps two
-coordinators from preparing conflicting changes at once.
+deliveries (its ``applied`` table). A node also *asks* for what it missed
+(``catch_up``): when its daemon starts, before it takes part in any decision,
+and whenever a peer's paths come back.
+
+Cluster-wide settings (``hakeeper settings``) concern every node. Unlike a
+hierarchy change they do not need every node up: a node that is away (all
+paths DEAD, or not answering) is not asked to prepare, gets the change in the
+outbox, and applies it when it is back, before its heartbeats agree with the
+others again. Changing ``comm_port`` still needs every node, because a node
+that missed it could not be reached to be told. Not here yet: a lock that
+keeps two coordinators from preparing conflicting changes at once.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hakeeper.comm.paths import PathState
+from hakeeper.comm.rpc import RemoteError
 from hakeeper.comm.tls import Peer
 from hakeeper.db import Lcd
 from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument
@@ -57,6 +67,9 @@ REPLICATED = frozenset(
     }
 )
 
+#: Changes that concern every node of the cluster, whatever the hierarchies.
+CLUSTER_WIDE = frozenset({"set_settings"})
+
 Send = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
 
 
@@ -66,7 +79,9 @@ def involved_tags(op: str, args: dict[str, Any]) -> set[str]:
 
 
 def participants(lcd: Lcd, op: str, args: dict[str, Any]) -> list[str]:
-    """The other nodes a change concerns: those in the equivalencies of the resources it touches."""
+    """The other nodes a change concerns: those in the equivalencies of the resources it touches, or all."""
+    if op in CLUSTER_WIDE:
+        return sorted(n.name for n in lcd.nodes() if n.name != lcd.local_node)
     if op not in REPLICATED:
         return []
     nodes = {e.node for tag in involved_tags(op, args) for e in lcd.equivalencies(tag=tag)}
@@ -74,6 +89,13 @@ def participants(lcd: Lcd, op: str, args: dict[str, Any]) -> list[str]:
         nodes.add(str(args["other_node"]))
     nodes.discard(lcd.local_node)
     return sorted(nodes)
+
+
+def needs_every_node(op: str, args: dict[str, Any]) -> bool:
+    """Whether a change is refused while one of its nodes is away (else the node catches up later)."""
+    if op in CLUSTER_WIDE:
+        return "comm_port" in args.get("assignments", {})
+    return True
 
 
 @dataclass
@@ -85,6 +107,7 @@ class Transaction:
     actor: str
     seq: int
     prepared: list[str] = field(default_factory=list)
+    away: list[str] = field(default_factory=list)  # told later: they catch up when they are back
 
     @property
     def message(self) -> dict[str, Any]:
@@ -95,58 +118,90 @@ class Transaction:
 class ConfigSync:
     """Both sides of the two-phase commit, for one node."""
 
-    def __init__(self, lcd: Lcd, send: Send, membership: Callable[[str], PathState]) -> None:
+    def __init__(
+        self,
+        lcd: Lcd,
+        send: Send,
+        membership: Callable[[str], PathState],
+        changed: Callable[[str], None] = lambda op: None,
+    ) -> None:
         self.lcd = lcd  # the daemon's own connection (participant side)
         self.send = send
         self.membership = membership
+        self.changed = changed  # told the op of each change committed here, by this node or another
         self._ids = itertools.count(1)
 
     # ---------------------------------------------------------------- coordinator
 
     async def prepare(self, nodes: list[str], op: str, args: dict[str, Any], actor: str, seq: int) -> Transaction:
         txn = Transaction(f"{self.lcd.local_node}-{time.time_ns()}-{next(self._ids)}", op, args, nodes, actor, seq)
+        every = needs_every_node(op, args)
         down = [n for n in nodes if self.membership(n) is PathState.DEAD]
-        if down:
+        if down and every:
+            what = "a change to the comm port" if op in CLUSTER_WIDE else "a change to a hierarchy"
             raise CommunicationFailed(
                 f"{op} refused: {', '.join(down)} cannot be reached (all paths DEAD); "
-                "a change to a hierarchy needs every node it is extended to; nothing was changed"
+                f"{what} needs every node it concerns; nothing was changed"
             )
+        txn.away = list(down)
         request = {"txid": txn.id, "op": op, "args": args, "actor": actor, "seq": seq}
-        for node in nodes:
+        for node in [n for n in nodes if n not in down]:
             try:
                 await self.send(node, "prepare", request)
-            except HakeeperError as exc:
+            except RemoteError as exc:
                 await self._abort(txn)
                 raise CommunicationFailed(f"{op} refused by node {node}: {exc}; nothing was changed") from None
+            except HakeeperError as exc:
+                if every:
+                    await self._abort(txn)
+                    raise CommunicationFailed(f"{op} refused by node {node}: {exc}; nothing was changed") from None
+                logger.info("%s: node %s away: %s", op, node, exc)
+                txn.away.append(node)
+                continue
             txn.prepared.append(node)
+        if txn.away:
+            logger.warning("%s: %s away; told when back", op, ", ".join(sorted(txn.away)))
         return txn
 
     async def finish(self, txn: Transaction, committed: bool) -> None:
         if not committed:
             await self._abort(txn)
             return
+        self.changed(txn.op)
         for node in txn.prepared:
             await self._deliver(node, txn.id, txn.message)
 
-    async def _deliver(self, node: str, txid: str, message: dict[str, Any]) -> bool:
+    async def _deliver(self, node: str, txid: str, message: dict[str, Any], *, quiet: bool = False) -> bool:
         try:
             await self.send(node, "commit", message)
         except HakeeperError as exc:
-            logger.error("%s committed here, not yet on %s: %s (told again when it is back)", message["op"], node, exc)
+            log = logger.debug if quiet else logger.error
+            log("%s committed here, not yet on %s: %s (told again when it is back)", message["op"], node, exc)
             return False
         self.lcd.delivered(txid, node)
         return True
 
-    async def redeliver(self, node: str) -> int:
-        """Tell ``node`` the committed changes it has not confirmed, oldest first; returns how many it took."""
+    async def redeliver(self, node: str, *, quiet: bool = False) -> int:
+        """Tell ``node`` the committed changes it has not confirmed, oldest first; returns how many it took.
+
+        ``quiet``: a node that is away is tried now and then; its failures are not news.
+        """
         sent = 0
         for txid, text in self.lcd.outbox(node):
-            if not await self._deliver(node, txid, json.loads(text)):
+            if not await self._deliver(node, txid, json.loads(text), quiet=quiet):
                 break
             sent += 1
         if sent:
             logger.info("%s caught up on %d configuration change(s)", node, sent)
         return sent
+
+    async def catch_up_from(self, node: str) -> int:
+        """Ask ``node`` for the changes it committed that this node has not confirmed; returns how many."""
+        answer = await self.send(node, "catch_up", {})
+        count = int(answer.get("delivered", 0)) if isinstance(answer, dict) else 0
+        if count:
+            logger.info("caught up on %d configuration change(s) from %s", count, node)
+        return count
 
     async def _abort(self, txn: Transaction) -> None:
         for node in txn.prepared:
@@ -160,19 +215,25 @@ class ConfigSync:
     async def on_prepare(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
         """Say whether the change would apply here; nothing is kept (the commit carries the whole change)."""
         op, change = str(args["op"]), args.get("args")
-        if op not in REPLICATED or not isinstance(change, dict):
+        if op not in REPLICATED | CLUSTER_WIDE or not isinstance(change, dict):
             raise IllegalArgument(f"{op} is not a replicated change")
         self.lcd.try_change(op, change)  # raises, with the reason, when it would not apply here
         return {}
 
     async def on_commit(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
         txid, op, change = str(args["txid"]), str(args["op"]), args.get("args")
-        if op not in REPLICATED or not isinstance(change, dict):
+        if op not in REPLICATED | CLUSTER_WIDE or not isinstance(change, dict):
             raise IllegalArgument(f"{op} is not a replicated change")
         actor = f"{args.get('actor', '?')} via {peer.node}#{args.get('seq', '?')}"
         if self.lcd.apply_replicated(txid, op, change, actor):
             logger.info("%s from %s applied (%s)", op, peer.node, actor)
+            self.changed(op)
         return {}
+
+    async def on_catch_up(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
+        """``peer`` asks for what it missed: tell it now (the commits go to it while it waits)."""
+        delivered = await self.redeliver(peer.node)
+        return {"delivered": delivered, "left": len(self.lcd.outbox(peer.node))}
 
     async def on_abort(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
         """Nothing to undo: a prepare keeps nothing. The message stays so that the protocol reads whole."""
@@ -190,7 +251,7 @@ class Pending:
     @property
     def outbox(self) -> list[tuple[str, str, int, str]]:
         text = json.dumps(self.txn.message)
-        return [(self.txn.id, node, self.txn.seq, text) for node in self.txn.prepared]
+        return [(self.txn.id, node, self.txn.seq, text) for node in [*self.txn.prepared, *self.txn.away]]
 
     def finish(self, committed: bool) -> None:
         asyncio.run_coroutine_threadsafe(self.sync.finish(self.txn, committed), self.loop).result(120)

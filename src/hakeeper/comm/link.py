@@ -72,6 +72,10 @@ class HeartbeatLink:
         finally:
             await self._stop()
 
+    def reconfigure(self) -> None:
+        """Send the LCD's current configuration now (after a replicated settings change)."""
+        self._configure()
+
     def _configure(self) -> None:
         config = current_config(self.lcd)
         if config == self._sent or self._proc is None or self._proc.stdin is None:
