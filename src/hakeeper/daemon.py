@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hakeeper.cluster.configsync import ConfigSync, thread_replicator
+from hakeeper.cluster.failover import Failover
 from hakeeper.comm.link import HeartbeatLink
 from hakeeper.comm.paths import PathState
 from hakeeper.comm.rpc import RemoteError, RpcServer, call
@@ -71,20 +72,28 @@ class Daemon:
         self.node = self.lcd.local_node
         self.kits = Kits(KitContext(self.root, self.node))
         self.engine = Engine(self.lcd, self.kits, max_parallel=config.max_parallel)
-        self.recovery = LocalRecovery(self.engine, limits=Limits(config.recover_attempts, config.recover_window))
+        #: Set once this node has asked every reachable peer for the changes it missed (see _join_in).
+        self.caught_up = asyncio.Event()
+        self.failover = Failover(self.lcd, self.engine, self._send, lambda: self.membership, self.caught_up)
+        self.recovery = LocalRecovery(
+            self.engine,
+            limits=Limits(config.recover_attempts, config.recover_window),
+            failover=self.failover.resource_failed,
+        )
         self.monitor = Monitor(self.lcd, self.kits, self.on_check_failure, refresh=config.monitor_refresh)
         self.membership: dict[str, PathState] = {}
         self.identity = load_identity(self.root) if identity_exists(self.root) else None
         self.heartbeats = HeartbeatLink(self.root, self.lcd, self.on_node) if self.identity else None
         self.sync = ConfigSync(self.lcd, self._send, self._membership_of, self._config_changed)
-        #: Set once this node has asked every reachable peer for the changes it missed (see _join_in).
-        self.caught_up = asyncio.Event()
         handlers = {
             "run": self._rpc_run,
             "prepare": self.sync.on_prepare,
             "commit": self.sync.on_commit,
             "abort": self.sync.on_abort,
             "catch_up": self.sync.on_catch_up,
+            "view": self.failover.on_view,
+            "takeover": self.failover.on_takeover,
+            "release": self.failover.on_release,
         }
         self.rpc = RpcServer(self.identity, handlers) if self.identity else None
         self._services: set[asyncio.Task[Any]] = set()
@@ -184,11 +193,11 @@ class Daemon:
             return Answer(exc.code, err=f"{command}: {exc}\n")
         return Answer(int(result["code"]), str(result.get("out", "")), str(result.get("err", "")))
 
-    async def _send(self, node: str, op: str, args: dict[str, Any]) -> Any:
+    async def _send(self, node: str, op: str, args: dict[str, Any], timeout: float = SYNC_TIMEOUT) -> Any:
         if self.identity is None:
             raise CommunicationFailed("this node has no cluster identity (see: hakeeper cluster init / join)")
         port = int(self.lcd.settings()["comm_port"])
-        return await call(self.identity, self.lcd.paths(node), port, op, args, timeout=SYNC_TIMEOUT)
+        return await call(self.identity, self.lcd.paths(node), port, op, args, timeout=timeout)
 
     def _membership_of(self, node: str) -> PathState:
         return self.membership.get(node, PathState.UNKNOWN)
@@ -199,10 +208,13 @@ class Daemon:
         return lambda lcd: thread_replicator(self.sync, loop, lcd, actor)
 
     def on_node(self, node: str, state: PathState) -> None:
-        """A peer's liveness changed (all paths DEAD, or one ALIVE again). Failover will act on DEAD."""
+        """A peer's liveness changed (all paths DEAD, or one ALIVE again): catch up, fail over, switch back."""
         self.membership[node] = state
         if state is PathState.ALIVE and self.identity is not None:
             self.spawn(self._pull(node), f"catch-up from {node}")  # it asks us likewise
+            self.spawn(self.failover.node_alive(node), f"{node} alive")
+        elif state is PathState.DEAD:
+            self.spawn(self.failover.node_dead(node), f"{node} dead")
 
     def on_check_failure(self, resource: Resource, result: Result) -> None:
         message = f"quickCheck: {result.message or (result.health.value if result.health else 'failed')}"

@@ -220,7 +220,7 @@ VALID: dict[str, tuple[str, ...]] = {
     "net_create": ("-s", "node2", "-l", "198.18.1.11", "-r", "198.18.1.12", "-p", "2"),
     "net_remove": ("-s", "node2", "-r", "198.18.0.12"),
     "net_list": ("-s", "node2"),
-    "settings": ("heartbeat_interval=0.5",),
+    "settings": ("heartbeat_interval=0.5", "takeover_delay=0.6"),
     "lcdremexec": ("true",),
     "cluster": ("init", "--name", "prod"),
 }
@@ -464,6 +464,10 @@ SEMANTIC_CASES: list[Case] = [
     Case("settings", ("nosuch=1",), MISSING, "unknown setting"),
     Case("settings", ("noequals",), ILLEGAL, "not NAME=VALUE"),
     Case("settings", ("shutdown_strategy=maybe",), ILLEGAL, "unknown strategy"),
+    Case("settings", ("heartbeat_interval=0.5",), RANGE, "takeover before a losing node has stopped"),
+    Case("settings", ("quorum_mode=tcp_remote",), ILLEGAL, "tcp_remote without quorum hosts"),
+    Case("settings", ("quorum_mode=tcp_remote", "quorum_hosts=198.18.0.1"), ILLEGAL, "quorum host without port"),
+    Case("settings", ("quorum_loss_action=panic",), ILLEGAL, "unknown quorum-loss action"),
     # cluster identity
     Case("cluster", ("init", "--name", "bad name"), ILLEGAL, "bad cluster name"),
     Case("cluster", ("init", "--ttl", "600"), SYNTAX, "option of another action"),

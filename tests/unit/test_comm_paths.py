@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from hakeeper.comm.paths import PathMonitor, PathState, node_state, read_states, write_states
 from hakeeper.db import Lcd
-from hakeeper.db.settings import check_rules, detection_budget
+from hakeeper.db.settings import check_rules, defaults, detection_budget
 from hakeeper.errors import OutOfRange
 from tests.conftest import Cli
 
@@ -52,17 +52,26 @@ def test_states_are_read_only_from_a_live_writer(tmp_path: Path) -> None:
 
 
 def test_timing_rules_refuse_nonsense() -> None:
-    check_rules({"heartbeat_interval": 0.2, "heartbeat_misses": 4})
-    assert detection_budget({"heartbeat_interval": 0.2, "heartbeat_misses": 4}) == pytest.approx(0.8)
+    check_rules(defaults())
+    assert detection_budget(defaults()) == pytest.approx(0.8)
     with pytest.raises(OutOfRange, match="scheduling noise"):
-        check_rules({"heartbeat_interval": 0.05, "heartbeat_misses": 3})
+        check_rules(defaults() | {"heartbeat_interval": 0.05, "heartbeat_misses": 3})
     with pytest.raises(OutOfRange, match="above"):
-        check_rules({"heartbeat_interval": 10.0, "heartbeat_misses": 13})
+        check_rules(defaults() | {"heartbeat_interval": 10.0, "heartbeat_misses": 13, "takeover_delay": 11})
+
+
+def test_a_takeover_waits_for_the_losing_side_to_stop_unless_it_halts_or_quorum_is_off() -> None:
+    slow = defaults() | {"heartbeat_interval": 1.0, "heartbeat_misses": 3}
+    with pytest.raises(OutOfRange, match="could still be serving"):
+        check_rules(slow)
+    check_rules(slow | {"takeover_delay": 1.1})
+    check_rules(slow | {"quorum_loss_action": "fastkill"})
+    check_rules(slow | {"quorum_mode": "none"})
 
 
 def test_default_settings_declare_a_dead_node_within_a_second(lcd: Lcd) -> None:
     assert detection_budget(lcd.settings()) <= 1.0
-    values = lcd.set_settings({"heartbeat_interval": "1", "heartbeat_misses": "3"})
+    values = lcd.set_settings({"heartbeat_interval": "1", "heartbeat_misses": "3", "takeover_delay": "1.1"})
     assert (values["heartbeat_interval"], values["heartbeat_misses"]) == (1.0, 3)
     assert lcd.settings()["heartbeat_interval"] == 1.0
     with pytest.raises(OutOfRange):

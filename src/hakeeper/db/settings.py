@@ -43,6 +43,12 @@ class Setting:
 
 
 SHUTDOWN_STRATEGIES = ("Do Not Switch Over Resources", "Switch Over Resources")
+QUORUM_MODES = ("majority", "tcp_remote", "none")
+WITNESS_MODES = ("remote_verify", "none")
+QUORUM_LOSS_ACTIONS = ("osu", "fastkill", "fastboot")
+#: Time the losing side of a partition is given to take its resources out of service (quorum_loss_action=osu),
+#: beyond the heartbeat interval by which its detection may lag the others'.
+OSU_ALLOWANCE = 0.1
 
 SETTINGS: dict[str, Setting] = {
     s.name: s
@@ -54,6 +60,22 @@ SETTINGS: dict[str, Setting] = {
         Setting("comm_port", int, 7365, 1024, 65535, "", "TCP port of communication paths"),
         Setting("shutdown_strategy", str, SHUTDOWN_STRATEGIES[0], None, None, "",
                 "what lkstop does with this node's hierarchies", choices=SHUTDOWN_STRATEGIES),
+        Setting("quorum_mode", str, "majority", None, None, "",
+                "who may act after a failure: majority of nodes, of quorum_hosts (tcp_remote), or none",
+                "QUORUM_MODE", choices=QUORUM_MODES),
+        Setting("quorum_hosts", str, "", None, None, "",
+                "host:port,... reached by TCP for quorum_mode=tcp_remote", "QUORUM_HOSTS"),
+        Setting("witness_mode", str, "remote_verify", None, None, "",
+                "before acting on a dead node, ask the others whether they see it dead too", "WITNESS_MODE",
+                choices=WITNESS_MODES),
+        Setting("quorum_loss_action", str, "osu", None, None, "",
+                "what a node that loses quorum does: osu (resources out of service), fastkill, fastboot",
+                "QUORUM_LOSS_ACTION", choices=QUORUM_LOSS_ACTIONS),
+        Setting("takeover_delay", float, 0.4, 0.0, 60.0, "s",
+                "seconds a node waits after declaring a peer dead before taking over, so that a peer "
+                "that lost quorum has stopped first"),
+        Setting("fence_command", str, "", None, None, "",
+                "program run with the dead node's name before a takeover; the takeover needs exit 0"),
     )
 }  # fmt: skip
 
@@ -76,6 +98,31 @@ def check_rules(values: dict[str, Any]) -> None:
         )
     if budget > MAX_DETECTION:
         raise OutOfRange(f"heartbeat_interval x heartbeat_misses = {budget:g} s is above {MAX_DETECTION:g} s")
+    if values["quorum_mode"] == "tcp_remote":
+        parse_hosts(str(values["quorum_hosts"]))
+    if values["quorum_mode"] != "none" and values["quorum_loss_action"] == "osu":
+        least = min_takeover_delay(values)
+        if float(values["takeover_delay"]) < least:
+            raise OutOfRange(
+                f"takeover_delay={values['takeover_delay']:g} s is below heartbeat_interval + {OSU_ALLOWANCE:g} s "
+                f"= {least:g} s: a node that lost quorum could still be serving when another takes over"
+            )
+
+
+def min_takeover_delay(values: dict[str, Any]) -> float:
+    """The shortest takeover delay that lets the losing side of a partition stop first (quorum_loss_action=osu)."""
+    return round(float(values["heartbeat_interval"]) + OSU_ALLOWANCE, 6)
+
+
+def parse_hosts(text: str) -> list[tuple[str, int]]:
+    """``host:port,...`` of quorum_hosts; at least one, each with a port."""
+    hosts = []
+    for item in (part.strip() for part in text.split(",")):
+        host, sep, port = item.rpartition(":")
+        if not item or not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise IllegalArgument(f"quorum_hosts: {item!r} is not host:port (quorum_mode=tcp_remote needs them)")
+        hosts.append((host.strip("[]"), int(port)))
+    return hosts
 
 
 def defaults() -> dict[str, Any]:

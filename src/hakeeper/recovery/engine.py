@@ -160,10 +160,16 @@ class Engine:
 
     async def remove_everything(self, *, reason: str) -> Report:
         """Take every resource in service on this node out of service in one run, parents first (lkstop)."""
+        return await self.remove_all_of(None, reason=reason, target="every hierarchy")
+
+    async def remove_all_of(self, tags: set[str] | None, *, reason: str, target: str) -> Report:
+        """Take ``tags`` (None: every resource) out of service here in one run, parents first."""
         async with self._lock:
             edges = self.lcd.edges()
             members = {tag for tag, _id, state, _reason in self.lcd.summaries() if state is not State.OSU}
-            report = Report("remove", "every hierarchy")
+            if tags is not None:
+                members &= tags
+            report = Report("remove", target)
             await self._remove_members(self.kits, members, edges, report, reason=reason)
             return told(report)
 

@@ -1,0 +1,186 @@
+"""Who does what when a node or a resource fails: pure functions of the membership view.
+
+Nothing here does I/O. Every node that sees the same cluster computes the same
+answers from the same inputs — the nodes it sees alive, the priorities in the
+equivalencies (replicated, so equal everywhere) and where each hierarchy is in
+service — so exactly one node acts on a hierarchy, and tests can check that
+without processes.
+
+- :func:`quorum`: may this partition act at all?
+- :func:`takeover`: a node was declared dead; where does each hierarchy it
+  shared go?
+- :func:`next_nodes`: a hierarchy failed here; where to try it next, in order.
+- :func:`switchback`: a node came back; which AUTOMATIC hierarchies move to it?
+
+Every :class:`Decision` carries the one sentence the log prints about it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from hakeeper.db import graph
+from hakeeper.db.model import Equivalency
+from hakeeper.db.states import Switchback
+
+
+@dataclass(frozen=True)
+class View:
+    """What one node sees of the cluster: every member (itself included), and those alive to it."""
+
+    me: str
+    nodes: frozenset[str]
+    alive: frozenset[str]  # always holds ``me``
+
+    @classmethod
+    def of(cls, me: str, nodes: Iterable[str], alive: Iterable[str]) -> View:
+        members = frozenset(nodes) | {me}
+        return cls(me, members, (frozenset(alive) & members) | {me})
+
+
+@dataclass(frozen=True)
+class Quorum:
+    ok: bool
+    why: str
+
+
+def quorum(mode: str, view: View, *, hosts: int = 0, hosts_reached: int = 0) -> Quorum:
+    """Whether this node's partition may act: more than half of the members (or of the quorum hosts)."""
+    if mode == "none":
+        return Quorum(True, "quorum checking is off (quorum_mode=none)")
+    if mode == "tcp_remote":
+        if hosts == 0:
+            return Quorum(False, "quorum_mode=tcp_remote but no quorum_hosts are set")
+        ok = 2 * hosts_reached > hosts
+        return Quorum(ok, f"reaches {hosts_reached} of {hosts} quorum hosts")
+    if mode != "majority":
+        raise ValueError(f"unknown quorum mode {mode!r}")
+    seen, total = len(view.alive), len(view.nodes)
+    ok = 2 * seen > total
+    return Quorum(ok, f"sees {seen} of {total} nodes")
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """Resources connected by dependencies, moved together; ``priorities`` from its first root's equivalencies."""
+
+    roots: tuple[str, ...]
+    members: frozenset[str]
+    priorities: Mapping[str, int]  # node -> priority (1 highest)
+    switchback: Switchback = Switchback.INTELLIGENT
+
+    @property
+    def name(self) -> str:
+        return "+".join(self.roots)
+
+    def by_priority(self, among: Iterable[str]) -> list[tuple[int, str]]:
+        """(priority, node) of the given nodes this hierarchy is extended to, highest priority first."""
+        return sorted((self.priorities[n], n) for n in among if n in self.priorities)
+
+
+def hierarchies(
+    edges: Iterable[graph.Edge],
+    equivalencies: Iterable[Equivalency],
+    switchbacks: Mapping[str, Switchback] | None = None,
+) -> list[Hierarchy]:
+    """The extended hierarchies: connected resources of which at least one has equivalencies."""
+    edge_list = list(edges)
+    by_tag: dict[str, dict[str, int]] = {}
+    for e in equivalencies:
+        by_tag.setdefault(e.tag, {})[e.node] = e.priority
+    found: list[Hierarchy] = []
+    seen: set[str] = set()
+    for tag in sorted(by_tag):
+        if tag in seen:
+            continue
+        members = graph.hierarchy(edge_list, tag)
+        seen |= members
+        tops = tuple(graph.roots(edge_list, members))
+        first = next((t for t in tops if t in by_tag), tag)
+        switchback = (switchbacks or {}).get(first, Switchback.INTELLIGENT)
+        found.append(Hierarchy(tops, frozenset(members), dict(by_tag[first]), switchback))
+    return found
+
+
+class Act(enum.Enum):
+    RESTORE = "restore"  # this node restores the hierarchy
+    ELSEWHERE = "elsewhere"  # another node does (or it is in service elsewhere): nothing to do here
+    STUCK = "stuck"  # no live node can take it
+
+
+@dataclass(frozen=True)
+class Decision:
+    hierarchy: Hierarchy
+    act: Act
+    target: str | None
+    sentence: str
+
+
+def holders(h: Hierarchy, view: View, in_service: Mapping[str, Iterable[str]]) -> list[str]:
+    """The live nodes where some member of ``h`` is in service."""
+    return sorted(n for n in view.alive if h.members & set(in_service.get(n, ())))
+
+
+def takeover(
+    dead: str,
+    view: View,
+    found: Iterable[Hierarchy],
+    in_service: Mapping[str, Iterable[str]],
+    *,
+    dead_paths: int = 1,
+) -> list[Decision]:
+    """Where each hierarchy extended to ``dead`` goes: to its highest-priority live node, unless in service on one.
+
+    A hierarchy in service nowhere alive goes there too (as LifeKeeper does), whether
+    or not it ran on the dead node.
+    """
+    decisions = []
+    cause = f"{dead} dead on all {dead_paths} path{'s' if dead_paths != 1 else ''}"
+    for h in found:
+        if dead not in h.priorities or dead in view.alive:
+            continue
+        held = holders(h, view, in_service)
+        if held:
+            decisions.append(Decision(h, Act.ELSEWHERE, held[0], f"{h.name}: {cause}; in service on {held[0]}, stays"))
+            continue
+        live = h.by_priority(view.alive)
+        if not live:
+            decisions.append(Decision(h, Act.STUCK, None, f"{h.name}: {cause}; no live node it is extended to"))
+            continue
+        priority, target = live[0]
+        act = Act.RESTORE if target == view.me else Act.ELSEWHERE
+        members = ", ".join(sorted(h.members))
+        sentence = f"{h.name}: {cause}; {target} has the highest live priority ({priority}); restoring {members}"
+        decisions.append(Decision(h, act, target, sentence))
+    return decisions
+
+
+def next_nodes(h: Hierarchy, view: View, *, failed: Iterable[str]) -> list[str]:
+    """Where to try a hierarchy that failed on ``failed`` nodes: live nodes by priority, those excluded."""
+    tried = set(failed)
+    return [node for _priority, node in h.by_priority(view.alive) if node not in tried]
+
+
+def switchback(
+    returned: str, view: View, found: Iterable[Hierarchy], in_service: Mapping[str, Iterable[str]]
+) -> list[Decision]:
+    """AUTOMATIC hierarchies that move to ``returned``: it is back, alive, and higher priority than their holder."""
+    decisions = []
+    for h in found:
+        if h.switchback is not Switchback.AUTOMATIC or returned not in h.priorities or returned not in view.alive:
+            continue
+        held = holders(h, view, in_service)
+        if not held or returned in held:
+            continue
+        holder = held[0]
+        if h.priorities.get(holder, 10**9) <= h.priorities[returned]:
+            continue  # never to a lower priority
+        act = Act.RESTORE if returned == view.me else Act.ELSEWHERE
+        sentence = (
+            f"{h.name}: {returned} is back with priority {h.priorities[returned]}, higher than {holder}'s "
+            f"({h.priorities.get(holder)}); switchback AUTOMATIC moves it to {returned}"
+        )
+        decisions.append(Decision(h, act, returned, sentence))
+    return decisions

@@ -1,0 +1,391 @@
+"""Failover, switchover and switchback: hakeeperd acting on the decisions of :mod:`hakeeper.cluster.decide`.
+
+When a peer is declared dead (every path DEAD), each survivor:
+
+1. waits until it has caught up on configuration changes (``Daemon.caught_up``);
+2. checks quorum; a node without it runs the quorum-loss action instead
+   (``osu``: every resource out of service; ``fastkill`` / ``fastboot``: halt or
+   reboot at once) and takes nothing over;
+3. waits ``takeover_delay``, so that a peer on the losing side of a partition,
+   whose detection may lag by a heartbeat interval, has stopped serving;
+4. with ``witness_mode=remote_verify``, asks the other live nodes whether they
+   see the node dead too, and pauses while one still sees it alive;
+5. learns from the same answers where each hierarchy is in service, decides
+   (:func:`decide.takeover`), fences the dead node if a ``fence_command`` is
+   set (a failed fence blocks the takeover), and restores what falls to it.
+
+A hierarchy whose restore fails moves on to the next live node by priority
+until none is left; LifeKeeper stops at the first. The same chain serves a
+hierarchy whose local recovery failed (:meth:`Failover.resource_failed`).
+Every decision is logged as one sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from hakeeper.cluster import decide
+from hakeeper.cluster.decide import Act, Hierarchy, View
+from hakeeper.comm.paths import PathState
+from hakeeper.comm.tls import Peer
+from hakeeper.db import Lcd, State
+from hakeeper.db.settings import min_takeover_delay, parse_hosts
+from hakeeper.db.states import Switchback
+from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, NotFound, SystemCallFailed
+from hakeeper.recovery.engine import Engine
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[str, str, dict[str, Any], float], Awaitable[Any]]
+
+VIEW_TIMEOUT = 2.0  # a live peer's answer about what it sees and runs
+MOVE_TIMEOUT = 900.0  # a restore on another node (LifeKeeper's REMOTETIMEOUT)
+VERIFY_ROUNDS = 20  # remote_verify: how often to ask again, one heartbeat interval apart
+QUORUM_HOST_TIMEOUT = 2.0
+FENCE_TIMEOUT = 120.0
+HALT = {"fastkill": ["systemctl", "poweroff", "--force", "--force"],
+        "fastboot": ["systemctl", "reboot", "--force", "--force"]}  # fmt: skip
+
+
+class Failover:
+    def __init__(
+        self,
+        lcd: Lcd,
+        engine: Engine,
+        send: Send,
+        membership: Callable[[], dict[str, PathState]],
+        caught_up: asyncio.Event,
+    ) -> None:
+        self.lcd = lcd
+        self.engine = engine
+        self.send = send
+        self.membership = membership
+        self.caught_up = caught_up
+        self.me = lcd.local_node
+        self.quorum_lost = False
+        #: Why a takeover did not happen, by hierarchy name (``hakeeper why`` shows it).
+        self.blocked: dict[str, str] = {}
+        self._decide = asyncio.Lock()  # one decision at a time on this node
+
+    # ------------------------------------------------------------------ what this node knows
+
+    def view(self) -> View:
+        alive = [n for n, s in self.membership().items() if s is PathState.ALIVE]
+        return View.of(self.me, (n.name for n in self.lcd.nodes()), alive)
+
+    def hierarchies(self) -> list[Hierarchy]:
+        switchbacks = {r.tag: r.switchback for r in self.lcd.resources()}
+        return decide.hierarchies(self.lcd.edges(), self.lcd.equivalencies(), switchbacks)
+
+    def hierarchy_of(self, tag: str) -> Hierarchy | None:
+        return next((h for h in self.hierarchies() if tag in h.members), None)
+
+    def in_service_here(self) -> list[str]:
+        return sorted(tag for tag, _id, state, _reason in self.lcd.summaries() if state.in_service)
+
+    async def quorum(self) -> decide.Quorum:
+        settings = self.lcd.settings()
+        mode = str(settings["quorum_mode"])
+        if mode != "tcp_remote":
+            return decide.quorum(mode, self.view())
+        hosts = parse_hosts(str(settings["quorum_hosts"]))
+        reached = await asyncio.gather(*(_reaches(host, port) for host, port in hosts))
+        return decide.quorum(mode, self.view(), hosts=len(hosts), hosts_reached=sum(reached))
+
+    async def views(self, about: str | None = None) -> dict[str, dict[str, Any]]:
+        """Ask every live peer what it runs (and how it sees ``about``); peers that do not answer are left out."""
+        peers = sorted(self.view().alive - {self.me})
+
+        async def ask(peer: str) -> dict[str, Any] | None:
+            try:
+                answer = await self.send(peer, "view", {"about": about}, VIEW_TIMEOUT)
+            except (HakeeperError, TimeoutError) as exc:
+                logger.warning("%s did not say what it runs: %s", peer, exc)
+                return None
+            return answer if isinstance(answer, dict) else None
+
+        answers = await asyncio.gather(*(ask(p) for p in peers))
+        return {p: a for p, a in zip(peers, answers, strict=True) if a is not None}
+
+    def in_service(self, views: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+        found = {peer: [str(t) for t in answer.get("in_service", [])] for peer, answer in views.items()}
+        found[self.me] = self.in_service_here()
+        return found
+
+    # ------------------------------------------------------------------ membership events
+
+    async def node_dead(self, node: str) -> None:
+        await self.caught_up.wait()
+        async with self._decide:
+            if not await self._have_quorum():
+                return
+            delay = float(self.lcd.settings()["takeover_delay"])
+            await asyncio.sleep(delay)
+            if self.membership().get(node) is not PathState.DEAD:
+                logger.info("%s is back within the takeover delay (%g s): nothing moves", node, delay)
+                return
+            if not await self._have_quorum():
+                return
+            views = await self._verified(node)
+            if views is None:
+                return
+            decisions = decide.takeover(
+                node, self.view(), self.hierarchies(), self.in_service(views), dead_paths=len(self.lcd.paths(node))
+            )
+            mine = [d for d in decisions if d.act is Act.RESTORE]
+            for d in decisions:
+                (logger.warning if d.act is not Act.ELSEWHERE else logger.info)("%s", d.sentence)
+            if mine and not await self._fence(node, [d.hierarchy.name for d in mine]):
+                return
+            for d in mine:
+                self.blocked.pop(d.hierarchy.name, None)
+                await self._restore_or_move_on(d.hierarchy, failed=[node], reason=f"failover from {node}")
+
+    async def node_alive(self, node: str) -> None:
+        await self.caught_up.wait()
+        async with self._decide:
+            if self.quorum_lost:
+                q = await self.quorum()
+                if q.ok:
+                    self.quorum_lost = False
+                    logger.warning("quorum regained (%s); resources stay where they are", q.why)
+            if self.quorum_lost:
+                return
+            found = [h for h in self.hierarchies() if h.switchback is Switchback.AUTOMATIC]
+            if not found:
+                return
+            views = await self.views()
+            for d in decide.switchback(self.me, self.view(), found, self.in_service(views)):
+                if d.act is Act.RESTORE:
+                    logger.warning("%s", d.sentence)
+                    try:
+                        await self._move_here(d.hierarchy, views, reason="switchback")
+                    except HakeeperError as exc:
+                        logger.error("switchback of %s failed: %s", d.hierarchy.name, exc)
+
+    async def _have_quorum(self) -> bool:
+        q = await self.quorum()
+        if q.ok:
+            return True
+        if not self.quorum_lost:
+            self.quorum_lost = True
+            await self._quorum_loss(q)
+        else:
+            logger.info("no quorum (%s): taking nothing over", q.why)
+        return False
+
+    async def _quorum_loss(self, q: decide.Quorum) -> None:
+        settings = self.lcd.settings()
+        action = str(settings["quorum_loss_action"])
+        logger.error("quorum lost (%s): %s, taking nothing over", q.why, action)
+        if action in HALT:
+            proc = await asyncio.create_subprocess_exec(*HALT[action])
+            await proc.wait()
+            return
+        started = time.monotonic()
+        report = await self.engine.remove_everything(reason=f"quorum lost ({q.why})")
+        took = time.monotonic() - started
+        allowed = float(settings["takeover_delay"]) - float(settings["heartbeat_interval"])
+        if not report.ok:
+            logger.error("ALERT: quorum lost and not everything is out of service: %s", report.summary())
+        if report.done and took > allowed:
+            logger.error(
+                "ALERT: taking resources out of service took %.2f s, more than the %.2f s the others wait "
+                "(takeover_delay - heartbeat_interval, at least %g s): both sides may have served at once",
+                took, allowed, min_takeover_delay(settings) - float(settings["heartbeat_interval"]),
+            )  # fmt: skip
+
+    async def _verified(self, dead: str) -> dict[str, dict[str, Any]] | None:
+        """The live peers' views, once none of them sees ``dead`` alive (remote_verify); None to stand down."""
+        verify = self.lcd.settings()["witness_mode"] == "remote_verify"
+        interval = float(self.lcd.settings()["heartbeat_interval"])
+        for _ in range(VERIFY_ROUNDS):
+            views = await self.views(dead)
+            seeing = sorted(p for p, a in views.items() if a.get("sees") == PathState.ALIVE.value)
+            if not verify or not seeing:
+                return views
+            logger.warning("PAUSING takeover from %s: %s still see(s) it alive", dead, ", ".join(seeing))
+            await asyncio.sleep(interval)
+            if self.membership().get(dead) is not PathState.DEAD:
+                logger.info("%s is back: takeover cancelled", dead)
+                return None
+        logger.error("takeover from %s abandoned: %s still see(s) it alive", dead, ", ".join(seeing))
+        return None
+
+    async def _fence(self, node: str, names: list[str]) -> bool:
+        command = str(self.lcd.settings()["fence_command"]).strip()
+        if not command:
+            return True
+        argv = [*shlex.split(command), node]
+        env = dict(os.environ, HAKEEPER_FENCE_NODE=node)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+        except OSError as exc:
+            return self._fence_failed(node, names, f"{argv[0]}: {exc.strerror or exc}")
+        try:
+            async with asyncio.timeout(FENCE_TIMEOUT):
+                output, _ = await proc.communicate()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            return self._fence_failed(node, names, f"{argv[0]} took more than {FENCE_TIMEOUT:g} s")
+        text = output.decode(errors="replace").strip().splitlines()
+        if proc.returncode != 0:
+            detail = f": {text[-1]}" if text else ""
+            return self._fence_failed(node, names, f"{argv[0]} exited {proc.returncode}{detail}")
+        logger.warning("fenced %s with %s", node, argv[0])
+        return True
+
+    def _fence_failed(self, node: str, names: list[str], why: str) -> bool:
+        reason = f"fencing {node} failed ({why}); takeover blocked"
+        for name in names:
+            self.blocked[name] = reason
+        logger.error("%s: %s", ", ".join(names), reason)
+        return False
+
+    # ------------------------------------------------------------------ moving hierarchies
+
+    async def _restore_here(self, h: Hierarchy, reason: str) -> tuple[bool, str]:
+        for root in h.roots:
+            report = await self.engine.restore(root, reason=reason)
+            if not report.ok:
+                return False, report.summary()
+        return True, ""
+
+    async def _restore_or_move_on(self, h: Hierarchy, *, failed: list[str], reason: str) -> None:
+        ok, why = await self._restore_here(h, reason)
+        if ok:
+            logger.warning("%s in service on %s (%s)", h.name, self.me, reason)
+            return
+        logger.error("%s: restore on %s failed: %s", h.name, self.me, why)
+        await self.move_on(h, failed=[*failed, self.me], reason=f"{reason}; restore failed on {self.me}")
+
+    async def move_on(self, h: Hierarchy, *, failed: list[str], reason: str) -> bool:
+        """Ask the next live nodes by priority, in turn, to restore ``h``; False when none could."""
+        tried = list(failed)
+        for node in decide.next_nodes(h, self.view(), failed=tried):
+            logger.warning("%s: %s; trying %s (priority %d)", h.name, reason, node, h.priorities[node])
+            try:
+                await self.send(node, "takeover", {"roots": list(h.roots), "reason": reason, "tried": tried},
+                                MOVE_TIMEOUT)  # fmt: skip
+            except (HakeeperError, TimeoutError) as exc:
+                logger.error("%s: %s could not take it: %s", h.name, node, exc)
+                tried.append(node)
+                continue
+            logger.warning("%s in service on %s", h.name, node)
+            return True
+        self.blocked[h.name] = f"no live node left to run it (tried {', '.join(tried)})"
+        logger.error("ALERT: %s is out of service: no live node left to run it (tried %s)", h.name, ", ".join(tried))
+        return False
+
+    async def resource_failed(self, tag: str, reason: str) -> None:
+        """Local recovery of ``tag`` failed (LocalRecovery's failover request): move its whole hierarchy."""
+        await self.caught_up.wait()
+        h = self.hierarchy_of(tag)
+        if h is None:
+            logger.error("ALERT: %s is out of service (OSF) and is extended to no other node: %s", tag, reason)
+            return
+        async with self._decide:
+            q = await self.quorum()
+            if not q.ok:
+                logger.error("ALERT: %s failed here and there is no quorum (%s) to move it: %s", h.name, q.why, reason)
+                return
+            down = await self.engine.remove_all_of(set(h.members), reason=f"failover of {h.name}: {reason}",
+                                                   target=h.name)  # fmt: skip
+            if not down.ok:
+                logger.error("ALERT: %s cannot move: taking it out of service here failed: %s", h.name, down.summary())
+                return
+            await self.move_on(h, failed=[self.me], reason=f"{tag} failed on {self.me}: {reason}")
+
+    async def _move_here(self, h: Hierarchy, views: dict[str, dict[str, Any]], *, reason: str) -> None:
+        """Switchover or switchback: the holder takes ``h`` out of service, then this node restores it."""
+        held = decide.holders(h, self.view(), self.in_service(views))
+        holder = next((n for n in held if n != self.me), None)
+        if holder is not None:
+            try:
+                await self.send(holder, "release", {"roots": list(h.roots), "reason": reason}, MOVE_TIMEOUT)
+            except (HakeeperError, TimeoutError) as exc:
+                raise CommunicationFailed(f"{h.name}: {holder} did not take it out of service: {exc}") from None
+        ok, why = await self._restore_here(h, f"{reason} from {holder or 'nowhere'}")
+        if ok:
+            logger.warning("%s in service on %s (%s from %s)", h.name, self.me, reason, holder or "nowhere")
+            return
+        logger.error("%s: restore on %s failed: %s", h.name, self.me, why)
+        back = [holder] if holder else []
+        if not back or not await self.move_on(h, failed=[n for n in h.priorities if n not in back], reason=why):
+            raise SystemCallFailed(f"{h.name}: restore on {self.me} failed: {why}")
+        raise SystemCallFailed(f"{h.name}: restore on {self.me} failed ({why}); back in service on {holder}")
+
+    async def switchover(self, tag: str) -> str:
+        """Move ``tag``'s hierarchy here: remove it where it runs, then restore it here."""
+        await self.caught_up.wait()
+        h = self.hierarchy_of(tag)
+        if h is None:
+            raise NotFound(f"{tag!r} is not part of a hierarchy extended to another node")
+        async with self._decide:
+            views = await self.views()
+            held = decide.holders(h, self.view(), self.in_service(views))
+            if held == [self.me] and all(self.lcd.resource(t).state is State.ISP for t in h.members):
+                return f"{h.name} is in service here already"
+            logger.warning("%s: switchover to %s requested", h.name, self.me)
+            await self._move_here(h, views, reason="switchover")
+            return f"{h.name} in service on {self.me}"
+
+    # ------------------------------------------------------------------ what peers ask
+
+    async def on_view(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
+        about = args.get("about")
+        sees = self.membership().get(str(about), PathState.UNKNOWN).value if about else None
+        return {"in_service": self.in_service_here(), "sees": sees}
+
+    def _roots(self, args: dict[str, Any]) -> Hierarchy:
+        roots = args.get("roots")
+        if not isinstance(roots, list) or not roots:
+            raise IllegalArgument("a takeover or release names the roots of a hierarchy")
+        h = self.hierarchy_of(str(roots[0]))
+        if h is None:
+            raise NotFound(f"{roots[0]!r} is not part of an extended hierarchy on {self.me}")
+        return h
+
+    async def on_takeover(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
+        h = self._roots(args)
+        q = await self.quorum()
+        if not q.ok:
+            raise CommunicationFailed(f"{self.me} has no quorum ({q.why})")
+        reason = str(args.get("reason", f"failover from {peer.node}"))
+        ok, why = await self._restore_here(h, reason)
+        if not ok:
+            raise SystemCallFailed(f"restore on {self.me} failed: {why}")
+        self.blocked.pop(h.name, None)
+        return {}
+
+    async def on_release(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
+        h = self._roots(args)
+        reason = f"{args.get('reason', 'switchover')} to {peer.node}"
+        report = await self.engine.remove_all_of(set(h.members), reason=reason, target=h.name)
+        if not report.ok:
+            raise SystemCallFailed(report.summary())
+        return {}
+
+
+async def _reaches(host: str, port: int) -> bool:
+    try:
+        async with asyncio.timeout(QUORUM_HOST_TIMEOUT):
+            _reader, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True

@@ -1,0 +1,127 @@
+"""Failover decisions are pure: every node that sees the same cluster picks the same single actor."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hakeeper.cluster.decide import (
+    Act,
+    Hierarchy,
+    View,
+    hierarchies,
+    next_nodes,
+    quorum,
+    switchback,
+    takeover,
+)
+from hakeeper.db.model import Equivalency
+from hakeeper.db.states import Switchback
+
+NODES = ["node1", "node2", "node3"]
+
+
+def web(priorities: dict[str, int], switch: Switchback = Switchback.INTELLIGENT) -> Hierarchy:
+    return Hierarchy(("web",), frozenset({"web", "web-ip"}), priorities, switch)
+
+
+def test_majority_needs_more_than_half() -> None:
+    assert quorum("majority", View.of("node2", NODES, ["node3"])).ok
+    assert not quorum("majority", View.of("node1", NODES, [])).ok
+    assert quorum("majority", View.of("node1", NODES, [])).why == "sees 1 of 3 nodes"
+    two = View.of("node1", ["node1", "node2"], [])
+    assert not quorum("majority", two).ok, "a two-node cluster cannot outvote a partition without a witness"
+    assert quorum("none", two).ok
+    assert quorum("tcp_remote", two, hosts=3, hosts_reached=2).ok
+    assert not quorum("tcp_remote", two, hosts=2, hosts_reached=1).ok
+    assert not quorum("tcp_remote", two).ok
+
+
+def test_the_highest_live_priority_restores_and_says_why() -> None:
+    h = web({"node1": 1, "node2": 2, "node3": 3})
+    view = View.of("node2", NODES, ["node3"])
+    [decision] = takeover("node1", view, [h], {}, dead_paths=2)
+    assert (decision.act, decision.target) == (Act.RESTORE, "node2")
+    assert decision.sentence == (
+        "web: node1 dead on all 2 paths; node2 has the highest live priority (2); restoring web, web-ip"
+    )
+    [other] = takeover("node1", View.of("node3", NODES, ["node2"]), [h], {})
+    assert (other.act, other.target) == (Act.ELSEWHERE, "node2")
+
+
+def test_a_hierarchy_in_service_on_a_live_node_stays() -> None:
+    h = web({"node1": 1, "node2": 2, "node3": 3})
+    [decision] = takeover("node1", View.of("node2", NODES, ["node3"]), [h], {"node3": ["web-ip"]})
+    assert (decision.act, decision.target) == (Act.ELSEWHERE, "node3")
+    assert "in service on node3, stays" in decision.sentence
+
+
+def test_nothing_to_do_for_a_hierarchy_not_extended_to_the_dead_node() -> None:
+    h = web({"node2": 1, "node3": 2})
+    assert takeover("node1", View.of("node2", NODES, ["node3"]), [h], {}) == []
+
+
+def test_no_live_node_left_is_stuck() -> None:
+    h = web({"node1": 1, "node3": 2})
+    [decision] = takeover("node1", View.of("node2", NODES, []), [h], {})
+    assert decision.act is Act.STUCK
+
+
+def test_next_nodes_skip_the_failed_ones_in_priority_order() -> None:
+    h = web({"node1": 1, "node2": 3, "node3": 2})
+    view = View.of("node1", NODES, ["node2", "node3"])
+    assert next_nodes(h, view, failed=["node1"]) == ["node3", "node2"]
+    assert next_nodes(h, view, failed=["node1", "node3"]) == ["node2"]
+    assert next_nodes(h, View.of("node1", NODES, ["node2"]), failed=["node1"]) == ["node2"]
+
+
+def test_automatic_switchback_only_to_a_higher_priority() -> None:
+    auto = web({"node1": 1, "node2": 2, "node3": 3}, Switchback.AUTOMATIC)
+    view = View.of("node1", NODES, ["node2", "node3"])
+    [decision] = switchback("node1", view, [auto], {"node2": ["web"]})
+    assert (decision.act, decision.target) == (Act.RESTORE, "node1")
+    assert switchback("node3", View.of("node3", NODES, ["node2"]), [auto], {"node2": ["web"]}) == []
+    intelligent = web({"node1": 1, "node2": 2})
+    assert switchback("node1", view, [intelligent], {"node2": ["web"]}) == []
+
+
+def test_hierarchies_group_connected_resources_under_their_roots() -> None:
+    edges = [("web", "web-ip"), ("web", "data"), ("db", "data"), ("solo", "solo-ip")]
+    eqv = [Equivalency("web", "node1", 1, "web"), Equivalency("web", "node2", 2, "web"),
+           Equivalency("solo", "node2", 1, "solo")]  # fmt: skip
+    found = hierarchies(edges, eqv, {"web": Switchback.AUTOMATIC})
+    assert [(h.roots, sorted(h.members), dict(h.priorities)) for h in found] == [
+        (("solo",), ["solo", "solo-ip"], {"node2": 1}),
+        (("db", "web"), ["data", "db", "web", "web-ip"], {"node1": 1, "node2": 2}),
+    ]
+    assert found[1].switchback is Switchback.AUTOMATIC
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    nodes=st.integers(min_value=2, max_value=6),
+    data=st.data(),
+)
+def test_every_survivor_agrees_on_exactly_one_actor(nodes: int, data: st.DataObject) -> None:
+    names = [f"node{i}" for i in range(1, nodes + 1)]
+    dead = data.draw(st.sampled_from(names))
+    survivors = [n for n in names if n != dead]
+    found = []
+    for index in range(data.draw(st.integers(min_value=1, max_value=4))):
+        on = data.draw(st.lists(st.sampled_from(names), min_size=1, unique=True))
+        priorities = data.draw(st.permutations(range(1, len(on) + 1)))
+        found.append(Hierarchy((f"h{index}",), frozenset({f"h{index}"}), dict(zip(on, priorities, strict=True))))
+    in_service = {n: data.draw(st.lists(st.sampled_from([h.roots[0] for h in found]), unique=True)) for n in names}
+    views = {n: View.of(n, names, survivors) for n in survivors}
+    actors: dict[str, list[str]] = {h.name: [] for h in found}
+    for node, view in views.items():
+        for decision in takeover(dead, view, found, in_service):
+            if decision.act is Act.RESTORE:
+                actors[decision.hierarchy.name].append(node)
+    for h in found:
+        held = [n for n in survivors if h.roots[0] in in_service[n]]
+        can = [n for n in survivors if n in h.priorities]
+        expected = 1 if dead in h.priorities and not held and can else 0
+        assert len(actors[h.name]) == expected, (h, actors[h.name], held)
+        if expected:
+            assert actors[h.name][0] == min(can, key=lambda n: h.priorities[n])
