@@ -1,0 +1,197 @@
+"""A tiny web app for failover tests: gen/app action scripts for a server that answers with its node's name.
+
+    scripts = write_scripts(tmp_path / "webapp", port=8080)   # {"restore": Path, "remove": ..., "quickCheck": ...}
+    node1.run([str(scripts["restore"])], env=script_env(tmp_path / "node1", "node1"), check=True)
+    # GET http://198.18.0.11:8080/  ->  "node1"
+
+The scripts follow hakeeper's script contract (``hakeeper.kits.actions``), so a gen/app resource can use them
+as they are (``restore=``, ``remove=``, ``quickCheck=``); tests may also run them by hand in a node with
+``script_env``. They read ``HAKEEPER_ROOT`` (the node's state directory: the pid file and the server's log
+go there, so every node needs its own; unset = exit 6, configuration error) and ``HAKEEPER_NODE`` (the name
+the server answers with; unset = the node's hostname, ``uname -n``, which the test LAN sets per node).
+
+- ``restore`` starts the server unless it runs already (then it succeeds), and succeeds once it listens on
+  0.0.0.0:PORT in the node's network namespace (at most 5 s). The server leaves restore's process group
+  and session (hakeeper kills a script's group when it times out) and writes its own pid file once it
+  listens, so the pid file names a listening server.
+- ``remove`` stops it by the pid in the pid file (SIGTERM, then SIGKILL; never by name), waits until it is
+  gone (at most 7 s; exit 1 if it will not die) and deletes the pid file; nothing running is success.
+- ``quickCheck`` exits 0 running, 7 stopped (no pid file: removed or never started), 1 failed (the pid
+  file names no live server of ours: it crashed, or it is frozen by SIGSTOP).
+
+A process is live when ``/proc/PID/status`` has a state other than Z or X (``kill -0`` succeeds on
+zombies), and ours when its command line is this server for this port (a recycled pid is not).
+
+The server (this file, run as ``python -I -S webapp.py serve PORT NAME PIDFILE LIFETIME STOP_DELAY``:
+stdlib only) is a ``ThreadingHTTPServer`` without request logging that answers every GET with the name as
+its body, over HTTP/1.0 (one request per connection). On SIGTERM it goes on serving for STOP_DELAY seconds
+(``write_scripts(stop_delay=...)``: an application that takes time to stop), then exits; it ends by itself
+after LIFETIME seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+SERVER = Path(__file__).resolve()
+SCRIPT_NAMES = ("restore", "remove", "quickCheck")
+LIFETIME = 3600.0  # s: a server that nobody removes stops by itself (the LAN kills it at close anyway)
+
+COMMON = """\
+#!/bin/sh
+# {action} of the test web app on port {port} (tests/harness/webapp.py)
+[ -n "$HAKEEPER_ROOT" ] || {{ echo "webapp: HAKEEPER_ROOT is not set"; exit 6; }}
+pidfile="$HAKEEPER_ROOT/webapp-{port}.pid"
+log="$HAKEEPER_ROOT/webapp-{port}.log"
+# the kernel's one-letter state of a process, empty when there is none
+state() {{ sed -n 's/^State:[[:space:]]*\\([A-Za-z]\\).*/\\1/p' "/proc/$1/status" 2>/dev/null; }}
+# live: exists and has not died (kill -0 succeeds on a zombie)
+live() {{ s=$(state "$1"); [ -n "$s" ] && [ "$s" != Z ] && [ "$s" != X ]; }}
+# ours: this app's server for this port, not a process that got a recycled pid
+ours() {{ tr '\\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- {marker}; }}
+# running: the pid file names a live server of ours (sets $pid)
+running() {{ pid=$(cat "$pidfile" 2>/dev/null) && [ -n "$pid" ] && live "$pid" && ours "$pid"; }}
+"""
+
+RESTORE = """\
+if running; then echo "webapp: running already (pid $pid)"; exit 0; fi
+rm -f "$pidfile"
+name=${{HAKEEPER_NODE:-$(uname -n)}}
+{python} -I -S {server} serve {port} "$name" "$pidfile" {lifetime} {stop_delay} </dev/null >>"$log" 2>&1 &
+child=$!
+i=0
+while [ $i -lt 100 ]; do
+  if running; then echo "webapp: serving as $name (pid $pid)"; exit 0; fi
+  if ! live "$child"; then echo "webapp: the server exited: $(tail -n 3 "$log")"; exit 1; fi
+  sleep 0.05; i=$((i + 1))
+done
+kill -KILL "$child" 2>/dev/null
+echo "webapp: the server did not listen within 5 s"; exit 1
+"""
+
+REMOVE = """\
+if running; then
+  kill -TERM "$pid"; kill -CONT "$pid" 2>/dev/null
+  i=0
+  while live "$pid" && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+  if live "$pid"; then
+    kill -KILL "$pid"
+    i=0
+    while live "$pid" && [ $i -lt 40 ]; do sleep 0.05; i=$((i + 1)); done
+    if live "$pid"; then echo "webapp: pid $pid survived SIGKILL"; exit 1; fi
+  fi
+fi
+rm -f "$pidfile"
+exit 0
+"""
+
+QUICK_CHECK = """\
+[ -f "$pidfile" ] || {{ echo "webapp: stopped"; exit 7; }}
+if ! running; then echo "webapp: pid $(cat "$pidfile") is not running (crashed)"; exit 1; fi
+case $(state "$pid") in T | t) echo "webapp: pid $pid is frozen"; exit 1 ;; esac
+exit 0
+"""
+
+BODIES = {"restore": RESTORE, "remove": REMOVE, "quickCheck": QUICK_CHECK}
+
+
+def write_scripts(
+    directory: str | os.PathLike[str],
+    port: int,
+    *,
+    stop_delay: float = 0.0,
+    python: str = sys.executable,
+    lifetime: float = LIFETIME,
+) -> dict[str, Path]:
+    """Write ``restore``, ``remove`` and ``quickCheck`` (executable) into ``directory``; name -> path.
+
+    ``stop_delay``: seconds the server goes on serving after SIGTERM (an application that drains slowly;
+    past 5 s, remove kills it). ``lifetime``: seconds after which the server stops by itself.
+    """
+    if not 1 <= port <= 65535 or not 0 < lifetime <= 86_400 or not 0 <= stop_delay <= 60:
+        raise ValueError("webapp: port 1..65535, lifetime 0..86400 s, stop_delay 0..60 s")
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    q = shlex.quote
+    values = {
+        "port": port,
+        "python": q(python),
+        "server": q(str(SERVER)),
+        "marker": q(f"{SERVER} serve {port} "),
+        "lifetime": lifetime,
+        "stop_delay": stop_delay,
+    }
+    paths: dict[str, Path] = {}
+    for action in SCRIPT_NAMES:
+        path = folder / action
+        path.write_text(COMMON.format(action=action, **values) + BODIES[action].format(**values))
+        path.chmod(0o755)
+        paths[action] = path
+    return paths
+
+
+def script_env(root: str | os.PathLike[str], node: str | None, **extra: str) -> dict[str, str]:
+    """The environment hakeeper gives the scripts, for running them by hand (``node=None``: the hostname)."""
+    env = dict(os.environ, HAKEEPER_ROOT=os.fspath(root), HAKEEPER_TAG="webapp")
+    env.pop("HAKEEPER_NODE", None)
+    env.update(extra)
+    if node is not None:
+        env["HAKEEPER_NODE"] = node
+    return env
+
+
+# ---- the server (runs inside a node) --------------------------------------------------------------------
+
+
+def serve(port: int, name: str, pidfile: Path, lifetime: float, stop_delay: float) -> None:
+    """Answer GET with ``name`` on 0.0.0.0:``port``; write the pid file once listening.
+
+    Stops after ``lifetime`` s, or ``stop_delay`` s after SIGTERM (serving until then).
+    """
+    body = name.encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # a line per probe every 10 ms would be noise
+
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 128  # the probes of several rounds may be in flight at once
+
+    with contextlib.suppress(OSError):  # EPERM: a group leader already (started by hand)
+        os.setsid()  # leave restore's process group and session: hakeeper kills those with the script
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # for sigtimedwait; threads inherit the mask
+    with Server(("0.0.0.0", port), Handler) as server:
+        temporary = pidfile.with_name(pidfile.name + ".new")
+        temporary.write_text(f"{os.getpid()}\n")
+        os.replace(temporary, pidfile)  # whole: the scripts never read half a pid
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True).start()
+        if signal.sigtimedwait({signal.SIGTERM}, lifetime) is not None:
+            time.sleep(stop_delay)
+            print(f"webapp: pid {os.getpid()} stopped by SIGTERM", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 6 or argv[0] != "serve":
+        print("usage: webapp.py serve PORT NAME PIDFILE LIFETIME STOP_DELAY", file=sys.stderr)
+        return 2
+    serve(int(argv[1]), argv[2], Path(argv[3]), float(argv[4]), float(argv[5]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
