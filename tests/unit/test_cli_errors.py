@@ -223,10 +223,12 @@ VALID: dict[str, tuple[str, ...]] = {
     "settings": ("heartbeat_interval=0.5", "takeover_delay=0.6"),
     "lcdremexec": ("true",),
     "cluster": ("init", "--name", "prod"),
+    "why": ("vip",),
+    "switchover": ("vip", "--to", "node2"),
 }
 
 #: Where a well-formed command line cannot succeed here: without hakeeperd, nothing takes an event.
-WELL_FORMED_CODE = {"sendevent": SYSCALL}
+WELL_FORMED_CODE = {"sendevent": SYSCALL, "switchover": COMM}
 
 
 class Case(NamedTuple):
@@ -445,6 +447,12 @@ SEMANTIC_CASES: list[Case] = [
     # lcdremexec
     Case("lcdremexec", ("-t", "0", "true"), RANGE, "no time at all"),
     Case("lcdremexec", ("/nonexistent/command",), MISSING, "no such command"),
+    # failover
+    Case("why", ("nosuch",), MISSING, "no such resource"),
+    Case("why", ("db",), MISSING, "not extended to another node"),
+    Case("switchover", ("nosuch",), MISSING, "no such resource"),
+    Case("switchover", ("db",), MISSING, "not extended to another node"),
+    Case("switchover", ("vip", "--to", "node9"), MISSING, "no such node"),
     # communication paths and settings
     Case("net_create", ("-s", "node2", "-l", "198.18.0.11", "-r", "198.18.0.12"), EXISTS, "duplicate path"),
     Case("net_create", ("-s", "node2", "-l", "198.18.1.11", "-r", "198.18.1.12", "-p", "1"), EXISTS, "priority taken"),

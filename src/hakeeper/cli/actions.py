@@ -146,6 +146,10 @@ async def _perform(ctx: Context, args: argparse.Namespace, engine: Engine, kits:
 
 async def _perform_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
     daemon = ctx.services
+    if args.action == "restore" and not args.only and daemon.failover.hierarchy_of(args.tag) is not None:
+        # An extended hierarchy: take it out of service where it runs first (a switchover), as LifeKeeper does.
+        ctx.print(await daemon.failover.switchover(args.tag))
+        return 0
     return await _perform(ctx, args, daemon.engine, kits_of(ctx, ctx.lcd, run_globals=not args.no_globals))
 
 

@@ -117,6 +117,8 @@ COMMAND_MODULES: dict[str, str] = {
     "lkstop": "hakeeper.cli.daemon",
     "lcdremexec": "hakeeper.cli.daemon",
     "cluster": "hakeeper.cli.cluster",
+    "switchover": "hakeeper.cli.failover",
+    "why": "hakeeper.cli.failover",
 }
 
 

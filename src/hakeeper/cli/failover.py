@@ -1,0 +1,125 @@
+"""``hakeeper switchover`` and ``hakeeper why``: move a hierarchy by hand, and say why it is where it is.
+
+Both run in hakeeperd, which knows the membership and can ask the other nodes
+what they run; without hakeeperd, ``why`` tells what the LCD alone says.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from hakeeper.cli.base import Context, arg, command, other_node
+from hakeeper.cluster import decide
+from hakeeper.cluster.decide import Hierarchy, View
+from hakeeper.db import Lcd
+from hakeeper.errors import CommunicationFailed, NotFound
+
+
+def _hierarchy(lcd: Lcd, tag: str) -> Hierarchy:
+    lcd.resource(tag)
+    switchbacks = {r.tag: r.switchback for r in lcd.resources()}
+    found = decide.hierarchies(lcd.edges(), lcd.equivalencies(), switchbacks)
+    h = next((h for h in found if tag in h.members), None)
+    if h is None:
+        raise NotFound(f"{tag!r} is extended to no other node (see: eqv_list, hakeeper extend)")
+    return h
+
+
+async def _switchover_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
+    daemon = ctx.services
+    _hierarchy(ctx.lcd, args.tag)
+    target = other_node(ctx.lcd, args.to)
+    if target is not None:
+        answer = await daemon.run_remote(target, "switchover", [args.tag], ctx.actor)
+        ctx.out.write(answer.out)
+        ctx.err.write(answer.err)
+        return int(answer.code)
+    ctx.print(await daemon.failover.switchover(args.tag))
+    return 0
+
+
+@command(
+    "switchover",
+    "move a hierarchy to a node: take it out of service where it runs, then restore it there",
+    arg("tag", metavar="TAG", help="a resource of the hierarchy"),
+    arg("--to", metavar="NODE", help="the node to run it on (default: this node)"),
+    epilog="The same as 'In Service' on a backup in LifeKeeper's console, and as\n"
+    "perform_action -t TAG -a restore run on that node. If the restore fails there,\n"
+    "the hierarchy goes back to where it was, or on to the next node by priority.",
+    in_daemon=_switchover_in_daemon,
+)
+def _switchover(ctx: Context, args: argparse.Namespace) -> int:
+    _hierarchy(ctx.lcd, args.tag)
+    other_node(ctx.lcd, args.to)
+    raise CommunicationFailed("switchover needs hakeeperd on this node (see: lkstart)")
+
+
+def _why_lines(
+    lcd: Lcd, h: Hierarchy, view: View | None, in_service: dict[str, list[str]], failover: object
+) -> list[str]:
+    me = lcd.local_node
+    lines = []
+    holders = [n for n in sorted(in_service) if h.members & set(in_service[n])]
+    if holders:
+        where = ", ".join(holders)
+        lines.append(f"{h.name}: in service on {where}")
+    else:
+        lines.append(f"{h.name}: in service nowhere{'' if view else ' on this node'}")
+    if me in holders:
+        for tag in sorted(h.members):
+            resource = lcd.resource(tag)
+            lines.append(f"  {tag}: {resource.state.name}{f' ({resource.reason})' if resource.reason else ''}")
+    nodes = []
+    for priority, node in sorted((p, n) for n, p in h.priorities.items()):
+        state = "this node" if node == me else (("ALIVE" if node in view.alive else "not alive") if view else "?")
+        nodes.append(f"{node} (priority {priority}, {state})")
+    lines.append(f"  extended to: {', '.join(nodes)}")
+    if h.switchback.name == "AUTOMATIC":
+        lines.append("  switchback AUTOMATIC: moves back to a higher-priority node when it is back")
+    else:
+        lines.append("  switchback INTELLIGENT: stays where it is until moved or until it fails")
+    if view is None:
+        lines.append("  hakeeperd is not running here: no membership, no failover from this node")
+        return lines
+    current = holders[0] if holders else None
+    following = decide.next_nodes(h, view, failed=[current] if current else [])
+    if following:
+        lines.append(f"  next: {following[0]} (priority {h.priorities[following[0]]}), if {current or 'it'} fails")
+    else:
+        lines.append("  next: no other live node it is extended to")
+    quorum = getattr(failover, "quorum_lost", False)
+    blocked = getattr(failover, "blocked", {}).get(h.name)
+    if quorum:
+        lines.append("  blocked: this node lost quorum; it takes nothing over")
+    if blocked:
+        lines.append(f"  blocked: {blocked}")
+    fence = str(lcd.settings()["fence_command"]).strip()
+    lines.append(f"  fencing: {fence if fence else 'none (fence_command is not set)'}")
+    return lines
+
+
+async def _why_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
+    failover = ctx.services.failover
+    h = _hierarchy(ctx.lcd, args.tag)
+    views = await failover.views()
+    view = failover.view()
+    q = await failover.quorum()
+    lines = _why_lines(ctx.lcd, h, view, failover.in_service(views), failover)
+    lines.append(f"  quorum: {'yes' if q.ok else 'NO'} ({q.why}, quorum_mode={ctx.lcd.settings()['quorum_mode']})")
+    for node in sorted(set(h.priorities) & view.alive - {view.me} - set(views)):
+        lines.append(f"  {node} did not say what it runs")
+    ctx.out.write("".join(line + "\n" for line in lines))
+    return 0
+
+
+@command(
+    "why",
+    "say why a hierarchy is where it is, where it would go next, and what would block that",
+    arg("tag", metavar="TAG", help="a resource of the hierarchy"),
+    in_daemon=_why_in_daemon,
+)
+def _why(ctx: Context, args: argparse.Namespace) -> int:
+    h = _hierarchy(ctx.lcd, args.tag)
+    here = [t for t, _id, state, _reason in ctx.lcd.summaries() if state.in_service]
+    ctx.out.write("".join(line + "\n" for line in _why_lines(ctx.lcd, h, None, {ctx.lcd.local_node: here}, None)))
+    return 0
