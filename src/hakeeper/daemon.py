@@ -32,6 +32,7 @@ from hakeeper.comm.rpc import RemoteError, RpcServer, call
 from hakeeper.comm.tls import Peer, identity_exists, load_identity
 from hakeeper.control import MAX_REQUEST, PID_NAME, Answer, decode_request, socket_path
 from hakeeper.db import Lcd, Resource, State
+from hakeeper.db.settings import SHUTDOWN_STRATEGIES
 from hakeeper.db.store import ensure_state_dir
 from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, SystemCallFailed
 from hakeeper.events.alarm import Event, run_handlers
@@ -94,6 +95,7 @@ class Daemon:
             "view": self.failover.on_view,
             "takeover": self.failover.on_takeover,
             "release": self.failover.on_release,
+            "leaving": self.failover.on_leaving,
         }
         self.rpc = RpcServer(self.identity, handlers) if self.identity else None
         self._services: set[asyncio.Task[Any]] = set()
@@ -309,6 +311,9 @@ class Daemon:
     async def _shutdown(self, server: asyncio.Server, monitor: asyncio.Task[None]) -> None:
         logger.info("hakeeperd stopping: no new commands")
         server.close()  # stage 1: stop accepting
+        if self.identity is not None:  # the peers hear it from us, not from our heartbeats stopping
+            switch_over = self._take_out_of_service and self.lcd.shutdown_strategy == SHUTDOWN_STRATEGIES[1]
+            await self.failover.leaving(switch_over=switch_over)
         monitor.cancel()
         for service in list(self._services):
             service.cancel()

@@ -72,6 +72,8 @@ class Failover:
         self.quorum_lost = False
         #: Why a takeover did not happen, by hierarchy name (``hakeeper why`` shows it).
         self.blocked: dict[str, str] = {}
+        #: Peers that said they are stopping (lkstop, SIGTERM): their silence moves nothing.
+        self.departed: set[str] = set()
         self._decide = asyncio.Lock()  # one decision at a time on this node
 
     # ------------------------------------------------------------------ what this node knows
@@ -123,6 +125,9 @@ class Failover:
 
     async def node_dead(self, node: str) -> None:
         await self.caught_up.wait()
+        if node in self.departed:
+            logger.info("%s stopped gracefully: nothing moves", node)
+            return
         async with self._decide:
             if not await self._have_quorum():
                 return
@@ -149,6 +154,7 @@ class Failover:
                 await self._restore_or_move_on(d.hierarchy, failed=[node], reason=f"failover from {node}")
 
     async def node_alive(self, node: str) -> None:
+        self.departed.discard(node)
         await self.caught_up.wait()
         async with self._decide:
             if self.quorum_lost:
@@ -342,7 +348,39 @@ class Failover:
             await self._move_here(h, views, reason="switchover")
             return f"{h.name} in service on {self.me}"
 
+    async def leaving(self, *, switch_over: bool) -> None:
+        """This node stops (lkstop, SIGTERM): move its hierarchies if asked, and tell the peers not to fail over.
+
+        The peers are told first, so that its silence, once its heartbeats stop,
+        moves nothing; with ``switch_over`` (shutdown strategy "Switch Over
+        Resources") each hierarchy in service here is then taken out of service
+        and handed to the next live node by priority.
+        """
+        peers = sorted(self.view().alive - {self.me})
+
+        async def tell(peer: str) -> None:
+            try:
+                await self.send(peer, "leaving", {}, VIEW_TIMEOUT)
+            except (HakeeperError, TimeoutError) as exc:
+                logger.warning("could not tell %s that this node stops: %s", peer, exc)
+
+        await asyncio.gather(*(tell(p) for p in peers))
+        if not switch_over:
+            return
+        here = set(self.in_service_here())
+        for h in [h for h in self.hierarchies() if h.members & here]:
+            down = await self.engine.remove_all_of(set(h.members), reason="lkstop: switch over", target=h.name)
+            if down.ok:
+                await self.move_on(h, failed=[self.me], reason=f"{self.me} stops (shutdown strategy: switch over)")
+            else:
+                logger.error("%s stays here: taking it out of service failed: %s", h.name, down.summary())
+
     # ------------------------------------------------------------------ what peers ask
+
+    async def on_leaving(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
+        self.departed.add(peer.node)
+        logger.info("%s says it is stopping: its silence will move nothing", peer.node)
+        return {}
 
     async def on_view(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
         about = args.get("about")

@@ -1,0 +1,184 @@
+"""hakeeperd's failover service on three in-process nodes: real LCDs and engines, an in-memory kit, no network.
+
+Each node's ``send`` calls the other node's handlers directly; the test sets
+what each node sees (membership) and which restores fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hakeeper.cluster.failover import Failover
+from hakeeper.comm.paths import PathState
+from hakeeper.comm.tls import Peer
+from hakeeper.db import Lcd, State
+from hakeeper.errors import CommunicationFailed
+from hakeeper.recovery.engine import Engine
+from tests.fakes import FakeKit, Script, build, fake_kits
+
+NAMES = ("node1", "node2", "node3")
+FAST = {"heartbeat_interval": "0.05", "takeover_delay": "0.15"}
+
+
+class Cluster:
+    def __init__(self, base: Path, settings: dict[str, str] | None = None) -> None:
+        self.lcds: dict[str, Lcd] = {}
+        self.kits: dict[str, FakeKit] = {}
+        self.nodes: dict[str, Failover] = {}
+        self.seen: dict[str, dict[str, PathState]] = {}
+        for name in NAMES:
+            lcd = Lcd.open(base / name, node=name)
+            for other in NAMES:
+                if other != name:
+                    lcd.create_node(other)
+            lcd.set_settings(FAST | (settings or {}))
+            build(lcd, [("web", "web-ip")])
+            lcd.create_equivalency("web", "node2", node="node1", priority=1, other_priority=2)
+            lcd.create_equivalency("web", "node3", node="node1", other_priority=3)
+            kits, kit = fake_kits(lcd, Script())
+            ready = asyncio.Event()
+            ready.set()
+            self.seen[name] = {o: PathState.ALIVE for o in NAMES if o != name}
+            self.nodes[name] = Failover(lcd, Engine(lcd, kits), self._sender(name), self._view_of(name), ready)
+            self.lcds[name], self.kits[name] = lcd, kit
+
+    def _view_of(self, name: str) -> Any:
+        return lambda: self.seen[name]
+
+    def _sender(self, sender: str) -> Any:
+        async def send(node: str, op: str, args: dict[str, Any], timeout: float) -> Any:
+            if self.seen[sender].get(node) is not PathState.ALIVE:
+                raise CommunicationFailed(f"cannot reach node {node!r}")
+            handler = getattr(self.nodes[node], f"on_{op}")
+            return await handler(Peer(sender, "198.18.0.1"), args)
+
+        return send
+
+    def cut(self, dead: str) -> None:
+        for name in NAMES:
+            if name != dead:
+                self.seen[name][dead] = PathState.DEAD
+                self.seen[dead][name] = PathState.DEAD
+
+    def state(self, node: str, tag: str = "web") -> State:
+        return self.lcds[node].resource(tag).state
+
+    def holders(self) -> list[str]:
+        return [n for n in NAMES if self.state(n) is State.ISP]
+
+    def close(self) -> None:
+        for lcd in self.lcds.values():
+            lcd.close()
+
+
+@pytest.fixture(name="cluster")
+def cluster_fixture(tmp_path: Path) -> Any:
+    c = Cluster(tmp_path)
+    asyncio.run(c.nodes["node1"].engine.restore("web", reason="start"))
+    yield c
+    c.close()
+
+
+def test_node_death_exactly_one_survivor_restores_and_the_isolated_node_stops(cluster: Cluster) -> None:
+    cluster.cut("node1")
+
+    async def everyone() -> None:
+        await asyncio.gather(*(cluster.nodes[n].node_dead(o) for n in NAMES for o in NAMES if o != n
+                               if cluster.seen[n][o] is PathState.DEAD))  # fmt: skip
+
+    asyncio.run(everyone())
+    assert cluster.holders() == ["node2"]
+    assert cluster.nodes["node1"].quorum_lost
+    assert cluster.state("node1", "web-ip") is State.OSU, "node1 lost quorum and took everything out of service"
+    assert cluster.lcds["node2"].resource("web").reason == "failover from node1"
+
+
+def test_a_node_that_said_it_stops_is_not_failed_over(cluster: Cluster) -> None:
+    asyncio.run(cluster.nodes["node1"].leaving(switch_over=False))
+    cluster.cut("node1")
+    asyncio.run(cluster.nodes["node2"].node_dead("node1"))
+    assert cluster.holders() == ["node1"], "lkstop -f leaves it running there; nobody takes it over"
+
+
+def test_leaving_with_switch_over_hands_the_hierarchy_to_the_next_node(cluster: Cluster) -> None:
+    asyncio.run(cluster.nodes["node1"].leaving(switch_over=True))
+    assert cluster.holders() == ["node2"]
+    assert cluster.nodes["node2"].departed == {"node1"}
+
+
+def test_a_failed_restore_goes_on_to_the_next_node(cluster: Cluster) -> None:
+    cluster.kits["node2"].script.fail_restore.add("web")
+    cluster.cut("node1")
+    asyncio.run(cluster.nodes["node2"].node_dead("node1"))
+    asyncio.run(cluster.nodes["node3"].node_dead("node1"))
+    assert cluster.holders() == ["node1", "node3"], "node1 is powered off, say: only its LCD still says ISP"
+    assert cluster.state("node2", "web-ip") is State.OSU, "node2's partial restore was undone"
+
+
+def test_a_resource_failure_moves_the_whole_hierarchy_down_the_priorities(cluster: Cluster) -> None:
+    cluster.kits["node2"].script.fail_restore.add("web-ip")
+    asyncio.run(cluster.nodes["node1"].resource_failed("web", "quickCheck: failed"))
+    assert cluster.holders() == ["node3"]
+    assert cluster.state("node1", "web-ip") is State.OSU, "the whole hierarchy left node1"
+
+
+def test_no_node_left_is_an_alert_and_why_says_so(cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    for node in ("node2", "node3"):
+        cluster.kits[node].script.fail_restore.add("web")
+    asyncio.run(cluster.nodes["node1"].resource_failed("web", "quickCheck: failed"))
+    assert cluster.holders() == []
+    assert "no live node left to run it (tried node1, node2, node3)" in cluster.nodes["node1"].blocked["web"]
+    assert "ALERT: web is out of service" in caplog.text
+
+
+def test_a_failing_fence_blocks_the_takeover(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, {"fence_command": "/bin/false"})
+    try:
+        asyncio.run(cluster.nodes["node1"].engine.restore("web", reason="start"))
+        cluster.cut("node1")
+        asyncio.run(cluster.nodes["node2"].node_dead("node1"))
+        assert cluster.state("node2") is State.OSU
+        assert cluster.nodes["node2"].blocked["web"].startswith("fencing node1 failed (/bin/false exited 1)")
+        cluster.lcds["node2"].set_settings({"fence_command": "/bin/true"})
+        asyncio.run(cluster.nodes["node2"].node_dead("node1"))
+        assert cluster.state("node2") is State.ISP
+        assert "web" not in cluster.nodes["node2"].blocked
+    finally:
+        cluster.close()
+
+
+def test_remote_verify_stands_down_while_a_peer_still_sees_the_node(cluster: Cluster) -> None:
+    cluster.seen["node2"]["node1"] = PathState.DEAD  # only node2 lost node1 (its own link, say)
+    asyncio.run(cluster.nodes["node2"].node_dead("node1"))
+    assert cluster.holders() == ["node1"]
+
+
+def test_switchover_and_automatic_switchback(cluster: Cluster) -> None:
+    message = asyncio.run(cluster.nodes["node3"].switchover("web-ip"))
+    assert message == "web in service on node3"
+    assert cluster.holders() == ["node3"]
+    assert cluster.state("node1", "web-ip") is State.OSU
+    asyncio.run(cluster.nodes["node1"].node_alive("node3"))
+    assert cluster.holders() == ["node3"], "INTELLIGENT: stays"
+    for lcd in cluster.lcds.values():
+        lcd.set_switchback("web", lcd.resource("web").switchback.__class__.AUTOMATIC)
+    asyncio.run(cluster.nodes["node2"].node_alive("node3"))
+    assert cluster.holders() == ["node2"], "AUTOMATIC: node2 has a higher priority than node3"
+    asyncio.run(cluster.nodes["node3"].node_alive("node2"))
+    assert cluster.holders() == ["node2"], "never to a lower priority"
+
+
+def test_two_nodes_without_a_witness_do_not_take_over(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path)
+    try:
+        asyncio.run(cluster.nodes["node1"].engine.restore("web", reason="start"))
+        cluster.cut("node1")
+        cluster.cut("node3")  # node2 alone: 1 of 3
+        asyncio.run(cluster.nodes["node2"].node_dead("node1"))
+        assert cluster.state("node2") is State.OSU and cluster.nodes["node2"].quorum_lost
+    finally:
+        cluster.close()
