@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from hakeeper.cluster.configsync import ConfigSync, thread_replicator
+from hakeeper.cluster.configsync import ConfigSync, participants, thread_replicator
 from hakeeper.comm.paths import PathState
 from hakeeper.comm.tls import Peer
 from hakeeper.db import Lcd
@@ -71,3 +71,16 @@ def test_a_lost_commit_is_delivered_when_the_node_is_back_and_applied_once(tmp_p
 
 async def no_send(node: str, op: str, args: dict[str, Any]) -> Any:
     raise CommunicationFailed("not used")
+
+
+def test_extend_s_equivalencies_concern_every_node_of_the_hierarchy_and_the_new_one(tmp_path: Path) -> None:
+    with Lcd.open(tmp_path / "node1", node="node1") as lcd:
+        for node in ("node2", "node3", "node4"):
+            lcd.create_node(node)
+        lcd.create_resource("data", "data-1", "gen", "app", ensure_type=True)
+        lcd.create_resource("web", "web-1", "gen", "app")
+        lcd.create_equivalency("data", "node2")
+        args = {"tags": ["data", "web"], "other_node": "node3", "other_priority": None, "node": "node1"}
+        assert participants(lcd, "create_equivalencies", args) == ["node2", "node3"]
+        assert participants(lcd, "remove_equivalencies", {"tags": ["data"], "other_node": "node2"}) == ["node2"]
+        assert participants(lcd, "create_resources", {"resources": [], "dependencies": []}) == []
