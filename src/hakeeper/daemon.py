@@ -22,9 +22,10 @@ import struct
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hakeeper.cluster.configsync import ConfigSync, thread_replicator
+from hakeeper.cluster.extend import Adopter
 from hakeeper.comm.link import HeartbeatLink
 from hakeeper.comm.paths import PathState
 from hakeeper.comm.rpc import RemoteError, RpcServer, call
@@ -41,6 +42,8 @@ from hakeeper.kits.registry import Kits
 from hakeeper.recovery.engine import DEFAULT_MAX_PARALLEL, Engine
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CATCH_UP_EVERY = 5.0  # besides at once when a node comes back
 SYNC_TIMEOUT = 30.0  # a participant's answer to prepare / commit / abort
@@ -77,11 +80,14 @@ class Daemon:
         self.identity = load_identity(self.root) if identity_exists(self.root) else None
         self.heartbeats = HeartbeatLink(self.root, self.lcd, self.on_node) if self.identity else None
         self.sync = ConfigSync(self.lcd, self._send, self._membership_of)
+        self.adopter = Adopter(self.lcd, self.kits)
         handlers = {
             "run": self._rpc_run,
             "prepare": self.sync.on_prepare,
             "commit": self.sync.on_commit,
             "abort": self.sync.on_abort,
+            "adopt": self.adopter.on_adopt,
+            "unadopt": self.adopter.on_unadopt,
         }
         self.rpc = RpcServer(self.identity, handlers) if self.identity else None
         self._services: set[asyncio.Task[Any]] = set()
@@ -155,18 +161,40 @@ class Daemon:
         return Answer(int(result["code"]), str(result.get("out", "")), str(result.get("err", "")))
 
     async def _send(self, node: str, op: str, args: dict[str, Any]) -> Any:
+        return await self.request(node, op, args, timeout=SYNC_TIMEOUT)
+
+    async def request(self, node: str, op: str, args: dict[str, Any], *, timeout: float) -> Any:
+        """Send ``op`` to ``node``'s hakeeperd and return its result (RemoteError when it refuses)."""
         if self.identity is None:
             raise CommunicationFailed("this node has no cluster identity (see: hakeeper cluster init / join)")
         port = int(self.lcd.settings()["comm_port"])
-        return await call(self.identity, self.lcd.paths(node), port, op, args, timeout=SYNC_TIMEOUT)
+        return await call(self.identity, self.lcd.paths(node), port, op, args, timeout=timeout)
 
     def _membership_of(self, node: str) -> PathState:
         return self.membership.get(node, PathState.UNKNOWN)
+
+    def check_reachable(self, node: str) -> None:
+        """Raise CommunicationFailed when ``node`` cannot be asked anything: no identity here, or DEAD."""
+        if self.identity is None:
+            raise CommunicationFailed("this node has no cluster identity (see: hakeeper cluster init / join)")
+        if self._membership_of(node) is PathState.DEAD:
+            raise CommunicationFailed(f"{node} cannot be reached (all paths DEAD)")
 
     def replicator_for(self, actor: str) -> Callable[[Lcd], Any]:
         """How a command run in a worker thread replicates its configuration changes (see configsync)."""
         loop = asyncio.get_running_loop()
         return lambda lcd: thread_replicator(self.sync, loop, lcd, actor)
+
+    async def change_replicated(self, actor: str, change: Callable[[Lcd], T]) -> T:
+        """Make a configuration change in a worker thread, replicated to the nodes it concerns (see configsync)."""
+        replicator = self.replicator_for(actor)
+
+        def work() -> T:
+            with Lcd.open(self.root, actor=actor) as lcd:
+                lcd.replicator = replicator(lcd)
+                return change(lcd)
+
+        return await asyncio.to_thread(work)
 
     def on_node(self, node: str, state: PathState) -> None:
         """A peer's liveness changed (all paths DEAD, or one ALIVE again). Failover will act on DEAD."""

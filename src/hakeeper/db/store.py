@@ -768,15 +768,17 @@ class Lcd:
         *,
         other_priority: int | None = None,
         node: str | None = None,
-        priorities: Mapping[str, int] | None = None,
+        rows: Mapping[str, Mapping[str, int]] | None = None,
     ) -> int:
         """Declare that every resource of ``tags`` can run on ``other_node``, under its own tag, in one transaction.
 
         This is ``extend``'s equivalency: one priority on ``other_node`` for the
         whole hierarchy (the lowest that none of them uses, unless given). A
-        resource without an entry for ``node`` (this node by default) gets one,
-        with the lowest free priority (or its value in ``priorities``), as
-        :meth:`create_equivalency` does. All or none; returns ``other_node``'s priority.
+        resource without an entry for ``node`` (this node by default) gets one with
+        the lowest free priority, as :meth:`create_equivalency` gives. The change
+        log records every resource's other entries (``rows``: tag -> node ->
+        priority), so that where it is replayed, the new node learns all of them
+        and the others check they agree. All or none; returns ``other_node``'s priority.
         """
         this = node if node is not None else self._local
         wanted = list(dict.fromkeys(tags))
@@ -786,27 +788,28 @@ class Lcd:
         self._require_node(other_node)
         if this == other_node:
             raise IllegalArgument(f"a resource cannot be equivalent to itself on the same node {this!r}")
-        current: dict[str, dict[str, Equivalency]] = {}
+        current: dict[str, dict[str, int]] = {}
         for tag in wanted:
             self.resource(tag)
-            current[tag] = {e.node: e for e in self.equivalencies(tag=tag)}
+            current[tag] = {e.node: e.priority for e in self.equivalencies(tag=tag)}
             if other_node in current[tag]:
-                there = current[tag][other_node].priority
+                there = current[tag][other_node]
                 raise AlreadyExists(f"{tag!r} is already equivalent on {other_node!r} (priority {there})")
-        own = dict(priorities or {})
-        for tag in wanted:
-            taken = {e.priority for e in current[tag].values()}
-            if this in current[tag]:
-                if tag in own and own[tag] != current[tag][this].priority:
-                    raise IllegalArgument(f"{tag!r} already has priority {current[tag][this].priority} on {this!r}")
-                own.pop(tag, None)
-            else:
-                own[tag] = check_priority(own[tag]) if tag in own else _lowest_free(taken)
-                if own[tag] in taken:
-                    raise AlreadyExists(f"priority {own[tag]} is already used by {tag!r} on another node")
-        used = {tag: {e.priority: e.node for e in current[tag].values()} for tag in wanted}
-        for tag, mine in own.items():
-            used[tag][mine] = this
+        if rows is None:  # here, where the change is made: the entries there are, and this node's
+            final = {tag: dict(current[tag]) for tag in wanted}
+            for entries in final.values():
+                if this not in entries:
+                    entries[this] = _lowest_free(set(entries.values()))
+        else:  # replayed: the same entries as the node where it was made, besides those this node lacks
+            final = {tag: _priorities(rows.get(tag), tag) for tag in wanted}
+            for tag in wanted:
+                for name in final[tag]:
+                    self._require_node(name)
+                if this not in final[tag] or any(final[tag].get(n) != p for n, p in current[tag].items()):
+                    raise IllegalArgument(f"{tag!r}'s equivalencies on {self._local} differ from those on {this}")
+        used = {tag: {p: n for n, p in entries.items()} for tag, entries in final.items()}
+        if any(len(by_priority) != len(final[tag]) for tag, by_priority in used.items()):
+            raise IllegalArgument("two nodes of one resource cannot share a priority")
         theirs = (
             check_priority(other_priority)
             if other_priority is not None
@@ -815,13 +818,13 @@ class Lcd:
         for tag in wanted:
             if theirs in used[tag]:
                 raise AlreadyExists(f"priority {theirs} is already used by {tag!r} on {used[tag][theirs]!r}")
-        rows = [(tag, this, tag, own[tag]) for tag in wanted if tag in own]
-        rows += [(tag, other_node, tag, theirs) for tag in wanted]
-        args = {"tags": wanted, "other_node": other_node, "other_priority": theirs, "node": this, "priorities": own}
+        inserts = [(tag, n, p) for tag in wanted for n, p in sorted(final[tag].items()) if n not in current[tag]]
+        inserts += [(tag, other_node, theirs) for tag in wanted]
+        args = {"tags": wanted, "other_node": other_node, "other_priority": theirs, "node": this, "rows": final}
         with self._change("create_equivalencies", args) as db:
             db.executemany(
                 "INSERT INTO equivalencies (tag, node, remote_tag, priority, kind) VALUES (?, ?, ?, ?, ?)",
-                [(tag, n, remote, prio, int(EqvKind.SHARED)) for tag, n, remote, prio in rows],
+                [(tag, n, tag, p, int(EqvKind.SHARED)) for tag, n, p in inserts],
             )
         return theirs
 
@@ -1053,6 +1056,15 @@ def _resource_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         "check_interval": spec.get("check_interval", 120),
         "local_recover": local_recover,
     }
+
+
+def _priorities(entries: object, tag: str) -> dict[str, int]:
+    """A resource's equivalencies as a change log records them: node -> priority."""
+    if not isinstance(entries, Mapping) or not all(
+        isinstance(n, str) and isinstance(p, int) and not isinstance(p, bool) for n, p in entries.items()
+    ):
+        raise IllegalArgument(f"the equivalencies of {tag!r} are not node -> priority")
+    return {n: check_priority(p) for n, p in entries.items()}
 
 
 def _named(kind: type[E], name: object, what: str) -> E:
