@@ -117,6 +117,8 @@ COMMAND_MODULES: dict[str, str] = {
     "lkstop": "hakeeper.cli.daemon",
     "lcdremexec": "hakeeper.cli.daemon",
     "cluster": "hakeeper.cli.cluster",
+    "extend": "hakeeper.cli.extend",
+    "unextend": "hakeeper.cli.extend",
 }
 
 
