@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 import pytest
 
 from hakeeper.cluster.configsync import ConfigSync, thread_replicator
-from hakeeper.cluster.extend import Adopter, extend, unextend
+from hakeeper.cluster.extend import Adopter, Services, extend, unextend
 from hakeeper.comm.paths import PathState
 from hakeeper.comm.rpc import RemoteError
 from hakeeper.comm.tls import Peer
+from hakeeper.daemon import Daemon
 from hakeeper.db import Lcd, State
 from hakeeper.errors import CommunicationFailed, HakeeperError
 from hakeeper.kits.base import KitContext
@@ -108,6 +109,11 @@ class Node:
         subsys = self.root / "subsys"
         found = subsys.rglob("*") if subsys.exists() else iter(())
         return sorted(str(p.relative_to(self.root)) for p in found if p.is_file() or p.parent.name == "instances")
+
+
+def _services_of(daemon: Daemon, fake: Node) -> tuple[Services, Services]:
+    """mypy checks that hakeeperd, and this test's nodes, give extend what it needs."""
+    return daemon, fake
 
 
 @pytest.fixture
