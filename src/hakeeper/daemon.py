@@ -22,9 +22,10 @@ import struct
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hakeeper.cluster.configsync import ConfigSync, thread_replicator
+from hakeeper.cluster.extend import Adopter
 from hakeeper.cluster.failover import Failover
 from hakeeper.comm.link import HeartbeatLink
 from hakeeper.comm.paths import PathState
@@ -43,6 +44,8 @@ from hakeeper.kits.registry import Kits
 from hakeeper.recovery.engine import DEFAULT_MAX_PARALLEL, Engine
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CATCH_UP_EVERY = 5.0  # besides at once when a node comes back
 SYNC_TIMEOUT = 30.0  # a participant's answer to prepare / commit / abort
@@ -86,6 +89,7 @@ class Daemon:
         self.identity = load_identity(self.root) if identity_exists(self.root) else None
         self.heartbeats = HeartbeatLink(self.root, self.lcd, self.on_node) if self.identity else None
         self.sync = ConfigSync(self.lcd, self._send, self._membership_of, self._config_changed)
+        self.adopter = Adopter(self.lcd, self.kits)
         handlers = {
             "run": self._rpc_run,
             "prepare": self.sync.on_prepare,
@@ -96,6 +100,8 @@ class Daemon:
             "takeover": self.failover.on_takeover,
             "release": self.failover.on_release,
             "leaving": self.failover.on_leaving,
+            "adopt": self.adopter.on_adopt,
+            "unadopt": self.adopter.on_unadopt,
         }
         self.rpc = RpcServer(self.identity, handlers) if self.identity else None
         self._services: set[asyncio.Task[Any]] = set()
@@ -195,6 +201,10 @@ class Daemon:
             return Answer(exc.code, err=f"{command}: {exc}\n")
         return Answer(int(result["code"]), str(result.get("out", "")), str(result.get("err", "")))
 
+    async def request(self, node: str, op: str, args: dict[str, Any], *, timeout: float) -> Any:
+        """Send ``op`` to ``node``'s hakeeperd and return its result (RemoteError when it refuses)."""
+        return await self._send(node, op, args, timeout)
+
     async def _send(self, node: str, op: str, args: dict[str, Any], timeout: float = SYNC_TIMEOUT) -> Any:
         if self.identity is None:
             raise CommunicationFailed("this node has no cluster identity (see: hakeeper cluster init / join)")
@@ -204,10 +214,28 @@ class Daemon:
     def _membership_of(self, node: str) -> PathState:
         return self.membership.get(node, PathState.UNKNOWN)
 
+    def check_reachable(self, node: str) -> None:
+        """Raise CommunicationFailed when ``node`` cannot be asked anything: no identity here, or DEAD."""
+        if self.identity is None:
+            raise CommunicationFailed("this node has no cluster identity (see: hakeeper cluster init / join)")
+        if self._membership_of(node) is PathState.DEAD:
+            raise CommunicationFailed(f"{node} cannot be reached (all paths DEAD)")
+
     def replicator_for(self, actor: str) -> Callable[[Lcd], Any]:
         """How a command run in a worker thread replicates its configuration changes (see configsync)."""
         loop = asyncio.get_running_loop()
         return lambda lcd: thread_replicator(self.sync, loop, lcd, actor)
+
+    async def change_replicated(self, actor: str, change: Callable[[Lcd], T]) -> T:
+        """Make a configuration change in a worker thread, replicated to the nodes it concerns (see configsync)."""
+        replicator = self.replicator_for(actor)
+
+        def work() -> T:
+            with Lcd.open(self.root, actor=actor) as lcd:
+                lcd.replicator = replicator(lcd)
+                return change(lcd)
+
+        return await asyncio.to_thread(work)
 
     def on_node(self, node: str, state: PathState) -> None:
         """A peer's liveness changed (all paths DEAD, or one ALIVE again): catch up, fail over, switch back."""

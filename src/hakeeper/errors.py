@@ -95,3 +95,21 @@ class StateDirError(SystemCallFailed):
 
 class SchemaError(InternalError):
     """The database schema is newer than this program or damaged."""
+
+
+def error_for(code: int, message: str) -> HakeeperError:
+    """An error of the kind whose exit code is ``code`` (as another node answered), saying ``message``."""
+    for kind in (
+        SystemCallFailed,
+        UsageError,
+        InternalError,
+        AlreadyExists,
+        IllegalArgument,
+        OutOfRange,
+        NotFound,
+        DeleteRefused,
+        CommunicationFailed,
+    ):
+        if kind.exit_code == code:
+            return kind(message)
+    return HakeeperError(message)

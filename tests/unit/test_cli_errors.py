@@ -225,10 +225,13 @@ VALID: dict[str, tuple[str, ...]] = {
     "cluster": ("init", "--name", "prod"),
     "why": ("vip",),
     "switchover": ("vip", "--to", "node2"),
+    "extend": ("-t", "web", "-s", "node2"),  # vip is on node2 already: web goes, and depends on it there
+    "unextend": ("-t", "vip", "-s", "node2"),
 }
 
-#: Where a well-formed command line cannot succeed here: without hakeeperd, nothing takes an event.
-WELL_FORMED_CODE = {"sendevent": SYSCALL, "switchover": COMM}
+#: Where a well-formed command line cannot succeed here: without hakeeperd, nothing takes an event,
+#: and no other node is reached.
+WELL_FORMED_CODE = {"sendevent": SYSCALL, "switchover": COMM, "extend": COMM, "unextend": COMM}
 
 
 class Case(NamedTuple):
@@ -437,6 +440,20 @@ SEMANTIC_CASES: list[Case] = [
     Case("perform_action", ("-t", "web", "-a", "dance"), ILLEGAL, "unknown action"),
     Case("perform_action", ("-t", "nosuch", "-a", "restore"), MISSING, "unknown tag"),
     Case("perform_action", ("-t", "vip", "-a", "quickCheck"), MISSING, "no kit for its type"),
+    # extend, unextend
+    Case("extend", ("-t", "nosuch", "-s", "node2"), MISSING, "unknown tag"),
+    Case("extend", ("-t", "web", "-s", "nosuch"), MISSING, "unknown node"),
+    Case("extend", ("-t", "web", "-s", "node1"), ILLEGAL, "this node"),
+    Case("extend", ("-t", "vip", "-s", "node2"), EXISTS, "extended there already"),
+    Case("extend", ("-t", "web", "-s", "node2", "-p", "1"), EXISTS, "priority of this node"),
+    Case("extend", ("-t", "web", "-s", "node3", "-p", "2"), EXISTS, "priority taken below the top"),
+    Case("extend", ("-t", "web", "-s", "node2", "-p", "0"), RANGE, "priority 0"),
+    Case("extend", ("-t", "web", "-s", "node2", "-p", "1025"), RANGE, "priority 1025"),
+    Case("extend", ("-t", "db", "-s", "node3"), COMM, "node without paths"),
+    Case("unextend", ("-t", "nosuch", "-s", "node2"), MISSING, "unknown tag"),
+    Case("unextend", ("-t", "vip", "-s", "nosuch"), MISSING, "unknown node"),
+    Case("unextend", ("-t", "vip", "-s", "node1"), ILLEGAL, "this node"),
+    Case("unextend", ("-t", "web", "-s", "node2"), MISSING, "not extended there"),
     # sendevent, lkstart
     Case("sendevent", ("-C", "a/b", "-E", "failure", "-n", "web"), ILLEGAL, "class with a slash"),
     Case("sendevent", ("-C", "", "-E", "failure", "-n", "web"), ILLEGAL, "empty class"),

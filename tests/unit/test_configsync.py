@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from hakeeper.cluster.configsync import ConfigSync, thread_replicator
+from hakeeper.cluster.configsync import ConfigSync, participants, thread_replicator
 from hakeeper.comm.paths import PathState
 from hakeeper.comm.rpc import RemoteError
 from hakeeper.comm.tls import Peer
@@ -157,3 +157,16 @@ def test_a_refusal_by_a_reachable_node_refuses_a_settings_change_everywhere(tmp_
     asyncio.run(scenario())
     assert a.settings()["heartbeat_misses"] == 4 and a.outbox("node2") == []
     a.close()
+
+
+def test_extend_s_equivalencies_concern_every_node_of_the_hierarchy_and_the_new_one(tmp_path: Path) -> None:
+    with Lcd.open(tmp_path / "node1", node="node1") as lcd:
+        for node in ("node2", "node3", "node4"):
+            lcd.create_node(node)
+        lcd.create_resource("data", "data-1", "gen", "app", ensure_type=True)
+        lcd.create_resource("web", "web-1", "gen", "app")
+        lcd.create_equivalency("data", "node2")
+        args = {"tags": ["data", "web"], "other_node": "node3", "other_priority": None, "node": "node1"}
+        assert participants(lcd, "create_equivalencies", args) == ["node2", "node3"]
+        assert participants(lcd, "remove_equivalencies", {"tags": ["data"], "other_node": "node2"}) == ["node2"]
+        assert participants(lcd, "create_resources", {"resources": [], "dependencies": []}) == []

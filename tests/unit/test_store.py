@@ -214,3 +214,104 @@ def test_good_tags(tag: str) -> None:
 def test_bad_tags(tag: str) -> None:
     with pytest.raises(IllegalArgument):
         check_tag(tag)
+
+
+# ---------------------------------------------------------------------- extend's changes, all or none
+
+
+def hierarchy_specs() -> list[dict[str, object]]:
+    """web -> web-ip as another node sends them (init and switchback by name)."""
+    return [
+        {"tag": "web-ip", "id": "198.18.0.10", "app": "comm", "type": "ip"},
+        {"tag": "web", "id": "web-1", "app": "gen", "type": "app", "info": {"port": 80}, "init": "INIT_OSU",
+         "switchback": "AUTOMATIC", "check_interval": 30, "local_recover": False},
+    ]  # fmt: skip
+
+
+def test_create_resources_makes_a_hierarchy_in_one_change(lcd: Lcd) -> None:
+    before = lcd.last_seq()
+    made = lcd.create_resources(hierarchy_specs(), [["web", "web-ip"]])
+    assert [r.tag for r in made] == ["web-ip", "web"]
+    assert lcd.last_seq() == before + 1
+    web = lcd.resource("web")
+    assert (web.state, web.info, web.init, web.switchback, web.check_interval, web.local_recover) == (
+        State.OSU, {"port": 80}, Init.INIT_OSU, Switchback.AUTOMATIC, 30, False,
+    )  # fmt: skip
+    assert lcd.edges() == [("web", "web-ip")]
+    assert lcd.changes(before)[0].op == "create_resources"
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        (lambda specs, deps: specs[1].update(tag="web-ip"), AlreadyExists),
+        (lambda specs, deps: specs[1].update(id="198.18.0.10"), AlreadyExists),
+        (lambda specs, deps: specs[1].update(init="SOMETIMES"), IllegalArgument),
+        (lambda specs, deps: specs[1].update(check_interval=86401), OutOfRange),
+        (lambda specs, deps: specs[1].update(colour="red"), IllegalArgument),
+        (lambda specs, deps: specs[1].update(tag="bad tag"), IllegalArgument),
+        (lambda specs, deps: deps.append(["web", "nosuch"]), NotFound),
+        (lambda specs, deps: deps.append(["web-ip", "web"]), IllegalArgument),
+        (lambda specs, deps: deps.append(["web"]), IllegalArgument),
+    ],
+    ids=["tag twice", "id twice", "bad init", "interval", "unknown field", "bad tag", "unknown child", "cycle", "1"],
+)
+def test_create_resources_is_all_or_none(lcd: Lcd, root: Path, change, error) -> None:
+    lcd.create_node("node2")
+    before = dump(root), lcd.last_seq()
+    specs, deps = hierarchy_specs(), [["web", "web-ip"]]
+    change(specs, deps)
+    with pytest.raises(error):
+        lcd.create_resources(specs, deps)
+    assert (dump(root), lcd.last_seq()) == before
+
+
+def test_create_equivalencies_gives_the_hierarchy_one_priority_there(lcd: Lcd) -> None:
+    sample(lcd)  # web and web-ip: node1 1, node2 2
+    lcd.create_resource("data", "data-1", "gen", "app")
+    lcd.create_dependency("web", "data")
+    assert lcd.create_equivalencies(["data", "web", "web-ip"], "node3") == 3, "the lowest none of them uses"
+    rows = {(e.tag, e.node): e.priority for e in lcd.equivalencies()}
+    assert rows == {
+        ("data", "node1"): 1, ("data", "node3"): 3,
+        ("web", "node1"): 1, ("web", "node2"): 2, ("web", "node3"): 3,
+        ("web-ip", "node1"): 1, ("web-ip", "node2"): 2, ("web-ip", "node3"): 3,
+    }  # fmt: skip
+    lcd.remove_equivalencies(["data", "web"], "node3")
+    pairs = {(e.tag, e.node) for e in lcd.equivalencies()}
+    assert ("web", "node3") not in pairs and ("web-ip", "node3") in pairs
+    assert not any(e.tag == "data" for e in lcd.equivalencies()), "the last pair goes with its node1 entry"
+
+
+@pytest.mark.parametrize(
+    ("extension", "error"),
+    [
+        ((["web", "web-ip"], "node2", None), AlreadyExists),  # extended there already
+        ((["web", "data"], "node3", 2), AlreadyExists),  # 2 is node2's on web
+        ((["data"], "node3", 1), AlreadyExists),  # 1 goes to node1, as eqv_create does
+        ((["web", "data"], "node3", 1025), OutOfRange),
+        ((["web", "nosuch"], "node3", None), NotFound),
+        ((["web"], "node1", None), IllegalArgument),
+        ((["web"], "nosuch", None), NotFound),
+    ],
+)
+def test_create_equivalencies_is_all_or_none(lcd: Lcd, root: Path, extension, error) -> None:
+    sample(lcd)
+    lcd.create_resource("data", "data-1", "gen", "app")
+    before = dump(root), lcd.last_seq()
+    tags, other, priority = extension
+    with pytest.raises(error):
+        lcd.create_equivalencies(tags, other, other_priority=priority)
+    assert (dump(root), lcd.last_seq()) == before
+
+
+def test_extend_s_changes_replay_to_the_same_lcd(lcd: Lcd, root: Path, tmp_path: Path) -> None:
+    lcd.create_node("node2")
+    lcd.create_resources(hierarchy_specs(), [["web", "web-ip"]])
+    lcd.create_equivalencies(["web-ip", "web"], "node2", other_priority=5)
+    lcd.remove_equivalencies(["web"], "node2")
+    copy_root = tmp_path / "copy"
+    with Lcd.open(copy_root, node="node1") as copy:
+        for change in lcd.changes(1):
+            copy.replay(change.op, change.args)
+    assert dump(copy_root) == dump(root)

@@ -51,7 +51,8 @@ from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument
 logger = logging.getLogger(__name__)
 
 #: Changes that concern every node a resource is extended to. Runtime state
-#: (set_state) is each node's own; creating a resource is local until it is extended.
+#: (set_state) is each node's own; creating a resource is local until it is extended
+#: (``create_resources`` too: it is how the node a hierarchy is extended to takes it in).
 REPLICATED = frozenset(
     {
         "set_info",
@@ -63,6 +64,8 @@ REPLICATED = frozenset(
         "remove_dependency",
         "create_equivalency",
         "remove_equivalency",
+        "create_equivalencies",
+        "remove_equivalencies",
         "remove_resources",
     }
 )
@@ -85,7 +88,7 @@ def participants(lcd: Lcd, op: str, args: dict[str, Any]) -> list[str]:
     if op not in REPLICATED:
         return []
     nodes = {e.node for tag in involved_tags(op, args) for e in lcd.equivalencies(tag=tag)}
-    if op == "create_equivalency":
+    if op in ("create_equivalency", "create_equivalencies"):  # the new node too
         nodes.add(str(args["other_node"]))
     nodes.discard(lcd.local_node)
     return sorted(nodes)

@@ -15,6 +15,7 @@ keyword arguments, so :meth:`Lcd.replay` can apply a change again elsewhere.
 
 from __future__ import annotations
 
+import enum
 import getpass
 import ipaddress
 import json
@@ -23,10 +24,10 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from hakeeper.db import graph
 from hakeeper.db.model import (
@@ -67,6 +68,8 @@ logger = logging.getLogger(__name__)
 
 DB_NAME = "lcd.sqlite"
 BUSY_TIMEOUT_MS = 10_000
+
+E = TypeVar("E", bound=enum.Enum)
 
 _RESOURCE_COLUMNS = "tag, id, app, type, info, state, reason, init, switchback, check_interval, local_recover"
 
@@ -379,6 +382,39 @@ class Lcd:
         ``ensure_type`` creates the application and resource type too when they
         do not exist (kits do this), in the same transaction.
         """
+        resource, args = self._new_resource(
+            tag,
+            id,
+            app,
+            type,
+            info=info,
+            init=init,
+            switchback=switchback,
+            check_interval=check_interval,
+            local_recover=local_recover,
+            ensure_type=ensure_type,
+        )
+        if ensure_type:
+            args["ensure_type"] = True
+        with self._change("create_resource", args) as db:
+            _insert_resource(db, resource, ensure_type)
+        return resource
+
+    def _new_resource(
+        self,
+        tag: str,
+        id: str,
+        app: str,
+        type: str,
+        *,
+        info: Any,
+        init: Init,
+        switchback: Switchback,
+        check_interval: int,
+        local_recover: bool,
+        ensure_type: bool,
+    ) -> tuple[Resource, dict[str, Any]]:
+        """Check a new resource against the rules and the LCD: the record, and its change-log arguments."""
         check_tag(tag)
         check_id(id)
         check_interval_value = check_interval_seconds(check_interval)
@@ -417,29 +453,52 @@ class Lcd:
             "check_interval": check_interval_value,
             "local_recover": resource.local_recover,
         }
-        if ensure_type:
-            args["ensure_type"] = True
-        with self._change("create_resource", args) as db:
-            if ensure_type:
-                db.execute("INSERT OR IGNORE INTO apps (name) VALUES (?)", (app,))
-                db.execute("INSERT OR IGNORE INTO types (app, name) VALUES (?, ?)", (app, type))
-            db.execute(
-                f"INSERT INTO resources ({_RESOURCE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    tag,
-                    id,
-                    app,
-                    type,
-                    info_json,
-                    int(resource.state),
-                    resource.reason,
-                    int(resource.init),
-                    int(resource.switchback),
-                    check_interval_value,
-                    int(resource.local_recover),
-                ),
-            )
-        return resource
+        return resource, args
+
+    def create_resources(
+        self, resources: Sequence[Mapping[str, Any]], dependencies: Iterable[Sequence[str]] = ()
+    ) -> list[Resource]:
+        """Create several resources, OSU, and dependencies among them in one transaction: all or none.
+
+        Each mapping holds :meth:`create_resource`'s arguments (``init`` and
+        ``switchback`` by name, as the change log has them); applications and
+        types are created as needed. A dependency's child may also be a resource
+        that exists already. This is how a node takes in a hierarchy extended to it.
+        """
+        made: list[Resource] = []
+        records: list[dict[str, Any]] = []
+        for spec in resources:
+            fields = _resource_spec(spec)
+            resource, args = self._new_resource(**fields, ensure_type=True)
+            if any(r.tag == resource.tag for r in made):
+                raise AlreadyExists(f"resource {resource.tag!r} is given twice")
+            if any(r.id == resource.id for r in made):
+                raise AlreadyExists(f"id {resource.id!r} is given twice")
+            made.append(resource)
+            records.append(args)
+        if not made:
+            raise IllegalArgument("no resource to create")
+        new = {r.tag for r in made}
+        edges = self.edges()
+        pairs: list[list[str]] = []
+        for pair in dependencies:
+            if len(pair) != 2 or not all(isinstance(t, str) for t in pair):
+                raise IllegalArgument(f"dependency {pair!r} is not a pair of tags")
+            parent, child = pair
+            for tag in (parent, child):
+                if tag not in new:
+                    self.resource(tag)
+            if (parent, child) in edges:
+                raise AlreadyExists(f"{parent!r} already depends on {child!r}")
+            if graph.creates_cycle(edges, parent, child):
+                raise IllegalArgument(f"{parent!r} -> {child!r} would make a dependency cycle")
+            edges.append((parent, child))
+            pairs.append([parent, child])
+        with self._change("create_resources", {"resources": records, "dependencies": pairs}) as db:
+            for resource in made:
+                _insert_resource(db, resource, ensure_type=True)
+            db.executemany("INSERT INTO dependencies (parent, child) VALUES (?, ?)", pairs)
+        return made
 
     def resource(self, tag: str) -> Resource:
         rows = self._query(f"SELECT {_RESOURCE_COLUMNS} FROM resources WHERE tag = ?", (tag,))
@@ -702,6 +761,91 @@ class Lcd:
             if set(current) == {this, other_node}:
                 db.execute("DELETE FROM equivalencies WHERE tag = ? AND node = ?", (tag, this))
 
+    def create_equivalencies(
+        self,
+        tags: Iterable[str],
+        other_node: str,
+        *,
+        other_priority: int | None = None,
+        node: str | None = None,
+        rows: Mapping[str, Mapping[str, int]] | None = None,
+    ) -> int:
+        """Declare that every resource of ``tags`` can run on ``other_node``, under its own tag, in one transaction.
+
+        This is ``extend``'s equivalency: one priority on ``other_node`` for the
+        whole hierarchy (the lowest that none of them uses, unless given). A
+        resource without an entry for ``node`` (this node by default) gets one with
+        the lowest free priority, as :meth:`create_equivalency` gives. The change
+        log records every resource's other entries (``rows``: tag -> node ->
+        priority), so that where it is replayed, the new node learns all of them
+        and the others check they agree. All or none; returns ``other_node``'s priority.
+        """
+        this = node if node is not None else self._local
+        wanted = list(dict.fromkeys(tags))
+        if not wanted:
+            raise IllegalArgument("no resource to make equivalent")
+        self._require_node(this)
+        self._require_node(other_node)
+        if this == other_node:
+            raise IllegalArgument(f"a resource cannot be equivalent to itself on the same node {this!r}")
+        current: dict[str, dict[str, int]] = {}
+        for tag in wanted:
+            self.resource(tag)
+            current[tag] = {e.node: e.priority for e in self.equivalencies(tag=tag)}
+            if other_node in current[tag]:
+                there = current[tag][other_node]
+                raise AlreadyExists(f"{tag!r} is already equivalent on {other_node!r} (priority {there})")
+        if rows is None:  # here, where the change is made: the entries there are, and this node's
+            final = {tag: dict(current[tag]) for tag in wanted}
+            for entries in final.values():
+                if this not in entries:
+                    entries[this] = _lowest_free(set(entries.values()))
+        else:  # replayed: the same entries as the node where it was made, besides those this node lacks
+            final = {tag: _priorities(rows.get(tag), tag) for tag in wanted}
+            for tag in wanted:
+                for name in final[tag]:
+                    self._require_node(name)
+                if this not in final[tag] or any(final[tag].get(n) != p for n, p in current[tag].items()):
+                    raise IllegalArgument(f"{tag!r}'s equivalencies on {self._local} differ from those on {this}")
+        used = {tag: {p: n for n, p in entries.items()} for tag, entries in final.items()}
+        if any(len(by_priority) != len(final[tag]) for tag, by_priority in used.items()):
+            raise IllegalArgument("two nodes of one resource cannot share a priority")
+        theirs = (
+            check_priority(other_priority)
+            if other_priority is not None
+            else _lowest_free({p for by_priority in used.values() for p in by_priority})
+        )
+        for tag in wanted:
+            if theirs in used[tag]:
+                raise AlreadyExists(f"priority {theirs} is already used by {tag!r} on {used[tag][theirs]!r}")
+        inserts = [(tag, n, p) for tag in wanted for n, p in sorted(final[tag].items()) if n not in current[tag]]
+        inserts += [(tag, other_node, theirs) for tag in wanted]
+        args = {"tags": wanted, "other_node": other_node, "other_priority": theirs, "node": this, "rows": final}
+        with self._change("create_equivalencies", args) as db:
+            db.executemany(
+                "INSERT INTO equivalencies (tag, node, remote_tag, priority, kind) VALUES (?, ?, ?, ?, ?)",
+                [(tag, n, tag, p, int(EqvKind.SHARED)) for tag, n, p in inserts],
+            )
+        return theirs
+
+    def remove_equivalencies(self, tags: Iterable[str], other_node: str, *, node: str | None = None) -> None:
+        """:meth:`remove_equivalency` of every resource of ``tags`` on ``other_node``, in one transaction."""
+        this = node if node is not None else self._local
+        wanted = list(dict.fromkeys(tags))
+        if not wanted:
+            raise IllegalArgument("no resource to remove the equivalency of")
+        doomed: list[tuple[str, str]] = []
+        for tag in wanted:
+            self.resource(tag)
+            current = {e.node for e in self.equivalencies(tag=tag)}
+            if other_node not in current or this not in current or this == other_node:
+                raise NotFound(f"{tag!r} has no equivalency between {this!r} and {other_node!r} (see: eqv_list)")
+            doomed.append((tag, other_node))
+            if current == {this, other_node}:
+                doomed.append((tag, this))
+        with self._change("remove_equivalencies", {"tags": wanted, "other_node": other_node, "node": this}) as db:
+            db.executemany("DELETE FROM equivalencies WHERE tag = ? AND node = ?", doomed)
+
     # ------------------------------------------------------------------ flags
 
     def flags(self) -> list[str]:
@@ -885,6 +1029,72 @@ def _resource(row: tuple[Any, ...]) -> Resource:
     )
 
 
+_SPEC_KEYS = ("tag", "id", "app", "type", "info", "init", "switchback", "check_interval", "local_recover")
+
+
+def _resource_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments of :meth:`Lcd._new_resource` from a resource as JSON (a change log's, another node's)."""
+    if not isinstance(spec, Mapping):
+        raise IllegalArgument("a resource to create is a JSON object")
+    unknown = sorted(set(spec) - set(_SPEC_KEYS))
+    if unknown:
+        raise IllegalArgument(f"a resource to create has no field {unknown[0]!r}")
+    for key in ("tag", "id", "app", "type"):
+        if not isinstance(spec.get(key), str):
+            raise IllegalArgument(f"a resource to create needs {key} (a string)")
+    local_recover = spec.get("local_recover", True)
+    if not isinstance(local_recover, bool):
+        raise IllegalArgument(f"local_recover {local_recover!r} is not true or false")
+    return {
+        "tag": spec["tag"],
+        "id": spec["id"],
+        "app": spec["app"],
+        "type": spec["type"],
+        "info": spec.get("info", ""),
+        "init": _named(Init, spec.get("init", Init.AUTORES_ISP.name), "initialization"),
+        "switchback": _named(Switchback, spec.get("switchback", Switchback.INTELLIGENT.name), "switchback"),
+        "check_interval": spec.get("check_interval", 120),
+        "local_recover": local_recover,
+    }
+
+
+def _priorities(entries: object, tag: str) -> dict[str, int]:
+    """A resource's equivalencies as a change log records them: node -> priority."""
+    if not isinstance(entries, Mapping) or not all(
+        isinstance(n, str) and isinstance(p, int) and not isinstance(p, bool) for n, p in entries.items()
+    ):
+        raise IllegalArgument(f"the equivalencies of {tag!r} are not node -> priority")
+    return {n: check_priority(p) for n, p in entries.items()}
+
+
+def _named(kind: type[E], name: object, what: str) -> E:
+    if isinstance(name, str) and name in kind.__members__:
+        return kind[name]
+    raise IllegalArgument(f"{what} {name!r} is not one of {'|'.join(kind.__members__)}")
+
+
+def _insert_resource(db: sqlite3.Connection, resource: Resource, ensure_type: bool) -> None:
+    if ensure_type:
+        db.execute("INSERT OR IGNORE INTO apps (name) VALUES (?)", (resource.app,))
+        db.execute("INSERT OR IGNORE INTO types (app, name) VALUES (?, ?)", (resource.app, resource.type))
+    db.execute(
+        f"INSERT INTO resources ({_RESOURCE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            resource.tag,
+            resource.id,
+            resource.app,
+            resource.type,
+            dump_info(resource.info),
+            int(resource.state),
+            resource.reason,
+            int(resource.init),
+            int(resource.switchback),
+            resource.check_interval,
+            int(resource.local_recover),
+        ),
+    )
+
+
 def _current_user() -> str:
     try:
         return getpass.getuser()
@@ -910,6 +1120,7 @@ _REPLAYABLE: dict[str, Callable[..., Any]] = {
     "create_type": Lcd.create_type,
     "remove_type": Lcd.remove_type,
     "create_resource": _replay_create_resource,
+    "create_resources": Lcd.create_resources,
     "remove_resources": Lcd.remove_resources,
     "set_state": _replay_set_state,
     "set_info": Lcd.set_info,
@@ -921,6 +1132,8 @@ _REPLAYABLE: dict[str, Callable[..., Any]] = {
     "remove_dependency": Lcd.remove_dependency,
     "create_equivalency": Lcd.create_equivalency,
     "remove_equivalency": Lcd.remove_equivalency,
+    "create_equivalencies": Lcd.create_equivalencies,
+    "remove_equivalencies": Lcd.remove_equivalencies,
     "create_flag": Lcd.create_flag,
     "set_settings": Lcd.set_settings,
     "create_path": Lcd.create_path,

@@ -12,6 +12,12 @@ decides what to do next from the result's policy:
 ``validate``     can these parameters work on this node?
 ``delete``       undo what creating the resource did (copied scripts, records).
 
+Besides the actions, two hooks carry a resource to another node when its
+hierarchy is extended there (``hakeeper extend``): :meth:`Kit.export` says, in
+JSON, what the other node needs to re-create this resource's local side (the
+copied scripts of gen/app), and :meth:`Kit.adopt` re-creates it there from that
+payload; :meth:`Kit.discard` undoes it. ``validate`` then runs on the new node.
+
 A failed :class:`Result` carries a :class:`Policy`: SOFT (repair in place),
 HARD (move the hierarchy to another node) or CONFIG (stop and wait for the
 administrator, never retry).
@@ -220,7 +226,23 @@ class Kit(ABC):
         """Prepare a new resource from checked parameters (copy scripts, build info)."""
 
     def discard(self, tag: str) -> None:  # noqa: B027 - optional hook, nothing to undo by default
-        """Undo :meth:`create` when the resource could not be recorded (nothing by default)."""
+        """Undo :meth:`create` or :meth:`adopt` when the resource could not be recorded (nothing by default)."""
+
+    def export(self, resource: Resource) -> dict[str, Any]:
+        """What another node needs to re-create this resource's local side, JSON-safe (nothing by default).
+
+        Only what lives on this node and not in the LCD: the LCD's record (info and
+        settings) travels on its own.
+        """
+        return {}
+
+    def adopt(self, tag: str, info: Any, payload: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Re-create here, from another node's :meth:`export`, what :meth:`create` made there (nothing by default).
+
+        ``info`` is the resource's info as the LCD keeps it. Raise a
+        :class:`~hakeeper.errors.HakeeperError` naming what is wrong; leave nothing
+        behind when raising. :meth:`discard` undoes a successful adopt.
+        """
 
     async def validate(self, resource: Resource) -> Result:
         return Result.success()

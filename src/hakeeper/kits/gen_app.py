@@ -7,10 +7,18 @@ does, so editing the originals later does not change a running cluster:
 ``<root>/subsys/gen/resources/app/instances/<tag>/actions/``. The script
 contract (arguments, environment, exit codes) is in :mod:`hakeeper.kits.actions`.
 Without a quickCheck script the resource is taken to be healthy while in service.
+
+Extending the resource to another node (``hakeeper extend``) sends the copied
+scripts' contents (:meth:`GenAppKit.export`), and that node installs them in its
+own state directory the same way (:meth:`GenAppKit.adopt`): byte for byte,
+mode 0700, in a staging directory renamed into place.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import os
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -18,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hakeeper.db.model import Resource
+from hakeeper.errors import IllegalArgument, SystemCallFailed
 from hakeeper.kits.actions import executable, run_action_script
 from hakeeper.kits.base import Created, Kit, KitMeta, Param, Policy, Result, unchecked
 from hakeeper.kits.process import action_result, check_result
@@ -54,20 +63,37 @@ class GenAppKit(Kit):
     def instance_dir(self, tag: str) -> Path:
         return self.ctx.root / "subsys" / "gen" / "resources" / "app" / "instances" / tag / "actions"
 
-    def create(self, tag: str, values: Mapping[str, Any], id: str | None) -> Created:
+    def _install(self, tag: str, scripts: Mapping[str, bytes]) -> None:
+        """Write ``scripts`` (name -> content) as the instance's actions, mode 0700, all at once or not at all."""
         target = self.instance_dir(tag)
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".new-", dir=target.parent))
-        copied = []
+        staging: Path | None = None
+        try:
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".new-", dir=target.parent))
+            for name, content in scripts.items():
+                fd = os.open(staging / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
+                with os.fdopen(fd, "wb") as file:
+                    file.write(content)
+                (staging / name).chmod(0o700)  # whatever the umask
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)
+        except OSError as exc:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise SystemCallFailed(f"cannot install the scripts of {tag} in {target}: {exc.strerror or exc}") from None
+
+    def create(self, tag: str, values: Mapping[str, Any], id: str | None) -> Created:
+        scripts: dict[str, bytes] = {}
         for name in SCRIPTS:
             source = values.get(name)
             if source:
-                shutil.copyfile(source, staging / name)
-                (staging / name).chmod(0o700)
-                copied.append(name)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+                try:
+                    scripts[name] = Path(source).read_bytes()
+                except OSError as exc:
+                    raise SystemCallFailed(f"cannot read the {name} script {source}: {exc.strerror}") from None
+        self._install(tag, scripts)
+        copied = list(scripts)
         info = {
             "info": values.get("info", ""),
             "scripts": copied,
@@ -77,8 +103,36 @@ class GenAppKit(Kit):
         return Created(id or tag, info)
 
     def discard(self, tag: str) -> None:
-        """Undo :meth:`create` when the resource could not be recorded."""
+        """Undo :meth:`create` or :meth:`adopt` when the resource could not be recorded."""
         shutil.rmtree(self.instance_dir(tag).parent, ignore_errors=True)
+
+    def export(self, resource: Resource) -> dict[str, Any]:
+        """The copied scripts, base64: ``{"scripts": {"restore": "...", ...}}``."""
+        scripts: dict[str, str] = {}
+        for name in SCRIPTS:
+            path = self.instance_dir(resource.tag) / name
+            try:
+                scripts[name] = base64.b64encode(path.read_bytes()).decode("ascii")
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise SystemCallFailed(f"cannot read the {name} script of {resource.tag}: {exc.strerror}") from None
+        return {"scripts": scripts}
+
+    def adopt(self, tag: str, info: Any, payload: Mapping[str, Any]) -> None:
+        """Install the scripts another node exported; only the names gen/app knows, as they were there."""
+        sent = payload.get("scripts")
+        if not isinstance(sent, dict):
+            raise IllegalArgument(f"{tag}: the gen/app payload holds no scripts")
+        scripts: dict[str, bytes] = {}
+        for name, text in sent.items():
+            if name not in SCRIPTS or not isinstance(text, str):
+                raise IllegalArgument(f"{tag}: {name!r} is not a gen/app script ({', '.join(SCRIPTS)})")
+            try:
+                scripts[name] = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError):
+                raise IllegalArgument(f"{tag}: the {name} script is not valid base64") from None
+        self._install(tag, scripts)
 
     def _script(self, resource: Resource, name: str) -> Path | None:
         return executable(self.instance_dir(resource.tag) / name)
