@@ -42,6 +42,7 @@ from hakeeper.events.monitor import Monitor
 from hakeeper.kits.base import KitContext, Result
 from hakeeper.kits.registry import Kits
 from hakeeper.recovery.engine import DEFAULT_MAX_PARALLEL, Engine
+from hakeeper.recovery.engine import call as kit_call
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +161,27 @@ class Daemon:
         missing = [node for node in peers if node not in heard]
         unreachable = f"; not reachable: {', '.join(missing)}" if missing else ""
         logger.info("caught up with %s%s", ", ".join(heard) or "no peer", unreachable)
-        self.caught_up.set()
+        try:
+            await self.failover.reconcile()
+        finally:
+            self.caught_up.set()
+
+    async def _reconcile(self) -> None:
+        """Before monitoring starts: what the LCD says is in service here must really run (after a crash, a boot)."""
+        claimed = [r for r in self.lcd.resources() if r.state.in_service]
+
+        async def check(resource: Resource) -> None:
+            try:
+                result = await kit_call(self.engine.kit_of(resource), "quick_check", resource)
+            except HakeeperError as exc:
+                result = Result.failed(str(exc))
+            if result.ok:
+                logger.info("%s is %s and runs", resource.tag, resource.state.name)
+                return
+            why = result.message or (result.health.value if result.health else "not running")
+            self.lcd.set_state(resource.tag, State.OSU, f"not running when hakeeperd started ({why})")
+
+        await asyncio.gather(*(check(r) for r in claimed))
 
     async def _pull(self, node: str, *, quiet: bool = False) -> bool:
         try:
@@ -320,6 +341,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
+        await self._reconcile()
         monitor = asyncio.create_task(self.monitor.run(), name="monitor")
         if self.heartbeats is not None:
             self.spawn_service(self.heartbeats.run(), "heartbeats")

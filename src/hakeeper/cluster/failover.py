@@ -128,14 +128,16 @@ class Failover:
         if node in self.departed:
             logger.info("%s stopped gracefully: nothing moves", node)
             return
+        # Quorum first, at once and outside the decision lock: a node on the losing side of a
+        # partition must stop serving before the others' takeover delay runs out.
+        if not await self._have_quorum():
+            return
+        delay = float(self.lcd.settings()["takeover_delay"])
+        await asyncio.sleep(delay)
+        if self.membership().get(node) is not PathState.DEAD:
+            logger.info("%s is back within the takeover delay (%g s): nothing moves", node, delay)
+            return
         async with self._decide:
-            if not await self._have_quorum():
-                return
-            delay = float(self.lcd.settings()["takeover_delay"])
-            await asyncio.sleep(delay)
-            if self.membership().get(node) is not PathState.DEAD:
-                logger.info("%s is back within the takeover delay (%g s): nothing moves", node, delay)
-                return
             if not await self._have_quorum():
                 return
             views = await self._verified(node)
@@ -347,6 +349,24 @@ class Failover:
             logger.warning("%s: switchover to %s requested", h.name, self.me)
             await self._move_here(h, views, reason="switchover")
             return f"{h.name} in service on {self.me}"
+
+    async def reconcile(self) -> None:
+        """At start, after catching up: a hierarchy in service here and on a live peer is taken out of service here.
+
+        The peer took it over while this node was away (its hakeeperd dead, its
+        paths cut); it is the one the cluster chose, so this copy goes.
+        """
+        here = set(self.in_service_here())
+        if not here:
+            return
+        views = await self.views()
+        in_service = self.in_service(views)
+        for h in [h for h in self.hierarchies() if h.members & here]:
+            others = [n for n in decide.holders(h, self.view(), in_service) if n != self.me]
+            if not others:
+                continue
+            logger.error("ALERT: %s is in service on %s too: taking it out of service here", h.name, others[0])
+            await self.engine.remove_all_of(set(h.members), reason=f"in service on {others[0]}", target=h.name)
 
     async def leaving(self, *, switch_over: bool) -> None:
         """This node stops (lkstop, SIGTERM): move its hierarchies if asked, and tell the peers not to fail over.

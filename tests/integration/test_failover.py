@@ -1,0 +1,211 @@
+"""Failover on the test LAN: a web app that answers with its node's name, a client probing every node every 10 ms.
+
+Three nodes run hakeeperd; ``web`` (a gen/app resource) is extended to all of them
+(node1 priority 1, node2 2, node3 3) and in service on node1. The faults are real:
+power off, a partition by packet filters, a SIGKILLed server whose restore fails.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hakeeper.comm.paths import PathState
+from hakeeper.db import Lcd, State
+from tests.harness.cluster import HaCluster
+from tests.harness.lan import Lan
+from tests.harness.probe import Prober, double_service, first_answer_from, outage, served_by
+from tests.harness.webapp import write_scripts
+
+BIN = Path(sys.executable).parent
+PORT = 8080
+BUDGET = 0.8  # heartbeat_interval x heartbeat_misses (defaults)
+DELAY = 0.4  # takeover_delay (default)
+SLACK = 2.0  # polling, process start, the restore script, a loaded CI machine
+
+
+def on(ha: HaCluster, node: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / argv[0]), *argv[1:]], env=ha.env(node), capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def ok(ha: HaCluster, node: str, *argv: str) -> str:
+    done = on(ha, node, *argv)
+    assert done.returncode == 0, (node, argv, done.stdout, done.stderr, ha.logs())
+    return done.stdout
+
+
+def guarded(scripts: dict[str, Path], directory: Path) -> dict[str, Path]:
+    """A restore that fails while ``$HAKEEPER_ROOT/broken`` exists (to make a node unable to run web)."""
+    wrapper = directory / "restore-unless-broken"
+    wrapper.write_text(f'#!/bin/sh\n[ -e "$HAKEEPER_ROOT/broken" ] && exit 1\nexec {scripts["restore"]} "$@"\n')
+    wrapper.chmod(0o755)
+    return {**scripts, "restore": wrapper}
+
+
+def setup_web(ha: HaCluster, tmp_path: Path, *, switchback: str = "INTELLIGENT", interval: int = 120) -> None:
+    """web on every node (node1 priority 1, node2 2, node3 3), in service on node1."""
+    scripts = guarded(write_scripts(tmp_path / "webapp", PORT), tmp_path / "webapp")
+    params = [f"restore={scripts['restore']}", f"remove={scripts['remove']}", f"quickCheck={scripts['quickCheck']}"]
+    ok(ha, "node1", "hakeeper", "create", "gen/app", "-t", "web", "-s", switchback, "-Q", str(interval),
+       "-I", "INIT_OSU", *params)  # fmt: skip
+    ok(ha, "node1", "hakeeper", "extend", "-t", "web", "-s", "node2", "-p", "2")
+    ok(ha, "node1", "hakeeper", "extend", "-t", "web", "-s", "node3", "-p", "3")
+    ok(ha, "node1", "perform_action", "-t", "web", "-a", "restore")
+    assert state(ha, "node1") is State.ISP
+
+
+def state(ha: HaCluster, node: str, tag: str = "web") -> State:
+    with Lcd.open(ha.root(node)) as lcd:
+        return lcd.resource(tag).state
+
+
+def targets(lan: Lan) -> list[tuple[str, int]]:
+    return [(n.address, PORT) for n in lan.nodes]
+
+
+def restart(ha: HaCluster, lan: Lan, name: str) -> None:
+    lan.power_on(lan.node(name))
+    ha.start(lan.node(name))
+    ha.wait(ha.all_alive, 20, f"{name} ALIVE again")
+
+
+@pytest.mark.slow
+def test_power_off_moves_web_to_node2_and_it_stays_there_when_node1_is_back(
+    ha_cluster: HaCluster, lan: Lan, tmp_path: Path
+) -> None:
+    ha = ha_cluster
+    setup_web(ha, tmp_path)
+    with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
+        prober.wait_for(lambda rounds: first_answer_from(rounds, "node1") is not None, 10, "node1 serving")
+        start = time.monotonic()
+        lan.power_off(lan.node("node1"))
+        rounds = prober.wait_for(
+            lambda rounds: first_answer_from(rounds, "node2", after=start) is not None, 20, "node2 serving"
+        )
+        served = first_answer_from(rounds, "node2", after=start)
+        assert served is not None
+        assert served - start <= BUDGET + DELAY + SLACK, f"{served - start:.2f} s"
+        assert "has the highest live priority (2); restoring web" in ha.log("node2")
+        assert state(ha, "node3") is State.OSU, f"exactly one node acts\n{ha.logs()}"
+        restart(ha, lan, "node1")
+        time.sleep(2 * (BUDGET + DELAY))  # time for a wrong switchback to show
+        rounds = prober.rounds()
+    assert not double_service(rounds), "answers from two nodes at once"
+    assert [name for _t, name in served_by(rounds) if name] == ["node1", "node2"], "INTELLIGENT: web stays on node2"
+    assert state(ha, "node1") is State.OSU and state(ha, "node2") is State.ISP
+    why = ok(ha, "node2", "hakeeper", "why", "web")
+    assert why.startswith("web: in service on node2\n") and "failover from node1" in why, why
+    assert "next: node1 (priority 1), if node2 fails" in why, why
+
+
+@pytest.mark.slow
+def test_automatic_switchback_moves_web_back_when_node1_returns(
+    ha_cluster: HaCluster, lan: Lan, tmp_path: Path
+) -> None:
+    ha = ha_cluster
+    setup_web(ha, tmp_path, switchback="AUTOMATIC")
+    with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
+        lan.power_off(lan.node("node1"))
+        start = time.monotonic()
+        prober.wait_for(lambda r: first_answer_from(r, "node2", after=start) is not None, 20, "node2 serving")
+        back = time.monotonic()
+        restart(ha, lan, "node1")
+        rounds = prober.wait_for(lambda r: first_answer_from(r, "node1", after=back) is not None, 20, "node1 again")
+        time.sleep(1.0)
+        rounds = prober.rounds()
+    assert not double_service(rounds), "answers from two nodes at once"
+    assert [name for _t, name in served_by(rounds) if name] == ["node1", "node2", "node1"]
+    assert "switchback AUTOMATIC moves it to node1" in ha.log("node1")
+    assert state(ha, "node2") is State.OSU
+
+
+@pytest.mark.slow
+def test_a_partition_that_isolates_node1_never_serves_from_two_nodes(
+    ha_cluster: HaCluster, lan: Lan, tmp_path: Path
+) -> None:
+    ha = ha_cluster
+    setup_web(ha, tmp_path)
+    node1 = lan.node("node1")
+    with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
+        prober.wait_for(lambda rounds: first_answer_from(rounds, "node1") is not None, 10, "node1 serving")
+        start = time.monotonic()
+        lan.partition([node1], [lan.node("node2"), lan.node("node3")])  # the client still reaches every node
+        rounds = prober.wait_for(
+            lambda rounds: first_answer_from(rounds, "node2", after=start) is not None, 20, "node2 serving"
+        )
+        ha.wait(lambda: state(ha, "node1") is State.OSU, 10, "node1 to take web out of service")
+        time.sleep(1.0)
+        rounds = prober.rounds()
+    assert not double_service(rounds), "answers from two nodes at once"
+    assert "quorum lost (sees 1 of 3 nodes): osu" in ha.log("node1")
+    assert state(ha, "node2") is State.ISP and state(ha, "node3") is State.OSU
+    assert outage(rounds, after=start) <= BUDGET + DELAY + SLACK
+
+
+@pytest.mark.slow
+def test_a_failed_local_recovery_moves_web_and_a_failed_restore_on_node2_goes_on_to_node3(
+    ha_cluster: HaCluster, lan: Lan, tmp_path: Path
+) -> None:
+    ha = ha_cluster
+    setup_web(ha, tmp_path, interval=1)
+    for node in ("node1", "node2"):
+        (ha.root(node) / "broken").touch()  # restore fails on node1 (local recovery) and on node2
+    pid = int((ha.root("node1") / f"webapp-{PORT}.pid").read_text())
+    os.kill(pid, 9)
+    with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
+        rounds = prober.wait_for(lambda r: first_answer_from(r, "node3") is not None, 30, "node3 serving")
+    assert not double_service(rounds)
+    assert state(ha, "node3") is State.ISP
+    assert "trying node2 (priority 2)" in ha.log("node1") and "trying node3 (priority 3)" in ha.log("node1")
+    assert state(ha, "node2") is not State.ISP
+
+
+@pytest.mark.slow
+def test_fencing_runs_before_takeover_and_a_failing_fence_blocks_it(
+    ha_cluster: HaCluster, lan: Lan, tmp_path: Path
+) -> None:
+    ha = ha_cluster
+    setup_web(ha, tmp_path)
+    record = tmp_path / "fenced"
+    fence = tmp_path / "fence"
+    fence.write_text(f'#!/bin/sh\necho "$1 $(cat /proc/uptime)" >> {record}\n[ ! -e {tmp_path}/fence-fails ]\n')
+    fence.chmod(0o755)
+    ok(ha, "node1", "hakeeper", "settings", f"fence_command={fence}")
+    (tmp_path / "fence-fails").touch()
+    with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
+        start = time.monotonic()
+        lan.power_off(lan.node("node1"))
+        ha.wait(record.exists, 10, "the fence agent to be called")
+        time.sleep(2 * (BUDGET + DELAY))
+        rounds = prober.rounds()
+    assert first_answer_from(rounds, "node2", after=start) is None, "a failed fence blocks the takeover"
+    assert record.read_text().split()[0] == "node1"
+    why = ok(ha, "node2", "hakeeper", "why", "web")
+    assert "blocked: fencing node1 failed" in why, why
+    assert state(ha, "node2") is State.OSU
+
+    # With a fence that works: node1 is fenced, then web is restored on node2.
+    (tmp_path / "fence-fails").unlink()
+    record.unlink()
+    restart(ha, lan, "node1")
+    ha.wait(lambda: ha.node_seen_by("node2", "node1") is PathState.ALIVE, 10, "node1 back")
+    ok(ha, "node1", "perform_action", "-t", "web", "-a", "restore")
+    with Prober(lan, targets(lan), tmp_path / "probe2.jsonl") as prober:
+        start = time.monotonic()
+        lan.power_off(lan.node("node1"))
+        rounds = prober.wait_for(lambda r: first_answer_from(r, "node2", after=start) is not None, 20, "node2")
+    fenced_at = float(record.read_text().split()[1])
+    assert record.read_text().split()[0] == "node1"
+    with open("/proc/uptime") as f:
+        now = float(f.read().split()[0])
+    served = first_answer_from(rounds, "node2", after=start)
+    assert served is not None
+    assert fenced_at <= now - (time.monotonic() - served), "fenced before node2 served"
+    assert "fenced node1 with" in ha.log("node2")
