@@ -32,6 +32,7 @@ bench: venv
 	$(BIN)/python bench/hierarchy_scale.py
 	$(BIN)/python bench/local_recovery.py
 	$(BIN)/python bench/detection.py
+	$(BIN)/python bench/failover.py
 
 venv: $(STAMP)
 

@@ -39,6 +39,7 @@ from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument,
 from hakeeper.events.alarm import Event, run_handlers
 from hakeeper.events.local import Limits, LocalRecovery
 from hakeeper.events.monitor import Monitor
+from hakeeper.guard import GuardLink
 from hakeeper.kits.base import KitContext, Result
 from hakeeper.kits.registry import Kits
 from hakeeper.recovery.engine import DEFAULT_MAX_PARALLEL, Engine
@@ -105,6 +106,10 @@ class Daemon:
             "unadopt": self.adopter.on_unadopt,
         }
         self.rpc = RpcServer(self.identity, handlers) if self.identity else None
+        #: In a cluster, the guard stops this node serving if hakeeperd dies or hangs (see hakeeper.guard).
+        self.guard = (
+            GuardLink(self.root, lambda: float(self.lcd.settings()["guard_timeout"])) if self.identity else None
+        )
         self._services: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
         self._take_out_of_service = False
@@ -343,6 +348,8 @@ class Daemon:
             loop.add_signal_handler(sig, self.stop)
         await self._reconcile()
         monitor = asyncio.create_task(self.monitor.run(), name="monitor")
+        if self.guard is not None:
+            self.spawn_service(self.guard.run(), "guard")
         if self.heartbeats is not None:
             self.spawn_service(self.heartbeats.run(), "heartbeats")
         if self.rpc is not None:
@@ -361,6 +368,8 @@ class Daemon:
     async def _shutdown(self, server: asyncio.Server, monitor: asyncio.Task[None]) -> None:
         logger.info("hakeeperd stopping: no new commands")
         server.close()  # stage 1: stop accepting
+        if self.guard is not None:  # a stop on purpose: the guard must not take anything out of service
+            await self.guard.stand_down()
         if self.identity is not None:  # the peers hear it from us, not from our heartbeats stopping
             switch_over = self._take_out_of_service and self.lcd.shutdown_strategy == SHUTDOWN_STRATEGIES[1]
             await self.failover.leaving(switch_over=switch_over)

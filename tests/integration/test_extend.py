@@ -129,7 +129,7 @@ def test_extend_a_hierarchy_to_two_nodes_then_take_it_off_one(ha_cluster: HaClus
     assert eqvs(ha, "node1") == eqvs(ha, "node3") == rest
     assert scripts(ha, "node3", "web") == scripts(ha, "node1", "web") != {}
     with Lcd.open(ha.root("node1")) as lcd:
-        assert lcd.resource("web").state is State.ISP, "node1's copy ran on, untouched"
+        assert lcd.resource("web").state is State.OSU, "the restore on node2 was a switchover: node1 let it go"
 
 
 @OWN_DISK

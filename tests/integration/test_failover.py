@@ -49,14 +49,21 @@ def guarded(scripts: dict[str, Path], directory: Path) -> dict[str, Path]:
     return {**scripts, "restore": wrapper}
 
 
-def setup_web(ha: HaCluster, tmp_path: Path, *, switchback: str = "INTELLIGENT", interval: int = 120) -> None:
-    """web on every node (node1 priority 1, node2 2, node3 3), in service on node1."""
+def setup_web(
+    ha: HaCluster,
+    tmp_path: Path,
+    *,
+    switchback: str = "INTELLIGENT",
+    interval: int = 120,
+    backups: tuple[str, ...] = ("node2", "node3"),
+) -> None:
+    """web on node1 (priority 1) and its backups (node2 2, node3 3), in service on node1."""
     scripts = guarded(write_scripts(tmp_path / "webapp", PORT), tmp_path / "webapp")
     params = [f"restore={scripts['restore']}", f"remove={scripts['remove']}", f"quickCheck={scripts['quickCheck']}"]
     ok(ha, "node1", "hakeeper", "create", "gen/app", "-t", "web", "-s", switchback, "-Q", str(interval),
        "-I", "INIT_OSU", *params)  # fmt: skip
-    ok(ha, "node1", "hakeeper", "extend", "-t", "web", "-s", "node2", "-p", "2")
-    ok(ha, "node1", "hakeeper", "extend", "-t", "web", "-s", "node3", "-p", "3")
+    for backup in backups:
+        ok(ha, "node1", "hakeeper", "extend", "-t", "web", "-s", backup, "-p", backup[-1])
     ok(ha, "node1", "perform_action", "-t", "web", "-a", "restore")
     assert state(ha, "node1") is State.ISP
 
@@ -162,7 +169,7 @@ def test_a_failed_local_recovery_moves_web_and_a_failed_restore_on_node2_goes_on
     with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
         rounds = prober.wait_for(lambda r: first_answer_from(r, "node3") is not None, 30, "node3 serving")
     assert not double_service(rounds)
-    assert state(ha, "node3") is State.ISP
+    ha.wait(lambda: state(ha, "node3") is State.ISP, 5, "node3 to record web ISP")  # it answers a moment before
     assert "trying node2 (priority 2)" in ha.log("node1") and "trying node3 (priority 3)" in ha.log("node1")
     assert state(ha, "node2") is not State.ISP
 
@@ -209,3 +216,67 @@ def test_fencing_runs_before_takeover_and_a_failing_fence_blocks_it(
     assert served is not None
     assert fenced_at <= now - (time.monotonic() - served), "fenced before node2 served"
     assert "fenced node1 with" in ha.log("node2")
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_active_daemon_alone_never_serves_from_two_nodes(
+    ha_cluster: HaCluster, lan: Lan, tmp_path: Path
+) -> None:
+    """keepalived's split brain after kill -9: here the guard takes web down before node2 takes over."""
+    ha = ha_cluster
+    setup_web(ha, tmp_path)
+    node1 = lan.node("node1")
+    with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
+        prober.wait_for(lambda rounds: first_answer_from(rounds, "node1") is not None, 10, "node1 serving")
+        start = time.monotonic()
+        node1.kill_daemon(ha.procs["node1"].pid)
+        rounds = prober.wait_for(lambda r: first_answer_from(r, "node2", after=start) is not None, 20, "node2")
+        ha.start(node1)  # hakeeperd back on node1: it must not take web back, nor start it
+        ha.wait(ha.all_alive, 20, "node1 ALIVE again")
+        ha.wait(lambda: "caught up with node2, node3" in ha.log("node1").split("hakeeperd serving")[-1], 10, "start")
+        time.sleep(1.0)
+        rounds = prober.rounds()
+    assert not double_service(rounds), "answers from two nodes at once"
+    assert "guard: hakeeperd (pid" in ha.log("node1") and "guard: out of service: web" in ha.log("node1")
+    assert [name for _t, name in served_by(rounds) if name] == ["node1", "node2"]
+    assert state(ha, "node1") is State.OSU and state(ha, "node2") is State.ISP
+
+
+@pytest.mark.slow
+def test_a_hung_daemon_is_killed_by_its_guard_and_web_moves(ha_cluster: HaCluster, lan: Lan, tmp_path: Path) -> None:
+    ha = ha_cluster
+    setup_web(ha, tmp_path)
+    ok(ha, "node1", "hakeeper", "settings", "guard_timeout=1")
+    node1 = lan.node("node1")
+    with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
+        start = time.monotonic()
+        node1.freeze(ha.procs["node1"].pid)  # SIGSTOP: its heartbeat process runs on; only the guard notices
+        rounds = prober.wait_for(lambda r: first_answer_from(r, "node2", after=start) is not None, 20, "node2")
+        time.sleep(0.5)
+        rounds = prober.rounds()
+    assert not double_service(rounds)
+    assert "guard: hakeeperd (pid" in ha.log("node1") and "is silent: killing it" in ha.log("node1")
+    assert state(ha, "node1") is State.OSU
+
+
+@pytest.mark.slow
+def test_two_nodes_and_a_witness_a_partition_never_serves_from_two_nodes(
+    ha_cluster: HaCluster, lan: Lan, tmp_path: Path
+) -> None:
+    """node3 is a witness: web is on node1 and node2 only; node3 gives the majority to node2's side."""
+    ha = ha_cluster
+    ok(ha, "node3", "flg_create", "-f", "witness")
+    setup_web(ha, tmp_path, backups=("node2",))
+    refused = on(ha, "node1", "hakeeper", "extend", "-t", "web", "-s", "node3")
+    assert refused.returncode != 0 and "node3 is a witness" in refused.stderr
+    node1 = lan.node("node1")
+    with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
+        prober.wait_for(lambda rounds: first_answer_from(rounds, "node1") is not None, 10, "node1 serving")
+        start = time.monotonic()
+        lan.partition([node1], [lan.node("node2"), lan.node("node3")])
+        prober.wait_for(lambda r: first_answer_from(r, "node2", after=start) is not None, 20, "node2 serving")
+        time.sleep(1.0)
+        rounds = prober.rounds()
+    assert not double_service(rounds), "answers from two nodes at once"
+    assert "quorum lost (sees 1 of 3 nodes)" in ha.log("node1")
+    assert state(ha, "node1") is State.OSU and state(ha, "node2") is State.ISP

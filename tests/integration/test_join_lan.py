@@ -36,10 +36,11 @@ def test_nodes_join_through_a_member_and_their_paths_come_alive(lan: Lan, tmp_pa
         stderr=subprocess.DEVNULL,
     )
     try:
-        for name in ("node2", "node3"):
+        for name, role in (("node2", []), ("node3", ["--witness"])):
             token = hk("node1", "cluster", "token").stdout.strip().splitlines()[-1]
-            joined = hk(name, "cluster", "join", "--token", "-", str(node1.address), stdin=token + "\n")
+            joined = hk(name, "cluster", "join", *role, "--token", "-", str(node1.address), stdin=token + "\n")
             assert joined.returncode == 0, joined.stderr
+            assert ("as a witness" in joined.stdout) == bool(role)
             reused = hk(name, "cluster", "join", "--token", "-", str(node1.address), stdin=token + "\n")
             assert reused.returncode != 0, "a token works once (and an identity exists already)"
     finally:
@@ -69,3 +70,9 @@ def test_nodes_join_through_a_member_and_their_paths_come_alive(lan: Lan, tmp_pa
         time.sleep(0.05)
     else:
         raise AssertionError(f"paths did not all come ALIVE: {[read_states(r) for r in roots.values()]}")
+    # node3 joined as a witness: it counts for quorum, and a hierarchy cannot be extended to it.
+    true = "/bin/true"
+    assert hk("node1", "create", "gen/app", "-t", "app", f"restore={true}", f"remove={true}").returncode == 0
+    assert hk("node1", "extend", "-t", "app", "-s", "node2").returncode == 0
+    refused = hk("node1", "extend", "-t", "app", "-s", "node3")
+    assert refused.returncode != 0 and "node3 is a witness" in refused.stderr, refused.stderr

@@ -496,6 +496,7 @@ SEMANTIC_CASES: list[Case] = [
     # cluster identity
     Case("cluster", ("init", "--name", "bad name"), ILLEGAL, "bad cluster name"),
     Case("cluster", ("init", "--ttl", "600"), SYNTAX, "option of another action"),
+    Case("cluster", ("token", "--witness"), SYNTAX, "--witness is for join"),
     Case("cluster", ("token",), MISSING, "token without a cluster identity"),
     Case("cluster", ("token", "--ttl", "59"), RANGE, "token lifetime too short"),
     Case("cluster", ("show",), MISSING, "show without a cluster identity"),

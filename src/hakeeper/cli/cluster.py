@@ -19,6 +19,7 @@ import sys
 import time
 
 from hakeeper.cli.base import Context, arg, command
+from hakeeper.cluster.extend import WITNESS_FLAG
 from hakeeper.comm.join import (
     DEFAULT_TTL,
     JOIN_PORT,
@@ -48,11 +49,12 @@ ACTIONS = ("init", "token", "join", "serve-join", "show")
 ACTION_OPTIONS: dict[str, frozenset[str]] = {
     "init": frozenset({"name"}),
     "token": frozenset({"ttl"}),
-    "join": frozenset({"token", "address", "timeout"}),
+    "join": frozenset({"token", "address", "timeout", "witness"}),
     "serve-join": frozenset({"listen", "timeout"}),
     "show": frozenset(),
 }
 SHOWN = {"name": "--name", "ttl": "--ttl", "token": "--token", "address": "ADDRESS", "listen": "--listen",
+         "witness": "--witness",
          "timeout": "--timeout"}  # fmt: skip
 
 JOIN_TIMEOUT = 30.0
@@ -89,6 +91,8 @@ member of that cluster, and sends the secret only to it. Only the node where
     arg("--name", metavar="CLUSTER", help=f"init: the cluster's name (default {DEFAULT_CLUSTER_NAME})"),
     arg("--ttl", type=int, metavar="SECONDS", help=f"token: lifetime (default {DEFAULT_TTL})"),
     arg("--token", metavar="TOKEN", help="join: the token from 'hakeeper cluster token' ('-': read from stdin)"),
+    arg("--witness", action="store_const", const=True,
+        help="join: as a witness, a node that counts for quorum and holds no resources"),
     arg("--listen", metavar="ADDRESS[:PORT]", help=f"serve-join: where to listen (default 0.0.0.0:{JOIN_PORT})"),
     arg("--timeout", type=float, metavar="SECONDS",
         help=f"join: wait for the member (default {JOIN_TIMEOUT:g}); serve-join: serve (default {SERVE_TIMEOUT:g})"),
@@ -153,7 +157,10 @@ def _join(ctx: Context, args: argparse.Namespace) -> int:
     timeout = _timeout(args.timeout, JOIN_TIMEOUT)
     root = ensure_state_dir(ctx.root)
     identity = asyncio.run(join(root, ctx.lcd.local_node, token, host, port, timeout=timeout))
-    ctx.print(f"{identity.node} joined cluster {identity.cluster} (CA sha256:{identity.fingerprint})")
+    if args.witness and not ctx.lcd.has_flag(WITNESS_FLAG):
+        ctx.lcd.create_flag(WITNESS_FLAG)
+    role = " as a witness" if args.witness else ""
+    ctx.print(f"{identity.node} joined cluster {identity.cluster}{role} (CA sha256:{identity.fingerprint})")
     return 0
 
 

@@ -58,6 +58,9 @@ from hakeeper.recovery.engine import call
 
 logger = logging.getLogger(__name__)
 
+#: The LCD flag of a node joined with ``hakeeper cluster join --witness``: extend refuses it.
+WITNESS_FLAG = "witness"
+
 T = TypeVar("T")
 
 ANSWER_TIMEOUT = 30.0  # what a request takes besides the kit actions it runs
@@ -295,6 +298,8 @@ class Adopter:
             raise IllegalArgument("an adopt request needs resources and dependencies (lists)")
         if source not in {n.name for n in self.lcd.nodes()}:
             raise NotFound(f"{self.lcd.local_node} does not know node {source!r} (see: sys_create)")
+        if self.lcd.has_flag(WITNESS_FLAG):
+            raise IllegalArgument(f"{self.lcd.local_node} is a witness: it counts for quorum and holds no resources")
         specs: list[dict[str, Any]] = []
         for item in items:
             if not isinstance(item, dict) or not isinstance(item.get("resource"), dict):

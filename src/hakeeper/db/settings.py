@@ -76,6 +76,12 @@ SETTINGS: dict[str, Setting] = {
                 "that lost quorum has stopped first"),
         Setting("fence_command", str, "", None, None, "",
                 "program run with the dead node's name before a takeover; the takeover needs exit 0"),
+        Setting("guard_timeout", float, 5.0, 1.0, 60.0, "s",
+                "seconds hakeeperd may be silent before its guard kills it and takes this node's resources "
+                "out of service (a dead hakeeperd is noticed at once)"),
+        Setting("guard_action", str, "osu", None, None, "",
+                "what the guard does when hakeeperd dies or hangs: osu (resources out of service) or reboot",
+                choices=("osu", "reboot")),
     )
 }  # fmt: skip
 

@@ -1,0 +1,192 @@
+"""The guard: a small process that stops this node serving when hakeeperd dies or hangs.
+
+keepalived leaves its address on the old master after ``kill -9``, and the
+backup takes it too: a split brain. hakeeper's peers take over a node whose
+heartbeats stop (hakeeperd's heartbeat process exits with it), so a node whose
+hakeeperd is gone must stop serving first. hakeeperd starts this process
+(``python -m hakeeper.guard``, in a session of its own) and writes it a line
+every quarter of ``guard_timeout``:
+
+- **hakeeperd dies** (SIGKILL, a crash): the pipe closes at once. The guard opens
+  the LCD and takes every resource in service out of service, parents first,
+  with the kits' own remove actions (``guard_action=osu``), or reboots the node
+  at once (``guard_action=reboot``). It does so within the peers' detection
+  budget plus their takeover delay, the time they wait before taking over; if
+  it takes longer, it says so in the log.
+- **hakeeperd hangs** (no line for ``guard_timeout``): its heartbeats may still
+  run, so the peers would take over nothing, and nothing protects the node. The
+  guard kills hakeeperd (SIGKILL, by the PID it was given) — its heartbeats stop
+  with it — and then acts as above. The peers see the node go silent only after
+  the kill, so the guard is never late for them, whatever ``guard_timeout``.
+- **hakeeperd stops on purpose** (``lkstop``, SIGTERM): it tells the guard
+  ``{"stop": true}`` first, and the guard exits without touching anything.
+
+The guard runs until then; its log lines go where hakeeperd's go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("hakeeper.guard")
+
+RESTART_DELAY = 1.0
+STOP_TIMEOUT = 2.0
+REBOOT = ["systemctl", "reboot", "--force", "--force"]
+
+
+# ---------------------------------------------------------------------- hakeeperd's side
+
+
+class GuardLink:
+    """Keep the guard running and fed; tell it to stand down when hakeeperd stops on purpose."""
+
+    def __init__(self, root: Path, timeout: Callable[[], float]) -> None:
+        self.root = root
+        self.timeout = timeout
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def run(self) -> None:
+        while True:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "hakeeper.guard", "--root", str(self.root), "--daemon-pid", str(os.getpid()),
+                stdin=asyncio.subprocess.PIPE, start_new_session=True,
+            )  # fmt: skip
+            proc = self._proc
+            try:
+                while proc.returncode is None:
+                    timeout = self.timeout()
+                    self._write({"tick": time.monotonic(), "timeout": timeout})
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(proc.wait(), timeout / 4)
+            except (ConnectionError, BrokenPipeError):
+                await proc.wait()
+            logger.error("the guard exited (%s); starting it again", proc.returncode)
+            await asyncio.sleep(RESTART_DELAY)
+
+    def _write(self, message: dict[str, Any]) -> None:
+        proc = self._proc
+        if proc is not None and proc.stdin is not None and proc.returncode is None:
+            proc.stdin.write(json.dumps(message).encode() + b"\n")
+
+    async def stand_down(self) -> None:
+        """hakeeperd stops on purpose: the guard exits and touches nothing."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ConnectionError, BrokenPipeError):
+            self._write({"stop": True})
+            if proc.stdin is not None:
+                await proc.stdin.drain()
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            logger.error("the guard did not stand down in %g s", STOP_TIMEOUT)
+
+
+# ---------------------------------------------------------------------- the guard process
+
+
+def watch(fd: int, timeout: float) -> str:
+    """Read hakeeperd's lines until it stops ("stopped"), dies ("gone") or falls silent ("silent")."""
+    selector = selectors.DefaultSelector()
+    selector.register(fd, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    pending = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return "silent"
+        if not selector.select(left):
+            continue
+        data = os.read(fd, 4096)
+        if not data:
+            return "gone"
+        pending += data
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if message.get("stop"):
+                return "stopped"
+            timeout = float(message.get("timeout", timeout))
+            deadline = time.monotonic() + timeout
+
+
+def take_out_of_service(root: Path, why: str) -> None:
+    """Every resource in service here out of service, parents first, with the kits' remove actions."""
+    from hakeeper.db import Lcd
+    from hakeeper.kits.base import KitContext
+    from hakeeper.kits.registry import Kits
+    from hakeeper.recovery.engine import Engine
+
+    async def run() -> None:
+        with Lcd.open(root, actor="guard") as lcd:
+            engine = Engine(lcd, Kits(KitContext(root, lcd.local_node)))
+            report = await engine.remove_everything(reason=f"guard: hakeeperd {why}")
+            if not report.ok:
+                logger.error("guard: not everything is out of service: %s", report.summary())
+            elif report.done:
+                logger.warning("guard: out of service: %s", ", ".join(report.done))
+
+    asyncio.run(run())
+
+
+def main() -> int:
+    """``python -m hakeeper.guard --root DIR --daemon-pid PID``: run by hakeeperd."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="hakeeper-guard")
+    parser.add_argument("--root", required=True, type=Path)
+    parser.add_argument("--daemon-pid", required=True, type=int)
+    parser.add_argument("--timeout", type=float, default=5.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C meant for hakeeperd in a terminal is not ours
+    why = watch(sys.stdin.fileno(), args.timeout)
+    if why == "stopped":
+        return 0
+    started = time.monotonic()
+    if why == "silent":
+        logger.error("guard: hakeeperd (pid %d) is silent: killing it", args.daemon_pid)
+        if os.getppid() == args.daemon_pid:  # still ours, not a recycled pid
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(args.daemon_pid, signal.SIGKILL)
+    else:
+        logger.error("guard: hakeeperd (pid %d) is gone", args.daemon_pid)
+    action = _setting(args.root, "guard_action", "osu")
+    if action == "reboot":
+        logger.error("guard: rebooting the node (guard_action=reboot)")
+        return subprocess.run(REBOOT, check=False).returncode
+    take_out_of_service(args.root, why)
+    logger.warning("guard: done in %.3f s", time.monotonic() - started)
+    return 0
+
+
+def _setting(root: Path, name: str, default: str) -> str:
+    from hakeeper.db import Lcd
+
+    try:
+        with Lcd.open(root, actor="guard") as lcd:
+            return str(lcd.settings().get(name, default))
+    except Exception:
+        logger.exception("guard: cannot read %s; using %s", name, default)
+        return default
+
+
+if __name__ == "__main__":
+    sys.exit(main())
