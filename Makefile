@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Debian packages the suite needs (later issues add bind9, keepalived, ...).
-DEB_PACKAGES := iproute2 sqlite3 resource-agents nftables util-linux procps
+DEB_PACKAGES := iproute2 sqlite3 resource-agents nftables util-linux procps fence-agents
 
 .PHONY: demo test lint unit integration bench deps venv clean
 

@@ -184,7 +184,7 @@ def test_fencing_runs_before_takeover_and_a_failing_fence_blocks_it(
     fence = tmp_path / "fence"
     fence.write_text(f'#!/bin/sh\necho "$1 $(cat /proc/uptime)" >> {record}\n[ ! -e {tmp_path}/fence-fails ]\n')
     fence.chmod(0o755)
-    ok(ha, "node1", "hakeeper", "settings", f"fence_command={fence}")
+    ok(ha, "node1", "hakeeper", "settings", f"fence_command={fence} {{node}}")
     (tmp_path / "fence-fails").touch()
     with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
         start = time.monotonic()

@@ -225,13 +225,14 @@ VALID: dict[str, tuple[str, ...]] = {
     "cluster": ("init", "--name", "prod"),
     "why": ("vip",),
     "switchover": ("vip", "--to", "node2"),
+    "lk_confirmso": ("-y", "-s", "node2"),
     "extend": ("-t", "web", "-s", "node2"),  # vip is on node2 already: web goes, and depends on it there
     "unextend": ("-t", "vip", "-s", "node2"),
 }
 
 #: Where a well-formed command line cannot succeed here: without hakeeperd, nothing takes an event,
 #: and no other node is reached.
-WELL_FORMED_CODE = {"sendevent": SYSCALL, "switchover": COMM, "extend": COMM, "unextend": COMM}
+WELL_FORMED_CODE = {"sendevent": SYSCALL, "switchover": COMM, "lk_confirmso": COMM, "extend": COMM, "unextend": COMM}
 
 
 class Case(NamedTuple):
@@ -470,6 +471,10 @@ SEMANTIC_CASES: list[Case] = [
     Case("switchover", ("nosuch",), MISSING, "no such resource"),
     Case("switchover", ("db",), MISSING, "not extended to another node"),
     Case("switchover", ("vip", "--to", "node9"), MISSING, "no such node"),
+    Case("lk_confirmso", ("-s", "node2"), SYNTAX, "neither -y nor -n"),
+    Case("lk_confirmso", ("-y", "-n", "-s", "node2"), SYNTAX, "both -y and -n"),
+    Case("lk_confirmso", ("-y", "-s", "node9"), MISSING, "no such node"),
+    Case("lk_confirmso", ("-y",), SYNTAX, "no node"),
     # communication paths and settings
     Case("net_create", ("-s", "node2", "-l", "198.18.0.11", "-r", "198.18.0.12"), EXISTS, "duplicate path"),
     Case("net_create", ("-s", "node2", "-l", "198.18.1.11", "-r", "198.18.1.12", "-p", "1"), EXISTS, "priority taken"),

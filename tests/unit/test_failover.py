@@ -16,7 +16,7 @@ from hakeeper.cluster.failover import Failover
 from hakeeper.comm.paths import PathState
 from hakeeper.comm.tls import Peer
 from hakeeper.db import Lcd, State
-from hakeeper.errors import CommunicationFailed
+from hakeeper.errors import CommunicationFailed, NotFound
 from hakeeper.recovery.engine import Engine
 from tests.fakes import FakeKit, Script, build, fake_kits
 
@@ -180,5 +180,72 @@ def test_two_nodes_without_a_witness_do_not_take_over(tmp_path: Path) -> None:
         cluster.cut("node3")  # node2 alone: 1 of 3
         asyncio.run(cluster.nodes["node2"].node_dead("node1"))
         assert cluster.state("node2") is State.OSU and cluster.nodes["node2"].quorum_lost
+    finally:
+        cluster.close()
+
+
+FENCE_DUMMY = Path("/usr/sbin/fence_dummy")
+
+
+def test_a_fence_agent_from_fence_agents_powers_the_dead_node_off_first(tmp_path: Path) -> None:
+    if not FENCE_DUMMY.exists():
+        pytest.skip(f"{FENCE_DUMMY} missing: install Debian's fence-agents package (apt-get install fence-agents)")
+    plug = tmp_path / "node1.power"
+    plug.write_text("on")
+    command = f"{FENCE_DUMMY} --type=file --status-file={plug} -o off"
+    cluster = Cluster(tmp_path / "nodes", {"fence_command": command})
+    try:
+        asyncio.run(cluster.nodes["node1"].engine.restore("web", reason="start"))
+        cluster.cut("node1")
+        asyncio.run(cluster.nodes["node2"].node_dead("node1"))
+        assert plug.read_text() == "off", "fence_dummy powered node1's plug off"
+        assert cluster.state("node2") is State.ISP
+    finally:
+        cluster.close()
+
+
+def test_the_dead_node_s_name_goes_where_the_command_says(tmp_path: Path) -> None:
+    record = tmp_path / "fenced"
+    script = tmp_path / "fence"
+    script.write_text(f'#!/bin/sh\necho "$@ $HAKEEPER_FENCE_NODE" > {record}\n')
+    script.chmod(0o755)
+    cluster = Cluster(tmp_path / "nodes", {"fence_command": f"{script} --plug={{node}} -o off"})
+    try:
+        cluster.cut("node1")
+        asyncio.run(cluster.nodes["node2"].node_dead("node1"))
+        assert record.read_text() == "--plug=node1 -o off node1\n"
+    finally:
+        cluster.close()
+
+
+def test_confirmso_waits_for_lk_confirmso_and_its_timeout_decides(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "nodes", {"confirmso_timeout": "1", "confirmso_default": "block"})
+    node2 = cluster.nodes["node2"]
+    try:
+        asyncio.run(cluster.nodes["node1"].engine.restore("web", reason="start"))
+        cluster.lcds["node2"].create_flag("confirmso!node1")
+        cluster.cut("node1")
+
+        async def refused() -> None:
+            failover = asyncio.create_task(node2.node_dead("node1"))
+            for _ in range(200):  # bounded: until it waits
+                if "node1" in node2.confirmations:
+                    break
+                await asyncio.sleep(0.01)
+            assert node2.confirm("node1", False) == "failover from node1 refused"
+            await failover
+
+        asyncio.run(refused())
+        assert cluster.state("node2") is State.OSU
+        assert node2.blocked["web"] == "failover from node1 refused by lk_confirmso"
+        asyncio.run(node2.node_dead("node1"))  # nobody answers: after 1 s, confirmso_default=block
+        assert cluster.state("node2") is State.OSU
+        assert "not confirmed within 1 s" in node2.blocked["web"]
+        with pytest.raises(NotFound):
+            node2.confirm("node1", True)
+        cluster.lcds["node2"].set_settings({"confirmso_default": "proceed"})
+        asyncio.run(node2.node_dead("node1"))
+        assert cluster.state("node2") is State.ISP
+        assert cluster.state("node3") is State.OSU, "node3 would not act: it was not asked"
     finally:
         cluster.close()

@@ -119,6 +119,7 @@ COMMAND_MODULES: dict[str, str] = {
     "cluster": "hakeeper.cli.cluster",
     "switchover": "hakeeper.cli.failover",
     "why": "hakeeper.cli.failover",
+    "lk_confirmso": "hakeeper.cli.failover",
     "extend": "hakeeper.cli.extend",
     "unextend": "hakeeper.cli.extend",
 }

@@ -12,7 +12,7 @@ from hakeeper.cli.base import Context, arg, command, other_node
 from hakeeper.cluster import decide
 from hakeeper.cluster.decide import Hierarchy, View
 from hakeeper.db import Lcd
-from hakeeper.errors import CommunicationFailed, NotFound
+from hakeeper.errors import CommunicationFailed, NotFound, UsageError
 
 
 def _hierarchy(lcd: Lcd, tag: str) -> Hierarchy:
@@ -123,3 +123,32 @@ def _why(ctx: Context, args: argparse.Namespace) -> int:
     here = [t for t, _id, state, _reason in ctx.lcd.summaries() if state.in_service]
     ctx.out.write("".join(line + "\n" for line in _why_lines(ctx.lcd, h, None, {ctx.lcd.local_node: here}, None)))
     return 0
+
+
+def _answer(args: argparse.Namespace) -> bool:
+    if bool(args.yes) == bool(args.no):
+        raise UsageError("give -y (take over) or -n (do not), one of them")
+    return bool(args.yes)
+
+
+async def _confirmso_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
+    yes = _answer(args)
+    other_node(ctx.lcd, args.system)
+    ctx.print(ctx.services.failover.confirm(args.system, yes))
+    return 0
+
+
+@command(
+    "lk_confirmso",
+    "confirm (-y) or refuse (-n) a failover from a node that waits for confirmation",
+    arg("-y", dest="yes", action="store_const", const=True, help="take the hierarchies over"),
+    arg("-n", dest="no", action="store_const", const=True, help="do not take them over"),
+    arg("-s", dest="system", required=True, metavar="NODE", help="the node that failed"),
+    epilog="A failover from NODE waits for this when this node has the flag confirmso!NODE\n"
+    "(flg_create -f confirmso!node1); after confirmso_timeout, confirmso_default decides.",
+    in_daemon=_confirmso_in_daemon,
+)
+def _confirmso(ctx: Context, args: argparse.Namespace) -> int:
+    _answer(args)
+    other_node(ctx.lcd, args.system)
+    raise CommunicationFailed("no failover waits without hakeeperd on this node (see: lkstart)")

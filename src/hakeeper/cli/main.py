@@ -114,6 +114,7 @@ sendevent = entry("sendevent")
 lkstart = entry("lkstart")
 lkstop = entry("lkstop")
 lcdremexec = entry("lcdremexec")
+lk_confirmso = entry("lk_confirmso")
 
 
 def hakeeperd() -> NoReturn:

@@ -49,6 +49,7 @@ VIEW_TIMEOUT = 2.0  # a live peer's answer about what it sees and runs
 MOVE_TIMEOUT = 900.0  # a restore on another node (LifeKeeper's REMOTETIMEOUT)
 VERIFY_ROUNDS = 20  # remote_verify: how often to ask again, one heartbeat interval apart
 QUORUM_HOST_TIMEOUT = 2.0
+CONFIRM_FLAG = "confirmso!"  # + a node: a failover from that node waits for lk_confirmso (LifeKeeper's flag)
 FENCE_TIMEOUT = 120.0
 HALT = {"fastkill": ["systemctl", "poweroff", "--force", "--force"],
         "fastboot": ["systemctl", "reboot", "--force", "--force"]}  # fmt: skip
@@ -74,6 +75,8 @@ class Failover:
         self.blocked: dict[str, str] = {}
         #: Peers that said they are stopping (lkstop, SIGTERM): their silence moves nothing.
         self.departed: set[str] = set()
+        #: Failovers waiting for lk_confirmso, by dead node.
+        self.confirmations: dict[str, asyncio.Future[bool]] = {}
         self._decide = asyncio.Lock()  # one decision at a time on this node
 
     # ------------------------------------------------------------------ what this node knows
@@ -137,6 +140,8 @@ class Failover:
         if self.membership().get(node) is not PathState.DEAD:
             logger.info("%s is back within the takeover delay (%g s): nothing moves", node, delay)
             return
+        if not await self._confirmed(node):
+            return
         async with self._decide:
             if not await self._have_quorum():
                 return
@@ -154,6 +159,49 @@ class Failover:
             for d in mine:
                 self.blocked.pop(d.hierarchy.name, None)
                 await self._restore_or_move_on(d.hierarchy, failed=[node], reason=f"failover from {node}")
+
+    async def _confirmed(self, dead: str) -> bool:
+        """LifeKeeper's confirmso: with the flag ``confirmso!<dead>``, wait for ``lk_confirmso -y|-n -s <dead>``.
+
+        Asked only where this node would take something over; after ``confirmso_timeout``
+        the ``confirmso_default`` decides. The decision lock is not held meanwhile.
+        """
+        if not self.lcd.has_flag(f"{CONFIRM_FLAG}{dead}"):
+            return True
+        guess = decide.takeover(dead, self.view(), self.hierarchies(), {self.me: self.in_service_here()})
+        names = [d.hierarchy.name for d in guess if d.act is Act.RESTORE]
+        if not names:
+            return True
+        settings = self.lcd.settings()
+        timeout, default = float(settings["confirmso_timeout"]), str(settings["confirmso_default"])
+        waiting = asyncio.get_running_loop().create_future()
+        self.confirmations[dead] = waiting
+        logger.warning(
+            "failover of %s from %s waits for confirmation: lk_confirmso -y|-n -s %s (after %g s: %s)",
+            ", ".join(names), dead, dead, timeout, default,
+        )  # fmt: skip
+        try:
+            async with asyncio.timeout(timeout):
+                yes: bool = await waiting
+            why = f"{'confirmed' if yes else 'refused'} by lk_confirmso"
+        except TimeoutError:
+            yes = default == "proceed"
+            why = f"not confirmed within {timeout:g} s (confirmso_default={default})"
+        finally:
+            self.confirmations.pop(dead, None)
+        if not yes:
+            for name in names:
+                self.blocked[name] = f"failover from {dead} {why}"
+        logger.warning("failover from %s %s", dead, why)
+        return yes
+
+    def confirm(self, dead: str, yes: bool) -> str:
+        """``lk_confirmso -y|-n -s DEAD``: answer a failover that waits for confirmation."""
+        waiting = self.confirmations.get(dead)
+        if waiting is None or waiting.done():
+            raise NotFound(f"no failover from {dead} waits for confirmation on {self.me}")
+        waiting.set_result(yes)
+        return f"failover from {dead} {'confirmed' if yes else 'refused'}"
 
     async def node_alive(self, node: str) -> None:
         self.departed.discard(node)
@@ -231,7 +279,7 @@ class Failover:
         command = str(self.lcd.settings()["fence_command"]).strip()
         if not command:
             return True
-        argv = [*shlex.split(command), node]
+        argv = [word.replace("{node}", node) for word in shlex.split(command)]
         env = dict(os.environ, HAKEEPER_FENCE_NODE=node)
         try:
             proc = await asyncio.create_subprocess_exec(

@@ -75,7 +75,12 @@ SETTINGS: dict[str, Setting] = {
                 "seconds a node waits after declaring a peer dead before taking over, so that a peer "
                 "that lost quorum has stopped first"),
         Setting("fence_command", str, "", None, None, "",
-                "program run with the dead node's name before a takeover; the takeover needs exit 0"),
+                "program run before a takeover ({node}: the dead node's name); the takeover needs exit 0"),
+        Setting("confirmso_timeout", float, 600.0, 1.0, 86400.0, "s",
+                "how long a failover waits for lk_confirmso (with the flag confirmso!NODE)", "CONFIRMSOTO"),
+        Setting("confirmso_default", str, "proceed", None, None, "",
+                "what an unconfirmed failover does after confirmso_timeout: proceed or block", "CONFIRMSODEF",
+                choices=("proceed", "block")),
         Setting("guard_timeout", float, 5.0, 1.0, 60.0, "s",
                 "seconds hakeeperd may be silent before its guard kills it and takes this node's resources "
                 "out of service (a dead hakeeperd is noticed at once)"),
