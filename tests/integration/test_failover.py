@@ -17,6 +17,7 @@ import pytest
 
 from hakeeper.comm.paths import PathState
 from hakeeper.db import Lcd, State
+from hakeeper.db.settings import defaults, detection_budget
 from tests.harness.cluster import HaCluster
 from tests.harness.lan import Lan
 from tests.harness.probe import Prober, double_service, first_answer_from, outage, served_by
@@ -24,8 +25,8 @@ from tests.harness.webapp import write_scripts
 
 BIN = Path(sys.executable).parent
 PORT = 8080
-BUDGET = 0.8  # heartbeat_interval x heartbeat_misses (defaults)
-DELAY = 0.4  # takeover_delay (default)
+BUDGET = detection_budget(defaults())  # heartbeat_interval x heartbeat_misses
+DELAY = float(defaults()["takeover_delay"])
 SLACK = 2.0  # polling, process start, the restore script, a loaded CI machine
 
 

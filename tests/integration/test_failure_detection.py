@@ -13,10 +13,11 @@ import pytest
 
 from hakeeper.comm.paths import PathState
 from hakeeper.db import Lcd
+from hakeeper.db.settings import defaults, detection_budget
 from tests.harness.cluster import HaCluster
 from tests.harness.lan import Lan
 
-BUDGET = 0.8  # the default heartbeat_interval x heartbeat_misses
+BUDGET = detection_budget(defaults())  # heartbeat_interval x heartbeat_misses
 SLACK = 0.7  # polling, process scheduling, and the heartbeat ticker's quarter interval
 
 TWO_NETWORKS = pytest.mark.parametrize("lan", [{"nodes": 3, "second_network": True}], indirect=True)
@@ -67,11 +68,11 @@ def test_a_partitioned_node_is_declared_dead_by_both_others_within_the_budget(ha
     when = ha_cluster.wait(sees_dead(ha_cluster, "node3", "node1"), 10, "node3: node1 DEAD")
     assert when - start <= BUDGET + SLACK, f"node3 took {when - start:.2f} s"
     # A cluster-wide change while node3 is away: heartbeat timing, which node3 must share to be ALIVE again.
-    done = settings(ha_cluster, "node1", "heartbeat_misses=5")
+    done = settings(ha_cluster, "node1", "heartbeat_misses=6")
     assert (done.returncode, done.stderr) == (0, "")
-    assert [misses(ha_cluster, n) for n in ("node1", "node2", "node3")] == [5, 5, 4]
+    assert [misses(ha_cluster, n) for n in ("node1", "node2", "node3")] == [6, 6, 5]
     lan.heal()
-    ha_cluster.wait(lambda: misses(ha_cluster, "node3") == 5, 15, "node3 to catch up on the change")
+    ha_cluster.wait(lambda: misses(ha_cluster, "node3") == 6, 15, "node3 to catch up on the change")
     ha_cluster.wait(ha_cluster.all_alive, 20, "every path ALIVE again after the partition heals")
     time.sleep(BUDGET * 2)
     assert ha_cluster.all_alive(), "and it stays so: node3 heartbeats with the new timing"

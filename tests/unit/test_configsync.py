@@ -103,8 +103,8 @@ def test_settings_go_to_every_node_and_one_that_is_away_catches_up_when_it_asks(
                 worker.replicator = thread_replicator(sync, loop, worker, "root")
                 worker.set_settings(assignments)
 
-        await asyncio.to_thread(settings, {"heartbeat_misses": "5"})
-        assert [lcd.settings()["heartbeat_misses"] for lcd in (a, b, c)] == [5, 5, 4]
+        await asyncio.to_thread(settings, {"heartbeat_misses": "7"})
+        assert [lcd.settings()["heartbeat_misses"] for lcd in (a, b, c)] == [7, 7, 5]
         assert ("node3", "prepare") not in asked, "a DEAD node is not asked"
         assert [t for t, _ in a.outbox("node3")] and a.outbox("node2") == []
         assert changed == ["set_settings", "set_settings"], "the coordinator and node2 reconfigure at once"
@@ -124,7 +124,7 @@ def test_settings_go_to_every_node_and_one_that_is_away_catches_up_when_it_asks(
 
         to_node1.send = node3_send
         assert await to_node1.catch_up_from("node1") == 1
-        assert c.settings()["heartbeat_misses"] == 5
+        assert c.settings()["heartbeat_misses"] == 7
         assert a.outbox("node3") == []
         assert await to_node1.catch_up_from("node1") == 0
 
@@ -155,7 +155,7 @@ def test_a_refusal_by_a_reachable_node_refuses_a_settings_change_everywhere(tmp_
             await asyncio.to_thread(settings)
 
     asyncio.run(scenario())
-    assert a.settings()["heartbeat_misses"] == 4 and a.outbox("node2") == []
+    assert a.settings()["heartbeat_misses"] == 5 and a.outbox("node2") == []
     a.close()
 
 

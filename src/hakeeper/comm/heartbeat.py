@@ -89,14 +89,30 @@ class Heartbeats:
     _servers: list[asyncio.Server] = field(default_factory=list)
     _refused: set[tuple[str, str]] = field(default_factory=set)
     _client_ctx: ssl.SSLContext | None = None
+    #: Connections are dropped when their path goes DEAD: frames a partition held back are stale
+    #: (they carry old settings, and would make the path look ALIVE for a moment when it heals).
+    _incoming: dict[str, set[asyncio.StreamWriter]] = field(default_factory=dict)
+    _dead_epochs: dict[str, int] = field(default_factory=dict)
 
-    async def start(self) -> None:
+    async def start(self, previous: Heartbeats | None = None) -> None:
+        """Start on the paths of the configuration; ``previous``: the configuration this one replaces.
+
+        Paths kept from ``previous`` keep their state and last heartbeat, so that
+        a new setting or path does not make every node look UNKNOWN (or DEAD again).
+        """
         now = self.clock()
         cfg = self.config
         self._client_ctx = tls.client_context(self.identity)
         accept = tls.accept_tls(self.identity, self._serve)
         self.monitors = {p.key: PathMonitor(cfg.interval, cfg.misses, now) for p in cfg.paths}
         self._nodes = {p.node: PathState.UNKNOWN for p in cfg.paths}
+        if previous is not None:
+            for key, monitor in self.monitors.items():
+                old = previous.monitors.get(key)
+                if old is not None:
+                    monitor.state, monitor.last_heard = old.state, old.last_heard
+            self._nodes.update({n: s for n, s in previous._nodes.items() if n in self._nodes})
+            self._dead_epochs.update(previous._dead_epochs)
         for local in sorted({p.local for p in cfg.paths}):
             try:
                 server = await asyncio.start_server(accept, local, cfg.port, reuse_address=True, limit=MAX_FRAME * 2)
@@ -141,7 +157,8 @@ class Heartbeats:
                     self._refuse(path.key, f"{path.remote} is node {found!r}, not {path.node!r}")
                     await asyncio.sleep(budget)
                     continue
-                while True:
+                epoch = self._dead_epochs.get(path.key, 0)
+                while self._dead_epochs.get(path.key, 0) == epoch:  # until the path goes DEAD
                     seq += 1
                     writer.write(self._frame(seq))
                     async with asyncio.timeout(budget):
@@ -151,7 +168,7 @@ class Heartbeats:
                 logger.debug("heartbeat connection %s: %s", path.key, exc)
             finally:
                 if writer is not None:
-                    writer.close()
+                    writer.transport.abort()  # what is still queued is stale: drop it
             await asyncio.sleep(cfg.interval)
 
     # ---------------------------------------------------------------- hearing
@@ -164,6 +181,8 @@ class Heartbeats:
         if path is None:
             self._refuse(peer_ip, f"no path here from node {peer.node!r} at {peer_ip} to {local_ip}")
             return
+        incoming = self._incoming.setdefault(path.key, set())
+        incoming.add(writer)
         try:
             while True:
                 line = await reader.readline()
@@ -190,6 +209,8 @@ class Heartbeats:
             if isinstance(exc, ValueError) and "limit" in str(exc):
                 self._refuse(path.key, "oversized heartbeat frame")
             logger.debug("heartbeat stream from %s: %s", peer_ip, exc)
+        finally:
+            incoming.discard(writer)
 
     def _path_of(self, peer: str | None, local: str, remote: str) -> CommPath | None:
         for path in self.config.paths:
@@ -218,6 +239,10 @@ class Heartbeats:
                     self._changed(key, change)
 
     def _changed(self, key: str, state: PathState) -> None:
+        if state is PathState.DEAD:
+            self._dead_epochs[key] = self._dead_epochs.get(key, 0) + 1
+            for writer in self._incoming.pop(key, set()):
+                writer.transport.abort()
         node = key.split("/", 1)[0]
         self.emit({"event": "path", "path": key, "node": node, "state": state.value})
         states = [m.state for k, m in self.monitors.items() if k.split("/", 1)[0] == node]
@@ -267,10 +292,11 @@ async def _main(identity: tls.Identity) -> None:
             except (ValueError, KeyError, TypeError) as exc:
                 logger.error("heartbeat: bad configuration from hakeeperd: %s", exc)
                 continue
-            if current is not None:
-                await current.stop()
+            previous = current
+            if previous is not None:
+                await previous.stop()
             current = Heartbeats(config, identity, emit)
-            await current.start()
+            await current.start(previous)
             emit({"event": "configured", "paths": len(config.paths)})
     finally:
         if current is not None:
