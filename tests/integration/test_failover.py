@@ -281,3 +281,35 @@ def test_two_nodes_and_a_witness_a_partition_never_serves_from_two_nodes(
     assert not double_service(rounds), "answers from two nodes at once"
     assert "quorum lost (sees 1 of 3 nodes)" in ha.log("node1")
     assert state(ha, "node1") is State.OSU and state(ha, "node2") is State.ISP
+
+
+QUORUM_PORTS = (7401, 7402, 7403)
+LISTENER = """
+import socket, sys, time
+socks = []
+for port in sys.argv[1:]:
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", int(port))); s.listen(64); socks.append(s)
+time.sleep(600)  # the LAN kills it at the end; the backlog answers connects meanwhile
+"""
+
+
+@pytest.mark.slow
+def test_tcp_remote_quorum_hosts_decide_a_partition(ha_cluster: HaCluster, lan: Lan, tmp_path: Path) -> None:
+    """Quorum from hosts the nodes reach by TCP (LifeKeeper's tcp_remote): the client plays them."""
+    ha = ha_cluster
+    listener = lan.client.popen([sys.executable, "-c", LISTENER, *map(str, QUORUM_PORTS)])
+    hosts = ",".join(f"{lan.client.address}:{port}" for port in QUORUM_PORTS)
+    too_short = on(ha, "node1", "hakeeper", "settings", "quorum_mode=tcp_remote", f"quorum_hosts={hosts}")
+    assert too_short.returncode != 0 and "heartbeat_interval + quorum_timeout" in too_short.stderr
+    ok(ha, "node1", "hakeeper", "settings", "quorum_mode=tcp_remote", f"quorum_hosts={hosts}",
+       "quorum_timeout=0.2", "takeover_delay=0.45")  # fmt: skip
+    setup_web(ha, tmp_path, backups=("node2",))
+    node1 = lan.node("node1")
+    start = time.monotonic()
+    lan.partition([node1], [lan.node("node2"), lan.node("node3"), lan.client])  # the quorum hosts too
+    ha.wait(lambda: state(ha, "node2") is State.ISP, 20, "node2 to take web over")
+    ha.wait(lambda: state(ha, "node1") is State.OSU, 10, "node1 to take web out of service")
+    assert "quorum lost (reaches 0 of 3 quorum hosts)" in ha.log("node1")
+    assert listener.poll() is None, "the quorum hosts listened all along"
+    assert time.monotonic() - start < 20

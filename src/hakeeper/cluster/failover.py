@@ -48,7 +48,6 @@ Send = Callable[[str, str, dict[str, Any], float], Awaitable[Any]]
 VIEW_TIMEOUT = 2.0  # a live peer's answer about what it sees and runs
 MOVE_TIMEOUT = 900.0  # a restore on another node (LifeKeeper's REMOTETIMEOUT)
 VERIFY_ROUNDS = 20  # remote_verify: how often to ask again, one heartbeat interval apart
-QUORUM_HOST_TIMEOUT = 2.0
 CONFIRM_FLAG = "confirmso!"  # + a node: a failover from that node waits for lk_confirmso (LifeKeeper's flag)
 FENCE_TIMEOUT = 120.0
 HALT = {"fastkill": ["systemctl", "poweroff", "--force", "--force"],
@@ -101,7 +100,8 @@ class Failover:
         if mode != "tcp_remote":
             return decide.quorum(mode, self.view())
         hosts = parse_hosts(str(settings["quorum_hosts"]))
-        reached = await asyncio.gather(*(_reaches(host, port) for host, port in hosts))
+        timeout = float(settings["quorum_timeout"])
+        reached = await asyncio.gather(*(_reaches(host, port, timeout) for host, port in hosts))
         return decide.quorum(mode, self.view(), hosts=len(hosts), hosts_reached=sum(reached))
 
     async def views(self, about: str | None = None) -> dict[str, dict[str, Any]]:
@@ -485,9 +485,9 @@ class Failover:
         return {}
 
 
-async def _reaches(host: str, port: int) -> bool:
+async def _reaches(host: str, port: int, timeout: float) -> bool:
     try:
-        async with asyncio.timeout(QUORUM_HOST_TIMEOUT):
+        async with asyncio.timeout(timeout):
             _reader, writer = await asyncio.open_connection(host, port)
     except (OSError, TimeoutError):
         return False

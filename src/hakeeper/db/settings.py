@@ -65,6 +65,8 @@ SETTINGS: dict[str, Setting] = {
                 "QUORUM_MODE", choices=QUORUM_MODES),
         Setting("quorum_hosts", str, "", None, None, "",
                 "host:port,... reached by TCP for quorum_mode=tcp_remote", "QUORUM_HOSTS"),
+        Setting("quorum_timeout", float, 0.5, 0.05, 60.0, "s",
+                "how long a node tries to reach each of quorum_hosts", "QUORUM_TIMEOUT_SECS"),
         Setting("witness_mode", str, "remote_verify", None, None, "",
                 "before acting on a dead node, ask the others whether they see it dead too", "WITNESS_MODE",
                 choices=WITNESS_MODES),
@@ -114,15 +116,22 @@ def check_rules(values: dict[str, Any]) -> None:
     if values["quorum_mode"] != "none" and values["quorum_loss_action"] == "osu":
         least = min_takeover_delay(values)
         if float(values["takeover_delay"]) < least:
+            quorum = " + quorum_timeout" if values["quorum_mode"] == "tcp_remote" else ""
             raise OutOfRange(
-                f"takeover_delay={values['takeover_delay']:g} s is below heartbeat_interval + {OSU_ALLOWANCE:g} s "
-                f"= {least:g} s: a node that lost quorum could still be serving when another takes over"
+                f"takeover_delay={values['takeover_delay']:g} s is below heartbeat_interval{quorum} + "
+                f"{OSU_ALLOWANCE:g} s = {least:g} s: a node that lost quorum could still be serving when another "
+                "takes over"
             )
 
 
 def min_takeover_delay(values: dict[str, Any]) -> float:
-    """The shortest takeover delay that lets the losing side of a partition stop first (quorum_loss_action=osu)."""
-    return round(float(values["heartbeat_interval"]) + OSU_ALLOWANCE, 6)
+    """The shortest takeover delay that lets the losing side of a partition stop first (quorum_loss_action=osu).
+
+    Its detection may lag by a heartbeat interval; with tcp_remote it then tries
+    the quorum hosts for up to quorum_timeout before it knows it lost.
+    """
+    quorum = float(values["quorum_timeout"]) if values["quorum_mode"] == "tcp_remote" else 0.0
+    return round(float(values["heartbeat_interval"]) + quorum + OSU_ALLOWANCE, 6)
 
 
 def parse_hosts(text: str) -> list[tuple[str, int]]:
