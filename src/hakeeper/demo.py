@@ -4,8 +4,9 @@ Part 1 builds a sample cluster configuration with the LifeKeeper-style commands
 and shows it with ``lcdstatus``. Part 2 runs a live node: hakeeperd protects a
 small web server (a gen/app resource on 127.0.0.1), which is killed with
 SIGKILL twice and comes back by itself — once found by quickCheck, once
-reported by a monitor with sendevent. Every command is printed before it runs.
-The live cluster of several nodes on a test LAN comes with failover.
+reported by a monitor with sendevent. Part 3 (:mod:`hakeeper.demo_cluster`)
+runs a live three-node cluster and fails nodes over. Every command is printed
+before it runs.
 """
 
 from __future__ import annotations
@@ -138,7 +139,12 @@ def main() -> int:
         "  lcdstatus -e; ins_list -f:; dep_list -C web -f:; eqv_list -f:; hakeeper changes -f' '\n"
         "  hakeeper --help   (every command; each also takes --help)\n"
     )
-    return live()
+    code = live()
+    if code:
+        return code
+    from hakeeper.demo_cluster import run_demo
+
+    return run_demo()
 
 
 RESTORE = """#!/bin/sh

@@ -11,7 +11,7 @@ go there, so every node needs its own; unset = exit 6, configuration error) and 
 the server answers with; unset = the node's hostname, ``uname -n``, which the test LAN sets per node).
 
 - ``restore`` starts the server unless it runs already (then it succeeds), and succeeds once it listens on
-  0.0.0.0:PORT in the node's network namespace (at most 5 s). The server leaves restore's process group
+  0.0.0.0:PORT (or ``address``) in the node's network namespace (at most 5 s). The server leaves restore's process group
   and session (hakeeper kills a script's group when it times out) and writes its own pid file once it
   listens, so the pid file names a listening server.
 - ``remove`` stops it by the pid in the pid file (SIGTERM, then SIGKILL; never by name), waits until it is
@@ -65,7 +65,8 @@ RESTORE = """\
 if running; then echo "webapp: running already (pid $pid)"; exit 0; fi
 rm -f "$pidfile"
 name=${{HAKEEPER_NODE:-$(uname -n)}}
-{python} -I -S {server} serve {port} "$name" "$pidfile" {lifetime} {stop_delay} </dev/null >>"$log" 2>&1 &
+WEBAPP_ADDRESS={address} {python} -I -S {server} serve {port} "$name" "$pidfile" {lifetime} {stop_delay} \
+  </dev/null >>"$log" 2>&1 &
 child=$!
 i=0
 while [ $i -lt 100 ]; do
@@ -110,8 +111,11 @@ def write_scripts(
     stop_delay: float = 0.0,
     python: str = sys.executable,
     lifetime: float = LIFETIME,
+    address: str = "0.0.0.0",
 ) -> dict[str, Path]:
     """Write ``restore``, ``remove`` and ``quickCheck`` (executable) into ``directory``; name -> path.
+
+    ``address``: where the server listens (the demo's loopback cluster shares one network namespace).
 
     ``stop_delay``: seconds the server goes on serving after SIGTERM (an application that drains slowly;
     past 5 s, remove kills it). ``lifetime``: seconds after which the server stops by itself.
@@ -128,6 +132,7 @@ def write_scripts(
         "marker": q(f"{SERVER} serve {port} "),
         "lifetime": lifetime,
         "stop_delay": stop_delay,
+        "address": q(address),
     }
     paths: dict[str, Path] = {}
     for action in SCRIPT_NAMES:
@@ -175,7 +180,7 @@ def serve(port: int, name: str, pidfile: Path, lifetime: float, stop_delay: floa
     with contextlib.suppress(OSError):  # EPERM: a group leader already (started by hand)
         os.setsid()  # leave restore's process group and session: hakeeper kills those with the script
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # for sigtimedwait; threads inherit the mask
-    with Server(("0.0.0.0", port), Handler) as server:
+    with Server((os.environ.get("WEBAPP_ADDRESS", "0.0.0.0"), port), Handler) as server:
         temporary = pidfile.with_name(pidfile.name + ".new")
         temporary.write_text(f"{os.getpid()}\n")
         os.replace(temporary, pidfile)  # whole: the scripts never read half a pid
