@@ -20,7 +20,7 @@ from hakeeper.db import Lcd, State
 from hakeeper.db.settings import defaults, detection_budget
 from tests.harness.cluster import HaCluster
 from tests.harness.lan import Lan
-from tests.harness.probe import Prober, double_service, first_answer_from, outage, served_by
+from tests.harness.probe import Prober, Round, double_service, first_answer_from, outage, served_by
 from tests.harness.webapp import write_scripts
 
 BIN = Path(sys.executable).parent
@@ -78,6 +78,17 @@ def targets(lan: Lan) -> list[tuple[str, int]]:
     return [(n.address, PORT) for n in lan.nodes]
 
 
+def serving(prober: Prober, name: str) -> float:
+    """Wait until ``name`` answers the client; the moment after (the start of a fault)."""
+    prober.wait_for(lambda rounds: first_answer_from(rounds, name) is not None, 10, f"{name} serving")
+    return time.monotonic()
+
+
+def served_after(prober: Prober, name: str, start: float) -> list[Round]:
+    """Wait until ``name`` answers the client after ``start``; the rounds so far."""
+    return prober.wait_for(lambda r: first_answer_from(r, name, after=start) is not None, 20, f"{name} serving")
+
+
 def restart(ha: HaCluster, lan: Lan, name: str) -> None:
     lan.power_on(lan.node(name))
     ha.start(lan.node(name))
@@ -91,12 +102,9 @@ def test_power_off_moves_web_to_node2_and_it_stays_there_when_node1_is_back(
     ha = ha_cluster
     setup_web(ha, tmp_path)
     with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
-        prober.wait_for(lambda rounds: first_answer_from(rounds, "node1") is not None, 10, "node1 serving")
-        start = time.monotonic()
+        start = serving(prober, "node1")
         lan.power_off(lan.node("node1"))
-        rounds = prober.wait_for(
-            lambda rounds: first_answer_from(rounds, "node2", after=start) is not None, 20, "node2 serving"
-        )
+        rounds = served_after(prober, "node2", start)
         served = first_answer_from(rounds, "node2", after=start)
         assert served is not None
         assert served - start <= BUDGET + DELAY + SLACK, f"{served - start:.2f} s"
@@ -122,10 +130,10 @@ def test_automatic_switchback_moves_web_back_when_node1_returns(
     with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
         lan.power_off(lan.node("node1"))
         start = time.monotonic()
-        prober.wait_for(lambda r: first_answer_from(r, "node2", after=start) is not None, 20, "node2 serving")
+        served_after(prober, "node2", start)
         back = time.monotonic()
         restart(ha, lan, "node1")
-        rounds = prober.wait_for(lambda r: first_answer_from(r, "node1", after=back) is not None, 20, "node1 again")
+        rounds = served_after(prober, "node1", back)
         time.sleep(1.0)
         rounds = prober.rounds()
     assert not double_service(rounds), "answers from two nodes at once"
@@ -142,12 +150,9 @@ def test_a_partition_that_isolates_node1_never_serves_from_two_nodes(
     setup_web(ha, tmp_path)
     node1 = lan.node("node1")
     with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
-        prober.wait_for(lambda rounds: first_answer_from(rounds, "node1") is not None, 10, "node1 serving")
-        start = time.monotonic()
+        start = serving(prober, "node1")
         lan.partition([node1], [lan.node("node2"), lan.node("node3")])  # the client still reaches every node
-        rounds = prober.wait_for(
-            lambda rounds: first_answer_from(rounds, "node2", after=start) is not None, 20, "node2 serving"
-        )
+        rounds = served_after(prober, "node2", start)
         ha.wait(lambda: state(ha, "node1") is State.OSU, 10, "node1 to take web out of service")
         time.sleep(1.0)
         rounds = prober.rounds()
@@ -208,7 +213,7 @@ def test_fencing_runs_before_takeover_and_a_failing_fence_blocks_it(
     with Prober(lan, targets(lan), tmp_path / "probe2.jsonl") as prober:
         start = time.monotonic()
         lan.power_off(lan.node("node1"))
-        rounds = prober.wait_for(lambda r: first_answer_from(r, "node2", after=start) is not None, 20, "node2")
+        rounds = served_after(prober, "node2", start)
     fenced_at = float(record.read_text().split()[1])
     assert record.read_text().split()[0] == "node1"
     with open("/proc/uptime") as f:
@@ -228,10 +233,9 @@ def test_sigkill_of_the_active_daemon_alone_never_serves_from_two_nodes(
     setup_web(ha, tmp_path)
     node1 = lan.node("node1")
     with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
-        prober.wait_for(lambda rounds: first_answer_from(rounds, "node1") is not None, 10, "node1 serving")
-        start = time.monotonic()
+        start = serving(prober, "node1")
         node1.kill_daemon(ha.procs["node1"].pid)
-        rounds = prober.wait_for(lambda r: first_answer_from(r, "node2", after=start) is not None, 20, "node2")
+        rounds = served_after(prober, "node2", start)
         ha.start(node1)  # hakeeperd back on node1: it must not take web back, nor start it
         ha.wait(ha.all_alive, 20, "node1 ALIVE again")
         ha.wait(lambda: "caught up with node2, node3" in ha.log("node1").split("hakeeperd serving")[-1], 10, "start")
@@ -252,7 +256,7 @@ def test_a_hung_daemon_is_killed_by_its_guard_and_web_moves(ha_cluster: HaCluste
     with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
         start = time.monotonic()
         node1.freeze(ha.procs["node1"].pid)  # SIGSTOP: its heartbeat process runs on; only the guard notices
-        rounds = prober.wait_for(lambda r: first_answer_from(r, "node2", after=start) is not None, 20, "node2")
+        rounds = served_after(prober, "node2", start)
         time.sleep(0.5)
         rounds = prober.rounds()
     assert not double_service(rounds)
@@ -272,10 +276,9 @@ def test_two_nodes_and_a_witness_a_partition_never_serves_from_two_nodes(
     assert refused.returncode != 0 and "node3 is a witness" in refused.stderr
     node1 = lan.node("node1")
     with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
-        prober.wait_for(lambda rounds: first_answer_from(rounds, "node1") is not None, 10, "node1 serving")
-        start = time.monotonic()
+        start = serving(prober, "node1")
         lan.partition([node1], [lan.node("node2"), lan.node("node3")])
-        prober.wait_for(lambda r: first_answer_from(r, "node2", after=start) is not None, 20, "node2 serving")
+        served_after(prober, "node2", start)
         time.sleep(1.0)
         rounds = prober.rounds()
     assert not double_service(rounds), "answers from two nodes at once"
