@@ -234,7 +234,7 @@ class Config:
                 f"may take {step:g} s when no server answers, more than {MARGIN:.0%} of timeout={self.timeout:g} s: "
                 "raise timeout or lower tries or query_timeout"
             )
-        check = worst_step(CHECK_TRIES, len(self.servers), self.query_timeout) * (2 if self.ptr else 1)
+        check = worst_step(CHECK_TRIES, len(self.servers), self.query_timeout, 0.0) * (2 if self.ptr else 1)
         if check > MARGIN * self.check_timeout:
             raise IllegalArgument(
                 f"quickCheck may take {check:g} s when no server answers, more than {MARGIN:.0%} of "

@@ -222,9 +222,9 @@ def backoff_delays(tries: int, first: float = BACKOFF_FIRST) -> list[float]:
     return [min(first * 2**i, BACKOFF_MAX) for i in range(max(tries - 1, 0))]
 
 
-def worst_step(tries: int, servers: int, query_timeout: float) -> float:
+def worst_step(tries: int, servers: int, query_timeout: float, first: float = BACKOFF_FIRST) -> float:
     """How long one step (one query or update, retried) may take when no server answers."""
-    return tries * servers * query_timeout + sum(backoff_delays(tries))
+    return tries * servers * query_timeout + sum(backoff_delays(tries, first))
 
 
 # ---------------------------------------------------------------------- talking to the servers
