@@ -130,6 +130,18 @@ def test_restore_publishes_a_and_ptr_and_a_failover_moves_both_to_node2(
     assert "has the highest live priority (2); restoring app-dns" in ha.log("node2")
     assert ok(ha, "node2", "perform_action", "-t", TAG, "-a", "quickCheck").startswith(f"{TAG} running")
     print(f"power-off of node1 -> BIND answers node2's address: {moved:.2f} s")
+
+    # node1 boots: its LCD said ISP, its check finds the name at node2 (stopped here, not failed); nothing moves.
+    lan.power_on(lan.node("node1"))
+    ha.start(lan.node("node1"))
+    ha.wait(ha.all_alive, 20, "node1 ALIVE again")
+    ha.wait(lambda: state(ha, "node1") is State.OSU, 10, "node1 to see app-dns is not its own any more")
+    with Lcd.open(ha.root("node1")) as lcd:
+        reason = lcd.resource(TAG).reason
+    assert f"{FQDN} points at node2 ({NODE2}) on {bind.address}:53, not here" in reason, reason
+    assert on(ha, "node1", "perform_action", "-t", TAG, "-a", "quickCheck").returncode == 7
+    time.sleep(1.0)
+    assert published(bind, NODE2) and state(ha, "node2") is State.ISP, "INTELLIGENT: app-dns stays on node2"
     assert_secret_kept(ha, bind)
 
 

@@ -13,7 +13,8 @@ node2=198.18.0.12``), so the resource is the same on every node::
                  any change, one signed empty update per zone checks that the server takes the key, so a
                  refused key changes nothing. Then it reads the records back from the server.
 ``quick_check``  asks the server for the records: running when they are this node's, stopped when this
-                 node has not published them (or removed them), failed otherwise.
+                 node has not published them (or removed them) or the name points at another node of
+                 the resource, failed otherwise.
 ``recover``      publishes again (the same as restore).
 ``remove``       ``on_remove=leave`` (default) leaves the records; ``on_remove=restore`` puts back what
                  was there before this node's restore (recorded then), unless another node has taken the
@@ -579,9 +580,15 @@ class DnsKit(Kit):
                 for c, r in zip(wanted, found, strict=True)
                 if not c.shows(r)
             ]
-            if wrong:
-                return Result.failed(f"{resource.tag}: on {client.server.text}: {'; '.join(wrong)}")
-            return Result.running(f"{self._describe(config, address)} on {client.server.text}")
+            if not wrong:
+                return Result.running(f"{self._describe(config, address)} on {client.server.text}")
+            holders = [n for n, a in config.addresses.items() if found[0].rdata == (a,) and n != self.ctx.node]
+            if holders:  # another node of the cluster has published it since: not running here, not broken
+                return Result.stopped(
+                    f"{resource.tag}: {config.name.to_text()} points at {holders[0]} ({found[0].rdata[0]}) "
+                    f"on {client.server.text}, not here"
+                )
+            return Result.failed(f"{resource.tag}: on {client.server.text}: {'; '.join(wrong)}")
 
         return await self._guarded(resource, "quick_check", work)
 
