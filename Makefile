@@ -8,8 +8,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Debian packages the suite needs (later issues add bind9, keepalived, ...).
-DEB_PACKAGES := iproute2 sqlite3 resource-agents nftables util-linux procps fence-agents
+# Debian packages the suite needs (later issues add keepalived, ...).
+DEB_PACKAGES := iproute2 sqlite3 resource-agents nftables util-linux procps fence-agents bind9 bind9-dnsutils
 
 .PHONY: demo test lint unit integration bench deps venv clean
 
@@ -33,6 +33,7 @@ bench: venv
 	$(BIN)/python bench/local_recovery.py
 	$(BIN)/python bench/detection.py
 	$(BIN)/python bench/failover.py
+	$(BIN)/python bench/dns_restore.py
 
 venv: $(STAMP)
 

@@ -27,6 +27,7 @@ class Script:
     check_delay: dict[str, float] = field(default_factory=dict)
     restore_policy: Policy = Policy.SOFT
     recover_ok: bool | None = None  # None: no recover action
+    recover_policy: Policy = Policy.SOFT  # what a failed recover asks for
 
 
 class FakeKit(Kit):
@@ -90,7 +91,7 @@ class FakeKit(Kit):
         if self.script.recover_ok:
             self.script.unhealthy.discard(resource.tag)
             return Result.success()
-        return Result.failure(f"recover of {resource.tag} failed")
+        return Result.failure(f"recover of {resource.tag} failed", self.script.recover_policy)
 
     def timeout(self, action: str, resource: Resource) -> float:
         return 2.0

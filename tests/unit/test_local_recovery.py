@@ -65,6 +65,26 @@ def test_a_failed_recover_escalates_to_failover(lcd: Lcd) -> None:
     assert "local recovery failed" in lcd.resource("web-fs").reason
 
 
+def test_a_recover_that_fails_with_a_configuration_error_waits_for_the_administrator(lcd: Lcd) -> None:
+    """A refused key or a wrong parameter is the same on every node: OSF here, no failover, no retry."""
+    kit, recovery, requests = setup(lcd, Script(recover_ok=False, recover_policy=Policy.CONFIG))
+    outcome = asyncio.run(recovery.failed("web-fs", "quickCheck: the record points elsewhere"))
+    assert requests == [], "a configuration error does not move the hierarchy"
+    assert kit.calls == [("recover", "web-fs")], "and is not retried"
+    assert lcd.resource("web-fs").state is State.OSF
+    assert lcd.resource("web-fs").reason.startswith("configuration error: quickCheck: the record points elsewhere")
+    assert "OSF until the administrator fixes it" in outcome
+
+
+def test_a_restore_that_fails_with_a_configuration_error_during_recovery_does_not_move_it(lcd: Lcd) -> None:
+    kit, recovery, requests = setup(lcd, Script(restore_policy=Policy.CONFIG))
+    kit.script.fail_restore.add("web-fs")
+    outcome = asyncio.run(recovery.failed("web-fs", "quickCheck: stopped"))
+    assert requests == []
+    assert lcd.resource("web-fs").state is State.OSF
+    assert "configuration error" in outcome
+
+
 def test_attempts_are_limited_within_the_window(lcd: Lcd) -> None:
     clock = Clock()
     _kit, recovery, requests = setup(lcd, limits=Limits(attempts=2, window=60), clock=clock)

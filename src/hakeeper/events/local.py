@@ -11,10 +11,12 @@ resource in service (ISP) leads to:
    of service, the resource is marked OSF, and a failover request is raised —
    the cluster moves the hierarchy to another node; a lone node logs an alert.
 
-A CONFIG failure is not retried: the resource is marked OSF and waits for the
-administrator. ISU resources are unprotected and are not recovered. Each
-resource has at most one recovery running at a time; failures reported meanwhile
-are folded into it.
+A CONFIG failure is not retried, whether the failure reported or the repair
+says so (a recover or restore that fails with a configuration error: a refused
+key, a wrong parameter): the resource is marked OSF and waits for the
+administrator; moving it would meet the same configuration elsewhere. ISU
+resources are unprotected and are not recovered. Each resource has at most one
+recovery running at a time; failures reported meanwhile are folded into it.
 """
 
 from __future__ import annotations
@@ -92,8 +94,7 @@ class LocalRecovery:
         if resource.state is not State.ISP:
             return f"{tag} is {resource.state.name}, not ISP: no recovery for {message}"
         if policy is Policy.CONFIG:
-            lcd.set_state(tag, State.OSF, f"configuration error: {message}")  # ISP -> OSF, wait for the admin
-            return f"{tag}: configuration error ({message}); OSF until the administrator fixes it"
+            return self._wait_for_admin(tag, message)
         if policy is Policy.HARD:
             return await self._escalate(tag, f"{message} (this node cannot run it)")
         if not resource.local_recover:
@@ -108,6 +109,8 @@ class LocalRecovery:
             result = await call(kit, "recover", resource)
             if result.ok:
                 return f"{tag} recovered in place by its recover action after: {message}"
+            if result.policy is Policy.CONFIG:
+                return self._wait_for_admin(tag, f"{message}; recover failed: {result.message}")
             return await self._escalate(tag, f"{message}; recover failed: {result.message}")
         reason = f"local recovery of {tag}: {message}"
         down = await self.engine.remove(tag, reason=reason)
@@ -115,8 +118,14 @@ class LocalRecovery:
             up = await self.engine.restore(tag, reason=reason)
             if up.ok:
                 return f"{tag} recovered in place (remove and restore of {', '.join(down.done)}) after: {message}"
+            if up.policy is Policy.CONFIG:
+                return self._wait_for_admin(tag, f"{message}; restore failed: {'; '.join(up.messages)}")
             return await self._escalate(tag, f"{message}; restore failed: {'; '.join(up.messages)}")
         return await self._escalate(tag, f"{message}; remove failed: {'; '.join(down.messages)}")
+
+    def _wait_for_admin(self, tag: str, reason: str) -> str:
+        self.engine.lcd.set_state(tag, State.OSF, f"configuration error: {reason}")  # -> OSF, wait for the admin
+        return f"{tag}: configuration error ({reason}); OSF until the administrator fixes it"
 
     def _may_try(self, tag: str) -> bool:
         now = self.clock()

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "hakeeper.kits"
 
 BUILTIN: dict[str, str] = {
+    "comm/dns": "hakeeper.kits.dns:DnsKit",
     "gen/app": "hakeeper.kits.gen_app:GenAppKit",
     "ocf/ra": "hakeeper.kits.ocf:OcfKit",
 }
