@@ -25,6 +25,7 @@ ENTRY_POINT_GROUP = "hakeeper.kits"
 BUILTIN: dict[str, str] = {
     "gen/app": "hakeeper.kits.gen_app:GenAppKit",
     "ocf/ra": "hakeeper.kits.ocf:OcfKit",
+    "comm/ip": "hakeeper.kits.ip:IpKit",
 }
 
 
