@@ -469,17 +469,15 @@ class IpKit(Kit):
             config = IpConfig.of(resource)
             async with netlink() as net:
                 snap = await net.snapshot()
+            held = snap.holding(config.ip)
+            if held and not resource.state.in_service:
+                raise IllegalArgument(
+                    f"{config.ip} is already an address of {self.ctx.node} ({held[0][0].name}): a virtual address "
+                    "must not be one the node holds by itself"
+                )
             placement = place(config, snap, self.ctx.node)
         except IllegalArgument as exc:
             return Result.failure(str(exc), Policy.CONFIG)
-        held = snap.holding(config.ip)
-        if held and not resource.state.in_service:
-            link, _ = held[0]
-            return Result.failure(
-                f"{config.ip} is already an address of {self.ctx.node} ({link.name}): a virtual address "
-                "must not be one the node holds by itself",
-                Policy.CONFIG,
-            )
         backup = f", backup {placement.backup.name}" if placement.backup else ""
         return Result.success(f"{config.address} on {placement.primary.name}{backup}")
 
