@@ -33,6 +33,7 @@ bench: venv
 	$(BIN)/python bench/local_recovery.py
 	$(BIN)/python bench/detection.py
 	$(BIN)/python bench/failover.py
+	$(BIN)/python bench/ip_kit.py
 
 venv: $(STAMP)
 

@@ -13,7 +13,8 @@ Requests::
     {"action": "sleep", "seconds": 1.0}
 
 Answers: ``{"ok": ..., "message": ..., "health": ..., "policy": ..., "ms": ...}`` (``ms``: how long the
-action took, on CLOCK_MONOTONIC; ``t``: when it ended, also monotonic, shared by every namespace). The
+action took, on CLOCK_MONOTONIC; ``t``: when it ended, also monotonic, shared by every namespace; ``wall``:
+the same moment on the wall clock, to compare with timestamps of ``ip -ts monitor``). The
 kit's log goes to stderr. It exits when stdin closes, or after ``LIFETIME`` seconds of silence.
 """
 
@@ -67,6 +68,7 @@ async def handle(kit: IpKit, request: dict[str, Any]) -> dict[str, Any]:
         "policy": result.policy.value,
         "ms": (time.monotonic() - started) * 1000,
         "t": time.monotonic(),
+        "wall": time.time(),
     }
 
 
