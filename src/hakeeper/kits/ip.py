@@ -407,8 +407,17 @@ class Repeats:
         task.add_done_callback(forget)
 
     def stop(self, key: str) -> None:
+        """Cancel the repeats of ``key``: at once in this loop (a step already due does not run), else soon."""
         task = self._tasks.pop(key, None)
-        if task is not None and not task.done():
+        if task is None or task.done():
+            return
+        try:
+            here = asyncio.get_running_loop() is task.get_loop()
+        except RuntimeError:
+            here = False
+        if here:
+            task.cancel()
+        else:
             with contextlib.suppress(RuntimeError):  # its loop is closed: the task is over anyway
                 task.get_loop().call_soon_threadsafe(task.cancel)
 
@@ -596,8 +605,9 @@ class IpKit(Kit):
             answer = await any_answers(config.ping_list, link.name, link.index, config.ping_timeout)
             if answer is None:
                 hosts = ", ".join(str(h) for h in config.ping_list)
-                return Result.failed(f"no host of the ping list ({hosts}) answered on {link.name} "
-                                     f"within {config.ping_timeout} s")  # fmt: skip
+                return Result.failed(
+                    f"no host of the ping list ({hosts}) answered on {link.name} in {config.ping_timeout} s"
+                )
             return Result.running(f"{config.address} on {link.name}; {answer} answers")
         return Result.running(f"{config.address} on {link.name}")
 
@@ -618,6 +628,9 @@ class IpKit(Kit):
                         tried.append(f"{link.name} {link.why_down}")
                         continue
                     result = await self._bring_up(resource, config, net, snap, [link], started=started)
+                    if not result.ok:
+                        tried.append(result.message)
+                        continue
                     check = await self._check(config, await net.snapshot())
                     if check.ok:
                         return Result.success(f"{result.message}; {check.message}")
