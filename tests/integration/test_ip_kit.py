@@ -42,7 +42,7 @@ PORT = 8080
 QUICK = 0.5  # s for an answer that must not come
 PATIENT = 3.0  # s for an answer that must come
 BUDGET, DELAY, SLACK = 0.8, 0.4, 2.0  # detection, takeover_delay (defaults), and room for a loaded machine
-IPV6_LAN = pytest.mark.parametrize("lan", [{"nodes": 2, "ipv6": True}], indirect=True, ids=["ipv6"])
+IPV6_LAN = pytest.mark.parametrize("lan", [{"nodes": 2, "ipv6": True}], indirect=True, ids=["dual-stack"])
 FAMILIES = pytest.mark.parametrize(("vip", "prefix"), [(VIP4, 24), (VIP6, 64)], ids=["ipv4", "ipv6"])
 
 
