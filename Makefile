@@ -34,6 +34,7 @@ bench: venv
 	$(BIN)/python bench/detection.py
 	$(BIN)/python bench/failover.py
 	$(BIN)/python bench/dns_restore.py
+	$(BIN)/python bench/ip_kit.py
 
 venv: $(STAMP)
 

@@ -171,6 +171,14 @@ class Daemon:
         finally:
             self.caught_up.set()
 
+    def _load_kits(self) -> None:
+        """Import the kits of this node's resources at start, not in the first takeover that needs one.
+
+        Importing a kit can take longer than the rest of its restore: the IP kit's pyroute2 takes ~0.15 s.
+        """
+        for app, rtype in sorted({(r.app, r.type) for r in self.lcd.resources()}):
+            self.kits.find(app, rtype)
+
     async def _reconcile(self) -> None:
         """Before monitoring starts: what the LCD says is in service here must really run (after a crash, a boot)."""
         claimed = [r for r in self.lcd.resources() if r.state.in_service]
@@ -346,6 +354,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
+        self._load_kits()
         await self._reconcile()
         monitor = asyncio.create_task(self.monitor.run(), name="monitor")
         if self.guard is not None:

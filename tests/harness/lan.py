@@ -20,6 +20,15 @@ namespaces), so it also covers ARP and addresses a node takes later (VIPs). ``ne
 frames delivered to a host; this kernel has no sch_netem, so a relay process on the switch side does it
 (see relay.py). ``cpu_hog`` runs busy loops. Everything the LAN starts lives in its namespaces, so
 ``close()`` - and ``cleanup_stale()`` after a crashed run - find it all by namespace and kill it by PID.
+
+IPv6 is off by default: the hosts' links get no IPv6 at all (``net.ipv6.conf.default.disable_ipv6=1``
+before they are created), so nothing but 198.18.0.0/15 goes on the wire. ``Lan(ipv6=True)`` opts in: every
+host interface also gets an address of the benchmarking prefix 2001:2::/48 (RFC 5180) - network A
+2001:2::/64, B 2001:2:0:1::/64, node1 2001:2::11, the client 2001:2::100 (see topology.py) - added without
+DAD, so it is usable at once. The kernel makes no link-local addresses there (``addr_gen_mode=1``) and
+neither solicits nor accepts router advertisements, so the only IPv6 addresses on the wire are of 2001:2::/48
+(and ``::`` as the source of duplicate address detection). The switches never get IPv6 of their own: they
+forward frames.
 """
 
 from __future__ import annotations
@@ -50,6 +59,12 @@ DEFAULT_SYSCTLS = {
 # Interfaces created after this (eth0, eth1, the bridges) get no IPv6, so nothing but 198.18.0.0/15 ever
 # goes on the wire; lo exists already and keeps ::1 for daemons that listen on localhost.
 NO_IPV6 = {"net.ipv6.conf.default.disable_ipv6": "1"}
+# With Lan(ipv6=True): only the addresses of 2001:2::/48 the harness adds; no link-local, no router discovery.
+IPV6_ONLY_OURS = {
+    "net.ipv6.conf.default.addr_gen_mode": "1",
+    "net.ipv6.conf.default.accept_ra": "0",
+    "net.ipv6.conf.default.router_solicitations": "0",
+}
 
 Hosts = Node | Iterable[Node] | None
 
@@ -77,7 +92,8 @@ class Lan:
 
     ``nodes``: how many (named node1..nodeN), or the names. ``second_network``: also eth1 on 198.18.1.0/24.
     ``tmpfs``: directories that every node gets as an empty private tmpfs (its RAM: gone at power-off).
-    ``sysctls``: extra or overriding ``net.*`` settings for every host. ``ipv6``: keep IPv6 on the links.
+    ``sysctls``: extra or overriding ``net.*`` settings for every host. ``ipv6``: IPv6 on the hosts' links too,
+    an address of 2001:2::/48 on each (``node.address6``; see the module's docstring).
     ``state_dir``: where the state file goes (``/run``; tests of the harness itself use their tmp dir).
     """
 
@@ -97,7 +113,7 @@ class Lan:
                 raise ValueError(f"tmpfs mount point must be absolute: {path!r}")
         self._network_count = 2 if second_network else 1
         self._tmpfs = list(tmpfs)
-        self._sysctls = {**DEFAULT_SYSCTLS, **({} if ipv6 else NO_IPV6), **(sysctls or {})}
+        self._sysctls = {**DEFAULT_SYSCTLS, **(IPV6_ONLY_OURS if ipv6 else NO_IPV6), **(sysctls or {})}
         self._ipv6 = ipv6
         self._state_dir = Path(state_dir)
         self._lock = threading.RLock()
@@ -183,7 +199,7 @@ class Lan:
         return self
 
     def _host(self, name: str, octet: int) -> Node:
-        ifaces = topology.ifaces(name, octet, self.networks)
+        ifaces = topology.ifaces(name, octet, self.networks, ipv6=self._ipv6)
         return Node(name, f"{self.prefix}-{name}", ifaces, self._table, sysctls=self._sysctls, tmpfs=self._tmpfs)
 
     def _build(self) -> None:
@@ -213,9 +229,9 @@ class Lan:
             host._await_holder(deadline)
 
     def _switch_command(self, net: topology.Network, lines: list[str]) -> Command:
-        """``ip -batch`` in a network's namespace, after its own sysctls (no IPv6 on the bridge either)."""
+        """``ip -batch`` in a network's namespace, after its own sysctls (no IPv6 on the bridge, ever)."""
         path = "/proc/sys/net/ipv6/conf/default/disable_ipv6"
-        sysctls = "" if self._ipv6 else f"if [ -e {path} ]; then printf 1 > {path}; fi\n"
+        sysctls = f"if [ -e {path} ]; then printf 1 > {path}; fi\n"
         script = f"{sysctls}exec {shell.tool('ip')} -batch -"
         argv = [shell.tool("nsenter"), f"--net={procs.NETNS_DIR}/{net.netns}", shell.tool("sh"), "-c", script]
         return Command(argv, input="".join(line + "\n" for line in lines))
@@ -233,10 +249,10 @@ class Lan:
     def _address_command(self, host: Node) -> Command:
         lines = ["link set lo up"]
         for iface in host.ifaces.values():
-            lines += [
-                f"addr add {iface.address}/{topology.PREFIXLEN} brd + dev {iface.name}",
-                f"link set {iface.name} up",
-            ]
+            lines.append(f"addr add {iface.address}/{topology.PREFIXLEN} brd + dev {iface.name}")
+            if iface.address6 is not None:
+                lines.append(f"addr add {iface.address6}/{topology.PREFIXLEN6} dev {iface.name} nodad")
+            lines.append(f"link set {iface.name} up")
         return Command([shell.tool("ip"), "-n", host.netns, "-batch", "-"], input="".join(f"{x}\n" for x in lines))
 
     def close(self) -> None:

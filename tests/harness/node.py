@@ -9,6 +9,7 @@ these file descriptors: every command enters the node through them (``nsenter --
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shlex
@@ -22,12 +23,13 @@ from typing import Any
 
 from . import procs, shell
 from .errors import HarnessError, NodeDown
-from .topology import Iface
+from .topology import IPV6_RANGE, Iface
 
 HOLDER_SECONDS = 86_400  # a holder outlives any test run; a crashed run's holders go with cleanup_stale()
 NS_KINDS = ("mnt", "uts", "ipc", "net")
 NSENTER_FLAGS = {"mnt": "--mount", "uts": "--uts", "ipc": "--ipc", "net": "--net"}
 ICMP_SCRIPT = str(Path(__file__).with_name("icmp.py"))
+LAN_RANGES = (ipaddress.ip_network("198.18.0.0/15"), IPV6_RANGE)  # all a test may ping
 
 
 class Node:
@@ -66,6 +68,19 @@ class Node:
     def addresses(self) -> dict[str, str]:
         """Interface -> address: ``{"eth0": "198.18.0.11", "eth1": "198.18.1.11"}``."""
         return {name: iface.address for name, iface in self.ifaces.items()}
+
+    @property
+    def address6(self) -> str:
+        """The IPv6 address on network A (eth0), on a ``Lan(ipv6=True)``: ``2001:2::11``."""
+        address = self.ifaces["eth0"].address6
+        if address is None:
+            raise HarnessError(f"{self.name} has no IPv6 address: the LAN was built without ipv6=True")
+        return address
+
+    @property
+    def mac(self) -> str:
+        """The MAC address of eth0 (it survives a power cycle)."""
+        return self.ifaces["eth0"].mac
 
     @property
     def is_on(self) -> bool:
@@ -165,7 +180,10 @@ class Node:
     # ---- reachability ---------------------------------------------------------------------------
 
     def ping(self, address: str, *, count: int = 1, timeout: float = 1.0, interval: float = 0.2) -> list[float]:
-        """ICMP echo from this node (like ``ping -c COUNT -W TIMEOUT``); round-trip times in ms of the answers."""
+        """ICMP echo from this node (like ``ping -c COUNT -W TIMEOUT``); round-trip times in ms of the answers.
+
+        IPv4 or IPv6 (on a ``Lan(ipv6=True)``); only addresses of the test LAN.
+        """
         return self._icmp([address], count=count, timeout=timeout, interval=interval)[address]
 
     def can_reach(self, address: str, *, timeout: float = 1.0) -> bool:
@@ -179,6 +197,11 @@ class Node:
     def _icmp(self, addresses: list[str], *, count: int, timeout: float, interval: float) -> dict[str, list[float]]:
         if not 1 <= count <= 1000 or not 0 < timeout <= 60 or not 0 <= interval <= 10:
             raise ValueError("ping: count 1..1000, timeout 0..60 s, interval 0..10 s")
+        for address in addresses:
+            if not any(ipaddress.ip_address(address) in net for net in LAN_RANGES):
+                raise ValueError(
+                    f"ping: {address} is not an address of the test LAN ({', '.join(map(str, LAN_RANGES))})"
+                )
         request = json.dumps({"targets": addresses, "count": count, "timeout": timeout, "interval": interval})
         budget = timeout + count * interval + 10
         proc = self.run([sys.executable, "-I", "-S", ICMP_SCRIPT, request], timeout=budget)

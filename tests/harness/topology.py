@@ -3,14 +3,22 @@
 Network A is 198.18.0.0/24 (eth0), network B 198.18.1.0/24 (eth1); node i is .(10+i), the
 client .100. Addresses .50-.99 are free for tests (VIPs). Every MAC is derived from the address
 (02:68:6b = locally administered "hk"), so a node keeps its MACs across a power cycle, as hardware does.
+
+With IPv6 (``Lan(ipv6=True)``) network A is also 2001:2::/64 and network B 2001:2:0:1::/64, inside
+the benchmarking prefix 2001:2::/48 (RFC 5180, the IPv6 twin of 198.18.0.0/15). A host's IPv6 address
+ends in the digits of its IPv4 host octet: node1 is 2001:2::11, the client 2001:2::100, and
+2001:2::50-2001:2::99 are free for tests.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
 PREFIXLEN = 24
+PREFIXLEN6 = 64
+IPV6_RANGE = ipaddress.IPv6Network("2001:2::/48")  # every IPv6 address of a test LAN is in here
 FIRST_NODE_OCTET = 10
 CLIENT_OCTET = 100
 MAX_NODES = 80
@@ -43,6 +51,23 @@ class Network:
             raise ValueError(f"host octet {octet} is outside 1..254")
         return f"198.18.{self.index}.{octet}"
 
+    @property
+    def cidr6(self) -> str:
+        """Its IPv6 prefix (used with ``Lan(ipv6=True)``): 2001:2::/64, 2001:2:0:1::/64."""
+        return str(self._net6)
+
+    @property
+    def _net6(self) -> ipaddress.IPv6Network:
+        return ipaddress.IPv6Network(f"2001:2:0:{self.index}::/{PREFIXLEN6}")
+
+    def address6(self, octet: int) -> str:
+        """The IPv6 address of host ``octet`` on this network (its digits read as hex): 50 -> 2001:2::50."""
+        if not 1 <= octet <= 254:
+            raise ValueError(f"host octet {octet} is outside 1..254")
+        address = ipaddress.IPv6Address(f"2001:2:0:{self.index}::{octet}")
+        assert address in IPV6_RANGE and address in self._net6
+        return str(address)
+
 
 @dataclass(frozen=True)
 class Iface:
@@ -55,13 +80,14 @@ class Iface:
     port: str  # "v-<host>": the other end of the veth, in the network's namespace (the switch port)
     relay_port: str  # "d-<host>": the delay relay's side of the detour used while netem is on
     relay_bridge_port: str  # "w-<host>": the bridge's side of that detour
+    address6: str | None = None  # with Lan(ipv6=True)
 
 
 def networks(prefix: str, count: int) -> tuple[Network, ...]:
     return tuple(Network(name, i, f"{prefix}-net{name}", f"eth{i}") for i, name in enumerate("AB"[:count]))
 
 
-def ifaces(host: str, octet: int, nets: tuple[Network, ...]) -> dict[str, Iface]:
+def ifaces(host: str, octet: int, nets: tuple[Network, ...], *, ipv6: bool = False) -> dict[str, Iface]:
     return {
         net.iface: Iface(
             name=net.iface,
@@ -71,6 +97,7 @@ def ifaces(host: str, octet: int, nets: tuple[Network, ...]) -> dict[str, Iface]
             port=f"v-{host}",
             relay_port=f"d-{host}",
             relay_bridge_port=f"w-{host}",
+            address6=net.address6(octet) if ipv6 else None,
         )
         for net in nets
     }

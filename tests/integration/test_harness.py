@@ -181,6 +181,36 @@ def test_the_second_network_is_a_path_of_its_own(lan):
     assert node2.can_reach(node1.address, timeout=PATIENT)
 
 
+@pytest.mark.parametrize(
+    "lan", [{"nodes": 2, "second_network": True, "ipv6": True}], indirect=True, ids=["ipv6-two-networks"]
+)
+def test_with_ipv6_every_host_has_an_address_of_2001_2_and_no_other_ipv6_address(lan):
+    node1, node2 = lan.nodes
+    assert [h.address6 for h in lan.hosts] == ["2001:2::11", "2001:2::12", "2001:2::100"]
+    assert node1.ifaces["eth1"].address6 == "2001:2:0:1::11"
+    for host in lan.hosts:
+        others = [h.address6 for h in lan.hosts if h is not host]
+        assert host.reachable(others, timeout=PATIENT) == dict.fromkeys(others, True), host.name
+    assert node2.reachable([node1.ifaces["eth1"].address6], timeout=PATIENT) == {"2001:2:0:1::11": True}
+    addresses = node1.run(["ip", "-6", "-o", "addr", "show"]).stdout
+    found = sorted(line.split()[3] for line in addresses.splitlines())
+    assert found == ["2001:2:0:1::11/64", "2001:2::11/64", "::1/128"], "no link-local, nothing but 2001:2::/48"
+    switch = lan.networks[0].netns
+    argv = ["ip", "-n", switch, "-6", "-o", "addr"]
+    bridge = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True)
+    assert [line for line in bridge.stdout.splitlines() if " lo " not in line] == [], "IPv6 on the switch"
+    lan.power_off(node1)
+    lan.power_on(node1)  # a reboot brings the IPv6 addresses back, like the IPv4 ones
+    assert node2.reachable([node1.address6], timeout=PATIENT) == {node1.address6: True}
+
+
+def test_without_ipv6_a_node_has_no_ipv6_address_to_give(lan):
+    with pytest.raises(HarnessError, match="without ipv6=True"):
+        _ = lan.nodes[0].address6
+    with pytest.raises(ValueError, match="not an address of the test LAN"):
+        lan.nodes[0].ping("192.0.2.1")
+
+
 # ---- each node is a machine of its own --------------------------------------------------------------
 
 

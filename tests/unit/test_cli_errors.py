@@ -55,11 +55,11 @@ SETUP: tuple[tuple[str, ...], ...] = (
     ("app_create", "-a", "comm"),
     ("app_create", "-a", "spare"),
     ("typ_create", "-a", "gen", "-r", "app"),
-    ("typ_create", "-a", "comm", "-r", "ip"),
+    ("typ_create", "-a", "comm", "-r", "nokit"),  # a type no kit serves (comm/ip has one now)
     ("sys_create", "-s", "node2"),
     ("sys_create", "-s", "node3"),
     ("ins_create", "-a", "gen", "-r", "app", "-t", "web", "-i", "web-id"),
-    ("ins_create", "-a", "comm", "-r", "ip", "-t", "vip", "-i", "10.0.0.1"),
+    ("ins_create", "-a", "comm", "-r", "nokit", "-t", "vip", "-i", "10.0.0.1"),
     ("ins_create", "-a", "gen", "-r", "app", "-t", "db", "-i", "db-id"),
     ("dep_create", "-p", "web", "-c", "vip"),
     ("eqv_create", "-t", "vip", "-S", "node2"),
@@ -197,7 +197,7 @@ VALID: dict[str, tuple[str, ...]] = {
     "eqv_remove": ("-t", "vip", "-S", "node2"),
     "eqv_list": ("-t", "vip"),
     "typ_create": ("-a", "gen", "-r", "other"),
-    "typ_remove": ("-a", "comm", "-r", "ip"),
+    "typ_remove": ("-a", "comm", "-r", "nokit"),
     "typ_list": ("-a", "gen"),
     "app_create": ("-a", "new"),
     "app_remove": ("-a", "spare"),
@@ -606,7 +606,7 @@ def option_flags(name: str) -> list[str]:
 #: Names and values that mean something in the populated LCD or to some option.
 KNOWN = [
     *("web", "vip", "db", "web-id", "10.0.0.1", "db-id", "new", "nosuch"),
-    *("gen", "comm", "spare", "app", "ip", "node1", "node2", "node3", "maint"),
+    *("gen", "comm", "spare", "app", "nokit", "node1", "node2", "node3", "maint"),
     *("ISP", "ISU", "OSU", "OSF", "ILLSTATE", "AUTORES_ISP", "INIT_ISP", "INIT_OSU"),
     *("INTELLIGENT", "AUTOMATIC", "SHARED", "Y", "N", "q", "d"),
     *("0", "1", "-1", "2", "1024", "1025", "86400", "86401", "99999999999999999999"),

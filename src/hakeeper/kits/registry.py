@@ -26,6 +26,7 @@ BUILTIN: dict[str, str] = {
     "comm/dns": "hakeeper.kits.dns:DnsKit",
     "gen/app": "hakeeper.kits.gen_app:GenAppKit",
     "ocf/ra": "hakeeper.kits.ocf:OcfKit",
+    "comm/ip": "hakeeper.kits.ip:IpKit",
 }
 
 
