@@ -166,6 +166,9 @@ class Daemon:
         missing = [node for node in peers if node not in heard]
         unreachable = f"; not reachable: {', '.join(missing)}" if missing else ""
         logger.info("caught up with %s%s", ", ".join(heard) or "no peer", unreachable)
+        advice = self.failover.quorum_advice()
+        if advice:
+            logger.warning("%s", advice)
         try:
             await self.failover.reconcile()
         finally:

@@ -175,6 +175,7 @@ def test_switchover_and_automatic_switchback(cluster: Cluster) -> None:
 def test_two_nodes_without_a_witness_do_not_take_over(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path)
     try:
+        assert cluster.nodes["node1"].quorum_advice() is None, "three nodes: a majority is possible"
         asyncio.run(cluster.nodes["node1"].engine.restore("web", reason="start"))
         cluster.cut("node1")
         cluster.cut("node3")  # node2 alone: 1 of 3
@@ -249,3 +250,17 @@ def test_confirmso_waits_for_lk_confirmso_and_its_timeout_decides(tmp_path: Path
         assert cluster.state("node3") is State.OSU, "node3 would not act: it was not asked"
     finally:
         cluster.close()
+
+
+def test_a_two_node_majority_cluster_is_told_it_will_never_fail_over(tmp_path: Path) -> None:
+    with Lcd.open(tmp_path / "a", node="node1") as lcd:
+        lcd.create_node("node2")
+        ready = asyncio.Event()
+        failover = Failover(lcd, Engine(lcd, fake_kits(lcd)[0]), nowhere, dict, ready)
+        assert "add a witness" in (failover.quorum_advice() or "")
+        lcd.set_settings({"quorum_mode": "none"})
+        assert failover.quorum_advice() is None
+
+
+async def nowhere(node: str, op: str, args: dict[str, Any], timeout: float) -> Any:
+    raise CommunicationFailed(f"cannot reach node {node!r}")

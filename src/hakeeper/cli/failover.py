@@ -106,6 +106,9 @@ async def _why_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
     q = await failover.quorum()
     lines = _why_lines(ctx.lcd, h, view, failover.in_service(views), failover)
     lines.append(f"  quorum: {'yes' if q.ok else 'NO'} ({q.why}, quorum_mode={ctx.lcd.settings()['quorum_mode']})")
+    advice = failover.quorum_advice()
+    if advice:
+        lines.append(f"  warning: {advice}")
     for node in sorted(set(h.priorities) & view.alive - {view.me} - set(views)):
         lines.append(f"  {node} did not say what it runs")
     ctx.out.write("".join(line + "\n" for line in lines))

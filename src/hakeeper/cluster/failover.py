@@ -124,6 +124,17 @@ class Failover:
         found[self.me] = self.in_service_here()
         return found
 
+    def quorum_advice(self) -> str | None:
+        """What is wrong with the quorum setup for this cluster's size, if anything (logged at start, in why)."""
+        mode = str(self.lcd.settings()["quorum_mode"])
+        if mode == "majority" and len(self.view().nodes) == 2:
+            return (
+                "two nodes with quorum_mode=majority: neither can outvote the other, so no failover happens; "
+                "add a witness (hakeeper cluster join --witness), use quorum_mode=tcp_remote, or set "
+                "quorum_mode=none to accept the risk of both serving at once"
+            )
+        return None
+
     # ------------------------------------------------------------------ membership events
 
     async def node_dead(self, node: str) -> None:
