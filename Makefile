@@ -8,8 +8,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Debian packages the suite needs (later issues add keepalived, ...).
-DEB_PACKAGES := iproute2 sqlite3 resource-agents nftables util-linux procps fence-agents bind9 bind9-dnsutils
+# Debian packages the suite and the benchmarks need.
+DEB_PACKAGES := iproute2 sqlite3 resource-agents nftables util-linux procps fence-agents bind9 bind9-dnsutils keepalived
 
 .PHONY: demo test lint unit integration bench deps venv clean
 
