@@ -28,6 +28,7 @@ from .lan import Lan
 from .node import Node
 
 ALIVE_TIMEOUT = 20.0
+BIN = Path(sys.executable).parent  # the console scripts of this environment
 
 
 class HaCluster:
@@ -55,6 +56,19 @@ class HaCluster:
 
     def env(self, name: str) -> dict[str, str]:
         return dict(os.environ, HAKEEPER_ROOT=str(self.root(name)), HAKEEPER_NODE=name)
+
+    def command(self, node: str, *argv: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
+        """Run a console script (``lcdstatus``, ``hakeeper`` ...) as ``node``'s administrator: through its hakeeperd."""
+        return subprocess.run(
+            [str(BIN / argv[0]), *argv[1:]], env=self.env(node), capture_output=True, text=True, timeout=timeout,
+            check=False,
+        )  # fmt: skip
+
+    def ok(self, node: str, *argv: str, timeout: float = 180.0) -> str:
+        """:meth:`command`, which must succeed; its output."""
+        done = self.command(node, *argv, timeout=timeout)
+        assert done.returncode == 0, (node, argv, done.stdout, done.stderr, self.logs())
+        return done.stdout
 
     def start(self, node: Node) -> subprocess.Popen[Any]:
         """Start hakeeperd inside ``node`` (its log: <root>/hakeeperd.log)."""

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from hakeeper.comm.paths import PathState
@@ -13,18 +9,12 @@ from hakeeper.db import Lcd
 from tests.harness.cluster import HaCluster
 from tests.harness.lan import Lan
 
-BIN = Path(sys.executable).parent
-
-
-def on(ha: HaCluster, node: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / argv[0]), *argv[1:]], env=ha.env(node), capture_output=True, text=True, timeout=60, check=False
-    )
-
 
 def configuration(ha: HaCluster, node: str) -> list[str]:
     """The node's change log without state changes (failover makes those at any time)."""
-    return [line for line in on(ha, node, "hakeeper", "changes").stdout.splitlines() if "\x01set_state\x01" not in line]
+    return [
+        line for line in ha.command(node, "hakeeper", "changes").stdout.splitlines() if "\x01set_state\x01" not in line
+    ]
 
 
 def info(ha: HaCluster, node: str, tag: str) -> object:
@@ -38,10 +28,10 @@ def setup_web(ha: HaCluster) -> None:
         dest = [] if node == "node1" else ["-d", "node2"]
         for argv in (["app_create", "-a", "gen"], ["typ_create", "-a", "gen", "-r", "app"],
                      ["ins_create", "-a", "gen", "-r", "app", "-t", "web", "-i", "web-1"]):  # fmt: skip
-            done = on(ha, "node1", *argv, *dest)
+            done = ha.command("node1", *argv, *dest)
             assert done.returncode == 0, (node, argv, done.stderr)
-    assert on(ha, "node1", "ins_create", "-a", "gen", "-r", "app", "-t", "db", "-i", "db-1").returncode == 0
-    done = on(ha, "node1", "eqv_create", "-t", "web", "-S", "node2")
+    assert ha.command("node1", "ins_create", "-a", "gen", "-r", "app", "-t", "db", "-i", "db-1").returncode == 0
+    done = ha.command("node1", "eqv_create", "-t", "web", "-S", "node2")
     assert (done.returncode, done.stderr) == (0, "")
 
 
@@ -51,9 +41,9 @@ def test_a_change_is_on_every_node_of_the_hierarchy_or_on_none(ha_cluster: HaClu
     setup_web(ha)
     with Lcd.open(ha.root("node2")) as lcd:
         assert [(e.node, e.priority) for e in lcd.equivalencies(tag="web")] == [("node1", 1), ("node2", 2)]
-    assert on(ha, "node1", "ins_setinfo", "-t", "web", "-v", "hello").returncode == 0
+    assert ha.command("node1", "ins_setinfo", "-t", "web", "-v", "hello").returncode == 0
     assert info(ha, "node1", "web") == info(ha, "node2", "web") == "hello"
-    log = on(ha, "node2", "hakeeper", "changes", "-f", " ").stdout
+    log = ha.command("node2", "hakeeper", "changes", "-f", " ").stdout
     assert "via node1#" in log and "set_info" in log
 
     # node2 unreachable: refused, and neither LCD changes.
@@ -61,7 +51,7 @@ def test_a_change_is_on_every_node_of_the_hierarchy_or_on_none(ha_cluster: HaClu
     ha.wait(lambda: ha.node_seen_by("node1", "node2") is PathState.DEAD, 10, "node1 to see node2 DEAD")
     # Failover runs meanwhile (node2 alone loses quorum, node1 may restore web): states change, not configuration.
     before = (configuration(ha, "node1"), configuration(ha, "node2"))
-    refused = on(ha, "node1", "ins_setinfo", "-t", "web", "-v", "changed")
+    refused = ha.command("node1", "ins_setinfo", "-t", "web", "-v", "changed")
     assert refused.returncode == 9
     assert refused.stderr.count("\n") == 1
     # Refused before trying when hakeeperd already knows node2 is DEAD, or after trying each path.
@@ -70,12 +60,12 @@ def test_a_change_is_on_every_node_of_the_hierarchy_or_on_none(ha_cluster: HaClu
     assert (configuration(ha, "node1"), configuration(ha, "node2")) == before
 
     # A change that concerns no other node is not held up.
-    assert on(ha, "node1", "ins_setinfo", "-t", "db", "-v", "local").returncode == 0
+    assert ha.command("node1", "ins_setinfo", "-t", "db", "-v", "local").returncode == 0
 
     # All up again: the same change is on both.
     lan.heal()
     ha.wait(lambda: ha.node_seen_by("node1", "node2") is PathState.ALIVE, 15, "node2 back")
-    assert on(ha, "node1", "ins_setinfo", "-t", "web", "-v", "changed").returncode == 0
+    assert ha.command("node1", "ins_setinfo", "-t", "web", "-v", "changed").returncode == 0
     assert info(ha, "node1", "web") == info(ha, "node2", "web") == "changed"
 
 
@@ -83,15 +73,16 @@ def test_a_change_is_on_every_node_of_the_hierarchy_or_on_none(ha_cluster: HaClu
 def test_a_change_the_other_node_cannot_apply_is_refused_everywhere(ha_cluster: HaCluster) -> None:
     ha = ha_cluster
     setup_web(ha)
-    refused = on(ha, "node1", "dep_create", "-p", "web", "-c", "db")  # node2 has no db
+    refused = ha.command("node1", "dep_create", "-p", "web", "-c", "db")  # node2 has no db
     assert refused.returncode == 9
     assert "refused by node node2" in refused.stderr and "'db'" in refused.stderr
     with Lcd.open(ha.root("node1")) as lcd:
         assert lcd.edges() == [], "the coordinator did not keep it either"
     assert (
-        on(ha, "node1", "ins_create", "-a", "gen", "-r", "app", "-t", "db", "-i", "db-1", "-d", "node2").returncode == 0
+        ha.command("node1", "ins_create", "-a", "gen", "-r", "app", "-t", "db", "-i", "db-1", "-d", "node2").returncode
+        == 0
     )
-    assert on(ha, "node1", "dep_create", "-p", "web", "-c", "db").returncode == 0
+    assert ha.command("node1", "dep_create", "-p", "web", "-c", "db").returncode == 0
     for node in ("node1", "node2"):
         with Lcd.open(ha.root(node)) as lcd:
             assert lcd.edges() == [("web", "db")]

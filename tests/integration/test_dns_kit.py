@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import re
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,6 @@ from tests.harness.bind import unavailable_reason as bind_unavailable
 from tests.harness.cluster import HaCluster
 from tests.harness.lan import Lan
 
-BIN = Path(sys.executable).parent
 TAG = "app-dns"
 NAME = "app.example.test"
 FQDN = NAME + "."
@@ -52,18 +49,6 @@ def bind(lan: Lan, tmp_path: Path) -> Iterator[Bind]:
         server.stop()
 
 
-def on(ha: HaCluster, node: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / argv[0]), *argv[1:]], env=ha.env(node), capture_output=True, text=True, timeout=180, check=False
-    )
-
-
-def ok(ha: HaCluster, node: str, *argv: str) -> str:
-    done = on(ha, node, *argv)
-    assert done.returncode == 0, (node, argv, done.stdout, done.stderr, ha.logs())
-    return done.stdout
-
-
 def state(ha: HaCluster, node: str, tag: str = TAG) -> State:
     with Lcd.open(ha.root(node)) as lcd:
         return lcd.resource(tag).state
@@ -71,10 +56,10 @@ def state(ha: HaCluster, node: str, tag: str = TAG) -> State:
 
 def create(ha: HaCluster, bind: Bind, *params: str, interval: int = 120, key: Path | None = None) -> None:
     """app-dns on node1, out of service, extended to node2 (priority 2)."""
-    ok(ha, "node1", "hakeeper", "create", "comm/dns", "-t", TAG, "-I", "INIT_OSU", "-Q", str(interval),
+    ha.ok("node1", "hakeeper", "create", "comm/dns", "-t", TAG, "-I", "INIT_OSU", "-Q", str(interval),
        "name=app", "zone=example.test", f"servers={bind.address}", f"key={key or bind.key_file}",
        f"addresses=node1={NODE1},node2={NODE2}", *params)  # fmt: skip
-    ok(ha, "node1", "hakeeper", "extend", "-t", TAG, "-s", "node2", "-p", "2")
+    ha.ok("node1", "hakeeper", "extend", "-t", TAG, "-s", "node2", "-p", "2")
 
 
 def key_copy(ha: HaCluster, node: str) -> Path:
@@ -86,7 +71,7 @@ def assert_secret_kept(ha: HaCluster, bind: Bind, *secrets: str) -> None:
     for secret in (bind.secret, *secrets):
         for node in ha.names:
             assert secret not in ha.log(node), f"the TSIG secret is in {node}'s log"
-            listing = on(ha, node, "ins_list")
+            listing = ha.command(node, "ins_list")
             assert secret not in listing.stdout + listing.stderr, f"the TSIG secret is in ins_list on {node}"
             for path in ha.root(node).glob("lcd.sqlite*"):
                 assert secret.encode() not in path.read_bytes(), f"the TSIG secret is in {path}"
@@ -108,18 +93,20 @@ def test_restore_publishes_a_and_ptr_and_a_failover_moves_both_to_node2(
     ha = ha_cluster
     create(ha, bind, "ttl=30")
     assert bind.query(NAME) == [OLD], "creating and extending the resource changes no record"
-    listing = ok(ha, "node1", "ins_list", "-t", TAG)
+    listing = ha.ok("node1", "ins_list", "-t", TAG)
     assert '"key_name":"ddns-key"' in listing and '"algorithm":"hmac-sha256"' in listing, listing
     assert key_copy(ha, "node2").read_bytes() == key_copy(ha, "node1").read_bytes(), "extend carried the key"
 
-    out = ok(ha, "node1", "perform_action", "-t", TAG, "-a", "restore")
+    out = ha.ok("node1", "perform_action", "-t", TAG, "-a", "restore")
     assert out == f"{TAG} in service on node1\n", out
     assert bind.query(NAME) == [NODE1] and bind.ttl(NAME) == 30
     assert bind.query(reverse_name(NODE1), "PTR") == [FQDN]
     assert bind.query(reverse_name(NODE2), "PTR") == ["node2.example.test."], "node2's own PTR is not node1's"
     assert re.search(rf"{FQDN} A {NODE1}, PTR \S+ published on {bind.address}:53 \(update [\d.]+ ms", ha.log("node1"))
-    assert ok(ha, "node1", "perform_action", "-t", TAG, "-a", "quickCheck").startswith(f"{TAG} running")
-    assert on(ha, "node2", "perform_action", "-t", TAG, "-a", "quickCheck").returncode == 7, "node2 has not published"
+    assert ha.ok("node1", "perform_action", "-t", TAG, "-a", "quickCheck").startswith(f"{TAG} running")
+    assert ha.command("node2", "perform_action", "-t", TAG, "-a", "quickCheck").returncode == 7, (
+        "node2 has not published"
+    )
 
     start = time.monotonic()
     lan.power_off(lan.node("node1"))
@@ -128,7 +115,7 @@ def test_restore_publishes_a_and_ptr_and_a_failover_moves_both_to_node2(
     assert bind.query(reverse_name(NODE1), "PTR") == [], "node2 took node1's PTR to the name away"
     assert state(ha, "node2") is State.ISP
     assert "has the highest live priority (2); restoring app-dns" in ha.log("node2")
-    assert ok(ha, "node2", "perform_action", "-t", TAG, "-a", "quickCheck").startswith(f"{TAG} running")
+    assert ha.ok("node2", "perform_action", "-t", TAG, "-a", "quickCheck").startswith(f"{TAG} running")
     print(f"power-off of node1 -> BIND answers node2's address: {moved:.2f} s")
 
     # node1 boots: its LCD said ISP, its check finds the name at node2 (stopped here, not failed); nothing moves.
@@ -139,7 +126,7 @@ def test_restore_publishes_a_and_ptr_and_a_failover_moves_both_to_node2(
     with Lcd.open(ha.root("node1")) as lcd:
         reason = lcd.resource(TAG).reason
     assert f"{FQDN} points at node2 ({NODE2}) on {bind.address}:53, not here" in reason, reason
-    assert on(ha, "node1", "perform_action", "-t", TAG, "-a", "quickCheck").returncode == 7
+    assert ha.command("node1", "perform_action", "-t", TAG, "-a", "quickCheck").returncode == 7
     time.sleep(1.0)
     assert published(bind, NODE2) and state(ha, "node2") is State.ISP, "INTELLIGENT: app-dns stays on node2"
     assert_secret_kept(ha, bind)
@@ -150,28 +137,28 @@ def test_the_kit_contract_on_real_bind(ha_cluster: HaCluster, bind: Bind, tmp_pa
     """Restoring what runs succeeds and changes nothing; removing twice succeeds; stopped, not failed, after."""
     ha = ha_cluster
     create(ha, bind)
-    never = on(ha, "node1", "perform_action", "-t", TAG, "-a", "quickCheck")
+    never = ha.command("node1", "perform_action", "-t", TAG, "-a", "quickCheck")
     assert (never.returncode, never.stdout.split(":")[0]) == (7, f"{TAG} stopped"), never
 
-    ok(ha, "node1", "perform_action", "-t", TAG, "-a", "restore", "-s")
+    ha.ok("node1", "perform_action", "-t", TAG, "-a", "restore", "-s")
     serial = bind.query("example.test", "SOA")
     time.sleep(0.2)  # named's log lines of the first restore's updates
     updates = bind.log().count("updating zone")
-    ok(ha, "node1", "ins_setstate", "-t", TAG, "-S", "OSU")  # the LCD forgets; the records are there
-    ok(ha, "node1", "perform_action", "-t", TAG, "-a", "restore", "-s")
+    ha.ok("node1", "ins_setstate", "-t", TAG, "-S", "OSU")  # the LCD forgets; the records are there
+    ha.ok("node1", "perform_action", "-t", TAG, "-a", "restore", "-s")
     assert bind.query("example.test", "SOA") == serial, "the second restore changed the zone"
     time.sleep(0.2)
     assert bind.log().count("updating zone") == updates, "the second restore sent updates again"
     assert published(bind, NODE1)
 
-    ok(ha, "node1", "perform_action", "-t", TAG, "-a", "remove")
-    ok(ha, "node1", "ins_setstate", "-t", TAG, "-S", "ISP")
-    ok(ha, "node1", "perform_action", "-t", TAG, "-a", "remove")  # removing what is removed succeeds
-    after = on(ha, "node1", "perform_action", "-t", TAG, "-a", "quickCheck")
+    ha.ok("node1", "perform_action", "-t", TAG, "-a", "remove")
+    ha.ok("node1", "ins_setstate", "-t", TAG, "-S", "ISP")
+    ha.ok("node1", "perform_action", "-t", TAG, "-a", "remove")  # removing what is removed succeeds
+    after = ha.command("node1", "perform_action", "-t", TAG, "-a", "quickCheck")
     assert after.returncode == 7, after
     assert bind.query(NAME) == [NODE1], "on_remove=leave (the default) leaves the records"
 
-    bad = on(ha, "node1", "hakeeper", "create", "comm/dns", "-t", "bad", "name=app", "zone=example.test",
+    bad = ha.command("node1", "hakeeper", "create", "comm/dns", "-t", "bad", "name=app", "zone=example.test",
              f"servers={bind.address}", f"key={bind.key_file}", "addresses=node1=not-an-address")  # fmt: skip
     assert bad.returncode == 5 and "'not-an-address' (for node1) is not an IP address" in bad.stderr, bad
     assert_secret_kept(ha, bind)
@@ -184,17 +171,17 @@ def test_a_key_the_server_does_not_take_is_refused_with_a_clear_message_and_noth
     ha = ha_cluster
     wrong = tmp_path / "wrong.key"
     wrong.write_text('key "ddns-key" {\n\talgorithm hmac-sha256;\n\tsecret "' + "A" * 43 + '=";\n};\n')
-    refused = on(ha, "node1", "hakeeper", "create", "comm/dns", "-t", TAG, "name=app", "zone=example.test",
+    refused = ha.command("node1", "hakeeper", "create", "comm/dns", "-t", TAG, "name=app", "zone=example.test",
                  f"servers={bind.address}", f"key={wrong}", f"addresses=node1={NODE1}")  # fmt: skip
     assert refused.returncode == 5, refused
     assert "refused key 'ddns-key' (hmac-sha256): its secret is not the server's (BADSIG)" in refused.stderr, refused
-    assert on(ha, "node1", "ins_list", "-t", TAG).returncode != 0, "no resource was created"
+    assert ha.command("node1", "ins_list", "-t", TAG).returncode != 0, "no resource was created"
     assert not key_copy(ha, "node1").parent.exists(), "a refused create leaves no key behind"
 
     create(ha, bind, interval=1)
     before = bind.snapshot(RECORDS)
     old_secret = bind.rotate_key()  # the DNS administrator changes the key; the cluster still has the old one
-    failed = on(ha, "node1", "perform_action", "-t", TAG, "-a", "restore")
+    failed = ha.command("node1", "perform_action", "-t", TAG, "-a", "restore")
     assert failed.returncode == 1, failed
     assert f"{bind.address}:53 refused key 'ddns-key' (hmac-sha256): its secret is not the server's (BADSIG)" in (
         failed.stderr
@@ -204,7 +191,7 @@ def test_a_key_the_server_does_not_take_is_refused_with_a_clear_message_and_noth
 
     # In service, then the key is rotated and a record goes wrong: recovery says CONFIG, does not retry or move.
     rotated = bind.set_secret(old_secret)  # named takes the cluster's key again
-    ok(ha, "node1", "perform_action", "-t", TAG, "-a", "restore")
+    ha.ok("node1", "perform_action", "-t", TAG, "-a", "restore")
     assert published(bind, NODE1)
     bind.rotate_key()
     update = f"server {bind.address}\nupdate delete {NAME} A\nupdate add {NAME} 60 A {OLD}\nsend\n"
@@ -226,7 +213,7 @@ def test_bind_stopped_quick_check_fails_and_recovery_retries_with_back_off_until
     with waits of 1, 2, 4 s; BIND comes back during them, and app-dns is recovered in place (no failover)."""
     ha = ha_cluster
     create(ha, bind, "tries=5", interval=1)
-    ok(ha, "node1", "perform_action", "-t", TAG, "-a", "restore")
+    ha.ok("node1", "perform_action", "-t", TAG, "-a", "restore")
     ha.wait(lambda: published(bind, NODE1), 5, "node1's records")
 
     bind.stop()
@@ -254,7 +241,7 @@ def test_bind_down_longer_than_the_back_off_moves_app_dns_and_node2_publishes_on
     """Past its tries the recovery fails SOFT: app-dns fails over; node2's restore retries with back-off too."""
     ha = ha_cluster
     create(ha, bind, "tries=3", "timeout=60", interval=1)
-    ok(ha, "node1", "perform_action", "-t", TAG, "-a", "restore")
+    ha.ok("node1", "perform_action", "-t", TAG, "-a", "restore")
     bind.stop()
     ha.wait(lambda: "local recovery failed" in ha.log("node1"), 40, "node1's recovery to give up")
     ha.wait(lambda: "no DNS server answered" in ha.log("node2"), 20, "node2's restore to try")
@@ -273,16 +260,16 @@ def test_on_remove_restore_puts_the_old_records_back(ha_cluster: HaCluster, bind
     before = bind.snapshot(RECORDS)
     assert before[f"{NAME} A"] == [OLD] and before[f"{reverse_name(NODE1)} PTR"] == ["node1.example.test."]
 
-    ok(ha, "node1", "perform_action", "-t", TAG, "-a", "restore")
+    ha.ok("node1", "perform_action", "-t", TAG, "-a", "restore")
     assert published(bind, NODE1)
-    ok(ha, "node1", "perform_action", "-t", TAG, "-a", "remove")
+    ha.ok("node1", "perform_action", "-t", TAG, "-a", "remove")
     assert bind.snapshot(RECORDS) == before, "remove put back what restore replaced"
 
     # A switchover: node1 puts its previous records back, node2 publishes; node2's remove puts those back.
-    ok(ha, "node1", "perform_action", "-t", TAG, "-a", "restore")
-    ok(ha, "node2", "perform_action", "-t", TAG, "-a", "restore")
+    ha.ok("node1", "perform_action", "-t", TAG, "-a", "restore")
+    ha.ok("node2", "perform_action", "-t", TAG, "-a", "restore")
     assert published(bind, NODE2) and state(ha, "node1") is State.OSU
     assert bind.query(reverse_name(NODE1), "PTR") == ["node1.example.test."]
-    ok(ha, "node2", "perform_action", "-t", TAG, "-a", "remove")
+    ha.ok("node2", "perform_action", "-t", TAG, "-a", "remove")
     assert bind.snapshot(RECORDS) == before
     assert_secret_kept(ha, bind)

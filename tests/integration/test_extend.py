@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlite3
 import stat
 import subprocess
-import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -21,19 +20,12 @@ from hakeeper.db import Lcd, State
 from tests.harness.cluster import HaCluster
 from tests.harness.lan import Lan
 
-BIN = Path(sys.executable).parent
 PRIVATE = "/srv"  # every node gets its own empty tmpfs here (the Lan's tmpfs option): a disk only it has
 OWN_DISK = pytest.mark.parametrize("lan", [{"tmpfs": [PRIVATE]}], indirect=True)
 
 
-def on(ha: HaCluster, node: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / argv[0]), *argv[1:]], env=ha.env(node), capture_output=True, text=True, timeout=120, check=False
-    )
-
-
 def ok(ha: HaCluster, node: str, *argv: str) -> str:
-    done = on(ha, node, *argv)
+    done = ha.command(node, *argv)
     assert (done.returncode, done.stderr) == (0, ""), (node, argv, done.stderr)
     return done.stdout
 
@@ -113,7 +105,7 @@ def test_extend_a_hierarchy_to_two_nodes_then_take_it_off_one(ha_cluster: HaClus
     # In service on node2: unextend says so, and nothing changes anywhere.
     ok(ha, "node1", "perform_action", "-t", "web", "-a", "restore", "-d", "node2")
     before = lcds(ha)
-    refused = on(ha, "node1", "hakeeper", "unextend", "-t", "web", "-s", "node2")
+    refused = ha.command("node1", "hakeeper", "unextend", "-t", "web", "-s", "node2")
     assert refused.returncode == 8, refused.stderr
     assert refused.stderr.count("\n") == 1 and "in service on node2" in refused.stderr, refused.stderr
     assert lcds(ha) == before
@@ -146,7 +138,7 @@ def test_a_resource_the_target_cannot_validate_is_refused_with_the_reason(
     ok(ha, "node1", "dep_create", "-p", "web", "-c", "dummy")  # web needs data and dummy
     before = lcds(ha)
 
-    refused = on(ha, "node1", "hakeeper", "extend", "-t", "web", "-s", "node2")
+    refused = ha.command("node1", "hakeeper", "extend", "-t", "web", "-s", "node2")
     assert_refused(refused, 5, "node node2: dummy:", "does not validate it on node2", "not writable")
     assert lcds(ha) == before, "no LCD changed"
     assert scripts(ha, "node2", "data") == {}, "data, adopted before dummy failed, left nothing behind"
@@ -167,7 +159,7 @@ def test_extend_to_a_node_that_cannot_be_reached_changes_nothing(
     ha.wait(lambda: ha.node_seen_by("node1", "node2") is PathState.DEAD, 10, "node1 to see node2 DEAD")
     before = lcds(ha)
 
-    refused = on(ha, "node1", "hakeeper", "extend", "-t", "web", "-s", "node2")
+    refused = ha.command("node1", "hakeeper", "extend", "-t", "web", "-s", "node2")
     assert_refused(refused, 9, "node2 cannot be reached")
     assert lcds(ha) == before
     assert scripts(ha, "node2", "web") == {}

@@ -8,7 +8,6 @@ power off, a partition by packet filters, a SIGKILLed server whose restore fails
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,23 +22,10 @@ from tests.harness.lan import Lan
 from tests.harness.probe import Prober, Round, double_service, first_answer_from, outage, served_by
 from tests.harness.webapp import write_scripts
 
-BIN = Path(sys.executable).parent
 PORT = 8080
 BUDGET = detection_budget(defaults())  # heartbeat_interval x heartbeat_misses
 DELAY = float(defaults()["takeover_delay"])
 SLACK = 2.0  # polling, process start, the restore script, a loaded CI machine
-
-
-def on(ha: HaCluster, node: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / argv[0]), *argv[1:]], env=ha.env(node), capture_output=True, text=True, timeout=120, check=False
-    )
-
-
-def ok(ha: HaCluster, node: str, *argv: str) -> str:
-    done = on(ha, node, *argv)
-    assert done.returncode == 0, (node, argv, done.stdout, done.stderr, ha.logs())
-    return done.stdout
 
 
 def guarded(scripts: dict[str, Path], directory: Path) -> dict[str, Path]:
@@ -61,11 +47,11 @@ def setup_web(
     """web on node1 (priority 1) and its backups (node2 2, node3 3), in service on node1."""
     scripts = guarded(write_scripts(tmp_path / "webapp", PORT), tmp_path / "webapp")
     params = [f"restore={scripts['restore']}", f"remove={scripts['remove']}", f"quickCheck={scripts['quickCheck']}"]
-    ok(ha, "node1", "hakeeper", "create", "gen/app", "-t", "web", "-s", switchback, "-Q", str(interval),
+    ha.ok("node1", "hakeeper", "create", "gen/app", "-t", "web", "-s", switchback, "-Q", str(interval),
        "-I", "INIT_OSU", *params)  # fmt: skip
     for backup in backups:
-        ok(ha, "node1", "hakeeper", "extend", "-t", "web", "-s", backup, "-p", backup[-1])
-    ok(ha, "node1", "perform_action", "-t", "web", "-a", "restore")
+        ha.ok("node1", "hakeeper", "extend", "-t", "web", "-s", backup, "-p", backup[-1])
+    ha.ok("node1", "perform_action", "-t", "web", "-a", "restore")
     assert state(ha, "node1") is State.ISP
 
 
@@ -116,7 +102,7 @@ def test_power_off_moves_web_to_node2_and_it_stays_there_when_node1_is_back(
     assert not double_service(rounds), "answers from two nodes at once"
     assert [name for _t, name in served_by(rounds) if name] == ["node1", "node2"], "INTELLIGENT: web stays on node2"
     assert state(ha, "node1") is State.OSU and state(ha, "node2") is State.ISP
-    why = ok(ha, "node2", "hakeeper", "why", "web")
+    why = ha.ok("node2", "hakeeper", "why", "web")
     assert why.startswith("web: in service on node2\n") and "failover from node1" in why, why
     assert "next: node1 (priority 1), if node2 fails" in why, why
 
@@ -190,7 +176,7 @@ def test_fencing_runs_before_takeover_and_a_failing_fence_blocks_it(
     fence = tmp_path / "fence"
     fence.write_text(f'#!/bin/sh\necho "$1 $(cat /proc/uptime)" >> {record}\n[ ! -e {tmp_path}/fence-fails ]\n')
     fence.chmod(0o755)
-    ok(ha, "node1", "hakeeper", "settings", f"fence_command={fence} {{node}}")
+    ha.ok("node1", "hakeeper", "settings", f"fence_command={fence} {{node}}")
     (tmp_path / "fence-fails").touch()
     with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
         start = time.monotonic()
@@ -200,7 +186,7 @@ def test_fencing_runs_before_takeover_and_a_failing_fence_blocks_it(
         rounds = prober.rounds()
     assert first_answer_from(rounds, "node2", after=start) is None, "a failed fence blocks the takeover"
     assert record.read_text().split()[0] == "node1"
-    why = ok(ha, "node2", "hakeeper", "why", "web")
+    why = ha.ok("node2", "hakeeper", "why", "web")
     assert "blocked: fencing node1 failed" in why, why
     assert state(ha, "node2") is State.OSU
 
@@ -209,7 +195,7 @@ def test_fencing_runs_before_takeover_and_a_failing_fence_blocks_it(
     record.unlink()
     restart(ha, lan, "node1")
     ha.wait(lambda: ha.node_seen_by("node2", "node1") is PathState.ALIVE, 10, "node1 back")
-    ok(ha, "node1", "perform_action", "-t", "web", "-a", "restore")
+    ha.ok("node1", "perform_action", "-t", "web", "-a", "restore")
     with Prober(lan, targets(lan), tmp_path / "probe2.jsonl") as prober:
         start = time.monotonic()
         lan.power_off(lan.node("node1"))
@@ -251,7 +237,7 @@ def test_sigkill_of_the_active_daemon_alone_never_serves_from_two_nodes(
 def test_a_hung_daemon_is_killed_by_its_guard_and_web_moves(ha_cluster: HaCluster, lan: Lan, tmp_path: Path) -> None:
     ha = ha_cluster
     setup_web(ha, tmp_path)
-    ok(ha, "node1", "hakeeper", "settings", "guard_timeout=1")
+    ha.ok("node1", "hakeeper", "settings", "guard_timeout=1")
     node1 = lan.node("node1")
     with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
         start = time.monotonic()
@@ -270,9 +256,9 @@ def test_two_nodes_and_a_witness_a_partition_never_serves_from_two_nodes(
 ) -> None:
     """node3 is a witness: web is on node1 and node2 only; node3 gives the majority to node2's side."""
     ha = ha_cluster
-    ok(ha, "node3", "flg_create", "-f", "witness")
+    ha.ok("node3", "flg_create", "-f", "witness")
     setup_web(ha, tmp_path, backups=("node2",))
-    refused = on(ha, "node1", "hakeeper", "extend", "-t", "web", "-s", "node3")
+    refused = ha.command("node1", "hakeeper", "extend", "-t", "web", "-s", "node3")
     assert refused.returncode != 0 and "node3 is a witness" in refused.stderr
     node1 = lan.node("node1")
     with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
@@ -303,9 +289,9 @@ def test_tcp_remote_quorum_hosts_decide_a_partition(ha_cluster: HaCluster, lan: 
     ha = ha_cluster
     listener = lan.client.popen([sys.executable, "-c", LISTENER, *map(str, QUORUM_PORTS)])
     hosts = ",".join(f"{lan.client.address}:{port}" for port in QUORUM_PORTS)
-    too_short = on(ha, "node1", "hakeeper", "settings", "quorum_mode=tcp_remote", f"quorum_hosts={hosts}")
+    too_short = ha.command("node1", "hakeeper", "settings", "quorum_mode=tcp_remote", f"quorum_hosts={hosts}")
     assert too_short.returncode != 0 and "heartbeat_interval + quorum_timeout" in too_short.stderr
-    ok(ha, "node1", "hakeeper", "settings", "quorum_mode=tcp_remote", f"quorum_hosts={hosts}",
+    ha.ok("node1", "hakeeper", "settings", "quorum_mode=tcp_remote", f"quorum_hosts={hosts}",
        "quorum_timeout=0.2", "takeover_delay=0.45")  # fmt: skip
     setup_web(ha, tmp_path, backups=("node2",))
     node1 = lan.node("node1")

@@ -35,7 +35,6 @@ from tests.harness.webapp import write_scripts
 
 pytestmark = pytest.mark.needs_root
 
-BIN = Path(sys.executable).parent
 RUNNER = Path(__file__).with_name("ip_kit_runner.py")
 VIP4, VIP6 = "198.18.0.50", "2001:2::50"
 PORT = 8080
@@ -112,19 +111,6 @@ def neighbour_mac(host: Node, address: str, dev: str = "eth0") -> str | None:
     """The MAC ``host``'s neighbour table has for ``address`` (None: no entry, or one without a MAC)."""
     entries = json.loads(host.run(["ip", "-j", "neigh", "show", "to", address, "dev", dev], timeout=10).stdout or "[]")
     return entries[0].get("lladdr") if entries else None
-
-
-def on(ha: HaCluster, node: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    """A command against ``node``'s hakeeperd (it runs the kits in the node)."""
-    return subprocess.run(
-        [str(BIN / argv[0]), *argv[1:]], env=ha.env(node), capture_output=True, text=True, timeout=120, check=False
-    )
-
-
-def ok(ha: HaCluster, node: str, *argv: str) -> str:
-    done = on(ha, node, *argv)
-    assert done.returncode == 0, (node, argv, done.stdout, done.stderr, ha.logs())
-    return done.stdout
 
 
 def state(ha: HaCluster, node: str, tag: str) -> State:
@@ -296,14 +282,14 @@ def test_a_duplicate_on_the_lan_is_found_by_the_probe_and_named_by_its_mac(
 
 def setup_vip_and_web(ha: HaCluster, tmp_path: Path, address: str, backups: tuple[str, ...], *more: str) -> None:
     """vip (comm/ip) below web (gen/app, answers with the node's name), extended to ``backups``, on node1."""
-    ok(ha, "node1", "hakeeper", "create", "comm/ip", "-t", "vip", "-I", "INIT_OSU", f"address={address}", *more)
+    ha.ok("node1", "hakeeper", "create", "comm/ip", "-t", "vip", "-I", "INIT_OSU", f"address={address}", *more)
     scripts = write_scripts(tmp_path / "webapp", PORT)
     params = [f"{name}={scripts[name]}" for name in ("restore", "remove", "quickCheck")]
-    ok(ha, "node1", "hakeeper", "create", "gen/app", "-t", "web", "-I", "INIT_OSU", *params)
-    ok(ha, "node1", "dep_create", "-p", "web", "-c", "vip")
+    ha.ok("node1", "hakeeper", "create", "gen/app", "-t", "web", "-I", "INIT_OSU", *params)
+    ha.ok("node1", "dep_create", "-p", "web", "-c", "vip")
     for backup in backups:
-        ok(ha, "node1", "hakeeper", "extend", "-t", "web", "-s", backup, "-p", backup[-1])
-    ok(ha, "node1", "perform_action", "-t", "web", "-a", "restore")
+        ha.ok("node1", "hakeeper", "extend", "-t", "web", "-s", backup, "-p", backup[-1])
+    ha.ok("node1", "perform_action", "-t", "web", "-a", "restore")
     assert state(ha, "node1", "vip") is State.ISP and state(ha, "node1", "web") is State.ISP
 
 
@@ -395,20 +381,20 @@ def test_a_duplicate_address_on_the_lan_is_refused_at_restore_unless_the_check_i
 ) -> None:
     ha, client, node1 = ha_cluster, lan.client, lan.node("node1")
     client.run(["ip", "addr", "add", "198.18.0.60/24", "dev", "eth0"], check=True)  # another host holds it
-    ok(ha, "node1", "hakeeper", "create", "comm/ip", "-t", "dup", "-I", "INIT_OSU", "address=198.18.0.60/24")
-    refused = on(ha, "node1", "perform_action", "-t", "dup", "-a", "restore")
+    ha.ok("node1", "hakeeper", "create", "comm/ip", "-t", "dup", "-I", "INIT_OSU", "address=198.18.0.60/24")
+    refused = ha.command("node1", "perform_action", "-t", "dup", "-a", "restore")
     assert refused.returncode == 1, (refused.stdout, refused.stderr)
     assert f"198.18.0.60 is in use on the network: {client.mac} answers for it on eth0" in refused.stderr
     assert state(ha, "node1", "dup") is State.OSF
     assert held_on(node1, "198.18.0.60") == []
 
-    twin = on(ha, "node1", "hakeeper", "create", "comm/ip", "-t", "dup2", "address=198.18.0.60/24")
+    twin = ha.command("node1", "hakeeper", "create", "comm/ip", "-t", "dup2", "address=198.18.0.60/24")
     assert twin.returncode == 4 and "ip-198.18.0.60" in twin.stderr, "two resources of one address"
-    ok(ha, "node1", "hakeeper", "create", "comm/ip", "-t", "forced", "-i", "forced", "-I", "INIT_OSU",
+    ha.ok("node1", "hakeeper", "create", "comm/ip", "-t", "forced", "-i", "forced", "-I", "INIT_OSU",
        "address=198.18.0.60/24", "duplicate_check=no")  # fmt: skip
-    ok(ha, "node1", "perform_action", "-t", "forced", "-a", "restore")
+    ha.ok("node1", "perform_action", "-t", "forced", "-a", "restore")
     assert held_on(node1, "198.18.0.60") == ["eth0"] and state(ha, "node1", "forced") is State.ISP
-    ok(ha, "node1", "perform_action", "-t", "forced", "-a", "remove")
+    ha.ok("node1", "perform_action", "-t", "forced", "-a", "remove")
     assert held_on(node1, "198.18.0.60") == []
 
 
@@ -418,9 +404,9 @@ def test_an_address_deleted_by_hand_is_put_back_by_local_recovery_not_by_failove
     ha_cluster: HaCluster, lan: Lan
 ) -> None:
     ha, node1, node2, client = ha_cluster, lan.node("node1"), lan.node("node2"), lan.client
-    ok(ha, "node1", "hakeeper", "create", "comm/ip", "-t", "vip", "-I", "INIT_OSU", "-Q", "1", f"address={VIP4}/24")
-    ok(ha, "node1", "hakeeper", "extend", "-t", "vip", "-s", "node2", "-p", "2")
-    ok(ha, "node1", "perform_action", "-t", "vip", "-a", "restore")
+    ha.ok("node1", "hakeeper", "create", "comm/ip", "-t", "vip", "-I", "INIT_OSU", "-Q", "1", f"address={VIP4}/24")
+    ha.ok("node1", "hakeeper", "extend", "-t", "vip", "-s", "node2", "-p", "2")
+    ha.ok("node1", "perform_action", "-t", "vip", "-a", "restore")
     assert client.can_reach(VIP4, timeout=PATIENT)
 
     node1.run(["ip", "addr", "del", f"{VIP4}/24", "dev", "eth0"], check=True)  # an administrator's slip
@@ -440,18 +426,18 @@ def test_link_down_moves_the_address_to_the_backup_interface_and_extend_validate
     ha_cluster: HaCluster, lan: Lan, kits: dict[str, KitIn], tmp_path: Path
 ) -> None:
     ha, node1, node2 = ha_cluster, lan.node("node1"), lan.node("node2")
-    ok(ha, "node1", "hakeeper", "create", "comm/ip", "-t", "vip", "-I", "INIT_OSU", "-Q", "1",
+    ha.ok("node1", "hakeeper", "create", "comm/ip", "-t", "vip", "-I", "INIT_OSU", "-Q", "1",
        f"address={VIP4}/24", "interface=eth0", "backup_interface=eth1")  # fmt: skip
     # node2 calls its second NIC lan1: extending there must be refused, naming it, and change nothing
     node2.run(["sh", "-c", "ip link set eth1 down && ip link set eth1 name lan1 && ip link set lan1 up"], check=True)
-    refused = on(ha, "node1", "hakeeper", "extend", "-t", "vip", "-s", "node2")
+    refused = ha.command("node1", "hakeeper", "extend", "-t", "vip", "-s", "node2")
     assert refused.returncode != 0 and "node2 has no backup interface eth1" in refused.stderr, refused.stderr
     with Lcd.open(ha.root("node2")) as lcd:
         assert not lcd.resources(tag="vip")
     node2.run(["sh", "-c", "ip link set lan1 down && ip link set lan1 name eth1 && ip link set eth1 up"], check=True)
-    ok(ha, "node1", "hakeeper", "extend", "-t", "vip", "-s", "node2", "-p", "2")
+    ha.ok("node1", "hakeeper", "extend", "-t", "vip", "-s", "node2", "-p", "2")
 
-    ok(ha, "node1", "perform_action", "-t", "vip", "-a", "restore")
+    ha.ok("node1", "perform_action", "-t", "vip", "-a", "restore")
     assert held_on(node1, VIP4) == ["eth0"]
     lan.link_down(node1, "eth0")  # the cable of eth0: its heartbeats go on over eth1
     ha.wait(lambda: held_on(node1, VIP4) == ["eth1"], 10, "the address to move to eth1")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,16 +9,7 @@ import pytest
 from tests.harness.cluster import HaCluster
 from tests.harness.lan import Lan
 
-BIN = Path(sys.executable).parent
 TWO_NETWORKS = pytest.mark.parametrize("lan", [{"nodes": 3, "second_network": True}], indirect=True)
-
-
-def on(ha_cluster: HaCluster, node: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    """Run a command as the administrator of ``node`` would (through that node's hakeeperd)."""
-    return subprocess.run(
-        [str(BIN / argv[0]), *argv[1:]], env=ha_cluster.env(node), capture_output=True, text=True, timeout=60,
-        check=False,
-    )  # fmt: skip
 
 
 @pytest.mark.slow
@@ -31,19 +20,19 @@ def test_lcdi_commands_and_lcdremexec_reach_another_node(ha_cluster: HaCluster, 
         ["typ_create", "-a", "gen", "-r", "app", "-d", "node2"],
         ["ins_create", "-a", "gen", "-r", "app", "-t", "web", "-i", "web-1", "-d", "node2"],
     ):
-        done = on(ha_cluster, "node1", *argv)
+        done = ha_cluster.command("node1", *argv)
         assert (done.returncode, done.stderr) == (0, ""), argv
-    there = on(ha_cluster, "node1", "ins_list", "-d", "node2", "-t", "web", "-f:")
+    there = ha_cluster.command("node1", "ins_list", "-d", "node2", "-t", "web", "-f:")
     assert there.stdout.split(":")[:4] == ["gen", "app", "web", "web-1"]
-    here = on(ha_cluster, "node1", "ins_list", "-t", "web")
+    here = ha_cluster.command("node1", "ins_list", "-t", "web")
     assert here.returncode == 7, "the resource was created on node2 only"
-    refused = on(ha_cluster, "node1", "ins_create", "-a", "gen", "-r", "app", "-t", "web", "-i", "x", "-d", "node2")
+    refused = ha_cluster.command("node1", "ins_create", "-a", "gen", "-r", "app", "-t", "web", "-i", "x", "-d", "node2")
     assert (refused.returncode, refused.stderr) == (4, "ins_create: a resource tagged 'web' exists already\n")
-    assert "@node1 create_resource" in on(ha_cluster, "node2", "hakeeper", "changes", "-f", " ").stdout, "who asked"
-    name = on(ha_cluster, "node1", "lcdremexec", "-d", "node2", "--", "uname", "-n")
+    assert "@node1 create_resource" in ha_cluster.command("node2", "hakeeper", "changes", "-f", " ").stdout, "who asked"
+    name = ha_cluster.command("node1", "lcdremexec", "-d", "node2", "--", "uname", "-n")
     assert (name.returncode, name.stdout) == (0, "node2\n")
-    failing = on(
-        ha_cluster, "node1", "lcdremexec", "-e", "-d", "node3", "--", "sh", "-c", "echo out; echo err >&2; exit 3"
+    failing = ha_cluster.command(
+        "node1", "lcdremexec", "-e", "-d", "node3", "--", "sh", "-c", "echo out; echo err >&2; exit 3"
     )
     assert (failing.returncode, failing.stdout, failing.stderr) == (3, "out\n", "err\n")
 
@@ -53,15 +42,15 @@ def test_lcdi_commands_and_lcdremexec_reach_another_node(ha_cluster: HaCluster, 
 def test_a_dead_path_is_skipped_and_an_unreachable_node_is_a_clear_error(ha_cluster: HaCluster, lan: Lan) -> None:
     node2 = lan.node("node2")
     lan.link_down(node2, "eth0")  # the priority-1 path
-    done = on(ha_cluster, "node1", "lcdremexec", "-d", "node2", "--", "uname", "-n")
+    done = ha_cluster.command("node1", "lcdremexec", "-d", "node2", "--", "uname", "-n")
     assert (done.returncode, done.stdout) == (0, "node2\n"), done.stderr
     lan.link_up(node2, "eth0")
     lan.partition([node2], [lan.node("node1"), lan.node("node3")])
-    cut = on(ha_cluster, "node1", "lcdremexec", "-d", "node2", "--", "true")
+    cut = ha_cluster.command("node1", "lcdremexec", "-d", "node2", "--", "true")
     assert cut.returncode == 9
     assert cut.stderr.count("\n") == 1
     assert "cannot reach node 'node2' on any of its 2 paths" in cut.stderr
-    assert on(ha_cluster, "node1", "lcdremexec", "-d", "node3", "--", "true").returncode == 0
+    assert ha_cluster.command("node1", "lcdremexec", "-d", "node3", "--", "true").returncode == 0
 
 
 def test_without_the_daemon_another_node_is_out_of_reach(cli, root: Path) -> None:

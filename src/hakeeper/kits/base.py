@@ -26,6 +26,9 @@ administrator, never retry).
 from __future__ import annotations
 
 import enum
+import os
+import shutil
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from hakeeper.db.model import Resource
-from hakeeper.errors import IllegalArgument
+from hakeeper.errors import IllegalArgument, SystemCallFailed
 
 ACTIONS = ("restore", "remove", "quick_check", "recover", "validate", "delete")
 DEFAULT_TIMEOUTS: Mapping[str, float] = {
@@ -267,3 +270,28 @@ class Kit(ABC):
 
     def timeout(self, action: str, resource: Resource) -> float:
         return float(self.meta.timeouts.get(action, DEFAULT_TIMEOUTS[action]))
+
+
+def install_files(target: Path, files: Mapping[str, bytes], mode: int, what: str) -> None:
+    """Make ``target`` a directory holding exactly ``files`` (name -> content, ``mode``), at once or not at all.
+
+    The files are written in a staging directory beside it (0700) that is then
+    renamed into place, so a kit's instance directory is never half written.
+    ``what`` names them in the error (``the scripts of web``).
+    """
+    staging: Path | None = None
+    try:
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".new-", dir=target.parent))
+        for name, content in files.items():
+            fd = os.open(staging / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            with os.fdopen(fd, "wb") as file:
+                file.write(content)
+            (staging / name).chmod(mode)  # whatever the umask
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except OSError as exc:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise SystemCallFailed(f"cannot install {what} in {target}: {exc.strerror or exc}") from None

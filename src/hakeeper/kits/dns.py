@@ -64,7 +64,7 @@ import dns.reversename
 
 from hakeeper.db.model import Resource
 from hakeeper.errors import IllegalArgument, SystemCallFailed
-from hakeeper.kits.base import Created, Kit, KitMeta, Param, Policy, Result
+from hakeeper.kits.base import Created, Kit, KitMeta, Param, Policy, Result, install_files
 from hakeeper.kits.dnsupdate import (
     BACKOFF_FIRST,
     Change,
@@ -314,22 +314,9 @@ class DnsKit(Kit):
 
     def _install_key(self, tag: str, key: TsigKey) -> None:
         """Write the key, mode 0600, in a new instance directory (0700), all at once or not at all."""
-        target = self.instance_dir(tag)
-        staging: Path | None = None
-        try:
-            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=".new-", dir=target.parent))
-            fd = os.open(staging / KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="ascii") as file:
-                file.write(key.bind_text())
-            (staging / KEY_FILE).chmod(0o600)  # whatever the umask
-            if target.exists():
-                shutil.rmtree(target)
-            staging.rename(target)
-        except OSError as exc:
-            if staging is not None:
-                shutil.rmtree(staging, ignore_errors=True)
-            raise SystemCallFailed(f"cannot keep the TSIG key of {tag} in {target}: {exc.strerror or exc}") from None
+        install_files(
+            self.instance_dir(tag), {KEY_FILE: key.bind_text().encode("ascii")}, 0o600, f"the TSIG key of {tag}"
+        )
 
     def _key(self, resource: Resource, config: Config) -> TsigKey:
         path = self.key_path(resource.tag)

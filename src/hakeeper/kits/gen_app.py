@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from typing import Any
 from hakeeper.db.model import Resource
 from hakeeper.errors import IllegalArgument, SystemCallFailed
 from hakeeper.kits.actions import executable, run_action_script
-from hakeeper.kits.base import Created, Kit, KitMeta, Param, Policy, Result, unchecked
+from hakeeper.kits.base import Created, Kit, KitMeta, Param, Policy, Result, install_files, unchecked
 from hakeeper.kits.process import action_result, check_result
 
 SCRIPTS = ("restore", "remove", "quickCheck", "recover")
@@ -65,23 +63,7 @@ class GenAppKit(Kit):
 
     def _install(self, tag: str, scripts: Mapping[str, bytes]) -> None:
         """Write ``scripts`` (name -> content) as the instance's actions, mode 0700, all at once or not at all."""
-        target = self.instance_dir(tag)
-        staging: Path | None = None
-        try:
-            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=".new-", dir=target.parent))
-            for name, content in scripts.items():
-                fd = os.open(staging / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
-                with os.fdopen(fd, "wb") as file:
-                    file.write(content)
-                (staging / name).chmod(0o700)  # whatever the umask
-            if target.exists():
-                shutil.rmtree(target)
-            staging.rename(target)
-        except OSError as exc:
-            if staging is not None:
-                shutil.rmtree(staging, ignore_errors=True)
-            raise SystemCallFailed(f"cannot install the scripts of {tag} in {target}: {exc.strerror or exc}") from None
+        install_files(self.instance_dir(tag), scripts, 0o700, f"the scripts of {tag}")
 
     def create(self, tag: str, values: Mapping[str, Any], id: str | None) -> Created:
         scripts: dict[str, bytes] = {}
