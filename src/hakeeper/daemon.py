@@ -173,6 +173,7 @@ class Daemon:
             await self.failover.reconcile()
         finally:
             self.caught_up.set()
+        await self.failover.boot()
 
     def _load_kits(self) -> None:
         """Import the kits of this node's resources at start, not in the first takeover that needs one.

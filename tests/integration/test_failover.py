@@ -43,12 +43,13 @@ def setup_web(
     switchback: str = "INTELLIGENT",
     interval: int = 120,
     backups: tuple[str, ...] = ("node2", "node3"),
+    init: str = "INIT_OSU",
 ) -> None:
     """web on node1 (priority 1) and its backups (node2 2, node3 3), in service on node1."""
     scripts = guarded(write_scripts(tmp_path / "webapp", PORT), tmp_path / "webapp")
     params = [f"restore={scripts['restore']}", f"remove={scripts['remove']}", f"quickCheck={scripts['quickCheck']}"]
     ha.ok("node1", "hakeeper", "create", "gen/app", "-t", "web", "-s", switchback, "-Q", str(interval),
-       "-I", "INIT_OSU", *params)  # fmt: skip
+       "-I", init, *params)  # fmt: skip
     for backup in backups:
         ha.ok("node1", "hakeeper", "extend", "-t", "web", "-s", backup, "-p", backup[-1])
     ha.ok("node1", "perform_action", "-t", "web", "-a", "restore")
@@ -302,3 +303,27 @@ def test_tcp_remote_quorum_hosts_decide_a_partition(ha_cluster: HaCluster, lan: 
     assert "quorum lost (reaches 0 of 3 quorum hosts)" in ha.log("node1")
     assert listener.poll() is None, "the quorum hosts listened all along"
     assert time.monotonic() - start < 20
+
+
+@pytest.mark.slow
+def test_a_cluster_that_starts_together_brings_an_autores_isp_hierarchy_in_service_once(
+    ha_cluster: HaCluster, lan: Lan, tmp_path: Path
+) -> None:
+    """LifeKeeper's AUTORES_ISP: the whole cluster stops and starts; web comes back on node1, and only there."""
+    ha = ha_cluster
+    setup_web(ha, tmp_path, init="AUTORES_ISP")
+    for name in reversed(ha.names):  # node1 last: its peers know it stops, and web leaves with it
+        ha.ok(name, "lkstop")
+        ha.procs[name].wait(30)
+    assert [state(ha, n) for n in ha.names] == [State.OSU] * 3
+    with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
+        for name in ha.names:
+            ha.start(lan.node(name))
+        rounds = served_after(prober, "node1", 0.0)
+        ha.wait(ha.all_alive, 20, "every node ALIVE")
+        time.sleep(1.0)
+        rounds = prober.rounds()
+    assert not double_service(rounds)
+    assert [name for _t, name in served_by(rounds) if name] == ["node1"]
+    assert "web: in service nowhere at start; node1 has the highest live priority (1)" in ha.log("node1")
+    assert [state(ha, n) for n in ha.names] == [State.ISP, State.OSU, State.OSU]

@@ -16,6 +16,7 @@ from hakeeper.cluster.failover import Failover
 from hakeeper.comm.paths import PathState
 from hakeeper.comm.tls import Peer
 from hakeeper.db import Lcd, State
+from hakeeper.db.states import Init
 from hakeeper.errors import CommunicationFailed, NotFound
 from hakeeper.recovery.engine import Engine
 from tests.fakes import FakeKit, Script, build, fake_kits
@@ -264,3 +265,33 @@ def test_a_two_node_majority_cluster_is_told_it_will_never_fail_over(tmp_path: P
 
 async def nowhere(node: str, op: str, args: dict[str, Any], timeout: float) -> Any:
     raise CommunicationFailed(f"cannot reach node {node!r}")
+
+
+def test_at_start_the_highest_priority_live_node_alone_brings_a_hierarchy_in_service(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "nodes")
+    try:
+
+        async def everyone_boots() -> None:
+            await asyncio.gather(*(cluster.nodes[n].boot() for n in NAMES))
+
+        asyncio.run(everyone_boots())
+        assert cluster.holders() == ["node1"], "AUTORES_ISP, in service nowhere: node1 (priority 1) restores it"
+        asyncio.run(everyone_boots())
+        assert cluster.holders() == ["node1"], "a second start changes nothing"
+    finally:
+        cluster.close()
+
+
+def test_at_start_a_hierarchy_that_runs_elsewhere_or_is_init_osu_is_left_alone(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "nodes")
+    try:
+        asyncio.run(cluster.nodes["node2"].engine.restore("web", reason="before"))
+        asyncio.run(cluster.nodes["node1"].boot())
+        assert cluster.holders() == ["node2"], "in service on node2: node1 leaves it there"
+        asyncio.run(cluster.nodes["node2"].engine.remove("web-ip", reason="by hand"))
+        for lcd in cluster.lcds.values():
+            lcd.set_init("web", Init.INIT_OSU)
+        asyncio.run(cluster.nodes["node1"].boot())
+        assert cluster.holders() == [], "INIT_OSU waits for the administrator"
+    finally:
+        cluster.close()

@@ -11,6 +11,7 @@ without processes.
   shared go?
 - :func:`next_nodes`: a hierarchy failed here; where to try it next, in order.
 - :func:`switchback`: a node came back; which AUTOMATIC hierarchies move to it?
+- :func:`at_start`: the cluster starts; which hierarchies does this node bring in service?
 
 Every :class:`Decision` carries the one sentence the log prints about it.
 """
@@ -183,4 +184,25 @@ def switchback(
             f"({h.priorities.get(holder)}); switchback AUTOMATIC moves it to {returned}"
         )
         decisions.append(Decision(h, act, returned, sentence))
+    return decisions
+
+
+def at_start(
+    view: View, found: Iterable[Hierarchy], in_service: Mapping[str, Iterable[str]], *, start: Iterable[str]
+) -> list[Decision]:
+    """Hierarchies named in ``start`` (initialization AUTORES_ISP / INIT_ISP) that run on no live node:
+    their highest-priority live node restores them, so a cluster that boots together starts each once."""
+    wanted = set(start)
+    decisions = []
+    for h in found:
+        if h.name not in wanted or holders(h, view, in_service):
+            continue
+        live = h.by_priority(view.alive)
+        if not live:
+            continue
+        priority, target = live[0]
+        act = Act.RESTORE if target == view.me else Act.ELSEWHERE
+        members = ", ".join(sorted(h.members))
+        sentence = f"{h.name}: in service nowhere at start; {target} has the highest live priority ({priority}); "
+        decisions.append(Decision(h, act, target, sentence + f"restoring {members}"))
     return decisions

@@ -36,8 +36,8 @@ from hakeeper.cluster.decide import Act, Hierarchy, View
 from hakeeper.comm.paths import PathState
 from hakeeper.comm.tls import Peer
 from hakeeper.db import Lcd, State
-from hakeeper.db.settings import min_takeover_delay, parse_hosts
-from hakeeper.db.states import Switchback
+from hakeeper.db.settings import detection_budget, min_takeover_delay, parse_hosts
+from hakeeper.db.states import Init, Switchback
 from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, NotFound, SystemCallFailed
 from hakeeper.recovery.engine import Engine
 
@@ -170,6 +170,37 @@ class Failover:
             for d in mine:
                 self.blocked.pop(d.hierarchy.name, None)
                 await self._restore_or_move_on(d.hierarchy, failed=[node], reason=f"failover from {node}")
+
+    async def boot(self) -> None:
+        """At start, once the peers are known: restore the hierarchies that should run and run nowhere.
+
+        LifeKeeper's initialization: an AUTORES_ISP or INIT_ISP hierarchy in service
+        on no live node is restored by its highest-priority live node (a cluster
+        that boots together starts each once); INIT_OSU ones wait for the administrator.
+        """
+        settings = self.lcd.settings()
+        # The hierarchies there were when hakeeperd started: those made since are the administrator's doing.
+        start = [h.name for h in self.hierarchies() if self.lcd.resource(h.roots[0]).init is not Init.INIT_OSU]
+        if not start:
+            return
+        peers = {n for n in self.view().nodes if n != self.me}
+        deadline = time.monotonic() + detection_budget(settings) + 1.0
+        while time.monotonic() < deadline:  # bounded: until every peer is ALIVE or DEAD
+            if all(self.membership().get(p, PathState.UNKNOWN) is not PathState.UNKNOWN for p in peers):
+                break
+            await asyncio.sleep(float(settings["heartbeat_interval"]))
+        await asyncio.sleep(float(settings["takeover_delay"]))
+        found = self.hierarchies()
+        async with self._decide:
+            q = await self.quorum()
+            if not q.ok:
+                logger.warning("no quorum at start (%s): nothing is brought in service", q.why)
+                return
+            views = await self.views()
+            for d in decide.at_start(self.view(), found, self.in_service(views), start=start):
+                if d.act is Act.RESTORE:
+                    logger.warning("%s", d.sentence)
+                    await self._restore_or_move_on(d.hierarchy, failed=[], reason="start")
 
     async def _confirmed(self, dead: str) -> bool:
         """LifeKeeper's confirmso: with the flag ``confirmso!<dead>``, wait for ``lk_confirmso -y|-n -s <dead>``.
