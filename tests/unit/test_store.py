@@ -102,6 +102,7 @@ def test_every_change_gets_the_next_sequence_number_and_failures_none(lcd: Lcd) 
         "other_priority": 2,
         "node": "node1",
         "priority": 1,
+        "others": {},
     }
     with pytest.raises(AlreadyExists):
         lcd.create_resource("web", "other", "gen", "app")
@@ -315,3 +316,27 @@ def test_extend_s_changes_replay_to_the_same_lcd(lcd: Lcd, root: Path, tmp_path:
         for change in lcd.changes(1):
             copy.replay(change.op, change.args)
     assert dump(copy_root) == dump(root)
+
+
+def test_an_equivalency_to_a_third_node_teaches_it_the_other_entries_where_replayed(tmp_path: Path) -> None:
+    """eqv_create -S node3 on node1, replicated: node3 gets node2's entry too, and node2 gets node3's."""
+    lcds = {}
+    for name in ("node1", "node2", "node3"):
+        lcd = Lcd.open(tmp_path / name, node=name)
+        for other in ("node1", "node2", "node3"):
+            if other != name:
+                lcd.create_node(other)
+        lcd.create_resource("web", "web-1", "gen", "app", ensure_type=True)
+        lcds[name] = lcd
+    first = lcds["node1"].create_equivalency("web", "node2", other_priority=5)
+    assert first.priority == 5
+    lcds["node2"].replay("create_equivalency", lcds["node1"].changes()[-1].args)
+    lcds["node1"].create_equivalency("web", "node3")
+    change = lcds["node1"].changes()[-1]
+    assert change.args["others"] == {"node2": ["web", 5]}
+    for name in ("node2", "node3"):
+        lcds[name].replay(change.op, change.args)
+    rows = {name: sorted((e.node, e.priority) for e in lcd.equivalencies(tag="web")) for name, lcd in lcds.items()}
+    assert rows["node1"] == rows["node2"] == rows["node3"] == [("node1", 1), ("node2", 5), ("node3", 2)]
+    for lcd in lcds.values():
+        lcd.close()

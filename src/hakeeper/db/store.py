@@ -694,13 +694,16 @@ class Lcd:
         other_priority: int | None = None,
         node: str | None = None,
         priority: int | None = None,
+        others: Mapping[str, Sequence[Any]] | None = None,
     ) -> Equivalency:
         """Declare that ``tag`` can run on ``other_node`` (as ``other_tag``) with ``other_priority``.
 
         ``node`` (this node by default) gets an entry for ``tag`` too if it has
         none, with ``priority`` (1 by default, as LifeKeeper gives the creating
         server). A priority left out is the next free one. Priorities are
-        unique per resource.
+        unique per resource. The change log records the resource's other entries
+        (``others``: node -> [remote tag, priority]), so that where it is replayed,
+        on ``other_node`` above all, the same entries result: it learns them all.
         """
         this = node if node is not None else self._local
         remote_tag = check_tag(other_tag, "other tag") if other_tag is not None else tag
@@ -717,8 +720,19 @@ class Lcd:
             raise AlreadyExists(
                 f"{tag!r} is already equivalent on {other_node!r} (priority {current[other_node].priority})"
             )
-        taken = {e.priority for e in current.values()}
         inserts: list[tuple[str, str, int]] = []
+        if others is None:  # made here: the entries there are, besides the two nodes of the change
+            others = {n: [e.remote_tag, e.priority] for n, e in current.items() if n not in (this, other_node)}
+        else:  # replayed: learn the entries this node lacks; those it has must agree
+            for name, (their_tag, their_priority) in sorted(others.items()):
+                known = current.get(name)
+                if known is None:
+                    self._require_node(name)
+                    inserts.append((name, str(their_tag), int(their_priority)))
+                    current[name] = Equivalency(tag, name, int(their_priority), str(their_tag))
+                elif (known.remote_tag, known.priority) != (their_tag, their_priority):
+                    raise IllegalArgument(f"{tag!r}'s equivalency on {name} differs between {self._local} and {this}")
+        taken = {e.priority for e in current.values()}
         if this in current:
             if priority is not None and priority != current[this].priority:
                 raise IllegalArgument(
@@ -740,7 +754,8 @@ class Lcd:
             "other_tag": remote_tag,
             "other_priority": theirs,
             "node": this,
-            "priority": inserts[0][2] if len(inserts) == 2 else current[this].priority,
+            "priority": next(p for n, _t, p in inserts if n == this) if this not in current else current[this].priority,
+            "others": {n: list(v) for n, v in sorted(others.items())},
         }
         with self._change("create_equivalency", args) as db:
             db.executemany(
