@@ -104,20 +104,24 @@ class Failover:
         reached = await asyncio.gather(*(_reaches(host, port, timeout) for host, port in hosts))
         return decide.quorum(mode, self.view(), hosts=len(hosts), hosts_reached=sum(reached))
 
-    async def views(self, about: str | None = None) -> dict[str, dict[str, Any]]:
-        """Ask every live peer what it runs (and how it sees ``about``); peers that do not answer are left out."""
+    async def _each_live_peer(self, op: str, args: dict[str, Any], failing: str) -> dict[str, Any]:
+        """Send ``op`` to every live peer at once; their answers (those that failed: logged with ``failing``)."""
         peers = sorted(self.view().alive - {self.me})
 
-        async def ask(peer: str) -> dict[str, Any] | None:
+        async def one(peer: str) -> Any:
             try:
-                answer = await self.send(peer, "view", {"about": about}, VIEW_TIMEOUT)
+                return await self.send(peer, op, args, VIEW_TIMEOUT)
             except (HakeeperError, TimeoutError) as exc:
-                logger.warning("%s did not say what it runs: %s", peer, exc)
+                logger.warning("%s: %s", failing.format(peer=peer), exc)
                 return None
-            return answer if isinstance(answer, dict) else None
 
-        answers = await asyncio.gather(*(ask(p) for p in peers))
+        answers = await asyncio.gather(*(one(p) for p in peers))
         return {p: a for p, a in zip(peers, answers, strict=True) if a is not None}
+
+    async def views(self, about: str | None = None) -> dict[str, dict[str, Any]]:
+        """Ask every live peer what it runs (and how it sees ``about``); peers that do not answer are left out."""
+        answers = await self._each_live_peer("view", {"about": about}, "{peer} did not say what it runs")
+        return {p: a for p, a in answers.items() if isinstance(a, dict)}
 
     def in_service(self, views: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
         found = {peer: [str(t) for t in answer.get("in_service", [])] for peer, answer in views.items()}
@@ -466,15 +470,7 @@ class Failover:
         Resources") each hierarchy in service here is then taken out of service
         and handed to the next live node by priority.
         """
-        peers = sorted(self.view().alive - {self.me})
-
-        async def tell(peer: str) -> None:
-            try:
-                await self.send(peer, "leaving", {}, VIEW_TIMEOUT)
-            except (HakeeperError, TimeoutError) as exc:
-                logger.warning("could not tell %s that this node stops: %s", peer, exc)
-
-        await asyncio.gather(*(tell(p) for p in peers))
+        await self._each_live_peer("leaving", {}, "could not tell {peer} that this node stops")
         if not switch_over:
             return
         here = set(self.in_service_here())
