@@ -127,23 +127,27 @@ def watch(fd: int, timeout: float) -> str:
             deadline = time.monotonic() + timeout
 
 
-def take_out_of_service(root: Path, why: str) -> None:
-    """Every resource in service here out of service, parents first, with the kits' remove actions."""
+def act(root: Path, why: str) -> int:
+    """Do ``guard_action``: reboot, or take every resource in service here out of service, parents first."""
     from hakeeper.db import Lcd
     from hakeeper.kits.base import KitContext
     from hakeeper.kits.registry import Kits
     from hakeeper.recovery.engine import Engine
 
-    async def run() -> None:
-        with Lcd.open(root, actor="guard") as lcd:
+    async def run() -> int:
+        with Lcd.open(root, actor="guard") as lcd:  # once: the peers take over soon
+            if _action(lcd) == "reboot":
+                logger.error("guard: rebooting the node (guard_action=reboot)")
+                return subprocess.run(REBOOT, check=False).returncode
             engine = Engine(lcd, Kits(KitContext(root, lcd.local_node)))
             report = await engine.remove_everything(reason=f"guard: hakeeperd {why}")
             if not report.ok:
                 logger.error("guard: not everything is out of service: %s", report.summary())
             elif report.done:
                 logger.warning("guard: out of service: %s", ", ".join(report.done))
+        return 0
 
-    asyncio.run(run())
+    return asyncio.run(run())
 
 
 def main() -> int:
@@ -168,24 +172,17 @@ def main() -> int:
                 os.kill(args.daemon_pid, signal.SIGKILL)
     else:
         logger.error("guard: hakeeperd (pid %d) is gone", args.daemon_pid)
-    action = _setting(args.root, "guard_action", "osu")
-    if action == "reboot":
-        logger.error("guard: rebooting the node (guard_action=reboot)")
-        return subprocess.run(REBOOT, check=False).returncode
-    take_out_of_service(args.root, why)
+    code = act(args.root, why)
     logger.warning("guard: done in %.3f s", time.monotonic() - started)
-    return 0
+    return code
 
 
-def _setting(root: Path, name: str, default: str) -> str:
-    from hakeeper.db import Lcd
-
+def _action(lcd: Any) -> str:
     try:
-        with Lcd.open(root, actor="guard") as lcd:
-            return str(lcd.settings().get(name, default))
+        return str(lcd.settings().get("guard_action", "osu"))
     except Exception:
-        logger.exception("guard: cannot read %s; using %s", name, default)
-        return default
+        logger.exception("guard: cannot read guard_action; using osu")
+        return "osu"
 
 
 if __name__ == "__main__":

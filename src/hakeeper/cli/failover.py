@@ -11,15 +11,14 @@ import argparse
 from hakeeper.cli.base import Context, arg, command, other_node
 from hakeeper.cluster import decide
 from hakeeper.cluster.decide import Hierarchy, View
+from hakeeper.cluster.failover import hierarchy_of
 from hakeeper.db import Lcd
 from hakeeper.errors import CommunicationFailed, NotFound, UsageError
 
 
 def _hierarchy(lcd: Lcd, tag: str) -> Hierarchy:
     lcd.resource(tag)
-    switchbacks = {r.tag: r.switchback for r in lcd.resources()}
-    found = decide.hierarchies(lcd.edges(), lcd.equivalencies(), switchbacks)
-    h = next((h for h in found if tag in h.members), None)
+    h = hierarchy_of(lcd, tag)
     if h is None:
         raise NotFound(f"{tag!r} is extended to no other node (see: eqv_list, hakeeper extend)")
     return h

@@ -85,11 +85,10 @@ class Failover:
         return View.of(self.me, (n.name for n in self.lcd.nodes()), alive)
 
     def hierarchies(self) -> list[Hierarchy]:
-        switchbacks = {r.tag: r.switchback for r in self.lcd.resources()}
-        return decide.hierarchies(self.lcd.edges(), self.lcd.equivalencies(), switchbacks)
+        return hierarchies_in(self.lcd)
 
     def hierarchy_of(self, tag: str) -> Hierarchy | None:
-        return next((h for h in self.hierarchies() if tag in h.members), None)
+        return hierarchy_of(self.lcd, tag)
 
     def in_service_here(self) -> list[str]:
         return sorted(tag for tag, _id, state, _reason in self.lcd.summaries() if state.in_service)
@@ -521,6 +520,17 @@ class Failover:
         if not report.ok:
             raise SystemCallFailed(report.summary())
         return {}
+
+
+def hierarchies_in(lcd: Lcd) -> list[Hierarchy]:
+    """The LCD's extended hierarchies, each with the switchback of its first root."""
+    switchbacks = {r.tag: r.switchback for r in lcd.resources()}
+    return decide.hierarchies(lcd.edges(), lcd.equivalencies(), switchbacks)
+
+
+def hierarchy_of(lcd: Lcd, tag: str) -> Hierarchy | None:
+    """The extended hierarchy ``tag`` belongs to, if any."""
+    return next((h for h in hierarchies_in(lcd) if tag in h.members), None)
 
 
 async def _reaches(host: str, port: int, timeout: float) -> bool:
