@@ -101,6 +101,8 @@ class Daemon:
             "view": self.failover.on_view,
             "takeover": self.failover.on_takeover,
             "release": self.failover.on_release,
+            "ballot_prepare": self.failover.on_ballot_prepare,
+            "ballot_accept": self.failover.on_ballot_accept,
             "leaving": self.failover.on_leaving,
             "adopt": self.adopter.on_adopt,
             "unadopt": self.adopter.on_unadopt,
@@ -368,6 +370,7 @@ class Daemon:
         if self.rpc is not None:
             self.spawn_service(self._listen_for_messages(self.rpc), "messages")
             self.spawn_service(self._catch_up(), "catch-up")
+            self.spawn_service(self.failover.converge_forever(), "anti-entropy")
             self.spawn(self._join_in(), "catch-up at start")
         else:
             self.caught_up.set()
@@ -403,6 +406,7 @@ class Daemon:
             in_service = [r.tag for r in self.lcd.resources() if r.state.in_service]
             if in_service:
                 logger.info("leaving in service: %s", ", ".join(in_service))
+        self.failover.close()
         self.lcd.close()  # stage 4
         with contextlib.suppress(FileNotFoundError):
             socket_path(self.root).unlink()

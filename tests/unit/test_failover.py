@@ -31,6 +31,7 @@ class Cluster:
         self.kits: dict[str, FakeKit] = {}
         self.nodes: dict[str, Failover] = {}
         self.seen: dict[str, dict[str, PathState]] = {}
+        self.frozen: set[str] = set()  # hakeeperd stopped (SIGSTOP): requests to it wait for their timeout
         for name in NAMES:
             lcd = Lcd.open(base / name, node=name)
             for other in NAMES:
@@ -54,6 +55,9 @@ class Cluster:
         async def send(node: str, op: str, args: dict[str, Any], timeout: float) -> Any:
             if self.seen[sender].get(node) is not PathState.ALIVE:
                 raise CommunicationFailed(f"cannot reach node {node!r}")
+            if node in self.frozen:
+                await asyncio.sleep(timeout)
+                raise TimeoutError(f"{node} did not answer within {timeout} s")
             handler = getattr(self.nodes[node], f"on_{op}")
             return await handler(Peer(sender, "198.18.0.1"), args)
 
@@ -72,6 +76,8 @@ class Cluster:
         return [n for n in NAMES if self.state(n) is State.ISP]
 
     def close(self) -> None:
+        for failover in self.nodes.values():
+            failover.close()
         for lcd in self.lcds.values():
             lcd.close()
 
@@ -79,7 +85,7 @@ class Cluster:
 @pytest.fixture(name="cluster")
 def cluster_fixture(tmp_path: Path) -> Any:
     c = Cluster(tmp_path)
-    asyncio.run(c.nodes["node1"].engine.restore("web", reason="start"))
+    asyncio.run(c.nodes["node1"].switchover("web"))  # claimed: node1 owns web under epoch 1
     yield c
     c.close()
 
@@ -295,3 +301,88 @@ def test_at_start_a_hierarchy_that_runs_elsewhere_or_is_init_osu_is_left_alone(t
         assert cluster.holders() == [], "INIT_OSU waits for the administrator"
     finally:
         cluster.close()
+
+
+# ---------------------------------------------------------------------- compound faults: one owner per hierarchy
+
+
+def converged(failover: Failover) -> None:
+    """One anti-entropy pass, and the removals and retries it started."""
+
+    async def one_pass() -> None:
+        await failover.converge()
+        await asyncio.gather(*failover._stops.values(), *failover._retries)
+
+    asyncio.run(one_pass())
+
+
+def owner(cluster: Cluster, node: str) -> Any:
+    return cluster.nodes[node].owner(cluster.nodes[node].hierarchy_of("web") or pytest.fail("no hierarchy"))
+
+
+def test_a_switchover_racing_the_owner_s_death_leaves_one_node_serving(cluster: Cluster) -> None:
+    """Issue 10, row 1: switchover to node3 while node1 (which serves) powers off and node2 fails it over."""
+    cluster.cut("node1")
+
+    async def race() -> None:
+        await asyncio.gather(cluster.nodes["node3"].switchover("web"), cluster.nodes["node2"].node_dead("node1"),
+                             cluster.nodes["node3"].node_dead("node1"), return_exceptions=True)  # fmt: skip
+
+    asyncio.run(race())
+    serving = [n for n in cluster.holders() if n != "node1"]  # node1 is off: only its LCD still says ISP
+    assert len(serving) == 1, f"exactly one survivor serves, not {serving}"
+    assert owner(cluster, serving[0]).node == serving[0]
+
+
+def test_a_frozen_owner_is_unknown_not_nothing(cluster: Cluster) -> None:
+    """Row 2: node1 serves but its hakeeperd is frozen (heartbeats go on); node3 dies: node2 must not restore web."""
+    cluster.frozen.add("node1")
+    for name in ("node1", "node2"):
+        cluster.seen[name]["node3"] = PathState.DEAD
+    asyncio.run(cluster.nodes["node2"].node_dead("node3"))
+    assert cluster.holders() == ["node1"]
+    converged(cluster.nodes["node2"])
+    assert cluster.holders() == ["node1"], "a peer that does not answer runs something, for all we know"
+
+
+def test_a_duplicate_is_removed_from_every_node_but_the_owner(cluster: Cluster) -> None:
+    """Row 4: node2 took web over while node1's hakeeperd was away; node1 comes back still running it."""
+    node2 = cluster.nodes["node2"]
+    web = node2.hierarchy_of("web")
+    assert web is not None
+    cluster.cut("node1")
+    asyncio.run(node2.node_dead("node1"))
+    assert "node2" in cluster.holders()
+    cluster.lcds["node1"].set_state("web", State.ISP, "still running: hakeeperd was SIGKILLed")  # the copy left
+    cluster.lcds["node1"].set_state("web-ip", State.ISP, "still running")
+    for name in NAMES:  # node1 is back
+        for other in NAMES:
+            if other != name:
+                cluster.seen[name][other] = PathState.ALIVE
+    converged(cluster.nodes["node1"])
+    assert cluster.holders() == ["node2"], "node1 stopped its copy: node2 owns a newer epoch"
+
+
+def test_an_abandoned_takeover_is_retried_by_the_anti_entropy_pass(cluster: Cluster) -> None:
+    """Row 5: node2 abandoned its takeover (remote_verify); node1 then died for good and nobody acted on it."""
+    cluster.cut("node1")
+    cluster.lcds["node1"].set_state("web", State.OSU, "powered off")
+    cluster.lcds["node1"].set_state("web-ip", State.OSU, "powered off")
+    node2 = cluster.nodes["node2"]
+    node2.dead_since["node1"] = 0.0  # long dead: its lease lapsed
+    converged(cluster.nodes["node3"])
+    assert cluster.holders() == [], "node3 is not the highest-priority live node"
+    converged(node2)
+    assert cluster.holders() == ["node2"]
+    assert owner(cluster, "node2").node == "node2"
+
+
+def test_a_claim_without_a_majority_of_voters_restores_nothing(cluster: Cluster) -> None:
+    """node2 sees node1 dead but node3 cannot be reached for the claim: quorum by heartbeats, no majority of votes."""
+    cluster.cut("node1")
+    cluster.frozen.add("node3")  # its heartbeats say ALIVE, its hakeeperd does not answer
+    asyncio.run(cluster.nodes["node2"].node_dead("node1"))
+    assert cluster.state("node2") is State.OSU
+    assert "not claimed" in cluster.nodes["node2"].blocked["web"] or "did not" in cluster.nodes["node2"].blocked.get(
+        "web", ""
+    )

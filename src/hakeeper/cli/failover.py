@@ -11,7 +11,7 @@ import argparse
 from hakeeper.cli.base import Context, arg, command, other_node
 from hakeeper.cluster import decide
 from hakeeper.cluster.decide import Hierarchy, View
-from hakeeper.cluster.failover import hierarchy_of
+from hakeeper.cluster.failover import Failover, hierarchy_of
 from hakeeper.db import Lcd
 from hakeeper.errors import CommunicationFailed, NotFound, UsageError
 
@@ -86,6 +86,12 @@ def _why_lines(
         lines.append(f"  next: {following[0]} (priority {h.priorities[following[0]]}), if {current or 'it'} fails")
     else:
         lines.append("  next: no other live node it is extended to")
+    owner = failover.owner(h) if isinstance(failover, Failover) else None
+    if owner is not None:
+        lines.append(f"  owner: {owner}, as this node's voter last accepted it")
+    next_try = failover.next_try(h.name) if isinstance(failover, Failover) else None
+    if next_try:
+        lines.append(f"  retry: {next_try}")
     quorum = getattr(failover, "quorum_lost", False)
     blocked = getattr(failover, "blocked", {}).get(h.name)
     if quorum:

@@ -206,3 +206,101 @@ def at_start(
         sentence = f"{h.name}: in service nowhere at start; {target} has the highest live priority ({priority}); "
         decisions.append(Decision(h, act, target, sentence + f"restoring {members}"))
     return decisions
+
+
+# ---------------------------------------------------------------------- ownership (see cluster/placement.py)
+
+
+class Claim(enum.Enum):
+    """Why a node claims a hierarchy: what it may take it from."""
+
+    FAILOVER = "failover"  # from an owner that is not alive
+    START = "start"  # from nobody (or a dead owner) when the cluster starts
+    TAKEOVER = "takeover"  # asked by the owner (or by a node it tried) after a failure there
+    SWITCHOVER = "switchover"  # from any owner, who releases it first (or dies meanwhile)
+    RETRY = "retry"  # anti-entropy: it runs nowhere and its owner is not alive, or is this node after a failure
+    ADOPT = "adopt"  # it runs here and nobody owns it (made before ownership records, or restored by hand)
+
+
+def may_claim(owner: str | None, claim: Claim, view: View, *, allowed: Iterable[str] = ()) -> str | None:
+    """Why ``view.me`` may not take a hierarchy whose recorded owner is ``owner``; None when it may.
+
+    The record read by the claim (a majority's), not a peer's answer, says who
+    owns it. An owner that is alive keeps it, unless it asks (``allowed``: the
+    requester of a takeover and the nodes it tried), or the claim is a
+    switchover (the owner releases first). An owner that is not alive loses it:
+    the claimant still waits for its lease to lapse before it restores.
+    """
+    if owner is None or owner == view.me or claim is Claim.SWITCHOVER or owner in set(allowed):
+        return None
+    if owner in view.alive:
+        return f"{owner} owns it and is alive"
+    if claim is Claim.ADOPT:
+        return f"{owner} owns it"
+    return None
+
+
+class Fix(enum.Enum):
+    STOP = "stop"  # take it out of service here: another node owns a newer epoch
+    CLAIM = "claim"  # claim it and restore it here: it runs nowhere and falls to this node
+
+
+@dataclass(frozen=True)
+class Repair:
+    hierarchy: Hierarchy
+    fix: Fix
+    sentence: str
+
+
+def converge(
+    view: View,
+    found: Iterable[Hierarchy],
+    runs: Mapping[str, Mapping[str, int]],
+    records: Mapping[str, tuple[int, str | None]],
+    *,
+    unknown: Iterable[str] = (),
+    departed: Iterable[str] = (),
+    retry: Iterable[str] = (),
+) -> list[Repair]:
+    """One anti-entropy pass on ``view.me``: which duplicates it stops, which hierarchies that run nowhere it claims.
+
+    ``runs``: node -> {hierarchy: epoch it runs it under} for this node and every
+    live peer that answered (``unknown``: live peers that did not; a hierarchy is
+    "nowhere" only when every live node answered). ``records``: hierarchy ->
+    (epoch, owner) as this node's voter last accepted it — a hint that decides
+    nothing alone: a repair that claims reads the majority's record again.
+    ``retry``: hierarchies whose restore failed on this node, to try again.
+    """
+    mine = runs.get(view.me, {})
+    silent = set(unknown) & view.alive
+    gone = set(departed)
+    again = set(retry)
+    repairs = []
+    for h in found:
+        epoch, owner = records.get(h.name, (0, None))
+        if h.name in mine:
+            here = mine[h.name]
+            newer = sorted((r[h.name], n) for n, r in runs.items() if n != view.me and r.get(h.name, -1) > here)
+            if owner != view.me and epoch > here:
+                who = owner or "nobody (released)"
+                sentence = f"{h.name}: owned by {who} under epoch {epoch}, run here under epoch {here}"
+                repairs.append(Repair(h, Fix.STOP, sentence + ": taking it out of service here"))
+            elif newer:
+                e, n = newer[-1]
+                sentence = f"{h.name}: in service on {n} under epoch {e} too, here under epoch {here}"
+                repairs.append(Repair(h, Fix.STOP, sentence + ": taking it out of service here"))
+            continue
+        if silent or any(h.name in r for r in runs.values()) or view.me not in h.priorities or owner is None:
+            continue
+        if owner == view.me:
+            if h.name in again:
+                sentence = f"{h.name}: runs nowhere since its restore failed here; trying again"
+                repairs.append(Repair(h, Fix.CLAIM, sentence))
+            continue
+        if owner in view.alive or owner in gone:
+            continue
+        live = h.by_priority(view.alive)
+        if live and live[0][1] == view.me:
+            sentence = f"{h.name}: runs nowhere and its owner {owner} is not alive; {view.me} has the highest live "
+            repairs.append(Repair(h, Fix.CLAIM, sentence + f"priority ({live[0][0]}); claiming it"))
+    return repairs

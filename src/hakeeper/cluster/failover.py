@@ -1,5 +1,16 @@
 """Failover, switchover and switchback: hakeeperd acting on the decisions of :mod:`hakeeper.cluster.decide`.
 
+**One owner per hierarchy.** Who may run a hierarchy is its ownership record
+(epoch, owner) in :mod:`hakeeper.cluster.placement`, changed only by a claim a
+majority of the voters (every node, witnesses included) accepted. Every way a
+hierarchy comes in service on a node — a failover, the cluster's start, a
+takeover asked by a node where it failed, a switchover or switchback, an
+anti-entropy retry — is :meth:`Failover._take`: re-check quorum, claim, wait
+until the previous owner released it, was fenced, or its lease lapsed (DEAD for
+``takeover_delay``), check that the claim still holds, restore. A node that
+learns of a newer epoch owned by another node (in a claim's accept, in a peer's
+digest) takes the hierarchy out of service at once.
+
 When a peer is declared dead (every path DEAD), each survivor:
 
 1. waits until it has caught up on configuration changes (``Daemon.caught_up``);
@@ -10,9 +21,16 @@ When a peer is declared dead (every path DEAD), each survivor:
    whose detection may lag by a heartbeat interval, has stopped serving;
 4. with ``witness_mode=remote_verify``, asks the other live nodes whether they
    see the node dead too, and pauses while one still sees it alive;
-5. learns from the same answers where each hierarchy is in service, decides
-   (:func:`decide.takeover`), fences the dead node if a ``fence_command`` is
-   set (a failed fence blocks the takeover), and restores what falls to it.
+5. decides (:func:`decide.takeover`) who restores each hierarchy, fences the
+   dead node if a ``fence_command`` is set (a failed fence blocks the takeover),
+   and takes what falls to it.
+
+A peer that does not answer is *unknown*, never "runs nothing": the claim, not
+the answers, says who owns a hierarchy, and the anti-entropy pass
+(:meth:`Failover.converge`, every few heartbeat intervals) treats a hierarchy
+as running nowhere only when every live node answered. That pass also stops
+duplicates and retries a hierarchy that runs nowhere although it should (an
+abandoned or failed takeover), with back-off.
 
 A hierarchy whose restore fails moves on to the next live node by priority
 until none is left; LifeKeeper stops at the first. The same chain serves a
@@ -28,12 +46,14 @@ import logging
 import os
 import shlex
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from hakeeper.cluster import decide
-from hakeeper.cluster.decide import Act, Hierarchy, View
+from hakeeper.cluster.decide import Act, Claim, Fix, Hierarchy, View
+from hakeeper.cluster.placement import Answer, Ballot, BallotBox, Owner, Placement, PlacementStore, Refuse, majority
 from hakeeper.comm.paths import PathState
+from hakeeper.comm.rpc import RemoteError
 from hakeeper.comm.tls import Peer
 from hakeeper.db import Lcd, State
 from hakeeper.db.settings import detection_budget, min_takeover_delay, parse_hosts
@@ -46,8 +66,12 @@ logger = logging.getLogger(__name__)
 Send = Callable[[str, str, dict[str, Any], float], Awaitable[Any]]
 
 VIEW_TIMEOUT = 2.0  # a live peer's answer about what it sees and runs
+VOTE_TIMEOUT = 1.0  # a voter's answer to a claim's prepare or accept
 MOVE_TIMEOUT = 900.0  # a restore on another node (LifeKeeper's REMOTETIMEOUT)
+RELEASE_TIMEOUT = 900.0  # the previous owner's remove, during a switchover (watched: its death ends the wait)
 VERIFY_ROUNDS = 20  # remote_verify: how often to ask again, one heartbeat interval apart
+CONVERGE_EVERY = 5  # heartbeat intervals between two anti-entropy passes
+RETRY_FIRST, RETRY_MOST, RETRY_TRIES = 1.0, 30.0, 8  # anti-entropy retries of one hierarchy: back-off, bound
 CONFIRM_FLAG = "confirmso!"  # + a node: a failover from that node waits for lk_confirmso (LifeKeeper's flag)
 FENCE_TIMEOUT = 120.0
 HALT = {"fastkill": ["systemctl", "poweroff", "--force", "--force"],
@@ -62,6 +86,8 @@ class Failover:
         send: Send,
         membership: Callable[[], dict[str, PathState]],
         caught_up: asyncio.Event,
+        *,
+        placement: PlacementStore | None = None,
     ) -> None:
         self.lcd = lcd
         self.engine = engine
@@ -76,7 +102,20 @@ class Failover:
         self.departed: set[str] = set()
         #: Failovers waiting for lk_confirmso, by dead node.
         self.confirmations: dict[str, asyncio.Future[bool]] = {}
-        self._decide = asyncio.Lock()  # one decision at a time on this node
+        #: When each peer was last declared DEAD (monotonic): its lease lapses takeover_delay later.
+        self.dead_since: dict[str, float] = {}
+        #: Hierarchies to try again (their restore failed): hierarchy -> (tries so far, next try, monotonic).
+        self.retry: dict[str, tuple[int, float]] = {}
+        self.box = BallotBox(lcd.path.parent)
+        self.placement: PlacementStore = placement or Placement(
+            self.me, self.box, _Voters(self), lambda: sorted({n.name for n in self.lcd.nodes()}), self._voters_needed
+        )
+        self._locks: dict[str, asyncio.Lock] = {}  # one move of a hierarchy at a time on this node
+        self._stops: dict[str, asyncio.Task[bool]] = {}  # removals under way, by hierarchy
+        self._retries: set[asyncio.Task[None]] = set()  # anti-entropy retries under way
+
+    def close(self) -> None:
+        self.box.close()
 
     # ------------------------------------------------------------------ what this node knows
 
@@ -93,6 +132,16 @@ class Failover:
     def in_service_here(self) -> list[str]:
         return sorted(tag for tag, _id, state, _reason in self.lcd.summaries() if state.in_service)
 
+    def runs_here(self, found: Iterable[Hierarchy] | None = None) -> dict[str, int]:
+        """The hierarchies in service here (any member), with the epoch this node holds them under (0: none)."""
+        here = set(self.in_service_here())
+        held = self.box.held()
+        return {h.name: held.get(h.name, 0) for h in (found or self.hierarchies()) if h.members & here}
+
+    def owner(self, h: Hierarchy) -> Owner:
+        """The ownership record as this node's voter last accepted it (a hint; claims read a majority)."""
+        return self.placement.known(h.name)
+
     async def quorum(self) -> decide.Quorum:
         settings = self.lcd.settings()
         mode = str(settings["quorum_mode"])
@@ -102,6 +151,18 @@ class Failover:
         timeout = float(settings["quorum_timeout"])
         reached = await asyncio.gather(*(_reaches(host, port, timeout) for host, port in hosts))
         return decide.quorum(mode, self.view(), hosts=len(hosts), hosts_reached=sum(reached))
+
+    def _voters_needed(self, everyone: list[str]) -> int:
+        """How many voters a claim needs: a majority of all; with quorum_mode tcp_remote or none, of the live ones.
+
+        Without a majority of nodes as the quorum, the nodes a claimant reaches
+        only order claims among themselves; the quorum hosts (or the
+        administrator, with ``none``) decide which side acts, and fencing keeps
+        the other from serving (required for two nodes with tcp_remote).
+        """
+        if str(self.lcd.settings()["quorum_mode"]) == "majority":
+            return majority(len(everyone))
+        return majority(len(self.view().alive & set(everyone)))
 
     async def _each_live_peer(self, op: str, args: dict[str, Any], failing: str) -> dict[str, Any]:
         """Send ``op`` to every live peer at once; their answers (those that failed: logged with ``failing``)."""
@@ -118,9 +179,16 @@ class Failover:
         return {p: a for p, a in zip(peers, answers, strict=True) if a is not None}
 
     async def views(self, about: str | None = None) -> dict[str, dict[str, Any]]:
-        """Ask every live peer what it runs (and how it sees ``about``); peers that do not answer are left out."""
+        """Ask every live peer what it runs (and how it sees ``about``); peers that do not answer are left out.
+
+        Left out means unknown, not "runs nothing": see :meth:`unknown`.
+        """
         answers = await self._each_live_peer("view", {"about": about}, "{peer} did not say what it runs")
         return {p: a for p, a in answers.items() if isinstance(a, dict)}
+
+    def unknown(self, views: dict[str, dict[str, Any]]) -> list[str]:
+        """The live peers that did not answer: what they run is unknown."""
+        return sorted(self.view().alive - {self.me} - set(views))
 
     def in_service(self, views: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
         found = {peer: [str(t) for t in answer.get("in_service", [])] for peer, answer in views.items()}
@@ -129,24 +197,32 @@ class Failover:
 
     def quorum_advice(self) -> str | None:
         """What is wrong with the quorum setup for this cluster's size, if anything (logged at start, in why)."""
-        mode = str(self.lcd.settings()["quorum_mode"])
+        settings = self.lcd.settings()
+        mode = str(settings["quorum_mode"])
         if mode == "majority" and len(self.view().nodes) == 2:
             return (
                 "two nodes with quorum_mode=majority: neither can outvote the other, so no failover happens; "
                 "add a witness (hakeeper cluster join --witness), use quorum_mode=tcp_remote, or set "
                 "quorum_mode=none to accept the risk of both serving at once"
             )
+        if mode == "tcp_remote" and len(self.view().nodes) == 2 and not str(settings["fence_command"]).strip():
+            return (
+                "two nodes with quorum_mode=tcp_remote and no fence_command: with no third voter, nothing proves "
+                "that the other node stopped, so no failover happens; set fence_command, or add a witness "
+                "and use quorum_mode=majority"
+            )
         return None
 
     # ------------------------------------------------------------------ membership events
 
     async def node_dead(self, node: str) -> None:
+        self.dead_since[node] = time.monotonic()
         await self.caught_up.wait()
         if node in self.departed:
             logger.info("%s stopped gracefully: nothing moves", node)
             return
-        # Quorum first, at once and outside the decision lock: a node on the losing side of a
-        # partition must stop serving before the others' takeover delay runs out.
+        # Quorum first, at once: a node on the losing side of a partition must stop serving before the
+        # others' takeover delay runs out.
         if not await self._have_quorum():
             return
         delay = float(self.lcd.settings()["takeover_delay"])
@@ -156,23 +232,38 @@ class Failover:
             return
         if not await self._confirmed(node):
             return
-        async with self._decide:
-            if not await self._have_quorum():
-                return
-            views = await self._verified(node)
-            if views is None:
-                return
-            decisions = decide.takeover(
-                node, self.view(), self.hierarchies(), self.in_service(views), dead_paths=len(self.lcd.paths(node))
-            )
-            mine = [d for d in decisions if d.act is Act.RESTORE]
-            for d in decisions:
-                (logger.warning if d.act is not Act.ELSEWHERE else logger.info)("%s", d.sentence)
-            if mine and not await self._fence(node, [d.hierarchy.name for d in mine]):
-                return
+        if not await self._have_quorum():
+            return
+        views = await self._verified(node)
+        if views is None:
+            return
+        decisions = decide.takeover(
+            node, self.view(), self.hierarchies(), self.in_service(views), dead_paths=len(self.lcd.paths(node))
+        )
+        mine = [d for d in decisions if d.act is Act.RESTORE]
+        for d in decisions:
+            (logger.warning if d.act is not Act.ELSEWHERE else logger.info)("%s", d.sentence)
+        if mine and self._needs_fencing():
             for d in mine:
-                self.blocked.pop(d.hierarchy.name, None)
-                await self._restore_or_move_on(d.hierarchy, failed=[node], reason=f"failover from {node}")
+                self.blocked[d.hierarchy.name] = (
+                    "quorum_mode=tcp_remote with two nodes needs a fence_command: nothing else proves "
+                    f"that {node} stopped"
+                )
+                logger.error("%s: takeover blocked: %s", d.hierarchy.name, self.blocked[d.hierarchy.name])
+            return
+        if mine and not await self._fence(node, [d.hierarchy.name for d in mine]):
+            return
+        await asyncio.gather(
+            *(self._take(d.hierarchy, Claim.FAILOVER, reason=f"failover from {node}", failed=[node]) for d in mine)
+        )
+
+    def _needs_fencing(self) -> bool:
+        settings = self.lcd.settings()
+        return (
+            str(settings["quorum_mode"]) == "tcp_remote"
+            and len(self.view().nodes) == 2
+            and not str(settings["fence_command"]).strip()
+        )
 
     async def boot(self) -> None:
         """At start, once the peers are known: restore the hierarchies that should run and run nowhere.
@@ -186,24 +277,37 @@ class Failover:
         start = [h.name for h in self.hierarchies() if self.lcd.resource(h.roots[0]).init is not Init.INIT_OSU]
         if not start:
             return
+        await asyncio.sleep(float(settings["takeover_delay"]))
+        q = await self.quorum()
+        if not q.ok:
+            logger.warning("no quorum at start (%s): nothing is brought in service", q.why)
+            return
+        views = await self.views()
+        silent = self.unknown(views)
+        if silent:
+            logger.warning("at start: %s did not say what they run; the anti-entropy pass decides later",
+                           ", ".join(silent))  # fmt: skip
+            return
+        decisions = decide.at_start(self.view(), self.hierarchies(), self.in_service(views), start=start)
+        for d in decisions:
+            if d.act is Act.RESTORE:
+                logger.warning("%s", d.sentence)
+        await asyncio.gather(
+            *(self._take(d.hierarchy, Claim.START, reason="start") for d in decisions if d.act is Act.RESTORE)
+        )
+
+    async def membership_formed(self) -> None:
+        """Wait (bounded by the detection budget and a second) until every peer is ALIVE or DEAD."""
+        settings = self.lcd.settings()
         peers = {n for n in self.view().nodes if n != self.me}
         deadline = time.monotonic() + detection_budget(settings) + 1.0
-        while time.monotonic() < deadline:  # bounded: until every peer is ALIVE or DEAD
+        while time.monotonic() < deadline:
             if all(self.membership().get(p, PathState.UNKNOWN) is not PathState.UNKNOWN for p in peers):
-                break
-            await asyncio.sleep(float(settings["heartbeat_interval"]))
-        await asyncio.sleep(float(settings["takeover_delay"]))
-        found = self.hierarchies()
-        async with self._decide:
-            q = await self.quorum()
-            if not q.ok:
-                logger.warning("no quorum at start (%s): nothing is brought in service", q.why)
                 return
-            views = await self.views()
-            for d in decide.at_start(self.view(), found, self.in_service(views), start=start):
-                if d.act is Act.RESTORE:
-                    logger.warning("%s", d.sentence)
-                    await self._restore_or_move_on(d.hierarchy, failed=[], reason="start")
+            await asyncio.sleep(float(settings["heartbeat_interval"]))
+        unknown = sorted(p for p in peers if self.membership().get(p, PathState.UNKNOWN) is PathState.UNKNOWN)
+        logger.warning("membership not formed after %.1f s: %s still UNKNOWN",
+                       detection_budget(settings) + 1.0, ", ".join(unknown))  # fmt: skip
 
     async def _confirmed(self, dead: str) -> bool:
         """LifeKeeper's confirmso: with the flag ``confirmso!<dead>``, wait for ``lk_confirmso -y|-n -s <dead>``.
@@ -250,26 +354,28 @@ class Failover:
 
     async def node_alive(self, node: str) -> None:
         self.departed.discard(node)
+        self.dead_since.pop(node, None)
         await self.caught_up.wait()
-        async with self._decide:
-            if self.quorum_lost:
-                q = await self.quorum()
-                if q.ok:
-                    self.quorum_lost = False
-                    logger.warning("quorum regained (%s); resources stay where they are", q.why)
-            if self.quorum_lost:
-                return
-            found = [h for h in self.hierarchies() if h.switchback is Switchback.AUTOMATIC]
-            if not found:
-                return
-            views = await self.views()
-            for d in decide.switchback(self.me, self.view(), found, self.in_service(views)):
-                if d.act is Act.RESTORE:
-                    logger.warning("%s", d.sentence)
-                    try:
-                        await self._move_here(d.hierarchy, views, reason="switchback")
-                    except HakeeperError as exc:
-                        logger.error("switchback of %s failed: %s", d.hierarchy.name, exc)
+        if self.quorum_lost:
+            q = await self.quorum()
+            if q.ok:
+                self.quorum_lost = False
+                logger.warning("quorum regained (%s); resources stay where they are", q.why)
+        if self.quorum_lost:
+            return
+        found = [h for h in self.hierarchies() if h.switchback is Switchback.AUTOMATIC]
+        if not found:
+            return
+        views = await self.views()
+        in_service = self.in_service(views)
+        for d in decide.switchback(self.me, self.view(), found, in_service):
+            if d.act is Act.RESTORE:
+                logger.warning("%s", d.sentence)
+                held = decide.holders(d.hierarchy, self.view(), in_service)
+                try:
+                    await self._switch_here(d.hierarchy, reason="switchback", holders=held)
+                except HakeeperError as exc:
+                    logger.error("switchback of %s failed: %s", d.hierarchy.name, exc)
 
     async def _have_quorum(self) -> bool:
         q = await self.quorum()
@@ -355,7 +461,129 @@ class Failover:
         logger.error("%s: %s", ", ".join(names), reason)
         return False
 
-    # ------------------------------------------------------------------ moving hierarchies
+    # ------------------------------------------------------------------ taking a hierarchy: claim, wait, restore
+
+    def _lock(self, h: Hierarchy) -> asyncio.Lock:
+        return self._locks.setdefault(h.name, asyncio.Lock())
+
+    async def _take(
+        self, h: Hierarchy, claim: Claim, *, reason: str, failed: Iterable[str] = (), allowed: Iterable[str] = ()
+    ) -> bool:
+        """Claim ``h``, restore it here; when the restore fails, move on to the next live nodes. True: it runs here."""
+        async with self._lock(h):
+            result, why, _previous = await self._claim_and_restore(h, claim, reason=reason, allowed=allowed)
+        if result == RESTORED:
+            logger.warning("%s in service on %s (%s)", h.name, self.me, reason)
+            return True
+        if result == REFUSED:
+            logger.warning("%s: not restored here: %s", h.name, why)
+            return False
+        logger.error("%s: restore on %s failed: %s", h.name, self.me, why)
+        await self.move_on(h, failed=[*failed, self.me], reason=f"{reason}; restore failed on {self.me}")
+        return False
+
+    async def _claim_and_restore(
+        self, h: Hierarchy, claim: Claim, *, reason: str, allowed: Iterable[str] = (), holders: Iterable[str] = ()
+    ) -> tuple[str, str, str | None]:
+        """The one way a hierarchy comes in service here: (RESTORED | REFUSED | FAILED, why, previous owner).
+
+        Re-checks before acting: quorum now (not when the decision was taken), the
+        claim at a majority, the previous owner out of it, the claim still ours.
+        ``holders``: other nodes seen running it, which must release it too (a
+        copy restored by hand, before ownership records, or under an older epoch).
+        """
+        q = await self.quorum()
+        if not q.ok:
+            return REFUSED, f"no quorum ({q.why})", None
+        view = self.view()
+        permitted = set(allowed)
+
+        def change(current: Owner) -> Owner:
+            why = decide.may_claim(current.node, claim, view, allowed=permitted)
+            if why is not None:
+                raise Refuse(why)
+            return Owner(current.epoch + 1, self.me)
+
+        outcome = await self.placement.claim(h.name, change)
+        if not outcome.ok or outcome.now is None or outcome.previous is None:
+            self.blocked[h.name] = f"not claimed: {outcome.why}"
+            return REFUSED, f"not claimed: {outcome.why}", None
+        epoch, previous = outcome.now.epoch, outcome.previous.node
+        self.box.hold(h.name, epoch)
+        logger.info("%s: claimed by %s under epoch %d (previous owner %s)", h.name, self.me, epoch, outcome.previous)
+        waiting = None
+        for node in dict.fromkeys([previous, *holders]):
+            waiting = waiting or await self._previous_gone(h, node, epoch, released=permitted)
+        if waiting is None:
+            q = await self.quorum()
+            waiting = None if q.ok else f"no quorum ({q.why})"
+        if waiting is None and self.owner(h).epoch > epoch:
+            waiting = f"superseded by {self.owner(h)}"
+        if waiting is not None:
+            self.blocked[h.name] = waiting
+            if self.owner(h).node == self.me:
+                self._schedule_retry(h)  # ours, and out of service: the anti-entropy pass tries again
+            return REFUSED, waiting, previous
+        ok, why = await self._restore_here(h, reason)
+        if not ok:
+            self.box.let_go(h.name)
+            return FAILED, why, previous
+        if self.owner(h).epoch > epoch:  # claimed by another node while the restore ran
+            self._stop_soon(h, f"superseded by {self.owner(h)}")
+            return REFUSED, f"superseded by {self.owner(h)} while restoring", previous
+        self.blocked.pop(h.name, None)
+        self.retry.pop(h.name, None)
+        return RESTORED, "", previous
+
+    async def _previous_gone(self, h: Hierarchy, previous: str | None, epoch: int, *, released: set[str]) -> str | None:
+        """Wait until the previous owner is out of ``h``: released it, or its lease lapsed. None, or why not.
+
+        The lease of a node that is DEAD lapses ``takeover_delay`` after it was
+        declared dead: by then, a node cut off from the majority has run its
+        quorum-loss action. A live owner is asked to release; if it dies meanwhile,
+        its lease decides (a switchover becomes a failover). A peer that neither
+        answers nor dies is unknown: the wait goes on, bounded.
+        """
+        if previous is None or previous == self.me or previous in released:
+            return None
+        settings = self.lcd.settings()
+        delay, interval = float(settings["takeover_delay"]), float(settings["heartbeat_interval"])
+        deadline = time.monotonic() + RELEASE_TIMEOUT
+        release: asyncio.Future[Any] | None = None
+        try:
+            while time.monotonic() < deadline:
+                if self.owner(h).epoch > epoch:
+                    return f"superseded by {self.owner(h)}"
+                now = time.monotonic()
+                state = self.membership().get(previous, PathState.UNKNOWN)
+                if state is PathState.DEAD:
+                    lapse = self.dead_since.setdefault(previous, now) + delay
+                    if now >= lapse:
+                        logger.info("%s: %s DEAD for takeover_delay (%g s): lease lapsed", h.name, previous, delay)
+                        return None
+                    await asyncio.sleep(lapse - now)
+                    continue
+                if release is None and state is PathState.ALIVE:
+                    args = {"roots": list(h.roots), "epoch": epoch, "reason": f"claimed by {self.me}"}
+                    release = asyncio.ensure_future(self.send(previous, "release", args, RELEASE_TIMEOUT))
+                if release is not None:
+                    await asyncio.wait({release}, timeout=interval)
+                    if release.done():
+                        failure = release.exception()
+                        if failure is None:
+                            return None
+                        if isinstance(failure, RemoteError):
+                            return f"{previous} could not take it out of service: {failure}"
+                        release = None  # unreachable for now: ask again
+                        await asyncio.sleep(interval)
+                else:
+                    await asyncio.sleep(interval)
+            return f"{previous} neither released it nor was declared dead within {RELEASE_TIMEOUT:g} s"
+        finally:
+            if release is not None and not release.done():
+                release.cancel()
+                with contextlib.suppress(BaseException):
+                    await release
 
     async def _restore_here(self, h: Hierarchy, reason: str) -> tuple[bool, str]:
         for root in h.roots:
@@ -364,16 +592,46 @@ class Failover:
                 return False, report.summary()
         return True, ""
 
-    async def _restore_or_move_on(self, h: Hierarchy, *, failed: list[str], reason: str) -> None:
-        ok, why = await self._restore_here(h, reason)
-        if ok:
-            logger.warning("%s in service on %s (%s)", h.name, self.me, reason)
+    def _stop_soon(self, h: Hierarchy, reason: str) -> asyncio.Task[bool]:
+        """Take ``h`` out of service here (one removal at a time per hierarchy; a second caller joins the first)."""
+        task = self._stops.get(h.name)
+        if task is None or task.done():
+            task = asyncio.create_task(self._remove(h, reason), name=f"stop {h.name}")
+            self._stops[h.name] = task
+        return task
+
+    async def _stop(self, h: Hierarchy, reason: str) -> bool:
+        return await asyncio.shield(self._stop_soon(h, reason))
+
+    async def _remove(self, h: Hierarchy, reason: str) -> bool:
+        report = await self.engine.remove_all_of(set(h.members), reason=reason, target=h.name)
+        if not report.ok:
+            logger.error("ALERT: %s: taking it out of service here failed: %s", h.name, report.summary())
+            return False
+        self.box.let_go(h.name)
+        return True
+
+    def _schedule_retry(self, h: Hierarchy) -> None:
+        tries, _at = self.retry.get(h.name, (0, 0.0))
+        if tries >= RETRY_TRIES:
+            self.blocked[h.name] = f"gave up after {tries} tries; waits for the administrator or a membership change"
+            logger.error("ALERT: %s runs nowhere: %s", h.name, self.blocked[h.name])
             return
-        logger.error("%s: restore on %s failed: %s", h.name, self.me, why)
-        await self.move_on(h, failed=[*failed, self.me], reason=f"{reason}; restore failed on {self.me}")
+        pause = min(RETRY_MOST, RETRY_FIRST * 2**tries)
+        self.retry[h.name] = (tries + 1, time.monotonic() + pause)
+        logger.warning("%s: next try in %g s (try %d of %d)", h.name, pause, tries + 1, RETRY_TRIES)
+
+    def next_try(self, name: str) -> str | None:
+        """When the anti-entropy pass tries ``name`` again, for ``hakeeper why``."""
+        if name not in self.retry:
+            return None
+        tries, at = self.retry[name]
+        if tries >= RETRY_TRIES:
+            return f"gave up after {tries} tries"
+        return f"try {tries} of {RETRY_TRIES} in {max(0.0, at - time.monotonic()):.1f} s"
 
     async def move_on(self, h: Hierarchy, *, failed: list[str], reason: str) -> bool:
-        """Ask the next live nodes by priority, in turn, to restore ``h``; False when none could."""
+        """Ask the next live nodes by priority, in turn, to take ``h``; False when none could."""
         tried = list(failed)
         for node in decide.next_nodes(h, self.view(), failed=tried):
             logger.warning("%s: %s; trying %s (priority %d)", h.name, reason, node, h.priorities[node])
@@ -385,10 +643,25 @@ class Failover:
                 tried.append(node)
                 continue
             logger.warning("%s in service on %s", h.name, node)
+            self.retry.pop(h.name, None)
             return True
         self.blocked[h.name] = f"no live node left to run it (tried {', '.join(tried)})"
         logger.error("ALERT: %s is out of service: no live node left to run it (tried %s)", h.name, ", ".join(tried))
+        await self._keep_for_retry(h, tried)
         return False
+
+    async def _keep_for_retry(self, h: Hierarchy, tried: list[str]) -> None:
+        """Every node failed: claim ``h`` back (not restoring it) so that this node's anti-entropy retries it."""
+        permitted = set(tried)
+
+        def change(current: Owner) -> Owner:
+            if current.node not in permitted | {self.me}:
+                raise Refuse(f"{current.node} owns it now")
+            return Owner(current.epoch + 1, self.me)
+
+        outcome = await self.placement.claim(h.name, change)
+        if outcome.ok:
+            self._schedule_retry(h)
 
     async def resource_failed(self, tag: str, reason: str) -> None:
         """Local recovery of ``tag`` failed (LocalRecovery's failover request): move its whole hierarchy."""
@@ -397,31 +670,28 @@ class Failover:
         if h is None:
             logger.error("ALERT: %s is out of service (OSF) and is extended to no other node: %s", tag, reason)
             return
-        async with self._decide:
+        async with self._lock(h):
             q = await self.quorum()
             if not q.ok:
                 logger.error("ALERT: %s failed here and there is no quorum (%s) to move it: %s", h.name, q.why, reason)
                 return
-            down = await self.engine.remove_all_of(set(h.members), reason=f"failover of {h.name}: {reason}",
-                                                   target=h.name)  # fmt: skip
-            if not down.ok:
-                logger.error("ALERT: %s cannot move: taking it out of service here failed: %s", h.name, down.summary())
+            if not await self._stop(h, f"failover of {h.name}: {reason}"):
+                logger.error("ALERT: %s cannot move: taking it out of service here failed", h.name)
                 return
-            await self.move_on(h, failed=[self.me], reason=f"{tag} failed on {self.me}: {reason}")
+        await self.move_on(h, failed=[self.me], reason=f"{tag} failed on {self.me}: {reason}")
 
-    async def _move_here(self, h: Hierarchy, views: dict[str, dict[str, Any]], *, reason: str) -> None:
-        """Switchover or switchback: the holder takes ``h`` out of service, then this node restores it."""
-        held = decide.holders(h, self.view(), self.in_service(views))
-        holder = next((n for n in held if n != self.me), None)
-        if holder is not None:
-            try:
-                await self.send(holder, "release", {"roots": list(h.roots), "reason": reason}, MOVE_TIMEOUT)
-            except (HakeeperError, TimeoutError) as exc:
-                raise CommunicationFailed(f"{h.name}: {holder} did not take it out of service: {exc}") from None
-        ok, why = await self._restore_here(h, f"{reason} from {holder or 'nowhere'}")
-        if ok:
+    async def _switch_here(self, h: Hierarchy, *, reason: str, holders: Iterable[str] = ()) -> None:
+        """Switchover or switchback: claim ``h``, the previous owner releases it, this node restores it."""
+        async with self._lock(h):
+            result, why, previous = await self._claim_and_restore(
+                h, Claim.SWITCHOVER, reason=reason, holders=[n for n in holders if n != self.me]
+            )
+        holder = previous if previous not in (None, self.me) else None
+        if result == RESTORED:
             logger.warning("%s in service on %s (%s from %s)", h.name, self.me, reason, holder or "nowhere")
             return
+        if result == REFUSED:
+            raise CommunicationFailed(f"{h.name}: {why}")
         logger.error("%s: restore on %s failed: %s", h.name, self.me, why)
         back = [holder] if holder else []
         if not back or not await self.move_on(h, failed=[n for n in h.priorities if n not in back], reason=why):
@@ -429,37 +699,103 @@ class Failover:
         raise SystemCallFailed(f"{h.name}: restore on {self.me} failed ({why}); back in service on {holder}")
 
     async def switchover(self, tag: str) -> str:
-        """Move ``tag``'s hierarchy here: remove it where it runs, then restore it here."""
+        """Move ``tag``'s hierarchy here: claim it, the node that runs it takes it out of service, restore it here."""
         await self.caught_up.wait()
         h = self.hierarchy_of(tag)
         if h is None:
             raise NotFound(f"{tag!r} is not part of a hierarchy extended to another node")
-        async with self._decide:
-            views = await self.views()
-            held = decide.holders(h, self.view(), self.in_service(views))
-            if held == [self.me] and all(self.lcd.resource(t).state is State.ISP for t in h.members):
-                return f"{h.name} is in service here already"
-            logger.warning("%s: switchover to %s requested", h.name, self.me)
-            await self._move_here(h, views, reason="switchover")
-            return f"{h.name} in service on {self.me}"
+        views = await self.views()
+        held = decide.holders(h, self.view(), self.in_service(views))
+        if (
+            held == [self.me]
+            and not self.unknown(views)
+            and self.owner(h).node == self.me
+            and all(self.lcd.resource(t).state is State.ISP for t in h.members)
+        ):
+            return f"{h.name} is in service here already"
+        logger.warning("%s: switchover to %s requested", h.name, self.me)
+        await self._switch_here(h, reason="switchover", holders=held)
+        return f"{h.name} in service on {self.me}"
+
+    # ------------------------------------------------------------------ start-up and convergence
 
     async def reconcile(self) -> None:
-        """At start, after catching up: a hierarchy in service here and on a live peer is taken out of service here.
+        """At start, after catching up and once membership formed: keep here only what this node owns.
 
-        The peer took it over while this node was away (its hakeeperd dead, its
-        paths cut); it is the one the cluster chose, so this copy goes.
+        For each hierarchy in service here, the majority's record says who owns it
+        (a claim that changes nothing): another node (it took it over while this
+        one was away) -> taken out of service here; nobody (it was restored before
+        ownership records, or by hand) -> claimed; unknown (no majority answered)
+        -> left to the anti-entropy pass.
         """
-        here = set(self.in_service_here())
-        if not here:
+        await self.membership_formed()
+        found = self.hierarchies()
+        here = self.runs_here(found)
+        for h in [h for h in found if h.name in here]:
+            outcome = await self.placement.claim(h.name, lambda current: current)
+            owner = outcome.previous
+            if not outcome.ok or owner is None:
+                logger.warning("%s is in service here; who owns it is unknown (%s)", h.name, outcome.why)
+                continue
+            if owner.node == self.me:
+                self.box.hold(h.name, owner.epoch)
+            elif owner.node is None:
+                async with self._lock(h):
+                    result, why, _ = await self._claim_and_restore(h, Claim.ADOPT, reason="in service at start")
+                if result != RESTORED:
+                    logger.warning("%s: in service here and not claimed: %s", h.name, why)
+            else:
+                logger.error("ALERT: %s is in service here but owned by %s: taking it out of service here", h.name,
+                             owner)  # fmt: skip
+                await self._stop(h, f"owned by {owner}")
+
+    async def converge_forever(self) -> None:
+        """The anti-entropy pass, every CONVERGE_EVERY heartbeat intervals, for as long as hakeeperd runs."""
+        await self.caught_up.wait()
+        while True:
+            await asyncio.sleep(CONVERGE_EVERY * float(self.lcd.settings()["heartbeat_interval"]))
+            try:
+                await self.converge()
+            except Exception:  # one bad pass must not end the next ones
+                logger.exception("anti-entropy pass failed")
+
+    async def converge(self) -> None:
+        """Compare what the live nodes run with the ownership records: stop duplicates here, retry what runs nowhere."""
+        if self.quorum_lost:
+            return
+        found = self.hierarchies()
+        if not found:
             return
         views = await self.views()
-        in_service = self.in_service(views)
-        for h in [h for h in self.hierarchies() if h.members & here]:
-            others = [n for n in decide.holders(h, self.view(), in_service) if n != self.me]
-            if not others:
+        runs = {p: {str(k): int(v) for k, v in dict(a.get("runs") or {}).items()} for p, a in views.items()}
+        runs[self.me] = self.runs_here(found)
+        records = {h.name: (o.epoch, o.node) for h in found for o in [self.owner(h)]}
+        now = time.monotonic()
+        due = {n for n, (tries, at) in self.retry.items() if at <= now and tries < RETRY_TRIES}
+        repairs = decide.converge(
+            self.view(), found, runs, records, unknown=self.unknown(views), departed=self.departed, retry=due
+        )
+        for r in repairs:
+            h = r.hierarchy
+            if self._lock(h).locked() or (h.name in self._stops and not self._stops[h.name].done()):
+                continue  # a move or a removal of it runs already
+            if r.fix is Fix.STOP:
+                logger.error("ALERT: %s", r.sentence)
+                self._stop_soon(h, r.sentence.split(": ", 1)[1])
                 continue
-            logger.error("ALERT: %s is in service on %s too: taking it out of service here", h.name, others[0])
-            await self.engine.remove_all_of(set(h.members), reason=f"in service on {others[0]}", target=h.name)
+            logger.warning("%s", r.sentence)
+            tries, _ = self.retry.get(h.name, (0, 0.0))
+            self.retry[h.name] = (tries, float("inf"))  # not again until this try ends
+            task = asyncio.create_task(self._retry(h), name=f"retry {h.name}")
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
+
+    async def _retry(self, h: Hierarchy) -> None:
+        owner = self.owner(h).node
+        failed = [owner] if owner and owner != self.me else []
+        taken = await self._take(h, Claim.RETRY, reason="retry", failed=failed)
+        if not taken and (h.name not in self.retry or self.retry[h.name][1] == float("inf")):
+            self._schedule_retry(h)
 
     async def leaving(self, *, switch_over: bool) -> None:
         """This node stops (lkstop, SIGTERM): move its hierarchies if asked, and tell the peers not to fail over.
@@ -472,13 +808,13 @@ class Failover:
         await self._each_live_peer("leaving", {}, "could not tell {peer} that this node stops")
         if not switch_over:
             return
-        here = set(self.in_service_here())
-        for h in [h for h in self.hierarchies() if h.members & here]:
-            down = await self.engine.remove_all_of(set(h.members), reason="lkstop: switch over", target=h.name)
-            if down.ok:
+        found = self.hierarchies()
+        here = self.runs_here(found)
+        for h in [h for h in found if h.name in here]:
+            if await self._stop(h, "lkstop: switch over"):
                 await self.move_on(h, failed=[self.me], reason=f"{self.me} stops (shutdown strategy: switch over)")
             else:
-                logger.error("%s stays here: taking it out of service failed: %s", h.name, down.summary())
+                logger.error("%s stays here: taking it out of service failed", h.name)
 
     # ------------------------------------------------------------------ what peers ask
 
@@ -490,7 +826,32 @@ class Failover:
     async def on_view(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
         about = args.get("about")
         sees = self.membership().get(str(about), PathState.UNKNOWN).value if about else None
-        return {"in_service": self.in_service_here(), "sees": sees}
+        return {"in_service": self.in_service_here(), "sees": sees, "runs": self.runs_here()}
+
+    async def on_ballot_prepare(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
+        key, ballot = _key(args), Ballot.from_json(args.get("ballot"))
+        answer: Answer = await self.box.run(self.box.prepare, key, ballot)
+        return answer.as_json()
+
+    async def on_ballot_accept(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
+        key, ballot, value = _key(args), Ballot.from_json(args.get("ballot")), Owner.from_json(args.get("value"))
+        answer: Answer = await self.box.run(self.box.accept, key, ballot, value)
+        if answer.ok:
+            self.superseded(key, value)
+        return answer.as_json()
+
+    def superseded(self, key: str, value: Owner) -> None:
+        """This node's voter accepted ``value``: if it runs ``key`` under an older epoch, it stops at once."""
+        held = self.box.held().get(key)
+        if value.node == self.me or held is None or value.epoch <= held:
+            return
+        h = next((h for h in self.hierarchies() if h.name == key), None)
+        if h is None or not h.members & set(self.in_service_here()):
+            self.box.let_go(key)
+            return
+        logger.warning("%s: claimed by %s (epoch %d), held here under epoch %d: taking it out of service here",
+                       key, value.node or "nobody", value.epoch, held)  # fmt: skip
+        self._stop_soon(h, f"claimed by {value.node or 'nobody'} (epoch {value.epoch})")
 
     def _roots(self, args: dict[str, Any]) -> Hierarchy:
         roots = args.get("roots")
@@ -502,24 +863,71 @@ class Failover:
         return h
 
     async def on_takeover(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
+        """A node where ``h`` failed (or that stops) asks this one to take it: claim from it, restore here."""
         h = self._roots(args)
-        q = await self.quorum()
-        if not q.ok:
-            raise CommunicationFailed(f"{self.me} has no quorum ({q.why})")
+        tried = [str(n) for n in args.get("tried") or []] + [peer.node]
         reason = str(args.get("reason", f"failover from {peer.node}"))
-        ok, why = await self._restore_here(h, reason)
-        if not ok:
+        async with self._lock(h):
+            result, why, _ = await self._claim_and_restore(h, Claim.TAKEOVER, reason=reason, allowed=tried)
+        if result == REFUSED:
+            raise CommunicationFailed(f"{self.me} did not take {h.name}: {why}")
+        if result == FAILED:
             raise SystemCallFailed(f"restore on {self.me} failed: {why}")
         self.blocked.pop(h.name, None)
         return {}
 
     async def on_release(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
+        """A node claimed ``h`` (switchover, switchback): take it out of service here, then answer."""
         h = self._roots(args)
+        epoch = int(args.get("epoch") or 0)
+        held = self.box.held().get(h.name, 0)
+        if epoch and held > epoch:
+            raise IllegalArgument(f"{h.name} is held here under epoch {held}, newer than {peer.node}'s {epoch}")
         reason = f"{args.get('reason', 'switchover')} to {peer.node}"
-        report = await self.engine.remove_all_of(set(h.members), reason=reason, target=h.name)
-        if not report.ok:
-            raise SystemCallFailed(report.summary())
+        if not await self._stop(h, reason):
+            raise SystemCallFailed(f"taking {h.name} out of service on {self.me} failed")
         return {}
+
+
+RESTORED, REFUSED, FAILED = "restored", "refused", "failed"
+
+
+class _Voters:
+    """The voters of :class:`Placement`: this node's ballot box directly, the peers' through their hakeeperd."""
+
+    def __init__(self, failover: Failover) -> None:
+        self.failover = failover
+
+    def _reachable(self, voter: str) -> None:
+        if self.failover.membership().get(voter) is PathState.DEAD:
+            raise CommunicationFailed(f"{voter} is DEAD")  # do not wait for a voter known to be silent
+
+    async def prepare(self, voter: str, key: str, ballot: Ballot) -> Answer:
+        f = self.failover
+        if voter == f.me:
+            answer: Answer = await f.box.run(f.box.prepare, key, ballot)
+            return answer
+        self._reachable(voter)
+        data = await f.send(voter, "ballot_prepare", {"key": key, "ballot": ballot.as_json()}, VOTE_TIMEOUT)
+        return Answer.from_json(data)
+
+    async def accept(self, voter: str, key: str, ballot: Ballot, value: Owner) -> Answer:
+        f = self.failover
+        if voter == f.me:
+            answer: Answer = await f.box.run(f.box.accept, key, ballot, value)
+            if answer.ok:
+                f.superseded(key, value)
+            return answer
+        self._reachable(voter)
+        args = {"key": key, "ballot": ballot.as_json(), "value": value.as_json()}
+        return Answer.from_json(await f.send(voter, "ballot_accept", args, VOTE_TIMEOUT))
+
+
+def _key(args: dict[str, Any]) -> str:
+    key = args.get("key")
+    if not isinstance(key, str) or not key:
+        raise IllegalArgument("a ballot names its hierarchy")
+    return key
 
 
 def hierarchies_in(lcd: Lcd) -> list[Hierarchy]:
