@@ -280,6 +280,7 @@ class Daemon:
     def on_node(self, node: str, state: PathState) -> None:
         """A peer's liveness changed (all paths DEAD, or one ALIVE again): catch up, fail over, switch back."""
         self.membership[node] = state
+        self.failover.noted(node, state)
         if state is PathState.ALIVE and self.identity is not None:
             self.spawn(self._pull(node), f"catch-up from {node}")  # it asks us likewise
             self.spawn(self.failover.node_alive(node), f"{node} alive")

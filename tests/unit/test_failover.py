@@ -386,3 +386,15 @@ def test_a_claim_without_a_majority_of_voters_restores_nothing(cluster: Cluster)
     assert "not claimed" in cluster.nodes["node2"].blocked["web"] or "did not" in cluster.nodes["node2"].blocked.get(
         "web", ""
     )
+
+
+def test_a_voter_that_still_sees_the_owner_vetoes_its_takeover(cluster: Cluster) -> None:
+    """Row 5, during the cut: node1<->node2 is cut, node3 sees both; node2's retry must not take web from node1."""
+    cluster.seen["node2"]["node1"] = PathState.DEAD
+    cluster.seen["node1"]["node2"] = PathState.DEAD
+    node2 = cluster.nodes["node2"]
+    node2.dead_since["node1"] = 0.0  # long dead, to node2
+    converged(node2)
+    assert cluster.holders() == ["node1"]
+    assert "node3 sees node1 ALIVE" in node2.blocked["web"]
+    assert owner(cluster, "node3").node == "node1"

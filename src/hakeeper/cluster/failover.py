@@ -215,8 +215,15 @@ class Failover:
 
     # ------------------------------------------------------------------ membership events
 
+    def noted(self, node: str, state: PathState) -> None:
+        """A peer's liveness changed (called at once by hakeeperd, before node_dead / node_alive run)."""
+        if state is PathState.DEAD:
+            self.dead_since.setdefault(node, time.monotonic())
+        else:
+            self.dead_since.pop(node, None)
+
     async def node_dead(self, node: str) -> None:
-        self.dead_since[node] = time.monotonic()
+        self.dead_since.setdefault(node, time.monotonic())
         await self.caught_up.wait()
         if node in self.departed:
             logger.info("%s stopped gracefully: nothing moves", node)
@@ -504,7 +511,10 @@ class Failover:
                 raise Refuse(why)
             return Owner(current.epoch + 1, self.me)
 
-        outcome = await self.placement.claim(h.name, change)
+        def lease(current: Owner) -> bool:  # the voters check that a previous owner that did not ask lost its lease
+            return claim is not Claim.SWITCHOVER and current.node not in permitted
+
+        outcome = await self.placement.claim(h.name, change, lease=lease)
         if not outcome.ok or outcome.now is None or outcome.previous is None:
             self.blocked[h.name] = f"not claimed: {outcome.why}"
             return REFUSED, f"not claimed: {outcome.why}", None
@@ -835,10 +845,45 @@ class Failover:
 
     async def on_ballot_accept(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
         key, ballot, value = _key(args), Ballot.from_json(args.get("ballot")), Owner.from_json(args.get("value"))
+        previous = Owner.from_json(args.get("previous") or [0, None])
+        answer = await self.accept(key, ballot, value, previous=previous, lease=bool(args.get("lease")))
+        return answer.as_json()
+
+    async def accept(self, key: str, ballot: Ballot, value: Owner, *, previous: Owner, lease: bool) -> Answer:
+        """This node as a voter: check the previous owner's lease when asked to, accept, stop an older copy here."""
+        veto = await self.lease_veto(previous.node, lease=lease) if lease else None
+        if veto is not None:
+            logger.warning("%s: vetoed %s's claim: %s", key, value.node or "nobody", veto)
+            return Answer(False, ballot, veto=veto)
         answer: Answer = await self.box.run(self.box.accept, key, ballot, value)
         if answer.ok:
             self.superseded(key, value)
-        return answer.as_json()
+        return answer
+
+    async def lease_veto(self, owner: str | None, *, lease: bool = True) -> str | None:
+        """Why this voter will not let ``owner``'s hierarchy be taken from it; None once its lease lapsed here.
+
+        The lease lapses when this node has seen the owner DEAD for
+        ``takeover_delay``: a node that a majority of voters saw dead that long has
+        lost its quorum and run its quorum-loss action (or been fenced). The answer
+        waits for that (bounded); an owner ALIVE or UNKNOWN here keeps its lease.
+        """
+        if not lease or owner is None:
+            return None
+        if owner == self.me:
+            return f"{self.me} owns it and is alive"
+        delay = float(self.lcd.settings()["takeover_delay"])
+        interval = float(self.lcd.settings()["heartbeat_interval"])
+        for _ in range(int(delay / interval) + 3):  # bounded: takeover_delay and a little more
+            state = self.membership().get(owner, PathState.UNKNOWN)
+            if state is not PathState.DEAD:
+                return f"{self.me} sees {owner} {state.value}"
+            since = self.dead_since.setdefault(owner, time.monotonic())
+            left = since + delay - time.monotonic()
+            if left <= 0:
+                return None
+            await asyncio.sleep(min(left, interval))
+        return f"{owner} has not been DEAD for takeover_delay ({delay:g} s) here yet"
 
     def superseded(self, key: str, value: Owner) -> None:
         """This node's voter accepted ``value``: if it runs ``key`` under an older epoch, it stops at once."""
@@ -911,16 +956,17 @@ class _Voters:
         data = await f.send(voter, "ballot_prepare", {"key": key, "ballot": ballot.as_json()}, VOTE_TIMEOUT)
         return Answer.from_json(data)
 
-    async def accept(self, voter: str, key: str, ballot: Ballot, value: Owner) -> Answer:
+    async def accept(
+        self, voter: str, key: str, ballot: Ballot, value: Owner, *, previous: Owner, lease: bool
+    ) -> Answer:
         f = self.failover
         if voter == f.me:
-            answer: Answer = await f.box.run(f.box.accept, key, ballot, value)
-            if answer.ok:
-                f.superseded(key, value)
-            return answer
+            return await f.accept(key, ballot, value, previous=previous, lease=lease)
         self._reachable(voter)
-        args = {"key": key, "ballot": ballot.as_json(), "value": value.as_json()}
-        return Answer.from_json(await f.send(voter, "ballot_accept", args, VOTE_TIMEOUT))
+        args = {"key": key, "ballot": ballot.as_json(), "value": value.as_json(), "previous": previous.as_json(),
+                "lease": lease}  # fmt: skip
+        timeout = VOTE_TIMEOUT + float(f.lcd.settings()["takeover_delay"])  # a voter may wait for the lease
+        return Answer.from_json(await f.send(voter, "ballot_accept", args, timeout))
 
 
 def _key(args: dict[str, Any]) -> str:

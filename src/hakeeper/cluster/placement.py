@@ -42,7 +42,6 @@ stand in for the voters.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
 import sqlite3
@@ -114,6 +113,7 @@ class Answer:
     promised: Ballot  # the voter's promise after the request
     accepted: Ballot = ZERO  # prepare: the ballot of the value below
     value: Owner = NOBODY  # prepare: the value the voter accepted last
+    veto: str = ""  # accept: why the voter will not let the previous owner's lease be taken
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -121,6 +121,7 @@ class Answer:
             "promised": self.promised.as_json(),
             "accepted": self.accepted.as_json(),
             "value": self.value.as_json(),
+            "veto": self.veto,
         }
 
     @classmethod
@@ -130,6 +131,7 @@ class Answer:
             Ballot.from_json(data["promised"]),
             Ballot.from_json(data["accepted"]),
             Owner.from_json(data["value"]),
+            str(data.get("veto") or ""),
         )
 
 
@@ -156,7 +158,10 @@ class Voters(Protocol):
 
     async def prepare(self, voter: str, key: str, ballot: Ballot) -> Answer: ...
 
-    async def accept(self, voter: str, key: str, ballot: Ballot, value: Owner) -> Answer: ...
+    async def accept(
+        self, voter: str, key: str, ballot: Ballot, value: Owner, *, previous: Owner, lease: bool
+    ) -> Answer:
+        """Phase 2; with ``lease``, the voter first checks that ``previous``'s owner lost its lease (or vetoes)."""
 
 
 class Refuse(Exception):
@@ -197,12 +202,17 @@ async def claim(
     seen: dict[str, int] | None = None,
     tries: int = CLAIM_TRIES,
     pause: tuple[float, float] = PAUSE,
+    lease: Callable[[Owner], bool] | None = None,
 ) -> Outcome:
     """Change ``key``'s record through ``change`` at a majority of ``names`` (or ``need`` of them).
 
     ``seen`` keeps the highest round met per key between claims, so the next
-    ballot starts above it. Never raises for voters that fail: they count as not
-    answering.
+    ballot starts above it. When ``lease`` says so of the value found, a claim
+    that takes the hierarchy from another owner needs voters that saw that owner
+    lose its lease: each voter
+    checks it before accepting, and one veto ends the claim (nothing chosen
+    unless a majority accepted anyway). Never raises for voters that fail: they
+    count as not answering.
     """
     everyone = sorted(set(names))
     need = majority(len(everyone)) if need is None else need
@@ -213,7 +223,11 @@ async def claim(
             await asyncio.sleep(random.uniform(*pause))
         ballot = Ballot(rounds.get(key, 0) + 1, me)
         rounds[key] = ballot.round
-        answers = await _ask(everyone, functools.partial(_prepare, voters, key, ballot), enough=need)
+
+        async def ask_prepare(voter: str, b: Ballot = ballot) -> Answer:
+            return await voters.prepare(voter, key, b)
+
+        answers = await _ask(everyone, ask_prepare, enough=need)
         promised = {v: a for v, a in answers.items() if a.ok}
         _note_rounds(rounds, key, answers.values())
         if len(promised) < need:
@@ -228,23 +242,25 @@ async def claim(
             wanted = change(current)
         except Refuse as no:
             return Outcome(False, current, None, str(no), tuple(sorted(answers)))
-        accepted = await _ask(sorted(promised), functools.partial(_accept, voters, key, ballot, wanted), enough=need)
+        check = lease is not None and current.node not in (None, wanted.node) and lease(current)
+
+        async def ask_accept(
+            voter: str, b: Ballot = ballot, w: Owner = wanted, c: Owner = current, check: bool = check
+        ) -> Answer:
+            return await voters.accept(voter, key, b, w, previous=c, lease=check)
+
+        accepted = await _ask(sorted(promised), ask_accept, enough=need)
         took = {v: a for v, a in accepted.items() if a.ok}
         _note_rounds(rounds, key, accepted.values())
         if len(took) >= need:
             return Outcome(True, current, wanted, "", tuple(sorted(took)))
+        vetoes = sorted(f"{v}: {a.veto}" for v, a in accepted.items() if a.veto)
+        if vetoes:
+            return Outcome(False, current, None, f"vetoed ({'; '.join(vetoes)})", tuple(sorted(accepted)))
         why = _short(key, "acceptances", took, accepted, need=need, of=len(everyone))
         if not any(not a.ok for a in accepted.values()):
             return Outcome(False, current, None, why, tuple(sorted(accepted)))
     return Outcome(False, None, None, f"{why}; gave way {tries} times to other claimants")
-
-
-async def _prepare(voters: Voters, key: str, ballot: Ballot, voter: str) -> Answer:
-    return await voters.prepare(voter, key, ballot)
-
-
-async def _accept(voters: Voters, key: str, ballot: Ballot, value: Owner, voter: str) -> Answer:
-    return await voters.accept(voter, key, ballot, value)
 
 
 async def _ask(names: list[str], request: Callable[[str], Awaitable[Answer]], *, enough: int) -> dict[str, Answer]:
@@ -400,7 +416,7 @@ class BallotBox:
 class PlacementStore(Protocol):
     """What failover needs of the ownership records; :class:`Placement` over the cluster's voters is one."""
 
-    async def claim(self, key: str, change: Change) -> Outcome: ...
+    async def claim(self, key: str, change: Change, *, lease: Callable[[Owner], bool] | None = None) -> Outcome: ...
 
     def known(self, key: str) -> Owner: ...
 
@@ -417,9 +433,10 @@ class Placement:
         self.need = need or (lambda everyone: majority(len(everyone)))
         self._rounds: dict[str, int] = {}
 
-    async def claim(self, key: str, change: Change) -> Outcome:
+    async def claim(self, key: str, change: Change, *, lease: Callable[[Owner], bool] | None = None) -> Outcome:
         everyone = self.names()
-        return await claim(self.voters, everyone, key, self.me, change, need=self.need(everyone), seen=self._rounds)
+        need = self.need(everyone)
+        return await claim(self.voters, everyone, key, self.me, change, need=need, seen=self._rounds, lease=lease)
 
     def known(self, key: str) -> Owner:
         """The value this node's own voter accepted last: a hint (another may be newer), never a license to act."""
