@@ -29,11 +29,15 @@ SLACK = 2.0  # polling, process start, the restore script, a loaded CI machine
 
 
 def guarded(scripts: dict[str, Path], directory: Path) -> dict[str, Path]:
-    """A restore that fails while ``$HAKEEPER_ROOT/broken`` exists (to make a node unable to run web)."""
+    """A restore that fails while ``$HAKEEPER_ROOT/broken`` exists (to make a node unable to run web), and a
+    remove that first sleeps 5 s while ``$HAKEEPER_ROOT/slow-remove`` exists."""
     wrapper = directory / "restore-unless-broken"
     wrapper.write_text(f'#!/bin/sh\n[ -e "$HAKEEPER_ROOT/broken" ] && exit 1\nexec {scripts["restore"]} "$@"\n')
     wrapper.chmod(0o755)
-    return {**scripts, "restore": wrapper}
+    slow = directory / "remove-maybe-slowly"
+    slow.write_text(f'#!/bin/sh\n[ -e "$HAKEEPER_ROOT/slow-remove" ] && sleep 5\nexec {scripts["remove"]} "$@"\n')
+    slow.chmod(0o755)
+    return {**scripts, "restore": wrapper, "remove": slow}
 
 
 def setup_web(

@@ -780,6 +780,11 @@ class Failover:
         runs = {p: {str(k): int(v) for k, v in dict(a.get("runs") or {}).items()} for p, a in views.items()}
         runs[self.me] = self.runs_here(found)
         records = {h.name: (o.epoch, o.node) for h in found for o in [self.owner(h)]}
+        for answer in views.values():  # the newest record any voter knows (a voter may have missed a claim)
+            for name, value in dict(answer.get("records") or {}).items():
+                seen = Owner.from_json(value)
+                if name in records and seen.epoch > records[name][0]:
+                    records[name] = (seen.epoch, seen.node)
         now = time.monotonic()
         due = {n for n, (tries, at) in self.retry.items() if at <= now and tries < RETRY_TRIES}
         repairs = decide.converge(
@@ -836,7 +841,8 @@ class Failover:
     async def on_view(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
         about = args.get("about")
         sees = self.membership().get(str(about), PathState.UNKNOWN).value if about else None
-        return {"in_service": self.in_service_here(), "sees": sees, "runs": self.runs_here()}
+        records = {h.name: self.owner(h).as_json() for h in self.hierarchies()}
+        return {"in_service": self.in_service_here(), "sees": sees, "runs": self.runs_here(), "records": records}
 
     async def on_ballot_prepare(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
         key, ballot = _key(args), Ballot.from_json(args.get("ballot"))

@@ -277,19 +277,19 @@ async def _ask(names: list[str], request: Callable[[str], Awaitable[Answer]], *,
     asked = {asyncio.ensure_future(one(v)): v for v in names}
     got: dict[str, Answer] = {}
     pending = set(asked)
-    try:
-        while pending and sum(a.ok for a in got.values()) < enough:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                answer = task.result()
-                if answer is not None:
-                    got[asked[task]] = answer
-    finally:
-        for task in pending:  # a slow voter does not hold up a claim that a majority answered
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+    while pending and sum(a.ok for a in got.values()) < enough:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            answer = task.result()
+            if answer is not None:
+                got[asked[task]] = answer
+    for task in pending:  # a slow voter does not hold up the claim, but still hears it (bounded by its timeout)
+        _STRAGGLERS.add(task)
+        task.add_done_callback(_STRAGGLERS.discard)
     return got
+
+
+_STRAGGLERS: set[asyncio.Future[Answer | None]] = set()
 
 
 def _note_rounds(rounds: dict[str, int], key: str, answers: Iterable[Answer]) -> None:
