@@ -19,6 +19,7 @@ from hakeeper.kits.base import KitMeta
 from hakeeper.kits.registry import Kits
 from hakeeper.recovery import plan
 from hakeeper.recovery.engine import Engine
+from tests.conftest import Cli
 from tests.fakes import FakeKit, Script, build, fake_kits
 
 # ---------------------------------------------------------------------- which resources are the network face
@@ -238,3 +239,14 @@ def test_a_cut_slower_than_the_lease_is_an_alert(lcd: Lcd, caplog: pytest.LogCap
         asyncio.run(lease.take_out_of_service(lcd, Engine(lcd, kits), reason="quorum lost"))
     assert "ALERT: cutting clients off (removing vip) took" in caplog.text
     assert "more than the 0.15 s lease (takeover_delay - heartbeat_interval)" in caplog.text
+
+
+def test_why_without_hakeeperd_says_what_the_lcd_measured(lcd: Lcd, cli: Cli) -> None:
+    extended(lcd, [("web", "fs")])
+    lcd.record_measurements("remove", {"web": 0.05, "fs": 0.17})
+    result = cli("why", "web")
+    assert result.code == 0, result.err
+    assert (
+        "  warning: web has no IP resource: after a quorum loss its clients are cut only when its remove ends "
+        "(last took 0.17 s), longer than the 0.15 s lease" in result.out
+    ), result.out
