@@ -88,8 +88,15 @@ def removes(kit: FakeKit) -> list[str]:
 def test_quorum_loss_cuts_every_address_before_anything_else_then_removes_parents_first(lcd: Lcd) -> None:
     two_hierarchies(lcd)
     kits, kit = kits_with_ip(lcd, Script())
-    result = asyncio.run(Engine(lcd, kits).cut_then_remove_everything(reason="quorum lost (sees 1 of 3 nodes)"))
+    told: list[list[str]] = []
+    engine = Engine(lcd, kits)
+    result = asyncio.run(
+        engine.cut_then_remove_everything(
+            reason="quorum lost (sees 1 of 3 nodes)", after_cut=lambda cut, took: told.append(removes(kit))
+        )
+    )
     assert result.ok
+    assert len(told) == 1 and sorted(told[0]) == ["vip", "vip2"], "told of the cut before the rest began"
     order = removes(kit)
     assert sorted(order[:2]) == ["vip", "vip2"], f"the addresses first, although they are children: {order}"
     assert sorted(order) == ["db", "disk", "fs", "vip", "vip2", "web"], "each removed once"

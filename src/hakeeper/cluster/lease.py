@@ -31,7 +31,7 @@ from hakeeper.cluster import decide
 from hakeeper.cluster.decide import Hierarchy
 from hakeeper.db import Lcd, graph
 from hakeeper.recovery import plan
-from hakeeper.recovery.engine import Engine
+from hakeeper.recovery.engine import Engine, Report
 
 logger = logging.getLogger(__name__)
 
@@ -135,26 +135,31 @@ def cut_line(lcd: Lcd, h: Hierarchy) -> str | None:
 
 async def take_out_of_service(lcd: Lcd, engine: Engine, *, reason: str) -> None:
     """Quorum lost, ``quorum_loss_action=osu``: cut the network face at once, then remove the rest; check the lease."""
-    result = await engine.cut_then_remove_everything(reason=reason)  # first: nothing may delay the cut
     settings = lcd.settings()
     limit = lease(settings)
-    if result.cut.done:
-        within = "within" if result.cut_took <= limit else "NOT within"
+    checked = applies(settings)  # not with a fence_command: the others fence this node before they take over
+
+    def after_cut(cut: Report, took: float) -> None:
+        if not cut.done:
+            return
         logger.warning(
-            "quorum lost: clients cut in %.3f s (%s removed first), %s the %.2f s lease; then the rest, "
-            "out of service after %.2f s", result.cut_took, ", ".join(result.cut.done), within, limit, result.took,
+            "quorum lost: clients cut in %.3f s (%s removed first), %s the %.2f s lease; now the rest",
+            took, ", ".join(cut.done), "within" if took <= limit else "NOT within", limit,
         )  # fmt: skip
+        if checked and took > limit:
+            logger.error(
+                "ALERT: cutting clients off (removing %s) took %.3f s, more than the %.2f s lease (%s): "
+                "both sides may have served at once",
+                ", ".join(cut.done), took, limit, formula(settings),
+            )  # fmt: skip
+
+    result = await engine.cut_then_remove_everything(reason=reason, after_cut=after_cut)
+    logger.warning("quorum lost: everything out of service after %.2f s", result.took)
     if not result.ok:
         failed = "; ".join(r.summary() for r in (result.cut, result.rest) if not r.ok)
         logger.error("ALERT: quorum lost and not everything is out of service: %s", failed)
-    if not applies(settings):  # a fence_command: the others fence this node before they take over
+    if not checked:
         return
-    if result.cut.done and result.cut_took > limit:
-        logger.error(
-            "ALERT: cutting clients off (removing %s) took %.3f s, more than the %.2f s lease (%s): "
-            "both sides may have served at once",
-            ", ".join(result.cut.done), result.cut_took, limit, formula(settings),
-        )  # fmt: skip
     finished = result.finished()
     resources = lcd.resources()
     for h in decide.hierarchies(lcd.edges(), lcd.equivalencies()):

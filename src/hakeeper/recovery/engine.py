@@ -200,7 +200,9 @@ class Engine:
             await self._remove_members(self.kits, members, edges, report, reason=reason)
             return told(report)
 
-    async def cut_then_remove_everything(self, *, reason: str) -> Cut:
+    async def cut_then_remove_everything(
+        self, *, reason: str, after_cut: Callable[[Report, float], None] | None = None
+    ) -> Cut:
         """Quorum lost: cut every virtual address in service here at once, then remove the rest, parents first.
 
         The addresses are usually children of the applications: cutting them first
@@ -208,6 +210,7 @@ class Engine:
         node within milliseconds, however long the applications take to stop. An
         address cut here is OSU (with ``reason``) and is not removed again; one whose
         remove failed (OSF) is tried once more in its place among the rest.
+        ``after_cut`` is called with the cut's report and duration before the rest begins.
         """
         async with self._lock:
             started = time.monotonic()
@@ -220,6 +223,8 @@ class Engine:
             cut_took = max(cut.finished.values(), default=0.0)
             if face:
                 told(cut)
+            if after_cut is not None:
+                after_cut(cut, cut_took)
             rest = Report("remove", "every hierarchy", started=started)
             members = {r.tag for r in resources if r.state is not State.OSU} - set(cut.done)
             await self._remove_members(self.kits, members, edges, rest, reason=reason)
