@@ -129,6 +129,7 @@ def _lkstart(ctx: Context, args: argparse.Namespace) -> int:
     root = ensure_state_dir(ctx.root)
     if (answer := _running(root)) is not None:
         ctx.print(f"hakeeperd runs already (node and pid: {answer.out.strip()})")
+        _lease_warnings(ctx)
         return 0
     log_path = Path(args.log).absolute() if args.log else root / LOG_NAME
     try:
@@ -158,9 +159,21 @@ def _lkstart(ctx: Context, args: argparse.Namespace) -> int:
             raise SystemCallFailed(f"hakeeperd exited at once ({tail[0]}); see {log_path}")
         if _running(root) is not None:
             ctx.print(f"hakeeperd started (pid {proc.pid}), log in {log_path}")
+            _lease_warnings(ctx)
             return 0
         time.sleep(POLL)
     raise SystemCallFailed(f"hakeeperd (pid {proc.pid}) did not answer within {START_TIMEOUT:g} s; see {log_path}")
+
+
+def _lease_warnings(ctx: Context) -> None:
+    """Tell the administrator about each hierarchy whose clients a quorum loss may cut too late (lease.advice)."""
+    from hakeeper.cluster.failover import hierarchies_in
+    from hakeeper.cluster.lease import advice
+
+    for h in hierarchies_in(ctx.lcd):
+        warning = advice(ctx.lcd, h)
+        if warning:
+            ctx.print(f"warning: {warning}")
 
 
 @command(

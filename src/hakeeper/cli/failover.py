@@ -7,13 +7,16 @@ what they run; without hakeeperd, ``why`` tells what the LCD alone says.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 
 from hakeeper.cli.base import Context, arg, command, other_node
-from hakeeper.cluster import decide
+from hakeeper.cluster import decide, lease
 from hakeeper.cluster.decide import Hierarchy, View
 from hakeeper.cluster.failover import Failover, hierarchy_of
 from hakeeper.db import Lcd
-from hakeeper.errors import CommunicationFailed, NotFound, UsageError
+from hakeeper.errors import CommunicationFailed, HakeeperError, NotFound, UsageError
+from hakeeper.kits.base import DEFAULT_TIMEOUTS
 
 
 def _hierarchy(lcd: Lcd, tag: str) -> Hierarchy:
@@ -103,6 +106,31 @@ def _why_lines(
     return lines
 
 
+def lease_lines(lcd: Lcd, h: Hierarchy, timeout: Callable[[str], float] | None = None) -> list[str]:
+    """What the lease is for ``h`` after a quorum loss, and a warning when its clients may be cut too late."""
+    lines = []
+    cut = lease.cut_line(lcd, h)
+    if cut:
+        lines.append(f"  lease: {cut}")
+    warning = lease.advice(lcd, h, timeout)
+    if warning:
+        lines.append(f"  warning: {warning}")
+    return lines
+
+
+def _remove_timeout(services: Any, lcd: Lcd) -> Callable[[str], float]:
+    """A resource's configured remove timeout, from the kits hakeeperd has loaded."""
+
+    def timeout(tag: str) -> float:
+        resource = lcd.resource(tag)
+        try:
+            return float(services.engine.kit_of(resource).timeout("remove", resource))
+        except HakeeperError:  # no kit for it: the engine's default
+            return DEFAULT_TIMEOUTS["remove"]
+
+    return timeout
+
+
 async def _why_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
     failover = ctx.services.failover
     h = _hierarchy(ctx.lcd, args.tag)
@@ -114,6 +142,7 @@ async def _why_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
     advice = failover.quorum_advice()
     if advice:
         lines.append(f"  warning: {advice}")
+    lines += lease_lines(ctx.lcd, h, _remove_timeout(ctx.services, ctx.lcd))
     for node in sorted(set(h.priorities) & view.alive - {view.me} - set(views)):
         lines.append(f"  {node} did not say what it runs")
     ctx.out.write("".join(line + "\n" for line in lines))
@@ -129,7 +158,8 @@ async def _why_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
 def _why(ctx: Context, args: argparse.Namespace) -> int:
     h = _hierarchy(ctx.lcd, args.tag)
     here = [t for t, _id, state, _reason in ctx.lcd.summaries() if state.in_service]
-    ctx.out.write("".join(line + "\n" for line in _why_lines(ctx.lcd, h, None, {ctx.lcd.local_node: here}, None)))
+    lines = _why_lines(ctx.lcd, h, None, {ctx.lcd.local_node: here}, None) + lease_lines(ctx.lcd, h)
+    ctx.out.write("".join(line + "\n" for line in lines))
     return 0
 
 

@@ -49,14 +49,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from hakeeper.cluster import decide
+from hakeeper.cluster import decide, lease
 from hakeeper.cluster.decide import Act, Claim, Fix, Hierarchy, View
 from hakeeper.cluster.placement import Answer, Ballot, BallotBox, Owner, Placement, PlacementStore, Refuse, majority
 from hakeeper.comm.paths import PathState
 from hakeeper.comm.rpc import RemoteError
 from hakeeper.comm.tls import Peer
 from hakeeper.db import Lcd, State
-from hakeeper.db.settings import detection_budget, min_takeover_delay, parse_hosts
+from hakeeper.db.settings import detection_budget, parse_hosts
 from hakeeper.db.states import Init, Switchback
 from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, NotFound, SystemCallFailed
 from hakeeper.recovery.engine import Engine
@@ -403,18 +403,8 @@ class Failover:
             proc = await asyncio.create_subprocess_exec(*HALT[action])
             await proc.wait()
             return
-        started = time.monotonic()
-        report = await self.engine.remove_everything(reason=f"quorum lost ({q.why})")
-        took = time.monotonic() - started
-        allowed = float(settings["takeover_delay"]) - float(settings["heartbeat_interval"])
-        if not report.ok:
-            logger.error("ALERT: quorum lost and not everything is out of service: %s", report.summary())
-        if report.done and took > allowed:
-            logger.error(
-                "ALERT: taking resources out of service took %.2f s, more than the %.2f s the others wait "
-                "(takeover_delay - heartbeat_interval, at least %g s): both sides may have served at once",
-                took, allowed, min_takeover_delay(settings) - float(settings["heartbeat_interval"]),
-            )  # fmt: skip
+        # The network face (virtual addresses) first, at once, then the rest: see hakeeper.cluster.lease.
+        await lease.take_out_of_service(self.lcd, self.engine, reason=f"quorum lost ({q.why})")
 
     async def _verified(self, dead: str) -> dict[str, dict[str, Any]] | None:
         """The live peers' views, once none of them sees ``dead`` alive (remote_verify); None to stand down."""
@@ -511,10 +501,10 @@ class Failover:
                 raise Refuse(why)
             return Owner(current.epoch + 1, self.me)
 
-        def lease(current: Owner) -> bool:  # the voters check that a previous owner that did not ask lost its lease
+        def needs_lease(current: Owner) -> bool:  # voters check that a previous owner that did not ask lost its lease
             return claim is not Claim.SWITCHOVER and current.node not in permitted
 
-        outcome = await self.placement.claim(h.name, change, lease=lease)
+        outcome = await self.placement.claim(h.name, change, lease=needs_lease)
         if not outcome.ok or outcome.now is None or outcome.previous is None:
             self.blocked[h.name] = f"not claimed: {outcome.why}"
             return REFUSED, f"not claimed: {outcome.why}", None

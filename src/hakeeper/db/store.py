@@ -68,6 +68,7 @@ logger = logging.getLogger(__name__)
 
 DB_NAME = "lcd.sqlite"
 BUSY_TIMEOUT_MS = 10_000
+MEASURED = "measured:"  # meta keys of this node's measurements (measured:KIND:TAG), not settings
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -568,6 +569,11 @@ class Lcd:
             db.execute("DELETE FROM dependencies WHERE parent = ? OR child = ?", (tag, tag))
             db.execute("DELETE FROM equivalencies WHERE tag = ?", (tag,))
             db.execute("DELETE FROM resources WHERE tag = ?", (tag,))
+            # its measurements (measured:KIND:TAG; neither kinds nor tags hold ':')
+            db.execute(
+                "DELETE FROM meta WHERE substr(key, 1, ?) = ? AND substr(key, -?) = ?",
+                (len(MEASURED), MEASURED, len(tag) + 1, f":{tag}"),
+            )
 
     def set_state(self, tag: str, state: State, reason: str = "") -> State:
         """Record a new state for ``tag`` with its reason; returns the previous state.
@@ -910,6 +916,29 @@ class Lcd:
                 [(name, str(values[name])) for name in assignments],
             )
         return values
+
+    def record_measurements(self, kind: str, seconds: Mapping[str, float]) -> None:
+        """Note how long ``kind`` (``remove``, ``cut``) last took here, per tag: bookkeeping, not configuration.
+
+        Kept in ``meta`` under ``measured:KIND:TAG`` (no schema change; :meth:`settings`
+        reads only the settings' keys). Like :meth:`delivered`, it is not a change:
+        no change-log record, never replicated (each node measures its own).
+        """
+        rows = [(f"{MEASURED}{kind}:{tag}", f"{float(value):.6f}") for tag, value in seconds.items()]
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", rows)
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise SystemCallFailed(f"the LCD {self.path} failed to note a measurement: {exc}") from None
+
+    def measurements(self, kind: str) -> dict[str, float]:
+        """What :meth:`record_measurements` last noted for ``kind``: tag -> seconds."""
+        prefix = f"{MEASURED}{kind}:"
+        rows = self._query("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
+        return {str(key)[len(prefix) :]: float(value) for key, value in rows}
 
     @property
     def shutdown_strategy(self) -> str:

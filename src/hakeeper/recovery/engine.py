@@ -12,12 +12,19 @@ records it with its reason and logs it once. A failed restore marks the
 resource OSF, waits for what is still running, and removes again what this run
 restored (parents first), so no resource is left ISP with a child down; the
 report names the failed and the recovered resources.
+
+Every remove run notes, for each resource it took out of service, how long
+after the run's start its remove ended (:meth:`hakeeper.db.Lcd.record_measurements`,
+kind ``remove``): ``hakeeper why`` compares it with the lease. When a node
+loses quorum, :meth:`Engine.cut_then_remove_everything` removes the network
+face first (:func:`plan.network_face`, kind ``cut``), then the rest in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -44,6 +51,8 @@ class Report:
     recovered: list[str] = field(default_factory=list)  # restored by this run, removed again after a failure
     messages: list[str] = field(default_factory=list)
     policy: Policy | None = None
+    started: float = field(default_factory=time.monotonic)  # when the run began (time.monotonic)
+    finished: dict[str, float] = field(default_factory=dict)  # tag -> s after ``started`` its action ended (done)
 
     @property
     def ok(self) -> bool:
@@ -91,6 +100,24 @@ async def call(kit: Kit, action: str, resource: Resource, args: tuple[str, ...] 
     except Exception as exc:  # a kit's bug must not take the engine down
         logger.exception("%s of %s: the %s kit raised", action, resource.tag, kit.meta.name)
         return Result.failure(f"{action} of {resource.tag}: kit error {type(exc).__name__}: {exc}")
+
+
+@dataclass
+class Cut:
+    """What :meth:`Engine.cut_then_remove_everything` did: the cut, then the rest, timed from one start."""
+
+    cut: Report  # the network face, removed at once
+    rest: Report  # everything else, parents first
+    cut_took: float  # s from the start until the last address of the cut was removed (0.0: nothing to cut)
+    took: float  # s from the start until everything was out of service
+
+    @property
+    def ok(self) -> bool:
+        return self.cut.ok and self.rest.ok
+
+    def finished(self) -> dict[str, float]:
+        """tag -> s after the start its remove ended, cut and rest together."""
+        return {**self.rest.finished, **self.cut.finished}
 
 
 class Engine:
@@ -173,6 +200,38 @@ class Engine:
             await self._remove_members(self.kits, members, edges, report, reason=reason)
             return told(report)
 
+    async def cut_then_remove_everything(
+        self, *, reason: str, after_cut: Callable[[Report, float], None] | None = None
+    ) -> Cut:
+        """Quorum lost: cut every virtual address in service here at once, then remove the rest, parents first.
+
+        The addresses are usually children of the applications: cutting them first
+        is a deliberate exception to "parents first", so that no client reaches this
+        node within milliseconds, however long the applications take to stop. An
+        address cut here is OSU (with ``reason``) and is not removed again; one whose
+        remove failed (OSF) is tried once more in its place among the rest.
+        ``after_cut`` is called with the cut's report and duration before the rest begins.
+        """
+        async with self._lock:
+            started = time.monotonic()
+            edges = self.lcd.edges()
+            resources = self.lcd.resources()
+            face = plan.network_face(resources)
+            cut = Report("cut", "the network face", started=started)
+            # No edges: every address at once, whatever depends on what; a failed one stops none of the others.
+            await self._remove_members(self.kits, face, [], cut, reason=f"{reason}: clients cut first", stop=False)
+            cut_took = max(cut.finished.values(), default=0.0)
+            if face:
+                told(cut)
+            if after_cut is not None:
+                after_cut(cut, cut_took)
+            rest = Report("remove", "every hierarchy", started=started)
+            members = {r.tag for r in resources if r.state is not State.OSU} - set(cut.done)
+            await self._remove_members(self.kits, members, edges, rest, reason=reason)
+            told(rest)
+            self._note("cut", cut.finished)
+            return Cut(cut, rest, cut_took, time.monotonic() - started)
+
     async def _remove_members(
         self,
         kits: Kits,
@@ -182,6 +241,7 @@ class Engine:
         *,
         reason: str,
         args: tuple[str, ...] = (),
+        stop: bool = True,
     ) -> None:
         async def one(resource: Resource) -> bool:
             if resource.state is State.OSU:
@@ -189,6 +249,7 @@ class Engine:
                 return True
             result = await self._act(kits, "remove", resource, args)
             if result.ok:
+                report.finished[resource.tag] = time.monotonic() - report.started
                 self.lcd.set_state(resource.tag, State.OSU, reason)  # ISP/ISU/OSF -> OSU
                 report.done.append(resource.tag)
                 return True
@@ -196,7 +257,17 @@ class Engine:
             self._fail(report, resource.tag, result)
             return False
 
-        await self._walk(members, edges, one, children_first=False)
+        await self._walk(members, edges, one, children_first=False, stop=stop)
+        self._note("remove", report.finished)
+
+    def _note(self, kind: str, seconds: dict[str, float]) -> None:
+        """Keep how long the removes took (for ``hakeeper why``); failing to note it fails nothing."""
+        if not seconds:
+            return
+        try:
+            self.lcd.record_measurements(kind, seconds)
+        except HakeeperError as exc:
+            logger.warning("could not note how long %s took: %s", kind, exc)
 
     async def _undo(
         self, kits: Kits, restored: list[str], edges: list[graph.Edge], report: Report, reason: str
@@ -230,10 +301,12 @@ class Engine:
         one: Callable[[Resource], Awaitable[bool]],
         *,
         children_first: bool,
+        stop: bool = True,
     ) -> None:
         """Run ``one`` on every member once everything it waits for is done; stop starting new ones on failure.
 
-        A resource waits for its children (restore) or its parents (remove).
+        A resource waits for its children (restore) or its parents (remove). ``stop=False``:
+        a failure does not keep the others from starting.
         """
         inner = [(p, c) for p, c in edges if p in members and c in members]
         waits_on = graph.children_of(inner) if children_first else graph.parents_of(inner)
@@ -261,7 +334,7 @@ class Engine:
                 for task in finished:
                     tag = running.pop(task)
                     if not task.result():
-                        failed = True
+                        failed = stop
                         continue
                     for nxt in unblocks.get(tag, ()):
                         pending[nxt] -= 1

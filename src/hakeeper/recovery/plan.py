@@ -5,13 +5,24 @@ needs (all below it) and everything that needs it (all above it, with what
 those need in turn); removing a
 resource takes out of service everything above it first. ``only`` limits the
 run to the resource itself (``perform_action -s``).
+
+One exception to "parents first": when a node loses quorum, the
+**network face** of what it runs (its virtual addresses, :func:`network_face`)
+is removed first, all at once, and only then the rest in order. Removing an
+address takes milliseconds; stopping an application may take seconds, and the
+other nodes take over after a short, fixed wait (the lease). An application
+that loses its address while it runs is being stopped anyway; what matters is
+that no client reaches it any more once the lease runs out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from hakeeper.db import graph
+from hakeeper.db import Resource, State, graph
+
+#: Kits whose resources are how clients reach a hierarchy (``app/type``): removing one cuts them off at once.
+NETWORK_FACE_TYPES = frozenset({"comm/ip"})
 
 
 def restore_set(edges: Iterable[graph.Edge], tag: str, *, only: bool = False) -> set[str]:
@@ -37,3 +48,19 @@ def remove_set(edges: Iterable[graph.Edge], tag: str, *, only: bool = False) -> 
 def local_recovery_set(edges: Iterable[graph.Edge], tag: str) -> set[str]:
     """What local recovery without a recover action restarts: the failed resource and all above it."""
     return remove_set(edges, tag)
+
+
+def is_network_face(resource: Resource, types: Iterable[str] = NETWORK_FACE_TYPES) -> bool:
+    """Whether ``resource`` is how clients reach its hierarchy (a virtual address)."""
+    return f"{resource.app}/{resource.type}" in set(types)
+
+
+def network_face(resources: Iterable[Resource], types: Iterable[str] = NETWORK_FACE_TYPES) -> set[str]:
+    """The resources to cut first when this node loses quorum: its virtual addresses not already OSU.
+
+    Taken whatever their place in the hierarchy (they are usually children of the
+    application) and removed together, in parallel, before anything else. A failed
+    one (OSF) may still hold its address, so it is cut too (remove is a force action).
+    """
+    kinds = set(types)
+    return {r.tag for r in resources if r.state is not State.OSU and is_network_face(r, kinds)}
