@@ -5,13 +5,16 @@ needs (all below it) and everything that needs it (all above it, with what
 those need in turn); removing a
 resource takes out of service everything above it first. ``only`` limits the
 run to the resource itself (``perform_action -s``).
+
+:func:`parents_to_stop` holds the rule that states stay true: a resource is
+never ISP over one it needs that is not in service.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from hakeeper.db import graph
+from hakeeper.db import State, graph
 
 
 def restore_set(edges: Iterable[graph.Edge], tag: str, *, only: bool = False) -> set[str]:
@@ -37,3 +40,24 @@ def remove_set(edges: Iterable[graph.Edge], tag: str, *, only: bool = False) -> 
 def local_recovery_set(edges: Iterable[graph.Edge], tag: str) -> set[str]:
     """What local recovery without a recover action restarts: the failed resource and all above it."""
     return remove_set(edges, tag)
+
+
+def parents_to_stop(edges: Iterable[graph.Edge], states: Mapping[str, State]) -> dict[str, str]:
+    """Which ISP resources must go out of service because something below them is not in service.
+
+    Returns each such resource with the one below it (a child, or a child's
+    child…) that is not in service: the smallest tag, to name in the reason.
+    A resource missing from ``states`` counts as not in service. ISU resources
+    are unprotected and left alone, but what is above them is judged by what is
+    below them all the same. Once every resource returned is out of service, no
+    ISP resource has anything below it out of service.
+    """
+    kids = graph.children_of(edges)
+    out: dict[str, str] = {}
+    for tag, state in states.items():
+        if state is not State.ISP:
+            continue
+        down = sorted(t for t in graph.reachable(kids, tag) if not states.get(t, State.ILLSTATE).in_service)
+        if down:
+            out[tag] = down[0]
+    return out
