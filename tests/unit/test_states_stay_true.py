@@ -17,7 +17,8 @@ from hakeeper.daemon import Config, Daemon
 from hakeeper.db import Lcd, Resource, State, graph
 from hakeeper.events.local import LocalRecovery
 from hakeeper.events.monitor import Monitor
-from hakeeper.kits.base import Result
+from hakeeper.kits.actions import script_env
+from hakeeper.kits.base import KitContext, Result
 from hakeeper.recovery import plan
 from hakeeper.recovery.engine import Engine
 from tests.fakes import Script, build, fake_kits
@@ -221,3 +222,18 @@ def test_at_start_a_parent_whose_check_another_node_answers_goes_down_with_its_c
         assert "web: its quickCheck said running" in caplog.text
     finally:
         daemon.lcd.close()
+
+
+# ------------------------------------------------------------------ what a script knows of "here"
+
+
+def test_scripts_are_told_this_node_and_the_resource_s_state_here(tmp_path: Path) -> None:
+    ctx = KitContext(tmp_path, "node1")
+    for state in (State.ISP, State.OSU):
+        resource = Resource("web", "web", "gen", "app", state=state)
+        env = script_env(ctx, resource, "quick_check")
+        assert (env["HAKEEPER_NODE"], env["HAKEEPER_STATE"], env["HAKEEPER_ACTION"]) == (
+            "node1",
+            state.name,
+            "quickCheck",
+        )
