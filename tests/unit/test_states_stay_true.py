@@ -38,6 +38,13 @@ def test_what_is_above_an_isu_resource_is_judged_by_what_is_below_it() -> None:
     assert plan.parents_to_stop(WEB, states) == {"web": "web-disk"}, "ISU is left alone, not what is above it"
 
 
+def test_a_run_judges_only_what_is_above_the_resources_it_acted_on() -> None:
+    states = {"web": State.ISP, "web-ip": State.OSU, "web-fs": State.ISP, "web-disk": State.OSF}
+    assert plan.parents_to_stop(WEB, states, below={"web-disk"}) == {"web": "web-disk", "web-fs": "web-disk"}
+    assert plan.parents_to_stop(WEB, states, below={"web-ip"}) == {"web": "web-ip"}
+    assert plan.parents_to_stop(WEB, states, below={"web-fs"}) == {}
+
+
 def test_a_consistent_hierarchy_needs_nothing() -> None:
     states = {"web": State.OSU, "web-ip": State.ISP, "web-fs": State.OSU, "web-disk": State.ISP}
     assert plan.parents_to_stop(WEB, states) == {}
@@ -72,6 +79,18 @@ def test_once_those_go_down_no_isp_resource_is_over_one_out_of_service(
     untouched = {tag for tag, state in states.items() if state is State.ISP} - set(above)
     for tag in untouched:
         assert all(states[d].in_service for d in graph.descendants(edges, tag)), "nothing taken down needlessly"
+
+
+@given(hierarchies(), st.sets(st.sampled_from(TAGS)))
+def test_a_run_s_scope_takes_down_exactly_what_is_above_its_resources_out_of_service(
+    case: tuple[list[graph.Edge], dict[str, State]], scope: set[str]
+) -> None:
+    edges, states = case
+    above = plan.parents_to_stop(edges, states, below=scope)
+    down = {t for t in scope if not states[t].in_service}
+    expected = {t for t, s in states.items() if s is State.ISP and graph.descendants(edges, t) & down}
+    assert set(above) == expected
+    assert all(above[t] in down for t in above)
 
 
 # ------------------------------------------------------------------ the engine records it

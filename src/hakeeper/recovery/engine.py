@@ -292,7 +292,7 @@ class Engine:
         if not report.ok and restored:
             undo = f"undone: restore of {', '.join(report.failed)} failed"
             await self._undo(kits, restored, edges, report, reason=undo)
-        await self._correct(kits, report)
+        await self._correct(kits, report, members)
         return told(report)
 
     async def remove(
@@ -309,7 +309,7 @@ class Engine:
         report = Report("remove", tag)
         with self._holding(members):
             await self._remove_members(kits, members, edges, report, reason=reason, args=args)
-            await self._correct(kits, report)
+            await self._correct(kits, report, members)
         return told(report)
 
     async def remove_everything(self, *, reason: str) -> Report:
@@ -326,7 +326,7 @@ class Engine:
             report = Report("remove", target)
             with self._holding(members):
                 await self._remove_members(self.kits, members, edges, report, reason=reason)
-                await self._correct(self.kits, report)
+                await self._correct(self.kits, report, members)
             return told(report)
 
     def mark(self, tag: str, state: State, reason: str) -> State:
@@ -344,17 +344,26 @@ class Engine:
         """
         async with self.exclusive():
             report = Report("remove", "resources above one out of service")
-            await self._correct(self.kits, report, reasons=reasons, alert=alert)
+            await self._correct(self.kits, report, None, reasons=reasons, alert=alert)
             report.done, report.corrected = report.corrected, []
             return report
 
     async def _correct(
-        self, kits: Kits, report: Report, *, reasons: Mapping[str, str] | None = None, alert: bool = True
+        self,
+        kits: Kits,
+        report: Report,
+        scope: set[str] | None,
+        *,
+        reasons: Mapping[str, str] | None = None,
+        alert: bool = True,
     ) -> None:
-        """The rule that states stay true: no ISP resource over one not in service. Adds to ``report``."""
+        """The rule that states stay true: no ISP resource over one not in service. Adds to ``report``.
+
+        ``scope``: the resources a run acted on (only what is above them is judged); None: all.
+        """
         edges = self.lcd.edges()
         states = {tag: state for tag, _id, state, _reason in self.lcd.summaries()}
-        above = plan.parents_to_stop(edges, states)
+        above = plan.parents_to_stop(edges, states, below=scope)
         if not above:
             return
         why = {

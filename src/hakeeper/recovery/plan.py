@@ -12,7 +12,7 @@ never ISP over one it needs that is not in service.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from hakeeper.db import State, graph
 
@@ -42,22 +42,30 @@ def local_recovery_set(edges: Iterable[graph.Edge], tag: str) -> set[str]:
     return remove_set(edges, tag)
 
 
-def parents_to_stop(edges: Iterable[graph.Edge], states: Mapping[str, State]) -> dict[str, str]:
+def parents_to_stop(
+    edges: Iterable[graph.Edge], states: Mapping[str, State], *, below: Collection[str] | None = None
+) -> dict[str, str]:
     """Which ISP resources must go out of service because something below them is not in service.
 
     Returns each such resource with the one below it (a child, or a child's
     child…) that is not in service: the smallest tag, to name in the reason.
     A resource missing from ``states`` counts as not in service. ISU resources
     are unprotected and left alone, but what is above them is judged by what is
-    below them all the same. Once every resource returned is out of service, no
-    ISP resource has anything below it out of service.
+    below them all the same. ``below``: only what is above these counts (the
+    resources a run acted on); None: every resource. Once every resource
+    returned is out of service, no ISP resource has anything of ``below`` below
+    it out of service.
     """
     kids = graph.children_of(edges)
+    scope = None if below is None else set(below)
     out: dict[str, str] = {}
     for tag, state in states.items():
         if state is not State.ISP:
             continue
-        down = sorted(t for t in graph.reachable(kids, tag) if not states.get(t, State.ILLSTATE).in_service)
+        under = graph.reachable(kids, tag)
+        if scope is not None:
+            under &= scope
+        down = sorted(t for t in under if not states.get(t, State.ILLSTATE).in_service)
         if down:
             out[tag] = down[0]
     return out
