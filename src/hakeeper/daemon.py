@@ -42,6 +42,7 @@ from hakeeper.events.monitor import Monitor
 from hakeeper.guard import GuardLink
 from hakeeper.kits.base import KitContext, Result
 from hakeeper.kits.registry import Kits
+from hakeeper.recovery import plan
 from hakeeper.recovery.engine import DEFAULT_MAX_PARALLEL, Engine
 from hakeeper.recovery.engine import call as kit_call
 
@@ -86,7 +87,7 @@ class Daemon:
             limits=Limits(config.recover_attempts, config.recover_window),
             failover=self.failover.resource_failed,
         )
-        self.monitor = Monitor(self.lcd, self.kits, self.on_check_failure, refresh=config.monitor_refresh)
+        self.monitor = Monitor(self.engine, self.on_check_failure, refresh=config.monitor_refresh)
         self.membership: dict[str, PathState] = {}
         self.identity = load_identity(self.root) if identity_exists(self.root) else None
         self.heartbeats = HeartbeatLink(self.root, self.lcd, self.on_node) if self.identity else None
@@ -186,8 +187,17 @@ class Daemon:
             self.kits.find(app, rtype)
 
     async def _reconcile(self) -> None:
-        """Before monitoring starts: what the LCD says is in service here must really run (after a crash, a boot)."""
+        """Before monitoring starts: what the LCD says is in service here must really run here (after a crash, a boot).
+
+        Each resource recorded in service is asked by its quickCheck; one that
+        does not run is marked OSU. Then whatever is ISP above a resource not in
+        service goes out of service too, even if its own check said running: a
+        check that reaches a switchable address may have been answered by the
+        node that serves it now (docs/kits.md), and a parent never stays ISP
+        over a child that is not.
+        """
         claimed = [r for r in self.lcd.resources() if r.state.in_service]
+        said_running: set[str] = set()
 
         async def check(resource: Resource) -> None:
             try:
@@ -195,12 +205,25 @@ class Daemon:
             except HakeeperError as exc:
                 result = Result.failed(str(exc))
             if result.ok:
+                said_running.add(resource.tag)
                 logger.info("%s is %s and runs", resource.tag, resource.state.name)
                 return
             why = result.message or (result.health.value if result.health else "not running")
-            self.lcd.set_state(resource.tag, State.OSU, f"not running when hakeeperd started ({why})")
+            self.lcd.set_state(resource.tag, State.OSU, f"not running when hakeeperd started ({why})")  # -> OSU
 
         await asyncio.gather(*(check(r) for r in claimed))
+        states = {tag: state for tag, _id, state, _reason in self.lcd.summaries()}
+        above = plan.parents_to_stop(self.lcd.edges(), states)
+        for tag, below in sorted(above.items()):
+            if tag in said_running:
+                logger.warning(
+                    "%s: its quickCheck said running, but %s below it is not running here; "
+                    "a quickCheck must check this node's own instance (see docs/kits.md)", tag, below,
+                )  # fmt: skip
+        if above:
+            why = "not running when hakeeperd started: {} below it is not running here"
+            reasons = {tag: why.format(below) for tag, below in above.items()}
+            await self.engine.correct(reasons=reasons)
 
     async def _pull(self, node: str, *, quiet: bool = False) -> bool:
         try:
@@ -287,9 +310,12 @@ class Daemon:
         elif state is PathState.DEAD:
             self.spawn(self.failover.node_dead(node), f"{node} dead")
 
-    def on_check_failure(self, resource: Resource, result: Result) -> None:
+    def on_check_failure(self, resource: Resource, result: Result, ticket: int) -> None:
+        """A quickCheck that started at ``ticket`` failed: local recovery judges whether it still counts."""
         message = f"quickCheck: {result.message or (result.health.value if result.health else 'failed')}"
-        self.spawn(self.recovery.failed(resource.tag, message, result.policy), f"recovery of {resource.tag}")
+        self.spawn(
+            self.recovery.failed(resource.tag, message, result.policy, ticket=ticket), f"recovery of {resource.tag}"
+        )
 
     def send_event(self, event: Event) -> str:
         """Accept an event: run its handlers and, for a resource in service here, local recovery."""
@@ -301,6 +327,9 @@ class Daemon:
             return f"event {event.describe()}: no resource {event.tag!r} here; handlers only"
         if resource.state is not State.ISP:
             return f"event {event.describe()}: {event.tag} is {resource.state.name}; no recovery"
+        busy = self.engine.stale(event.tag, self.engine.ticket())
+        if busy is not None:  # a restore, remove or recovery runs on it: the event speaks of that
+            return f"event {event.describe()}: {event.tag}: {busy}; no recovery"
         self.spawn(self.recovery.failed(event.tag, f"{event.cls}/{event.event}"), f"recovery of {event.tag}")
         return f"event {event.describe()}: local recovery of {event.tag} started"
 

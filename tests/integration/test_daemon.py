@@ -185,3 +185,41 @@ def test_sendevent_without_a_daemon_says_so(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1
     assert "hakeeperd is not running" in done.stderr
+
+
+@pytest.mark.slow
+def test_an_administrators_remove_stays_removed_even_if_a_quickcheck_runs_during_it(node: Node, tmp_path: Path) -> None:
+    """A quickCheck that starts while a slow remove runs sees the server stopped: that must not undo the remove.
+
+    The remove script stops the server and then takes 0.6 s more; with a quickCheck every second, some
+    of the rounds have a check that starts in that window (before the engine records OSU). Today's
+    daemon handed that "stopped" to local recovery, which restored web 150 ms after the remove.
+    """
+    port = free_port()
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    slow_remove = REMOVE.replace("exit 0", "sleep 0.6; exit 0")
+    assert slow_remove != REMOVE
+    for name, text in (("restore", RESTORE), ("remove", slow_remove), ("check", CHECK)):
+        path = scripts / name
+        path.write_text(text.format(python=sys.executable, port=port))
+        path.chmod(0o755)
+    node.run("lkstart")
+    node.run(
+        "hakeeper", "create", "gen/app", "-t", "web", "-Q", "1",
+        f"restore={scripts / 'restore'}", f"remove={scripts / 'remove'}", f"quickCheck={scripts / 'check'}",
+    )  # fmt: skip
+    for round in range(6):
+        node.run("perform_action", "-t", "web", "-a", "restore")
+        assert serving(port)
+        time.sleep(0.3 + 0.25 * round)  # the remove starts at different points of the check interval
+        assert node.run("perform_action", "-t", "web", "-a", "remove").stdout == "remove of web succeeded: web\n"
+        time.sleep(2.5)  # two quickCheck intervals and more: what would come back has come back
+        state = node.run("ins_list", "-t", "web", "-f:").stdout.split(":")
+        assert state[4] == "OSU", f"round {round}: web is {state[4]} ({state[5].strip()}) after the remove"
+        assert "perform_action by" in state[5]
+        assert not serving(port), f"round {round}: the server runs again after the remove"
+        assert "local recovery of web" not in node.log()
+    done = node.run("sendevent", "-C", "generic", "-E", "failure", "-n", "web")
+    assert "web is OSU; no recovery" in done.stdout
+    assert node.run("ins_list", "-t", "web", "-f:").stdout.split(":")[4] == "OSU"

@@ -509,6 +509,7 @@ def test_gen_app_scripts_get_the_contract_s_arguments_and_environment(gen_app: G
         "HAKEEPER_ID": "web",
         "HAKEEPER_INFO": "port=8080 x",
         "HAKEEPER_NODE": "node1",
+        "HAKEEPER_STATE": subject.resource.state.name,
         "HAKEEPER_ACTION": "restore",
         "cwd": str(root),
     }

@@ -70,8 +70,9 @@ def test_a_recover_that_fails_with_a_configuration_error_waits_for_the_administr
     kit, recovery, requests = setup(lcd, Script(recover_ok=False, recover_policy=Policy.CONFIG))
     outcome = asyncio.run(recovery.failed("web-fs", "quickCheck: the record points elsewhere"))
     assert requests == [], "a configuration error does not move the hierarchy"
-    assert kit.calls == [("recover", "web-fs")], "and is not retried"
+    assert [c for c in kit.calls if c[0] != "remove"] == [("recover", "web-fs")], "and is not retried"
     assert lcd.resource("web-fs").state is State.OSF
+    assert lcd.resource("web").state is State.OSU, "web does not stay ISP over its failed child"
     assert lcd.resource("web-fs").reason.startswith("configuration error: quickCheck: the record points elsewhere")
     assert "OSF until the administrator fixes it" in outcome
 
@@ -105,7 +106,9 @@ def test_configuration_errors_wait_for_the_administrator(lcd: Lcd) -> None:
     kit, recovery, requests = setup(lcd)
     asyncio.run(recovery.failed("web-ip", "bad netmask", Policy.CONFIG))
     assert lcd.resource("web-ip").state is State.OSF
-    assert kit.calls == [] and requests == []
+    assert kit.calls == [("remove", "web")], "nothing is retried; only what needs web-ip lets go of it"
+    assert requests == []
+    assert lcd.resource("web").state is State.OSU
 
 
 def test_hard_errors_and_disabled_local_recovery_go_straight_to_failover(lcd: Lcd) -> None:
@@ -139,11 +142,11 @@ def test_monitor_checks_each_resource_and_reports_failures(lcd: Lcd) -> None:
     lcd.set_check_interval("a", 1)
     failures: list[tuple[str, Result]] = []
 
-    def on_failure(resource: Resource, result: Result) -> None:
+    def on_failure(resource: Resource, result: Result, ticket: int) -> None:
         failures.append((resource.tag, result))
 
     async def scenario() -> None:
-        monitor = Monitor(lcd, kits, on_failure, refresh=0.1, rng=random.Random(1))
+        monitor = Monitor(Engine(lcd, kits), on_failure, refresh=0.1, rng=random.Random(1))
         task = asyncio.create_task(monitor.run())
         await asyncio.sleep(3.5)
         task.cancel()
@@ -166,7 +169,7 @@ def test_monitor_skips_resources_out_of_service_and_intervals_of_zero(lcd: Lcd) 
     kits, kit = fake_kits(lcd)
 
     async def scenario() -> None:
-        monitor = Monitor(lcd, kits, lambda r, res: None, refresh=0.1)
+        monitor = Monitor(Engine(lcd, kits), lambda r, res, t: None, refresh=0.1)
         task = asyncio.create_task(monitor.run())
         await asyncio.sleep(1.3)
         task.cancel()

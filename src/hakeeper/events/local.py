@@ -17,6 +17,16 @@ key, a wrong parameter): the resource is marked OSF and waits for the
 administrator; moving it would meet the same configuration elsewhere. ISU
 resources are unprotected and are not recovered. Each resource has at most one
 recovery running at a time; failures reported meanwhile are folded into it.
+
+Recovery acts only on a resource that is ISP and has no action running when
+the report arrives: checking that and holding the resource (the engine's
+:class:`~hakeeper.recovery.engine.Hold`) are one step, and a quickCheck's
+report also names the moment its check started (a ticket), so a check that
+overlapped a remove counts for nothing. It then waits for the engine and checks
+again: a run queued before it (an administrator's remove) wins, and what an
+administrator took out of service stays out. Without a recover action it takes
+out of service the failed resource and what is in service above it, and brings
+back exactly those, no more.
 """
 
 from __future__ import annotations
@@ -27,10 +37,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from hakeeper.db import State
+from hakeeper.db import State, graph
 from hakeeper.errors import HakeeperError
 from hakeeper.kits.base import Policy
-from hakeeper.recovery.engine import Engine, call
+from hakeeper.recovery import plan
+from hakeeper.recovery.engine import Busy, Engine, call
 
 logger = logging.getLogger(__name__)
 
@@ -74,27 +85,47 @@ class LocalRecovery:
     def busy(self) -> frozenset[str]:
         return frozenset(self._busy)
 
-    async def failed(self, tag: str, message: str, policy: Policy = Policy.SOFT) -> str:
-        """Handle one reported failure of ``tag``; returns the sentence that tells what was done."""
+    async def failed(self, tag: str, message: str, policy: Policy = Policy.SOFT, *, ticket: int | None = None) -> str:
+        """Handle one reported failure of ``tag``; returns the sentence that tells what was done.
+
+        ``ticket``: :meth:`Engine.ticket` taken when the quickCheck that reports
+        it started (None for a sendevent: now).
+        """
         if tag in self._busy:
             return f"{tag}: recovery already running; this report ({message}) is folded into it"
-        self._busy.add(tag)
         try:
-            outcome = await self._recover(tag, message, policy)
+            hold = self.engine.hold(tag, ticket)  # checks "ISP and idle" and holds it, in one step
+        except Busy as exc:
+            logger.debug("no local recovery for %s: %s", message, exc)
+            return f"{exc}: no recovery for {message}"
+        except HakeeperError as exc:
+            outcome = f"{tag}: recovery impossible: {exc}"
+            logger.info("%s", outcome)
+            return outcome
+        self._busy.add(tag)
+        escalate: str | None = None
+        try:
+            with hold:
+                async with self.engine.exclusive():
+                    why = hold.intact()
+                    if why is not None:
+                        logger.debug("no local recovery for %s: %s: %s", message, tag, why)
+                        return f"{tag}: {why}: no recovery for {message}"
+                    outcome, escalate = await self._recover(tag, message, policy)
         except HakeeperError as exc:
             outcome = f"{tag}: recovery impossible: {exc}"
         finally:
             self._busy.discard(tag)
+        if escalate is not None:
+            await self.failover(tag, escalate)
         logger.info("%s", outcome)
         return outcome
 
-    async def _recover(self, tag: str, message: str, policy: Policy) -> str:
-        lcd = self.engine.lcd
-        resource = lcd.resource(tag)
-        if resource.state is not State.ISP:
-            return f"{tag} is {resource.state.name}, not ISP: no recovery for {message}"
+    async def _recover(self, tag: str, message: str, policy: Policy) -> tuple[str, str | None]:
+        """Recover ``tag`` (held, under the engine's lock): what was done, and the failover reason if any."""
+        resource = self.engine.lcd.resource(tag)
         if policy is Policy.CONFIG:
-            return self._wait_for_admin(tag, message)
+            return await self._wait_for_admin(tag, message), None
         if policy is Policy.HARD:
             return await self._escalate(tag, f"{message} (this node cannot run it)")
         if not resource.local_recover:
@@ -106,25 +137,32 @@ class LocalRecovery:
             )
         kit = self.engine.kit_of(resource)
         if kit.has_recover(resource):
-            result = await call(kit, "recover", resource)
+            result = await call(kit, "recover", resource)  # the hold keeps tag: checks meanwhile count for nothing
             if result.ok:
-                return f"{tag} recovered in place by its recover action after: {message}"
+                return f"{tag} recovered in place by its recover action after: {message}", None
             if result.policy is Policy.CONFIG:
-                return self._wait_for_admin(tag, f"{message}; recover failed: {result.message}")
+                return await self._wait_for_admin(tag, f"{message}; recover failed: {result.message}"), None
             return await self._escalate(tag, f"{message}; recover failed: {result.message}")
         reason = f"local recovery of {tag}: {message}"
-        down = await self.engine.remove(tag, reason=reason)
+        lcd = self.engine.lcd
+        states = {t: state for t, _id, state, _reason in lcd.summaries()}
+        members = {t for t in plan.local_recovery_set(lcd.edges(), tag) if states.get(t, State.OSU).in_service}
+        down = await self.engine.remove_all_of(members, reason=reason, target=tag)
         if down.ok:
-            up = await self.engine.restore(tag, reason=reason)
+            up = await self.engine.restore_all_of(members, reason=reason, target=tag)
             if up.ok:
-                return f"{tag} recovered in place (remove and restore of {', '.join(down.done)}) after: {message}"
+                return f"{tag} recovered in place (remove and restore of {', '.join(down.done)}) after: {message}", None
             if up.policy is Policy.CONFIG:
-                return self._wait_for_admin(tag, f"{message}; restore failed: {'; '.join(up.messages)}")
+                return await self._wait_for_admin(tag, f"{message}; restore failed: {'; '.join(up.messages)}"), None
             return await self._escalate(tag, f"{message}; restore failed: {'; '.join(up.messages)}")
         return await self._escalate(tag, f"{message}; remove failed: {'; '.join(down.messages)}")
 
-    def _wait_for_admin(self, tag: str, reason: str) -> str:
-        self.engine.lcd.set_state(tag, State.OSF, f"configuration error: {reason}")  # -> OSF, wait for the admin
+    async def _wait_for_admin(self, tag: str, reason: str) -> str:
+        """Mark ``tag`` OSF until the administrator acts; what is above it goes out of service first."""
+        above = graph.ancestors(self.engine.lcd.edges(), tag)
+        if above:
+            await self.engine.remove_all_of(above, reason=f"{tag} below it: configuration error", target=tag)
+        self.engine.mark(tag, State.OSF, f"configuration error: {reason}")  # -> OSF, wait for the admin
         return f"{tag}: configuration error ({reason}); OSF until the administrator fixes it"
 
     def _may_try(self, tag: str) -> bool:
@@ -137,9 +175,8 @@ class LocalRecovery:
         tries.append(now)
         return True
 
-    async def _escalate(self, tag: str, reason: str) -> str:
-        """Take ``tag`` and what is above it out of service, mark it OSF, and ask for a failover."""
+    async def _escalate(self, tag: str, reason: str) -> tuple[str, str]:
+        """Take ``tag`` and what is above it out of service and mark it OSF; the caller asks for a failover."""
         await self.engine.remove(tag, reason=f"local recovery failed: {reason}")
-        self.engine.lcd.set_state(tag, State.OSF, f"local recovery failed: {reason}")  # -> OSF
-        await self.failover(tag, reason)
-        return f"{tag}: local recovery failed ({reason}); OSF, failover requested"
+        self.engine.mark(tag, State.OSF, f"local recovery failed: {reason}")  # -> OSF
+        return f"{tag}: local recovery failed ({reason}); OSF, failover requested", reason

@@ -9,6 +9,12 @@ LCD (new resources, changed intervals, resources no longer in service).
 A check that says stopped or failed is handed to ``on_failure``, which must
 not block: recovery runs in a task of its own (a watcher is cancelled when its
 resource leaves service, which recovery itself does for a moment).
+
+A check only speaks for the resource if nothing acted on it meanwhile: the
+watcher takes the engine's ticket before the check, and a failure reported by a
+check that started before or during an action on the resource (a restore, a
+remove, a recovery), or that ends when the resource is no longer ISP, is
+dropped (logged at DEBUG). Local recovery gets the ticket too and judges again.
 """
 
 from __future__ import annotations
@@ -18,29 +24,29 @@ import logging
 import random
 from collections.abc import Callable
 
-from hakeeper.db import Lcd, Resource, State
+from hakeeper.db import Resource, State
 from hakeeper.kits.base import Result
-from hakeeper.kits.registry import Kits
-from hakeeper.recovery.engine import call
+from hakeeper.recovery.engine import Engine, call
 
 logger = logging.getLogger(__name__)
 
-OnFailure = Callable[[Resource, Result], None]
+#: (the resource as it was when checked, the check's result, the engine's ticket taken before the check)
+OnFailure = Callable[[Resource, Result, int], None]
 JITTER = 0.1
 
 
 class Monitor:
     def __init__(
         self,
-        lcd: Lcd,
-        kits: Kits,
+        engine: Engine,
         on_failure: OnFailure,
         *,
         refresh: float = 1.0,
         rng: random.Random | None = None,
     ) -> None:
-        self.lcd = lcd
-        self.kits = kits
+        self.engine = engine
+        self.lcd = engine.lcd
+        self.kits = engine.kits
         self.on_failure = on_failure
         self.refresh = refresh
         self.rng = rng or random.Random()
@@ -82,12 +88,20 @@ class Monitor:
                 resource = self.lcd.resource(tag)
                 if resource.state is not State.ISP:
                     return
+                if tag in self.engine.busy:
+                    continue  # an action runs on it: its answer would speak of the action, not of the resource
                 kit = self.kits.get(resource.app, resource.type)
                 self.checks += 1
+                ticket = self.engine.ticket()
                 result = await call(kit, "quick_check", resource)
-                if not result.ok:
-                    logger.warning("quickCheck of %s: %s", tag, result.message or result.health)
-                    self.on_failure(resource, result)
+                if result.ok:
+                    continue
+                stale = self.engine.stale(tag, ticket)
+                if stale is not None:
+                    logger.debug("quickCheck of %s said %s; dropped: %s", tag, result.message or result.health, stale)
+                    continue
+                logger.warning("quickCheck of %s: %s", tag, result.message or result.health)
+                self.on_failure(resource, result, ticket)
             except asyncio.CancelledError:
                 raise
             except Exception:  # one resource's trouble must not stop its checks for good

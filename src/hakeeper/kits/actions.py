@@ -9,6 +9,8 @@ its own, with this environment added to hakeeper's:
 ``HAKEEPER_ID``      the resource's id
 ``HAKEEPER_INFO``    the resource's info string
 ``HAKEEPER_NODE``    this node's name
+``HAKEEPER_STATE``   the resource's state on this node as the LCD records it when the action starts
+                     (ISP, ISU, OSU, OSF): a quickCheck judges this node's own instance
 ``HAKEEPER_ACTION``  restore, remove, quickCheck, recover or delete
 
 Exit status 0 means success; the other codes are OCF's (see
@@ -63,6 +65,7 @@ def script_env(ctx: KitContext, resource: Resource, action: str, info: str | Non
         HAKEEPER_ID=resource.id,
         HAKEEPER_INFO=info if info is not None else info_text(resource.info),
         HAKEEPER_NODE=ctx.node,
+        HAKEEPER_STATE=resource.state.name,
         HAKEEPER_ACTION=SCRIPT_NAMES.get(action, action),
     )
     return env

@@ -167,6 +167,7 @@ class OcfKit(Kit):
             HA_RSCTMP=str(rsctmp),
             HAKEEPER_ROOT=str(self.ctx.root),
             HAKEEPER_NODE=self.ctx.node,
+            HAKEEPER_STATE=resource.state.name,
         )
         for name, value in info.get("params", {}).items():
             env[f"OCF_RESKEY_{name}"] = str(value)

@@ -18,15 +18,29 @@ after the run's start its remove ended (:meth:`hakeeper.db.Lcd.record_measuremen
 kind ``remove``): ``hakeeper why`` compares it with the lease. When a node
 loses quorum, :meth:`Engine.cut_then_remove_everything` removes the network
 face first (:func:`plan.network_face`, kind ``cut``), then the rest in order.
+
+**States stay true.** The engine knows which resources have an action running
+(a restore or remove run holds all its members for the whole run; local
+recovery holds what it repairs with a :class:`Hold`). A quickCheck takes a
+:meth:`Engine.ticket` before it starts; its answer counts only if
+:meth:`Engine.stale` finds no action running on the resource, none started
+since the ticket, and the resource still ISP — so a check that saw a remove
+half done never brings the resource back. After every run, and whenever it
+records a resource leaving service, the engine takes out of service any ISP
+resource above one that is not in service (:func:`plan.parents_to_stop`),
+logging the inconsistency as an ALERT.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from hakeeper.db import Lcd, Resource, State, graph
 from hakeeper.errors import HakeeperError
@@ -49,6 +63,7 @@ class Report:
     unchanged: list[str] = field(default_factory=list)  # already in the wanted state, or ISU -> ISP
     failed: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)  # restored by this run, removed again after a failure
+    corrected: list[str] = field(default_factory=list)  # ISP over a resource out of service: taken out too
     messages: list[str] = field(default_factory=list)
     policy: Policy | None = None
     started: float = field(default_factory=time.monotonic)  # when the run began (time.monotonic)
@@ -65,6 +80,8 @@ class Report:
         text = f"{self.action} of {self.target} failed: {'; '.join(self.messages)}; failed: {', '.join(self.failed)}"
         if self.recovered:
             text += f"; taken out of service again: {', '.join(self.recovered)}"
+        if self.corrected:
+            text += f"; out of service as something below them is: {', '.join(self.corrected)}"
         return text
 
 
@@ -120,6 +137,44 @@ class Cut:
         return {**self.rest.finished, **self.cut.finished}
 
 
+class Busy(HakeeperError):
+    """The resource has an action running, or is no longer what a caller saw (see :meth:`Engine.hold`)."""
+
+
+class Hold:
+    """Resources marked as having an action running until :meth:`release` (or the end of a ``with``)."""
+
+    def __init__(self, engine: Engine, tag: str, tags: frozenset[str]) -> None:
+        self.engine = engine
+        self.tag = tag
+        self.tags = tags
+        self._held = True
+        self._since = engine._touched[tag]
+
+    def intact(self) -> str | None:
+        """Re-check under :meth:`Engine.exclusive`: why ``tag`` is no longer as held (None: it is).
+
+        A run that was queued for the engine before the hold may have
+        acted on it meanwhile; a hold does not stop an administrator's run.
+        """
+        engine = self.engine
+        if engine._touched.get(self.tag) != self._since or engine._acting[self.tag] > 1:
+            return "an action ran on it meanwhile"
+        state = engine.lcd.resource(self.tag).state
+        return None if state is State.ISP else f"it is {state.name}, not ISP"
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self.engine._end(self.tags)
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class Engine:
     """Runs restore and remove over hierarchies of one node's LCD, one run at a time."""
 
@@ -128,22 +183,118 @@ class Engine:
         self.kits = kits
         self.max_parallel = max_parallel
         self._lock = asyncio.Lock()  # one restore or remove run at a time on this node
+        self._owner: asyncio.Task[Any] | None = None  # the task holding _lock (it may nest runs)
+        self._acting: Counter[str] = Counter()  # tag -> actions (runs, holds) holding it now
+        self._tick = 0  # goes up whenever an action starts or ends on some resource
+        self._touched: dict[str, int] = {}  # tag -> the tick of the last start or end of an action on it
 
     def kit_of(self, resource: Resource) -> Kit:
         return self.kits.get(resource.app, resource.type)
+
+    # ------------------------------------------------------------------ which resources have an action running
+
+    @property
+    def busy(self) -> frozenset[str]:
+        """The resources that have an action (restore, remove, recover, local recovery) running now."""
+        return frozenset(tag for tag, count in self._acting.items() if count > 0)
+
+    def ticket(self) -> int:
+        """Take this before a quickCheck starts; :meth:`stale` says later whether its answer still counts."""
+        return self._tick
+
+    def stale(self, tag: str, ticket: int) -> str | None:
+        """Why a quickCheck of ``tag`` that started at ``ticket`` no longer speaks for it; None when it does.
+
+        It does not when an action runs on ``tag`` now, one started or ended
+        since the check started, or ``tag`` is no longer ISP.
+        """
+        if self._acting[tag] > 0:
+            return "an action runs on it"
+        if self._touched.get(tag, -1) > ticket:
+            return "an action ran on it while it was checked"
+        state = self.lcd.resource(tag).state
+        if state is not State.ISP:
+            return f"it is {state.name}, not ISP"
+        return None
+
+    def hold(self, tag: str, ticket: int | None = None) -> Hold:
+        """Check that ``tag`` is ISP and idle (and that a check at ``ticket`` still speaks for it), and hold it.
+
+        Check and mark are one step: nothing else runs between them. Raises
+        :class:`Busy` with the reason when the check fails. The hold keeps
+        ``tag`` and everything above it until released.
+        """
+        why = self.stale(tag, self._tick if ticket is None else ticket)
+        if why is not None:
+            raise Busy(f"{tag}: {why}")
+        tags = frozenset({tag} | graph.ancestors(self.lcd.edges(), tag))
+        self._begin(tags)
+        return Hold(self, tag, tags)
+
+    def _begin(self, tags: Iterable[str]) -> None:
+        self._tick += 1
+        for tag in tags:
+            self._acting[tag] += 1
+            self._touched[tag] = self._tick
+
+    def _end(self, tags: Iterable[str]) -> None:
+        self._tick += 1
+        for tag in tags:
+            self._acting[tag] -= 1
+            if self._acting[tag] <= 0:
+                del self._acting[tag]
+            self._touched[tag] = self._tick
+
+    @contextlib.contextmanager
+    def _holding(self, tags: Iterable[str]) -> Iterator[frozenset[str]]:
+        held = frozenset(tags)
+        self._begin(held)
+        try:
+            yield held
+        finally:
+            self._end(held)
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """One restore, remove or recovery at a time on this node; the task that holds it may run several."""
+        me = asyncio.current_task()
+        if me is not None and self._owner is me:
+            yield
+            return
+        async with self._lock:
+            self._owner = me
+            try:
+                yield
+            finally:
+                self._owner = None
 
     async def restore(
         self, tag: str, *, reason: str, only: bool = False, args: tuple[str, ...] = (), kits: Kits | None = None
     ) -> Report:
         """Bring ``tag``'s hierarchy in service here, children first. ``kits``: other than the engine's own."""
-        async with self._lock:
+        async with self.exclusive():
             return await self._restore(tag, reason=reason, only=only, args=args, kits=kits or self.kits)
 
     async def _restore(self, tag: str, *, reason: str, only: bool, args: tuple[str, ...], kits: Kits) -> Report:
         self.lcd.resource(tag)
         edges = self.lcd.edges()
         members = plan.restore_set(edges, tag, only=only)
-        report = Report("restore", tag)
+        with self._holding(members):
+            return await self._restore_members(members, edges, reason=reason, args=args, kits=kits, target=tag)
+
+    async def restore_all_of(self, tags: set[str], *, reason: str, target: str) -> Report:
+        """Bring exactly ``tags`` in service here in one run, children first (what local recovery took down)."""
+        async with self.exclusive():
+            edges = self.lcd.edges()
+            with self._holding(tags):
+                return await self._restore_members(set(tags), edges, reason=reason, args=(), kits=self.kits,
+                                                   target=target)  # fmt: skip
+
+    async def _restore_members(
+        self, members: set[str], edges: list[graph.Edge], *, reason: str, args: tuple[str, ...], kits: Kits,
+        target: str,
+    ) -> Report:  # fmt: skip
+        report = Report("restore", target)
         restored: list[str] = []
 
         async def one(resource: Resource) -> bool:
@@ -168,13 +319,14 @@ class Engine:
         if not report.ok and restored:
             undo = f"undone: restore of {', '.join(report.failed)} failed"
             await self._undo(kits, restored, edges, report, reason=undo)
+        await self._correct(kits, report, members)
         return told(report)
 
     async def remove(
         self, tag: str, *, reason: str, only: bool = False, args: tuple[str, ...] = (), kits: Kits | None = None
     ) -> Report:
         """Take ``tag`` and everything above it out of service, parents first. ``kits``: other than the engine's own."""
-        async with self._lock:
+        async with self.exclusive():
             return await self._remove(tag, reason=reason, only=only, args=args, kits=kits or self.kits)
 
     async def _remove(self, tag: str, *, reason: str, only: bool, args: tuple[str, ...], kits: Kits) -> Report:
@@ -182,7 +334,9 @@ class Engine:
         edges = self.lcd.edges()
         members = plan.remove_set(edges, tag, only=only)
         report = Report("remove", tag)
-        await self._remove_members(kits, members, edges, report, reason=reason, args=args)
+        with self._holding(members):
+            await self._remove_members(kits, members, edges, report, reason=reason, args=args)
+            await self._correct(kits, report, members)
         return told(report)
 
     async def remove_everything(self, *, reason: str) -> Report:
@@ -191,13 +345,15 @@ class Engine:
 
     async def remove_all_of(self, tags: set[str] | None, *, reason: str, target: str) -> Report:
         """Take ``tags`` (None: every resource) out of service here in one run, parents first."""
-        async with self._lock:
+        async with self.exclusive():
             edges = self.lcd.edges()
             members = {tag for tag, _id, state, _reason in self.lcd.summaries() if state is not State.OSU}
             if tags is not None:
                 members &= tags
             report = Report("remove", target)
-            await self._remove_members(self.kits, members, edges, report, reason=reason)
+            with self._holding(members):
+                await self._remove_members(self.kits, members, edges, report, reason=reason)
+                await self._correct(self.kits, report, members)
             return told(report)
 
     async def cut_then_remove_everything(
@@ -212,25 +368,81 @@ class Engine:
         remove failed (OSF) is tried once more in its place among the rest.
         ``after_cut`` is called with the cut's report and duration before the rest begins.
         """
-        async with self._lock:
+        async with self.exclusive():
             started = time.monotonic()
             edges = self.lcd.edges()
             resources = self.lcd.resources()
             face = plan.network_face(resources)
-            cut = Report("cut", "the network face", started=started)
-            # No edges: every address at once, whatever depends on what; a failed one stops none of the others.
-            await self._remove_members(self.kits, face, [], cut, reason=f"{reason}: clients cut first", stop=False)
-            cut_took = max(cut.finished.values(), default=0.0)
-            if face:
-                told(cut)
-            if after_cut is not None:
-                after_cut(cut, cut_took)
-            rest = Report("remove", "every hierarchy", started=started)
-            members = {r.tag for r in resources if r.state is not State.OSU} - set(cut.done)
-            await self._remove_members(self.kits, members, edges, rest, reason=reason)
+            with self._holding({r.tag for r in resources if r.state is not State.OSU}):
+                cut = Report("cut", "the network face", started=started)
+                # No edges: every address at once, whatever depends on what; a failed one stops none of the others.
+                await self._remove_members(self.kits, face, [], cut, reason=f"{reason}: clients cut first", stop=False)
+                cut_took = max(cut.finished.values(), default=0.0)
+                if face:
+                    told(cut)
+                if after_cut is not None:
+                    after_cut(cut, cut_took)
+                rest = Report("remove", "every hierarchy", started=started)
+                members = {r.tag for r in resources if r.state is not State.OSU} - set(cut.done)
+                await self._remove_members(self.kits, members, edges, rest, reason=reason)
             told(rest)
             self._note("cut", cut.finished)
             return Cut(cut, rest, cut_took, time.monotonic() - started)
+
+    def mark(self, tag: str, state: State, reason: str) -> State:
+        """Record ``tag``'s new state (outside a run: local recovery's OSF); returns the previous one.
+
+        A resource that leaves service this way may leave ISP resources above
+        it: the caller then runs :meth:`correct`.
+        """
+        return self.lcd.set_state(tag, state, reason)
+
+    async def correct(self, *, reasons: Mapping[str, str] | None = None, alert: bool = True) -> Report:
+        """Take out of service every ISP resource above one that is not in service (:func:`plan.parents_to_stop`).
+
+        ``reasons``: the state reason of each one (default: which resource below it is down).
+        """
+        async with self.exclusive():
+            report = Report("remove", "resources above one out of service")
+            await self._correct(self.kits, report, None, reasons=reasons, alert=alert)
+            report.done, report.corrected = report.corrected, []
+            return report
+
+    async def _correct(
+        self,
+        kits: Kits,
+        report: Report,
+        scope: set[str] | None,
+        *,
+        reasons: Mapping[str, str] | None = None,
+        alert: bool = True,
+    ) -> None:
+        """The rule that states stay true: no ISP resource over one not in service. Adds to ``report``.
+
+        ``scope``: the resources a run acted on (only what is above them is judged); None: all.
+        """
+        edges = self.lcd.edges()
+        states = {tag: state for tag, _id, state, _reason in self.lcd.summaries()}
+        above = plan.parents_to_stop(edges, states, below=scope)
+        if not above:
+            return
+        why = {
+            tag: (reasons or {}).get(tag) or f"{below} below it is {states.get(below, State.ILLSTATE).name}"
+            for tag, below in above.items()
+        }
+        for tag, below in sorted(above.items()):
+            (logger.error if alert else logger.warning)(
+                "%s%s is ISP but %s below it is %s: taking %s out of service",
+                "ALERT: " if alert else "", tag, below, states.get(below, State.ILLSTATE).name, tag,
+            )  # fmt: skip
+        fix = Report("remove", report.target)
+        with self._holding(above):
+            await self._remove_members(kits, set(above), edges, fix, reason="", reasons=why)
+        report.corrected += fix.done + fix.unchanged
+        if fix.failed:
+            report.failed += fix.failed
+            report.messages += fix.messages
+            report.policy = report.policy or fix.policy
 
     async def _remove_members(
         self,
@@ -242,6 +454,7 @@ class Engine:
         reason: str,
         args: tuple[str, ...] = (),
         stop: bool = True,
+        reasons: Mapping[str, str] | None = None,
     ) -> None:
         async def one(resource: Resource) -> bool:
             if resource.state is State.OSU:
@@ -250,7 +463,8 @@ class Engine:
             result = await self._act(kits, "remove", resource, args)
             if result.ok:
                 report.finished[resource.tag] = time.monotonic() - report.started
-                self.lcd.set_state(resource.tag, State.OSU, reason)  # ISP/ISU/OSF -> OSU
+                why = (reasons or {}).get(resource.tag, reason)
+                self.lcd.set_state(resource.tag, State.OSU, why)  # ISP/ISU/OSF -> OSU
                 report.done.append(resource.tag)
                 return True
             self.lcd.set_state(resource.tag, State.OSF, result.message)  # -> OSF: remove failed

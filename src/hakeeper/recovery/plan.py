@@ -13,11 +13,14 @@ address takes milliseconds; stopping an application may take seconds, and the
 other nodes take over after a short, fixed wait (the lease). An application
 that loses its address while it runs is being stopped anyway; what matters is
 that no client reaches it any more once the lease runs out.
+
+:func:`parents_to_stop` holds the rule that states stay true: a resource is
+never ISP over one it needs that is not in service.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 from hakeeper.db import Resource, State, graph
 
@@ -64,3 +67,32 @@ def network_face(resources: Iterable[Resource], types: Iterable[str] = NETWORK_F
     """
     kinds = set(types)
     return {r.tag for r in resources if r.state is not State.OSU and is_network_face(r, kinds)}
+
+
+def parents_to_stop(
+    edges: Iterable[graph.Edge], states: Mapping[str, State], *, below: Collection[str] | None = None
+) -> dict[str, str]:
+    """Which ISP resources must go out of service because something below them is not in service.
+
+    Returns each such resource with the one below it (a child, or a child's
+    child…) that is not in service: the smallest tag, to name in the reason.
+    A resource missing from ``states`` counts as not in service. ISU resources
+    are unprotected and left alone, but what is above them is judged by what is
+    below them all the same. ``below``: only what is above these counts (the
+    resources a run acted on); None: every resource. Once every resource
+    returned is out of service, no ISP resource has anything of ``below`` below
+    it out of service.
+    """
+    kids = graph.children_of(edges)
+    scope = None if below is None else set(below)
+    out: dict[str, str] = {}
+    for tag, state in states.items():
+        if state is not State.ISP:
+            continue
+        under = graph.reachable(kids, tag)
+        if scope is not None:
+            under &= scope
+        down = sorted(t for t in under if not states.get(t, State.ILLSTATE).in_service)
+        if down:
+            out[tag] = down[0]
+    return out
