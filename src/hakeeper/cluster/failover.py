@@ -504,13 +504,16 @@ class Failover:
         def needs_lease(current: Owner) -> bool:  # voters check that a previous owner that did not ask lost its lease
             return claim is not Claim.SWITCHOVER and current.node not in permitted
 
+        asked = time.monotonic()
         outcome = await self.placement.claim(h.name, change, lease=needs_lease)
+        took = time.monotonic() - asked
         if not outcome.ok or outcome.now is None or outcome.previous is None:
             self.blocked[h.name] = f"not claimed: {outcome.why}"
             return REFUSED, f"not claimed: {outcome.why}", None
         epoch, previous = outcome.now.epoch, outcome.previous.node
         self.box.hold(h.name, epoch)
-        logger.info("%s: claimed by %s under epoch %d (previous owner %s)", h.name, self.me, epoch, outcome.previous)
+        logger.info("%s: claimed by %s under epoch %d in %.3f s (previous owner %s)", h.name, self.me, epoch, took,
+                    outcome.previous)  # fmt: skip
         waiting = None
         for node in dict.fromkeys([previous, *holders]):
             waiting = waiting or await self._previous_gone(h, node, epoch, released=permitted)
