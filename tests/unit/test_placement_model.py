@@ -56,9 +56,7 @@ class Net:
     async def prepare(self, voter: str, key: str, ballot: Ballot) -> Answer:
         return await self._send(voter, "prepare", ballot, None)
 
-    async def accept(
-        self, voter: str, key: str, ballot: Ballot, value: Owner, *, previous: Owner, lease: bool
-    ) -> Answer:
+    async def accept(self, voter: str, key: str, ballot: Ballot, value: Owner, *, check: tuple[str, ...]) -> Answer:
         return await self._send(voter, "accept", ballot, value)
 
     async def _send(self, voter: str, kind: str, ballot: Ballot, value: Owner | None) -> Answer:

@@ -188,11 +188,20 @@ def switchback(
 
 
 def at_start(
-    view: View, found: Iterable[Hierarchy], in_service: Mapping[str, Iterable[str]], *, start: Iterable[str]
+    view: View,
+    found: Iterable[Hierarchy],
+    in_service: Mapping[str, Iterable[str]],
+    *,
+    start: Iterable[str],
+    owned: Iterable[str] = (),
 ) -> list[Decision]:
     """Hierarchies named in ``start`` (initialization AUTORES_ISP / INIT_ISP) that run on no live node:
-    their highest-priority live node restores them, so a cluster that boots together starts each once."""
-    wanted = set(start)
+    their highest-priority live node restores them, so a cluster that boots together starts each once.
+
+    One that this node owns (it restarted before anyone saw it dead, so nobody
+    took it over) it restores itself: the other nodes see an owner that is alive.
+    """
+    wanted, mine = set(start), set(owned)
     decisions = []
     for h in found:
         if h.name not in wanted or holders(h, view, in_service):
@@ -201,6 +210,8 @@ def at_start(
         if not live:
             continue
         priority, target = live[0]
+        if h.name in mine and view.me in h.priorities:
+            priority, target = h.priorities[view.me], view.me
         act = Act.RESTORE if target == view.me else Act.ELSEWHERE
         members = ", ".join(sorted(h.members))
         sentence = f"{h.name}: in service nowhere at start; {target} has the highest live priority ({priority}); "
@@ -240,6 +251,17 @@ def may_claim(owner: str | None, claim: Claim, view: View, *, allowed: Iterable[
     return None
 
 
+def contenders(owner: str | None, previous: Iterable[str], me: str) -> tuple[str, ...]:
+    """The nodes that may run a hierarchy whose newest record names ``owner``, taken from ``previous``.
+
+    A record that a minority alone accepted can be picked up by a later claim,
+    so its owner's claim may never have held, and the nodes it was taken from may
+    still run the hierarchy: until the owner confirms the record (emptying
+    ``previous``), every claim ends their leases too — even a claim by the owner.
+    """
+    return tuple(sorted({n for n in (owner, *previous) if n is not None and n != me}))
+
+
 class Fix(enum.Enum):
     STOP = "stop"  # take it out of service here: another node owns a newer epoch
     CLAIM = "claim"  # claim it and restore it here: it runs nowhere and falls to this node
@@ -261,31 +283,36 @@ def converge(
     unknown: Iterable[str] = (),
     departed: Iterable[str] = (),
     retry: Iterable[str] = (),
+    waiting: Iterable[str] = (),
+    held: Mapping[str, int] | None = None,
 ) -> list[Repair]:
     """One anti-entropy pass on ``view.me``: which duplicates it stops, which hierarchies that run nowhere it claims.
 
     ``runs``: node -> {hierarchy: epoch it runs it under} for this node and every
     live peer that answered (``unknown``: live peers that did not; a hierarchy is
-    "nowhere" only when every live node answered). ``records``: hierarchy ->
-    (epoch, owner) as this node's voter last accepted it — a hint that decides
-    nothing alone: a repair that claims reads the majority's record again.
-    ``retry``: hierarchies whose restore failed on this node, to try again.
+    "nowhere" only when every live node answered). A copy here stops when another
+    node runs the hierarchy under a newer epoch (a record alone does not stop it:
+    a record a minority accepted may never hold). ``records``: hierarchy ->
+    (epoch, owner), the newest any voter knows — a hint that decides nothing
+    alone: a repair that claims reads the majority's record again. ``retry``:
+    hierarchies whose restore failed here, due for another try; ``waiting``: those
+    whose next try is not due yet. ``held``: the epoch this node last restored
+    each hierarchy under: a record naming this node under another epoch is a
+    claim that did not finish (it is finished), one under that epoch a hierarchy
+    taken out of service on purpose (left alone).
     """
     mine = runs.get(view.me, {})
     silent = set(unknown) & view.alive
     gone = set(departed)
-    again = set(retry)
+    again, later = set(retry), set(waiting)
+    ran = held or {}
     repairs = []
     for h in found:
         epoch, owner = records.get(h.name, (0, None))
         if h.name in mine:
             here = mine[h.name]
             newer = sorted((r[h.name], n) for n, r in runs.items() if n != view.me and r.get(h.name, -1) > here)
-            if owner != view.me and epoch > here:
-                who = owner or "nobody (released)"
-                sentence = f"{h.name}: owned by {who} under epoch {epoch}, run here under epoch {here}"
-                repairs.append(Repair(h, Fix.STOP, sentence + ": taking it out of service here"))
-            elif newer:
+            if newer:
                 e, n = newer[-1]
                 sentence = f"{h.name}: in service on {n} under epoch {e} too, here under epoch {here}"
                 repairs.append(Repair(h, Fix.STOP, sentence + ": taking it out of service here"))
@@ -293,8 +320,13 @@ def converge(
         if silent or any(h.name in r for r in runs.values()) or view.me not in h.priorities or owner is None:
             continue
         if owner == view.me:
+            if h.name in later:
+                continue
             if h.name in again:
                 sentence = f"{h.name}: runs nowhere since its restore failed here; trying again"
+                repairs.append(Repair(h, Fix.CLAIM, sentence))
+            elif ran.get(h.name) != epoch:
+                sentence = f"{h.name}: runs nowhere; this node's claim of epoch {epoch} did not finish; finishing it"
                 repairs.append(Repair(h, Fix.CLAIM, sentence))
             continue
         if owner in view.alive or owner in gone:

@@ -68,6 +68,7 @@ Send = Callable[[str, str, dict[str, Any], float], Awaitable[Any]]
 VIEW_TIMEOUT = 2.0  # a live peer's answer about what it sees and runs
 VOTE_TIMEOUT = 1.0  # a voter's answer to a claim's prepare or accept
 MOVE_TIMEOUT = 900.0  # a restore on another node (LifeKeeper's REMOTETIMEOUT)
+RELEASE_WAIT = 30.0  # a node an unconfirmed record names, asked to let a hierarchy go before a claim
 RELEASE_TIMEOUT = 900.0  # the previous owner's remove, during a switchover (watched: its death ends the wait)
 VERIFY_ROUNDS = 20  # remote_verify: how often to ask again, one heartbeat interval apart
 CONVERGE_EVERY = 5  # heartbeat intervals between two anti-entropy passes
@@ -112,7 +113,8 @@ class Failover:
         )
         self._locks: dict[str, asyncio.Lock] = {}  # one move of a hierarchy at a time on this node
         self._stops: dict[str, asyncio.Task[bool]] = {}  # removals under way, by hierarchy
-        self._retries: set[asyncio.Task[None]] = set()  # anti-entropy retries under way
+        self._retries: set[asyncio.Task[Any]] = set()  # anti-entropy retries and confirmations under way
+        self._moving: set[str] = set()  # hierarchies being offered to other nodes (move_on)
 
     def close(self) -> None:
         self.box.close()
@@ -295,7 +297,9 @@ class Failover:
             logger.warning("at start: %s did not say what they run; the anti-entropy pass decides later",
                            ", ".join(silent))  # fmt: skip
             return
-        decisions = decide.at_start(self.view(), self.hierarchies(), self.in_service(views), start=start)
+        found = self.hierarchies()
+        owned = [h.name for h in found if self.owner(h).node == self.me]
+        decisions = decide.at_start(self.view(), found, self.in_service(views), start=start, owned=owned)
         for d in decisions:
             if d.act is Act.RESTORE:
                 logger.warning("%s", d.sentence)
@@ -403,8 +407,11 @@ class Failover:
             proc = await asyncio.create_subprocess_exec(*HALT[action])
             await proc.wait()
             return
+        running = self.runs_here()
         # The network face (virtual addresses) first, at once, then the rest: see hakeeper.cluster.lease.
         await lease.take_out_of_service(self.lcd, self.engine, reason=f"quorum lost ({q.why})")
+        for name in running:  # when quorum is back, the anti-entropy pass brings back what nobody took over
+            self.retry[name] = (0, time.monotonic())
 
     async def _verified(self, dead: str) -> dict[str, dict[str, Any]] | None:
         """The live peers' views, once none of them sees ``dead`` alive (remote_verify); None to stand down."""
@@ -499,23 +506,30 @@ class Failover:
             why = decide.may_claim(current.node, claim, view, allowed=permitted)
             if why is not None:
                 raise Refuse(why)
-            return Owner(current.epoch + 1, self.me)
+            return Owner(current.epoch + 1, self.me, decide.contenders(current.node, current.previous, self.me))
 
-        def needs_lease(current: Owner) -> bool:  # voters check that a previous owner that did not ask lost its lease
-            return claim is not Claim.SWITCHOVER and current.node not in permitted
+        def needs_lease(current: Owner) -> tuple[str, ...]:  # voters check that those who did not ask lost it
+            if claim is Claim.SWITCHOVER:
+                return ()
+            return tuple(n for n in decide.contenders(current.node, current.previous, self.me) if n not in permitted)
 
         asked = time.monotonic()
         outcome = await self.placement.claim(h.name, change, lease=needs_lease)
+        if not outcome.ok and outcome.previous is not None and await self._released(h, outcome.previous, permitted):
+            outcome = await self.placement.claim(h.name, change, lease=needs_lease)  # once more, without their veto
         took = time.monotonic() - asked
         if not outcome.ok or outcome.now is None or outcome.previous is None:
             self.blocked[h.name] = f"not claimed: {outcome.why}"
             return REFUSED, f"not claimed: {outcome.why}", None
         epoch, previous = outcome.now.epoch, outcome.previous.node
+        rivals = outcome.now.previous
+        permitted |= set(needs_lease(outcome.previous))  # the voters saw their leases lapse
         self.box.hold(h.name, epoch)
         logger.info("%s: claimed by %s under epoch %d in %.3f s (previous owner %s)", h.name, self.me, epoch, took,
                     outcome.previous)  # fmt: skip
+        self._confirm_soon(h, outcome.now)
         waiting = None
-        for node in dict.fromkeys([previous, *holders]):
+        for node in dict.fromkeys([*rivals, *holders]):
             waiting = waiting or await self._previous_gone(h, node, epoch, released=permitted)
         if waiting is None:
             q = await self.quorum()
@@ -531,12 +545,45 @@ class Failover:
         if not ok:
             self.box.let_go(h.name)
             return FAILED, why, previous
+        self.box.won_at(h.name, epoch)
         if self.owner(h).epoch > epoch:  # claimed by another node while the restore ran
             self._stop_soon(h, f"superseded by {self.owner(h)}")
             return REFUSED, f"superseded by {self.owner(h)} while restoring", previous
         self.blocked.pop(h.name, None)
         self.retry.pop(h.name, None)
         return RESTORED, "", previous
+
+    async def _released(self, h: Hierarchy, current: Owner, permitted: set[str]) -> bool:
+        """A claim was vetoed: ask the live nodes an unconfirmed record names (not its owner) to let ``h`` go.
+
+        They may run it, for all the voters know; each that answers has taken it
+        out of service and is added to ``permitted``. True when one was.
+        """
+        rivals = [n for n in current.previous if n not in permitted and n != current.node]
+        alive = [n for n in rivals if self.membership().get(n) is PathState.ALIVE]
+        added = False
+        for node in alive:
+            try:
+                await self.send(node, "release", {"roots": list(h.roots), "reason": f"claimed by {self.me}"},
+                                VOTE_TIMEOUT + RELEASE_WAIT)  # fmt: skip
+            except (HakeeperError, TimeoutError) as exc:
+                logger.info("%s: %s did not let it go: %s", h.name, node, exc)
+                continue
+            permitted.add(node)
+            added = True
+        return added
+
+    def _confirm_soon(self, h: Hierarchy, won: Owner) -> None:
+        """Write the record again without ``previous`` once the claim held (off the critical path)."""
+        if not won.previous:
+            return
+
+        def change(current: Owner) -> Owner:
+            return Owner(won.epoch, won.node) if _same(won.epoch, self.me)(current) else current
+
+        task = asyncio.create_task(self.placement.claim(h.name, change), name=f"confirm {h.name}")
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
 
     async def _previous_gone(self, h: Hierarchy, previous: str | None, epoch: int, *, released: set[str]) -> str | None:
         """Wait until the previous owner is out of ``h``: released it, or its lease lapsed. None, or why not.
@@ -561,10 +608,16 @@ class Failover:
                 state = self.membership().get(previous, PathState.UNKNOWN)
                 if state is PathState.DEAD:
                     lapse = self.dead_since.setdefault(previous, now) + delay
-                    if now >= lapse:
+                    if now < lapse:
+                        await asyncio.sleep(lapse - now)
+                        continue
+                    # DEAD to this node; the voters must agree (it may still hear a majority): a lease check.
+                    confirmed = await self.placement.claim(h.name, _same(epoch, self.me), lease=lambda _c: (previous,))
+                    if confirmed.ok:
                         logger.info("%s: %s DEAD for takeover_delay (%g s): lease lapsed", h.name, previous, delay)
                         return None
-                    await asyncio.sleep(lapse - now)
+                    logger.info("%s: %s's lease holds for the voters: %s", h.name, previous, confirmed.why)
+                    await asyncio.sleep(interval)
                     continue
                 if release is None and state is PathState.ALIVE:
                     args = {"roots": list(h.roots), "epoch": epoch, "reason": f"claimed by {self.me}"}
@@ -635,6 +688,13 @@ class Failover:
 
     async def move_on(self, h: Hierarchy, *, failed: list[str], reason: str) -> bool:
         """Ask the next live nodes by priority, in turn, to take ``h``; False when none could."""
+        self._moving.add(h.name)
+        try:
+            return await self._move_on(h, failed=failed, reason=reason)
+        finally:
+            self._moving.discard(h.name)
+
+    async def _move_on(self, h: Hierarchy, *, failed: list[str], reason: str) -> bool:
         tried = list(failed)
         for node in decide.next_nodes(h, self.view(), failed=tried):
             logger.warning("%s: %s; trying %s (priority %d)", h.name, reason, node, h.priorities[node])
@@ -742,6 +802,7 @@ class Failover:
                 continue
             if owner.node == self.me:
                 self.box.hold(h.name, owner.epoch)
+                self.box.won_at(h.name, owner.epoch)
             elif owner.node is None:
                 async with self._lock(h):
                     result, why, _ = await self._claim_and_restore(h, Claim.ADOPT, reason="in service at start")
@@ -781,11 +842,13 @@ class Failover:
         now = time.monotonic()
         due = {n for n, (tries, at) in self.retry.items() if at <= now and tries < RETRY_TRIES}
         repairs = decide.converge(
-            self.view(), found, runs, records, unknown=self.unknown(views), departed=self.departed, retry=due
-        )
+            self.view(), found, runs, records, unknown=self.unknown(views), departed=self.departed, retry=due,
+            waiting=set(self.retry) - due, held=self.box.won(),
+        )  # fmt: skip
         for r in repairs:
             h = r.hierarchy
-            if self._lock(h).locked() or (h.name in self._stops and not self._stops[h.name].done()):
+            busy = self._lock(h).locked() or h.name in self._moving
+            if busy or (h.name in self._stops and not self._stops[h.name].done()):
                 continue  # a move or a removal of it runs already
             if r.fix is Fix.STOP:
                 logger.error("ALERT: %s", r.sentence)
@@ -844,13 +907,15 @@ class Failover:
 
     async def on_ballot_accept(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
         key, ballot, value = _key(args), Ballot.from_json(args.get("ballot")), Owner.from_json(args.get("value"))
-        previous = Owner.from_json(args.get("previous") or [0, None])
-        answer = await self.accept(key, ballot, value, previous=previous, lease=bool(args.get("lease")))
+        check = tuple(str(n) for n in args.get("check") or [])
+        answer = await self.accept(key, ballot, value, check=check)
         return answer.as_json()
 
-    async def accept(self, key: str, ballot: Ballot, value: Owner, *, previous: Owner, lease: bool) -> Answer:
-        """This node as a voter: check the previous owner's lease when asked to, accept, stop an older copy here."""
-        veto = await self.lease_veto(previous.node, lease=lease) if lease else None
+    async def accept(self, key: str, ballot: Ballot, value: Owner, *, check: tuple[str, ...]) -> Answer:
+        """This node as a voter: check the leases it is asked to, accept, stop an older copy here."""
+        veto = None
+        for node in check:
+            veto = veto or await self.lease_veto(node)
         if veto is not None:
             logger.warning("%s: vetoed %s's claim: %s", key, value.node or "nobody", veto)
             return Answer(False, ballot, veto=veto)
@@ -859,7 +924,7 @@ class Failover:
             self.superseded(key, value)
         return answer
 
-    async def lease_veto(self, owner: str | None, *, lease: bool = True) -> str | None:
+    async def lease_veto(self, owner: str | None) -> str | None:
         """Why this voter will not let ``owner``'s hierarchy be taken from it; None once its lease lapsed here.
 
         The lease lapses when this node has seen the owner DEAD for
@@ -867,7 +932,7 @@ class Failover:
         lost its quorum and run its quorum-loss action (or been fenced). The answer
         waits for that (bounded); an owner ALIVE or UNKNOWN here keeps its lease.
         """
-        if not lease or owner is None:
+        if owner is None:
             return None
         if owner == self.me:
             return f"{self.me} owns it and is alive"
@@ -955,17 +1020,25 @@ class _Voters:
         data = await f.send(voter, "ballot_prepare", {"key": key, "ballot": ballot.as_json()}, VOTE_TIMEOUT)
         return Answer.from_json(data)
 
-    async def accept(
-        self, voter: str, key: str, ballot: Ballot, value: Owner, *, previous: Owner, lease: bool
-    ) -> Answer:
+    async def accept(self, voter: str, key: str, ballot: Ballot, value: Owner, *, check: tuple[str, ...]) -> Answer:
         f = self.failover
         if voter == f.me:
-            return await f.accept(key, ballot, value, previous=previous, lease=lease)
+            return await f.accept(key, ballot, value, check=check)
         self._reachable(voter)
-        args = {"key": key, "ballot": ballot.as_json(), "value": value.as_json(), "previous": previous.as_json(),
-                "lease": lease}  # fmt: skip
+        args = {"key": key, "ballot": ballot.as_json(), "value": value.as_json(), "check": list(check)}
         timeout = VOTE_TIMEOUT + float(f.lcd.settings()["takeover_delay"])  # a voter may wait for the lease
         return Answer.from_json(await f.send(voter, "ballot_accept", args, timeout))
+
+
+def _same(epoch: int, me: str) -> Callable[[Owner], Owner]:
+    """A change that writes the record again as it is, if it is still ``me``'s under ``epoch``."""
+
+    def change(current: Owner) -> Owner:
+        if (current.epoch, current.node) != (epoch, me):
+            raise Refuse(f"superseded by {current}")
+        return current
+
+    return change
 
 
 def _key(args: dict[str, Any]) -> str:

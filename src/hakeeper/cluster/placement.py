@@ -76,17 +76,24 @@ ZERO = Ballot(0, "")
 
 @dataclass(frozen=True)
 class Owner:
-    """Who may run a hierarchy under ``epoch``; ``node`` None: nobody (released, or never claimed)."""
+    """Who may run a hierarchy under ``epoch``; ``node`` None: nobody (released, or never claimed).
+
+    ``previous``: the nodes this record took the hierarchy from, until its owner
+    confirms it (a record accepted by a minority only can be picked up by a later
+    claim: whoever builds on it must still end those nodes' leases).
+    """
 
     epoch: int
     node: str | None
+    previous: tuple[str, ...] = ()
 
     def as_json(self) -> list[Any]:
-        return [self.epoch, self.node]
+        return [self.epoch, self.node, list(self.previous)]
 
     @classmethod
     def from_json(cls, data: Any) -> Owner:
-        return cls(int(data[0]), None if data[1] is None else str(data[1]))
+        previous = tuple(str(n) for n in data[2]) if len(data) > 2 else ()
+        return cls(int(data[0]), None if data[1] is None else str(data[1]), previous)
 
     def __str__(self) -> str:
         return f"{self.node or 'nobody'} (epoch {self.epoch})"
@@ -113,7 +120,7 @@ class Answer:
     promised: Ballot  # the voter's promise after the request
     accepted: Ballot = ZERO  # prepare: the ballot of the value below
     value: Owner = NOBODY  # prepare: the value the voter accepted last
-    veto: str = ""  # accept: why the voter will not let the previous owner's lease be taken
+    veto: str = ""  # accept: why the voter will not let a previous owner's lease be taken
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -158,10 +165,8 @@ class Voters(Protocol):
 
     async def prepare(self, voter: str, key: str, ballot: Ballot) -> Answer: ...
 
-    async def accept(
-        self, voter: str, key: str, ballot: Ballot, value: Owner, *, previous: Owner, lease: bool
-    ) -> Answer:
-        """Phase 2; with ``lease``, the voter first checks that ``previous``'s owner lost its lease (or vetoes)."""
+    async def accept(self, voter: str, key: str, ballot: Ballot, value: Owner, *, check: tuple[str, ...]) -> Answer:
+        """Phase 2; the voter first checks that the nodes in ``check`` lost their lease (or vetoes)."""
 
 
 class Refuse(Exception):
@@ -202,14 +207,14 @@ async def claim(
     seen: dict[str, int] | None = None,
     tries: int = CLAIM_TRIES,
     pause: tuple[float, float] = PAUSE,
-    lease: Callable[[Owner], bool] | None = None,
+    lease: Callable[[Owner], tuple[str, ...]] | None = None,
 ) -> Outcome:
     """Change ``key``'s record through ``change`` at a majority of ``names`` (or ``need`` of them).
 
     ``seen`` keeps the highest round met per key between claims, so the next
-    ballot starts above it. When ``lease`` says so of the value found, a claim
-    that takes the hierarchy from another owner needs voters that saw that owner
-    lose its lease: each voter
+    ballot starts above it. ``lease`` names, from the value found, the nodes
+    whose lease the claim ends (the owner, and the nodes an unconfirmed record
+    took it from, unless they asked): each voter
     checks it before accepting, and one veto ends the claim (nothing chosen
     unless a majority accepted anyway). Never raises for voters that fail: they
     count as not answering.
@@ -242,12 +247,12 @@ async def claim(
             wanted = change(current)
         except Refuse as no:
             return Outcome(False, current, None, str(no), tuple(sorted(answers)))
-        check = lease is not None and current.node not in (None, wanted.node) and lease(current)
+        check = lease(current) if lease is not None else ()
 
         async def ask_accept(
-            voter: str, b: Ballot = ballot, w: Owner = wanted, c: Owner = current, check: bool = check
+            voter: str, b: Ballot = ballot, w: Owner = wanted, check: tuple[str, ...] = check
         ) -> Answer:
-            return await voters.accept(voter, key, b, w, previous=c, lease=check)
+            return await voters.accept(voter, key, b, w, check=check)
 
         accepted = await _ask(sorted(promised), ask_accept, enough=need)
         took = {v: a for v, a in accepted.items() if a.ok}
@@ -324,17 +329,20 @@ class BallotBox:
             CREATE TABLE IF NOT EXISTS slots (
                 key TEXT PRIMARY KEY, promised_round INTEGER NOT NULL, promised_node TEXT NOT NULL,
                 accepted_round INTEGER NOT NULL, accepted_node TEXT NOT NULL,
-                epoch INTEGER NOT NULL, owner TEXT);
+                epoch INTEGER NOT NULL, owner TEXT, previous TEXT NOT NULL DEFAULT '');
             CREATE TABLE IF NOT EXISTS held (key TEXT PRIMARY KEY, epoch INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS won (key TEXT PRIMARY KEY, epoch INTEGER NOT NULL);
             """
         )
         self.path.chmod(0o600)
         # Only this process writes the file: reads come from memory, not from the disk on the event loop.
         rows = self._conn.execute(
-            "SELECT key, promised_round, promised_node, accepted_round, accepted_node, epoch, owner FROM slots"
+            "SELECT key, promised_round, promised_node, accepted_round, accepted_node, epoch, owner, previous"
+            " FROM slots"
         ).fetchall()
-        self._slots = {r[0]: Slot(Ballot(r[1], r[2]), Ballot(r[3], r[4]), Owner(r[5], r[6])) for r in rows}
+        self._slots = {r[0]: _slot_of(r[1:]) for r in rows}
         self._held: dict[str, int] = dict(self._conn.execute("SELECT key, epoch FROM held").fetchall())
+        self._won: dict[str, int] = dict(self._conn.execute("SELECT key, epoch FROM won").fetchall())
 
     def close(self) -> None:
         with self._lock:
@@ -355,9 +363,9 @@ class BallotBox:
     def _store(self, key: str, slot: Slot) -> None:
         self._slots[key] = slot
         self._conn.execute(
-            "INSERT OR REPLACE INTO slots VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO slots VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (key, slot.promised.round, slot.promised.node, slot.accepted.round, slot.accepted.node,
-             slot.value.epoch, slot.value.node),
+             slot.value.epoch, slot.value.node, ",".join(slot.value.previous)),
         )  # fmt: skip
 
     def prepare(self, key: str, ballot: Ballot) -> Answer:
@@ -390,13 +398,14 @@ class BallotBox:
 
     def _reload(self, key: str) -> None:
         row = self._conn.execute(
-            "SELECT promised_round, promised_node, accepted_round, accepted_node, epoch, owner FROM slots WHERE key=?",
+            "SELECT promised_round, promised_node, accepted_round, accepted_node, epoch, owner, previous FROM slots"
+            " WHERE key=?",
             (key,),
         ).fetchone()
         if row is None:
             self._slots.pop(key, None)
         else:
-            self._slots[key] = Slot(Ballot(row[0], row[1]), Ballot(row[2], row[3]), Owner(row[4], row[5]))
+            self._slots[key] = _slot_of(row)
 
     def held(self) -> dict[str, int]:
         """The hierarchies this node restored, with the epoch it restored them under."""
@@ -407,16 +416,32 @@ class BallotBox:
             self._conn.execute("INSERT OR REPLACE INTO held VALUES (?, ?)", (key, epoch))
             self._held[key] = epoch
 
+    def won(self) -> dict[str, int]:
+        """The epoch under which this node last restored each hierarchy (kept when it is taken out of service)."""
+        return dict(self._won)
+
+    def won_at(self, key: str, epoch: int) -> None:
+        with self._lock:
+            self._conn.execute("INSERT OR REPLACE INTO won VALUES (?, ?)", (key, epoch))
+            self._won[key] = epoch
+
     def let_go(self, key: str) -> None:
         with self._lock:
             self._conn.execute("DELETE FROM held WHERE key=?", (key,))
             self._held.pop(key, None)
 
 
+def _slot_of(row: Any) -> Slot:
+    previous = tuple(n for n in str(row[6] or "").split(",") if n)
+    return Slot(Ballot(row[0], row[1]), Ballot(row[2], row[3]), Owner(row[4], row[5], previous))
+
+
 class PlacementStore(Protocol):
     """What failover needs of the ownership records; :class:`Placement` over the cluster's voters is one."""
 
-    async def claim(self, key: str, change: Change, *, lease: Callable[[Owner], bool] | None = None) -> Outcome: ...
+    async def claim(
+        self, key: str, change: Change, *, lease: Callable[[Owner], tuple[str, ...]] | None = None
+    ) -> Outcome: ...
 
     def known(self, key: str) -> Owner: ...
 
@@ -433,7 +458,9 @@ class Placement:
         self.need = need or (lambda everyone: majority(len(everyone)))
         self._rounds: dict[str, int] = {}
 
-    async def claim(self, key: str, change: Change, *, lease: Callable[[Owner], bool] | None = None) -> Outcome:
+    async def claim(
+        self, key: str, change: Change, *, lease: Callable[[Owner], tuple[str, ...]] | None = None
+    ) -> Outcome:
         everyone = self.names()
         need = self.need(everyone)
         return await claim(self.voters, everyone, key, self.me, change, need=need, seen=self._rounds, lease=lease)
