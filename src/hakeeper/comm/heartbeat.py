@@ -38,6 +38,7 @@ import itertools
 import json
 import logging
 import os
+import signal
 import socket
 import ssl
 import struct
@@ -175,8 +176,8 @@ class _Outgoing:
         """Connect (cancellable while the SYN is out), then the TLS handshake (never cut: the peer would log it)."""
         cfg, path = self.owner.config, self.path
         budget = cfg.interval * cfg.misses
-        task = asyncio.current_task()
-        assert task is not None
+        task, context = asyncio.current_task(), self.owner.client_ctx
+        assert task is not None and context is not None
         sock = socket.socket(socket.AF_INET6 if ":" in path.remote else socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
@@ -188,16 +189,24 @@ class _Outgoing:
                     await asyncio.get_running_loop().sock_connect(sock, (path.remote, cfg.port))
             finally:
                 self.connecting.discard(task)
-            async with asyncio.timeout(budget):
-                reader, writer = await asyncio.open_connection(
-                    sock=sock, ssl=self.owner.client_ctx, server_hostname=path.remote, limit=MAX_FRAME * 2
-                )
-        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_FRAME * 2)
+        except (OSError, TimeoutError) as exc:
             logger.debug("heartbeat connection %s: %s", path.key, exc)
             sock.close()
+            self.wake.set()
             return
         except asyncio.CancelledError:
             sock.close()
+            raise
+        try:  # the transport is ours from here on: abort it on any failure (a cancelled one would leak)
+            async with asyncio.timeout(budget):
+                await writer.start_tls(context, server_hostname=path.remote)
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            logger.debug("heartbeat connection %s: %s", path.key, exc)
+            writer.transport.abort()
+            return
+        except asyncio.CancelledError:
+            writer.transport.abort()
             raise
         finally:
             self.wake.set()
@@ -490,21 +499,44 @@ def realtime() -> str:
     return ", ".join(notes)
 
 
-async def _main(identity: tls.Identity) -> None:
+async def _main(identity: tls.Identity) -> str:
+    """Run until hakeeperd is gone (stdin closes, or stdout does) or a signal asks; returns why it ended."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    ended = loop.create_future()
+
+    def end(why: str) -> None:  # signal handlers and emit only set this; the loop below does the stopping
+        if not ended.done():
+            ended.set_result(why)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, end, signal.Signals(sig).name)
 
     def emit(event: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(event) + "\n")
-        sys.stdout.flush()
+        if ended.done():
+            return
+        try:
+            sys.stdout.write(json.dumps(event) + "\n")
+            sys.stdout.flush()
+        except (BrokenPipeError, ValueError):  # ValueError: stdout closed
+            end("hakeeperd stopped reading")
 
     current: Heartbeats | None = None
     try:
         while True:
-            line = await reader.readline()
+            line_task = asyncio.ensure_future(reader.readline())
+            await asyncio.wait({line_task, ended}, return_when=asyncio.FIRST_COMPLETED)
+            if not line_task.done():
+                line_task.cancel()
+                await asyncio.gather(line_task, return_exceptions=True)
+                return str(ended.result())
+            try:
+                line = line_task.result()
+            except (OSError, ValueError) as exc:
+                return f"cannot read from hakeeperd: {exc}"
             if not line:
-                return  # hakeeperd is gone
+                return "hakeeperd is gone"
             try:
                 config = Config.from_json(json.loads(line))
             except (ValueError, KeyError, TypeError) as exc:
@@ -522,7 +554,11 @@ async def _main(identity: tls.Identity) -> None:
 
 
 def main() -> None:
-    """``python -m hakeeper.comm.heartbeat --root DIR``: run by hakeeperd."""
+    """``python -m hakeeper.comm.heartbeat --root DIR``: run by hakeeperd.
+
+    It exits with 0 and one log line when hakeeperd is gone (its stdin closes, or
+    nobody reads its stdout) or on SIGTERM, SIGINT or SIGHUP: no traceback.
+    """
     import argparse
 
     parser = argparse.ArgumentParser(prog="hakeeper-heartbeat")
@@ -530,7 +566,16 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logger.info("heartbeat process %d: %s", os.getpid(), realtime())
-    asyncio.run(_main(tls.load_identity(args.root)))
+    try:
+        why = asyncio.run(_main(tls.load_identity(args.root)))
+    except KeyboardInterrupt:  # SIGINT before the loop took the signals over
+        why = "SIGINT"
+    logger.info("heartbeat process %d exits: %s", os.getpid(), why)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+    # Python flushes stdout again at exit: a broken pipe there would print "Exception ignored".
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":
