@@ -173,7 +173,10 @@ class _Outgoing:
                 self.dialer.sent(conn, seq, now)
 
     async def _dial(self, conn: int) -> None:
-        """Connect (cancellable while the SYN is out), then the TLS handshake (never cut: the peer would log it)."""
+        """Connect, then the TLS handshake; only the first may be cancelled to make room for a fresh attempt.
+
+        Cutting a handshake makes the peer log a refused connection; cutting a SYN is silent.
+        """
         cfg, path = self.owner.config, self.path
         budget = cfg.interval * cfg.misses
         task, context = asyncio.current_task(), self.owner.client_ctx
