@@ -139,6 +139,22 @@ def test_full_cpu_and_jitter_for_two_minutes_declare_nobody_dead(ha_cluster: HaC
             assert ha_cluster.declared_dead(observer, other) == 0
 
 
+@pytest.mark.slow
+@TWO_NETWORKS
+def test_a_cable_out_for_less_than_the_budget_leaves_its_path_alive(ha_cluster: HaCluster, lan: Lan) -> None:
+    """0.2 s out of a 0.5 s budget: TCP would take a second to resend and the kernel to re-learn the MAC."""
+    node1 = lan.node("node1")
+    for _ in range(5):  # bounded: 5 pulls
+        lan.link_down(node1, "eth1")
+        time.sleep(0.2)
+        lan.link_up(node1, "eth1")
+        time.sleep(1.0)
+    for observer in ("node2", "node3"):
+        dead = [line for line in ha_cluster.log(observer).splitlines() if "path node1/" in line and "DEAD" in line]
+        assert dead == [], f"{observer}: {dead}"
+    assert ha_cluster.all_alive()
+
+
 FLAP_SECONDS = 25
 
 
