@@ -391,8 +391,13 @@ class Lan:
             else:
                 self._cables_out.add((node.name, iface))
             if node.is_on:
-                cmd = self._switch_command(port.network, [f"link set {port.port} {'up' if up else 'down'}"])
-                shell.run_all([cmd])
+                lines = [f"link set {port.port} {'up' if up else 'down'}"]
+                if up:
+                    # The kernel finishes a carrier change (the bridge port forwarding again) in its linkwatch
+                    # work, which runs at most once a second; asking for the port's state runs it now. So the
+                    # cable works as soon as it is back, as a cable does, not up to a second later.
+                    lines.append(f"link show dev {port.port}")
+                shell.run_all([self._switch_command(port.network, lines)])
 
     def netem(
         self,

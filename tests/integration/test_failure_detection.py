@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import time
@@ -136,3 +137,51 @@ def test_full_cpu_and_jitter_for_two_minutes_declare_nobody_dead(ha_cluster: HaC
     for observer in ha_cluster.names:
         for other in ha_cluster.names:
             assert ha_cluster.declared_dead(observer, other) == 0
+
+
+@pytest.mark.slow
+@TWO_NETWORKS
+def test_a_cable_out_for_less_than_the_budget_leaves_its_path_alive(ha_cluster: HaCluster, lan: Lan) -> None:
+    """0.2 s out of a 0.5 s budget: TCP would take a second to resend and the kernel to re-learn the MAC."""
+    node1 = lan.node("node1")
+    for _ in range(5):  # bounded: 5 pulls
+        lan.link_down(node1, "eth1")
+        time.sleep(0.2)
+        lan.link_up(node1, "eth1")
+        time.sleep(1.0)
+    for observer in ("node2", "node3"):
+        dead = [line for line in ha_cluster.log(observer).splitlines() if "path node1/" in line and "DEAD" in line]
+        assert dead == [], f"{observer}: {dead}"
+    assert ha_cluster.all_alive()
+
+
+FLAP_SECONDS = 25
+
+
+@pytest.mark.slow
+@TWO_NETWORKS
+def test_cables_pulled_in_turn_so_that_one_is_always_in_declare_nobody_dead(ha_cluster: HaCluster, lan: Lan) -> None:
+    """node1's two cables out in turn for 0.2-0.4 s each, never both: every path drops briefly, no node dies."""
+    node1 = lan.node("node1")
+    rng = random.Random(10)
+    pulls = 0
+    deadline = time.monotonic() + FLAP_SECONDS
+    try:
+        while time.monotonic() < deadline:  # bounded: FLAP_SECONDS of pulls
+            for iface in ("eth0", "eth1"):
+                lan.link_down(node1, iface)
+                time.sleep(rng.uniform(0.2, 0.4))
+                lan.link_up(node1, iface)
+                pulls += 1
+    finally:
+        lan.link_up(node1, "eth0")
+        lan.link_up(node1, "eth1")
+    deaths = {
+        (observer, other): ha_cluster.declared_dead(observer, other)
+        for observer in ha_cluster.names
+        for other in ha_cluster.names
+        if other != observer
+    }
+    assert pulls > 40
+    assert sum(deaths.values()) == 0, f"declared dead: {deaths}\n{ha_cluster.logs()}"
+    ha_cluster.wait(ha_cluster.all_alive, 10, "every path ALIVE after the last pull")

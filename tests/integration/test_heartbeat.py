@@ -7,8 +7,14 @@ need a real network (a cut path, a partition, netem) are in the test-LAN tests.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import select
+import signal
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -176,3 +182,67 @@ def test_strangers_garbage_and_oversized_frames_are_refused_and_the_node_keeps_h
     assert "refused TLS connection" in messages
     assert "malformed heartbeat frame" in messages
     assert "oversized heartbeat frame" in messages
+
+
+def start_process(node: str, other: str, port: int, root: Path) -> subprocess.Popen[bytes]:
+    """The heartbeat process as hakeeperd starts it (comm/link.py), configured for one path to ``other``."""
+    paths = (CommPath(other, "TCP", address(node, 0), address(other, 0), 1),)
+    with open(root / f"{node}.err", "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hakeeper.comm.heartbeat", "--root", str(root / node)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+        )  # fmt: skip
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(Config(node, port, INTERVAL, MISSES, paths).as_json()).encode() + b"\n")
+    proc.stdin.flush()
+    return proc
+
+
+def read_until(proc: subprocess.Popen[bytes], text: str, timeout: float) -> None:
+    assert proc.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while text.encode() not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out after {timeout} s waiting for {text!r} in {seen!r}"
+        if select.select([proc.stdout], [], [], left)[0]:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            assert chunk, f"stdout closed before {text!r}: {seen!r}"
+            seen += chunk
+
+
+@pytest.mark.parametrize("how", ["stdin closes", "hakeeperd killed", "stdout unread", "SIGTERM", "SIGINT"])
+def test_the_heartbeat_process_exits_cleanly_when_hakeeperd_goes(
+    identities: dict[str, tls.Identity], tmp_path: Path, how: str
+) -> None:
+    """No traceback, exit code 0, while connections are live (which used to log CancelledError tracebacks)."""
+    port = free_port()
+    one = start_process("node1", "node2", port, tmp_path)
+    two = start_process("node2", "node1", port, tmp_path)
+    try:
+        read_until(one, '"node": "node2", "state": "ALIVE"', 10)
+        assert one.stdin is not None and one.stdout is not None and two.stdin is not None
+        if how == "stdin closes":
+            one.stdin.close()
+        elif how == "hakeeperd killed":  # what the process sees of it: both pipes close
+            one.stdin.close()
+            one.stdout.close()
+        elif how == "stdout unread":  # its next report (node2 DEAD) finds nobody to read it
+            one.stdout.close()
+            two.stdin.close()
+        else:
+            one.send_signal(getattr(signal, how))
+        code = one.wait(timeout=10)
+    finally:
+        for proc in (one, two):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None and not pipe.closed:
+                    pipe.close()
+    err = (tmp_path / "node1.err").read_text()
+    assert code == 0, err
+    for bad in ("Traceback", "CancelledError", " ERROR ", "Exception ignored"):
+        assert bad not in err, err
+    assert "exits:" in err

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+from collections import deque
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hakeeper.comm.paths import PathMonitor, PathState, node_state, read_states, write_states
+from hakeeper.comm.paths import Dialer, PathMonitor, PathState, node_state, read_states, write_states
 from hakeeper.db import Lcd
 from hakeeper.db.settings import check_rules, defaults, detection_budget
 from hakeeper.errors import OutOfRange
@@ -26,6 +28,52 @@ def test_a_path_dies_after_the_budget_and_lives_again_when_heard() -> None:
     assert path.tick(101.95) is None
     assert path.tick(102.01) is PathState.DEAD
     assert path.tick(103.0) is None, "DEAD is reported once"
+
+
+def test_a_path_silent_for_less_than_the_budget_stays_alive() -> None:
+    path = PathMonitor(interval=0.1, misses=5, started=0.0)
+    assert path.heard(1.0) is PathState.ALIVE
+    assert all(path.tick(1.0 + t / 100) is None for t in range(1, 51)), "0.5 s of silence is within the budget"
+    assert path.heard(1.5) is None and path.state is PathState.ALIVE
+
+
+def test_a_stalled_connection_gets_a_fresh_one_beside_it_and_the_first_answered_wins() -> None:
+    dialer = Dialer(interval=0.1, misses=5)
+    assert dialer.dial_due(0.0), "no connection yet: dial at once"
+    assert not dialer.dial_due(0.01), "not again within half an interval"
+    dialer.opened(1)
+    for seq, now in enumerate((0.1, 0.2, 0.3, 0.4), start=1):
+        assert dialer.targets() == [1]
+        dialer.sent(1, seq, now)
+        dialer.acked(1, seq)
+        assert not dialer.dial_due(now + 0.05), "acknowledged: working"
+    # The cable is pulled: frames 5.. go unanswered (TCP backs off, the kernel forgets the peer's MAC).
+    dialer.sent(1, 5, 0.5)
+    dialer.sent(1, 6, 0.6)
+    assert not dialer.dial_due(0.65), "one interval unanswered is still normal"
+    assert dialer.next_check(0.65) == pytest.approx(0.7), "it looks again when frame 5 is two intervals old"
+    assert dialer.dial_due(0.7), "two intervals unanswered: dial a fresh connection, keep the old one"
+    dialer.sent(1, 7, 0.7)
+    assert dialer.targets() == [], "the stalled connection holds 3 unanswered frames: it gets no more"
+    assert not dialer.dial_due(0.72) and dialer.dial_due(0.75), "another dial every half interval"
+    assert all(dialer.next_check(t) >= t for t in (0.75, 0.8, 2.0)), "never in the past"
+    dialer.opened(2)
+    assert not dialer.dial_due(0.76), "the fresh connection counts as working until it stalls too"
+    dialer.sent(2, 8, 0.76)
+    assert dialer.targets() == [2]
+    assert dialer.acked(2, 8) == [1], "answered on the fresh one: the stalled one goes, with what it queues"
+    assert dialer.outstanding == {2: deque()}
+    dialer.closed(2)
+    assert dialer.dial_due(0.9), "its connection closed: dial"
+
+
+def test_a_path_in_trouble_for_long_dials_once_per_budget() -> None:
+    dialer = Dialer(interval=0.1, misses=5)
+    dials = [t / 100 for t in range(0, 1000) if dialer.dial_due(t / 100)]
+    assert dials[1] - dials[0] == pytest.approx(0.05)
+    assert dials[-1] - dials[-2] == pytest.approx(0.5), "after 10 budgets of trouble: once per budget"
+    gaps = [b - a for a, b in itertools.pairwise(dials)]  # sampled every 10 ms
+    assert all(0.05 - 1e-9 <= gap <= 0.06 + 1e-9 or 0.5 - 1e-9 <= gap <= 0.51 + 1e-9 for gap in gaps)
 
 
 @given(st.lists(st.sampled_from(list(PathState)), max_size=5))

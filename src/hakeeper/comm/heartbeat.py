@@ -11,8 +11,17 @@ a child process (``python -m hakeeper.comm.heartbeat``) that:
   hakeeperd is gone and the process exits;
 - for every path, dials the peer's heartbeat port from the path's local
   address over mutual TLS and sends a small frame every interval; and accepts
-  the peers' connections, each frame heard marking its path ALIVE
-  (:class:`hakeeper.comm.paths.PathMonitor`).
+  the peers' connections, each frame heard (on any connection of the path)
+  marking its path ALIVE (:class:`hakeeper.comm.paths.PathMonitor`).
+
+A path that drops for less than the detection budget must not die of what
+follows the drop: the peer acknowledges every frame, and a connection with a
+frame unacknowledged for two intervals gets a fresh one dialed beside it, every
+half interval, until one is answered (:class:`hakeeper.comm.paths.Dialer`) —
+TCP would wait for its next retransmission, a second or more after a cable came
+back. A pulled cable also makes the kernel forget the peer's MAC address, and
+its next ARP request is a second away; so the process sends one itself
+(:func:`solicit`) while the path is stalled.
 
 A frame carries the sender's interval and miss count; a peer whose timing
 differs is refused and logged, instead of the flapping paths LifeKeeper's users
@@ -23,18 +32,25 @@ frames close the connection with a log line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import itertools
 import json
 import logging
 import os
+import signal
+import socket
 import ssl
+import struct
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hakeeper.comm import tls
-from hakeeper.comm.paths import PathMonitor, PathState, node_state
+from hakeeper.comm.paths import Dialer, PathMonitor, PathState, node_state
 from hakeeper.db.model import CommPath
 
 logger = logging.getLogger(__name__)
@@ -74,6 +90,219 @@ class Config:
 
 Emit = Callable[[dict[str, Any]], None]
 
+#: Connection attempts in flight per path; a new one beyond this cancels the oldest.
+MAX_DIALS = 4
+
+
+def _tune(sock: Any, budget: float) -> None:
+    """Let the kernel give up on a connection whose data waits unacknowledged longer than a budget.
+
+    asyncio already sets TCP_NODELAY: a heartbeat never waits for the previous one's acknowledgement.
+    """
+    if sock is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1, int(budget * 1000)))
+
+
+class _Outgoing:
+    """This node's heartbeats to the peer on one path: a frame every interval, a fresh connection when stalled.
+
+    The decisions are :class:`hakeeper.comm.paths.Dialer`'s; this holds the connections,
+    the attempts in flight and the tasks that hear the peer's acknowledgements.
+    """
+
+    def __init__(self, owner: Heartbeats, path: CommPath) -> None:
+        cfg = owner.config
+        self.owner = owner
+        self.path = path
+        self.dialer = Dialer(cfg.interval, cfg.misses)
+        self.conns: dict[int, asyncio.StreamWriter] = {}
+        self.readers: dict[int, asyncio.Task[None]] = {}
+        self.dials: list[asyncio.Task[None]] = []
+        self.connecting: set[asyncio.Task[None]] = set()  # the dials whose SYN is out: cancelling them is silent
+        self.wake = asyncio.Event()
+        self._ids = itertools.count(1)
+        self._send_now = False
+        self._solicit = True
+
+    async def run(self) -> None:
+        cfg = self.owner.config
+        clock = self.owner.clock
+        seq = 0
+        next_frame = clock()
+        try:
+            while True:
+                self.wake.clear()
+                now = clock()
+                self.dials = [task for task in self.dials if not task.done()]
+                if now >= next_frame or self._send_now:
+                    seq += 1
+                    self._send(seq, now)
+                    next_frame = next_frame + cfg.interval if next_frame + cfg.interval > now else now + cfg.interval
+                    self._send_now = False
+                if self.dialer.dial_due(now):
+                    waiting = [task for task in self.dials if task in self.connecting]
+                    if len(self.dials) >= MAX_DIALS and waiting:
+                        waiting[0].cancel()  # the oldest SYN out: a fresh one goes now
+                    self.dials.append(asyncio.create_task(self._dial(next(self._ids)), name=f"dial {self.path.key}"))
+                    logger.debug("heartbeat: dialing %s (%d attempts in flight)", self.path.key, len(self.dials))
+                    if self.dialer.pace(now) < self.dialer.budget:
+                        self._ask_arp()
+                # At least a millisecond: a loop that never waits would starve this core (SCHED_FIFO).
+                delay = max(min(next_frame, self.dialer.next_check(now)) - clock(), 0.001)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self.wake.wait()
+        finally:
+            for task in self.dials:
+                task.cancel()
+            self.drop_all()
+            await asyncio.gather(*self.dials, *self.readers.values(), return_exceptions=True)
+
+    def drop_all(self) -> None:
+        """Abort every connection, with what it still queues (the tasks hearing them then end)."""
+        for writer in self.conns.values():
+            writer.transport.abort()
+
+    def _send(self, seq: int, now: float) -> None:
+        frame = self.owner.frame(seq)
+        for conn in self.dialer.targets():
+            writer = self.conns.get(conn)
+            if writer is not None and not writer.transport.is_closing():
+                writer.write(frame)
+                self.dialer.sent(conn, seq, now)
+
+    async def _dial(self, conn: int) -> None:
+        """Connect, then the TLS handshake; only the first may be cancelled to make room for a fresh attempt.
+
+        Cutting a handshake makes the peer log a refused connection; cutting a SYN is silent.
+        """
+        cfg, path = self.owner.config, self.path
+        budget = cfg.interval * cfg.misses
+        task, context = asyncio.current_task(), self.owner.client_ctx
+        assert task is not None and context is not None
+        sock = socket.socket(socket.AF_INET6 if ":" in path.remote else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            _tune(sock, budget)
+            sock.bind((path.local, 0))
+            self.connecting.add(task)
+            try:
+                async with asyncio.timeout(budget):
+                    await asyncio.get_running_loop().sock_connect(sock, (path.remote, cfg.port))
+            finally:
+                self.connecting.discard(task)
+            reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_FRAME * 2)
+        except (OSError, TimeoutError) as exc:
+            logger.debug("heartbeat connection %s: %s", path.key, exc)
+            sock.close()
+            self.wake.set()
+            return
+        except asyncio.CancelledError:
+            sock.close()
+            raise
+        try:  # the transport is ours from here on: abort it on any failure (a cancelled one would leak)
+            async with asyncio.timeout(budget):
+                await writer.start_tls(context, server_hostname=path.remote)
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            logger.debug("heartbeat connection %s: %s", path.key, exc)
+            writer.transport.abort()
+            return
+        except asyncio.CancelledError:
+            writer.transport.abort()
+            raise
+        finally:
+            self.wake.set()
+        found = tls.peer_node_name(writer.get_extra_info("ssl_object"))
+        if found != path.node:
+            self.owner.refuse(path.key, f"{path.remote} is node {found!r}, not {path.node!r}")
+            writer.transport.abort()
+            return
+        if self.dialer.working(self.owner.clock()):
+            writer.transport.abort()  # another attempt got there first (after the handshake: the peer logs nothing)
+            return
+        logger.debug("heartbeat: connected on %s", path.key)
+        self.conns[conn] = writer
+        self.dialer.opened(conn)
+        self.readers[conn] = asyncio.create_task(self._hear_acks(conn, reader, writer), name=f"acks {path.key}")
+        self._send_now = True  # the peer hears of us at once, not at the next interval
+
+    async def _hear_acks(self, conn: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                try:
+                    seq = int(json.loads(line)["ack"])
+                except (ValueError, KeyError, TypeError):
+                    self.owner.refuse(self.path.key, "malformed heartbeat acknowledgement")
+                    return
+                for other in self.dialer.acked(conn, seq):  # the first connection answered on wins
+                    stale = self.conns.get(other)
+                    if stale is not None:
+                        stale.transport.abort()
+        except (OSError, ValueError, asyncio.LimitOverrunError) as exc:
+            logger.debug("heartbeat acknowledgements on %s: %s", self.path.key, exc)
+        finally:
+            writer.transport.abort()
+            self.conns.pop(conn, None)
+            self.readers.pop(conn, None)
+            self.dialer.closed(conn)
+            self.wake.set()
+
+    def _ask_arp(self) -> None:
+        if not self._solicit:
+            return
+        try:
+            if solicit(self.path.local, self.path.remote):
+                logger.debug("heartbeat: ARP request for %s", self.path.remote)
+        except PermissionError as exc:
+            self._solicit = False  # no CAP_NET_RAW: the kernel's own ARP retries remain
+            logger.info("heartbeat: cannot send ARP requests on path %s: %s", self.path.key, exc)
+        except OSError as exc:  # ENOBUFS, ENETDOWN: the cable is still out
+            logger.debug("heartbeat: ARP request on path %s: %s", self.path.key, exc)
+
+
+def solicit(local: str, remote: str) -> bool:
+    """Send an ARP request for ``remote`` from ``local`` when the kernel's own one is pending; True if sent.
+
+    A pulled cable makes the kernel forget its neighbours; a packet sent while it is out
+    leaves the peer's entry INCOMPLETE until the kernel's next request, a second later.
+    A request of ours, once the cable is back, is answered at once, and the answer completes
+    the entry. Nothing is sent while the entry is complete, or absent (the kernel then asks
+    at the next packet), or for IPv6 addresses.
+    """
+    if ":" in remote:
+        return False
+    device = _incomplete_neighbour(remote)
+    if device is None:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        hwaddr = fcntl.ioctl(probe.fileno(), SIOCGIFHWADDR, struct.pack("256s", device.encode()[:15]))[18:24]
+    arp = struct.pack(
+        "!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, hwaddr, socket.inet_aton(local), b"\0" * 6, socket.inet_aton(remote)
+    )
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as raw:
+        raw.setblocking(False)  # a full device queue must not stop the heartbeats: BlockingIOError instead
+        raw.bind((device, 0))
+        raw.send(b"\xff" * 6 + hwaddr + b"\x08\x06" + arp)
+    return True
+
+
+SIOCGIFHWADDR = 0x8927
+ATF_COM = 0x2
+
+
+def _incomplete_neighbour(address: str) -> str | None:
+    """The device of ``address``'s incomplete ARP entry (this network namespace's), or None."""
+    try:
+        lines = Path("/proc/net/arp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()  # IP address, HW type, Flags, HW address, Mask, Device
+        if len(fields) >= 6 and fields[0] == address and not int(fields[2], 16) & ATF_COM:
+            return fields[5]
+    return None
+
 
 @dataclass
 class Heartbeats:
@@ -84,15 +313,16 @@ class Heartbeats:
     emit: Emit
     clock: Callable[[], float] = time.monotonic
     monitors: dict[str, PathMonitor] = field(default_factory=dict)
+    client_ctx: ssl.SSLContext | None = None
     _nodes: dict[str, PathState] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _servers: list[asyncio.Server] = field(default_factory=list)
     _refused: set[tuple[str, str]] = field(default_factory=set)
-    _client_ctx: ssl.SSLContext | None = None
+    _outgoing: dict[str, _Outgoing] = field(default_factory=dict)
     #: Connections are dropped when their path goes DEAD: frames a partition held back are stale
     #: (they carry old settings, and would make the path look ALIVE for a moment when it heals).
     _incoming: dict[str, set[asyncio.StreamWriter]] = field(default_factory=dict)
-    _dead_epochs: dict[str, int] = field(default_factory=dict)
+    _handlers: set[asyncio.Task[Any]] = field(default_factory=set)
 
     async def start(self, previous: Heartbeats | None = None) -> None:
         """Start on the paths of the configuration; ``previous``: the configuration this one replaces.
@@ -102,8 +332,22 @@ class Heartbeats:
         """
         now = self.clock()
         cfg = self.config
-        self._client_ctx = tls.client_context(self.identity)
+        self.client_ctx = tls.client_context(self.identity)
         accept = tls.accept_tls(self.identity, self._serve)
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._handlers.add(task)
+            try:
+                await accept(reader, writer)
+            except asyncio.CancelledError:
+                # stop() ends connections so. The task ends normally: asyncio (3.11) logs a cancelled
+                # connection task as an error with its traceback.
+                writer.transport.abort()
+            finally:
+                self._handlers.discard(task)
+
         self.monitors = {p.key: PathMonitor(cfg.interval, cfg.misses, now) for p in cfg.paths}
         self._nodes = {p.node: PathState.UNKNOWN for p in cfg.paths}
         if previous is not None:
@@ -112,102 +356,86 @@ class Heartbeats:
                 if old is not None:
                     monitor.state, monitor.last_heard = old.state, old.last_heard
             self._nodes.update({n: s for n, s in previous._nodes.items() if n in self._nodes})
-            self._dead_epochs.update(previous._dead_epochs)
         for local in sorted({p.local for p in cfg.paths}):
             try:
-                server = await asyncio.start_server(accept, local, cfg.port, reuse_address=True, limit=MAX_FRAME * 2)
+                server = await asyncio.start_server(handle, local, cfg.port, reuse_address=True, limit=MAX_FRAME * 2)
             except OSError as exc:
                 logger.error("cannot listen for heartbeats on %s port %d: %s", local, cfg.port, exc.strerror)
                 continue
             self._servers.append(server)
-        self._tasks = [asyncio.create_task(self._dial(p), name=f"heartbeat to {p.key}") for p in cfg.paths]
+        self._outgoing = {p.key: _Outgoing(self, p) for p in cfg.paths}
+        self._tasks = [asyncio.create_task(o.run(), name=f"heartbeat to {k}") for k, o in self._outgoing.items()]
         self._tasks.append(asyncio.create_task(self._ticker(), name="heartbeat ticker"))
 
     async def stop(self) -> None:
+        """Stop listening, end every connection and task; returns when all have ended."""
         for server in self._servers:
             server.close()
-        for task in self._tasks:
+        handlers = list(self._handlers)
+        for task in handlers + self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*handlers, *self._tasks, return_exceptions=True)
         self._tasks.clear()
         self._servers.clear()
 
     # ---------------------------------------------------------------- sending
 
-    def _frame(self, seq: int) -> bytes:
+    def frame(self, seq: int) -> bytes:
         cfg = self.config
         return (
             json.dumps({"hb": seq, "node": cfg.node, "interval": cfg.interval, "misses": cfg.misses}).encode() + b"\n"
         )
 
-    async def _dial(self, path: CommPath) -> None:
-        """Keep a connection to the peer on this path and send a frame every interval."""
-        cfg = self.config
-        budget = cfg.interval * cfg.misses
-        seq = 0
-        while True:
-            writer: asyncio.StreamWriter | None = None
-            try:
-                async with asyncio.timeout(budget):
-                    _reader, writer = await asyncio.open_connection(
-                        path.remote, cfg.port, ssl=self._client_ctx, local_addr=(path.local, 0)
-                    )
-                found = tls.peer_node_name(writer.get_extra_info("ssl_object"))
-                if found != path.node:
-                    self._refuse(path.key, f"{path.remote} is node {found!r}, not {path.node!r}")
-                    await asyncio.sleep(budget)
-                    continue
-                epoch = self._dead_epochs.get(path.key, 0)
-                while self._dead_epochs.get(path.key, 0) == epoch:  # until the path goes DEAD
-                    seq += 1
-                    writer.write(self._frame(seq))
-                    async with asyncio.timeout(budget):
-                        await writer.drain()
-                    await asyncio.sleep(cfg.interval)
-            except (OSError, TimeoutError, ssl.SSLError) as exc:
-                logger.debug("heartbeat connection %s: %s", path.key, exc)
-            finally:
-                if writer is not None:
-                    writer.transport.abort()  # what is still queued is stale: drop it
-            await asyncio.sleep(cfg.interval)
-
     # ---------------------------------------------------------------- hearing
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: tls.Peer) -> None:
-        """One peer's heartbeats on one path (the TLS handshake and its refusals are tls.accept_tls's)."""
+        """One peer's heartbeats on one path (the TLS handshake and its refusals are tls.accept_tls's).
+
+        Every frame is acknowledged, so that the sender knows this connection works; a
+        connection silent for two budgets is closed (its sender replaced it).
+        """
         peer_ip = str((writer.get_extra_info("peername") or ("?",))[0])
         local_ip = str((writer.get_extra_info("sockname") or ("?",))[0])
         path = self._path_of(peer.node, local_ip, peer_ip)
         if path is None:
-            self._refuse(peer_ip, f"no path here from node {peer.node!r} at {peer_ip} to {local_ip}")
+            self.refuse(peer_ip, f"no path here from node {peer.node!r} at {peer_ip} to {local_ip}")
             return
+        budget = self.config.interval * self.config.misses
+        _tune(writer.get_extra_info("socket"), budget)
         incoming = self._incoming.setdefault(path.key, set())
         incoming.add(writer)
         try:
             while True:
-                line = await reader.readline()
+                try:
+                    async with asyncio.timeout(2 * budget):
+                        line = await reader.readline()
+                except TimeoutError:
+                    logger.debug("heartbeat connection from %s on %s silent: closed", peer_ip, path.key)
+                    return
                 if not line:
                     return
                 if len(line) > MAX_FRAME or not line.endswith(b"\n"):
-                    self._refuse(path.key, "oversized heartbeat frame")
+                    self.refuse(path.key, "oversized heartbeat frame")
                     return
                 try:
                     frame = json.loads(line)
-                    interval, misses = float(frame["interval"]), int(frame["misses"])
+                    seq, interval, misses = int(frame["hb"]), float(frame["interval"]), int(frame["misses"])
                 except (ValueError, KeyError, TypeError):
-                    self._refuse(path.key, "malformed heartbeat frame")
+                    self.refuse(path.key, "malformed heartbeat frame")
                     return
                 if (interval, misses) != (self.config.interval, self.config.misses):
-                    self._refuse(
+                    self.refuse(
                         path.key,
                         f"{path.node} sends heartbeats every {interval:g} s with {misses} misses, this node "
                         f"{self.config.interval:g} s with {self.config.misses}: the settings must be equal",
                     )
                     return
                 self._heard(path.key)
+                if writer.transport.get_write_buffer_size() < MAX_FRAME:  # else the acks are not read anyway
+                    writer.write(b'{"ack": %d}\n' % seq)
         except (OSError, ValueError, asyncio.LimitOverrunError) as exc:  # ssl.SSLError is an OSError
             if isinstance(exc, ValueError) and "limit" in str(exc):
-                self._refuse(path.key, "oversized heartbeat frame")
+                self.refuse(path.key, "oversized heartbeat frame")
             logger.debug("heartbeat stream from %s: %s", peer_ip, exc)
         finally:
             incoming.discard(writer)
@@ -218,7 +446,7 @@ class Heartbeats:
                 return path
         return None
 
-    def _refuse(self, where: str, reason: str) -> None:
+    def refuse(self, where: str, reason: str) -> None:
         if (where, reason) not in self._refused:  # say it once, not at every reconnection
             self._refused.add((where, reason))
             logger.warning("heartbeat refused on %s: %s", where, reason)
@@ -240,9 +468,11 @@ class Heartbeats:
 
     def _changed(self, key: str, state: PathState) -> None:
         if state is PathState.DEAD:
-            self._dead_epochs[key] = self._dead_epochs.get(key, 0) + 1
             for writer in self._incoming.pop(key, set()):
                 writer.transport.abort()
+            outgoing = self._outgoing.get(key)
+            if outgoing is not None:
+                outgoing.drop_all()
         node = key.split("/", 1)[0]
         self.emit({"event": "path", "path": key, "node": node, "state": state.value})
         states = [m.state for k, m in self.monitors.items() if k.split("/", 1)[0] == node]
@@ -272,21 +502,44 @@ def realtime() -> str:
     return ", ".join(notes)
 
 
-async def _main(identity: tls.Identity) -> None:
+async def _main(identity: tls.Identity) -> str:
+    """Run until hakeeperd is gone (stdin closes, or stdout does) or a signal asks; returns why it ended."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    ended = loop.create_future()
+
+    def end(why: str) -> None:  # signal handlers and emit only set this; the loop below does the stopping
+        if not ended.done():
+            ended.set_result(why)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, end, signal.Signals(sig).name)
 
     def emit(event: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(event) + "\n")
-        sys.stdout.flush()
+        if ended.done():
+            return
+        try:
+            sys.stdout.write(json.dumps(event) + "\n")
+            sys.stdout.flush()
+        except (BrokenPipeError, ValueError):  # ValueError: stdout closed
+            end("hakeeperd stopped reading")
 
     current: Heartbeats | None = None
     try:
         while True:
-            line = await reader.readline()
+            line_task = asyncio.ensure_future(reader.readline())
+            await asyncio.wait({line_task, ended}, return_when=asyncio.FIRST_COMPLETED)
+            if not line_task.done():
+                line_task.cancel()
+                await asyncio.gather(line_task, return_exceptions=True)
+                return str(ended.result())
+            try:
+                line = line_task.result()
+            except (OSError, ValueError) as exc:
+                return f"cannot read from hakeeperd: {exc}"
             if not line:
-                return  # hakeeperd is gone
+                return "hakeeperd is gone"
             try:
                 config = Config.from_json(json.loads(line))
             except (ValueError, KeyError, TypeError) as exc:
@@ -304,7 +557,11 @@ async def _main(identity: tls.Identity) -> None:
 
 
 def main() -> None:
-    """``python -m hakeeper.comm.heartbeat --root DIR``: run by hakeeperd."""
+    """``python -m hakeeper.comm.heartbeat --root DIR``: run by hakeeperd.
+
+    It exits with 0 and one log line when hakeeperd is gone (its stdin closes, or
+    nobody reads its stdout) or on SIGTERM, SIGINT or SIGHUP: no traceback.
+    """
     import argparse
 
     parser = argparse.ArgumentParser(prog="hakeeper-heartbeat")
@@ -312,7 +569,16 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logger.info("heartbeat process %d: %s", os.getpid(), realtime())
-    asyncio.run(_main(tls.load_identity(args.root)))
+    try:
+        why = asyncio.run(_main(tls.load_identity(args.root)))
+    except KeyboardInterrupt:  # SIGINT before the loop took the signals over
+        why = "SIGINT"
+    logger.info("heartbeat process %d exits: %s", os.getpid(), why)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+    # Python flushes stdout again at exit: a broken pipe there would print "Exception ignored".
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":
