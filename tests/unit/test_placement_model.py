@@ -214,3 +214,19 @@ def test_the_checker_sees_two_owners_of_one_epoch() -> None:
     except AssertionError:
         return
     raise AssertionError("two owners of epoch 1 went unnoticed")
+
+
+def test_a_voter_s_promises_and_records_survive_a_restart(tmp_path: Any) -> None:
+    """BallotBox is durable: a voter that forgot a promise in a crash could let two claims both win."""
+    box = placement.BallotBox(tmp_path)
+    assert box.prepare("web", Ballot(3, "node2")).ok
+    assert box.accept("web", Ballot(3, "node2"), Owner(4, "node2", ("node1",))).ok
+    box.hold("web", 4)
+    box.close()
+    again = placement.BallotBox(tmp_path)
+    assert not again.prepare("web", Ballot(2, "node3")).ok, "the promise of ballot 3 was kept"
+    assert not again.accept("web", Ballot(2, "node3"), Owner(5, "node3")).ok
+    assert again.slot("web").value == Owner(4, "node2", ("node1",))
+    assert again.held() == {"web": 4}
+    assert (tmp_path / placement.DB_NAME).stat().st_mode & 0o777 == 0o600
+    again.close()

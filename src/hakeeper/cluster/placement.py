@@ -369,24 +369,17 @@ class BallotBox:
         )  # fmt: skip
 
     def prepare(self, key: str, ballot: Ballot) -> Answer:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                slot, answer = on_prepare(self._slot(key), ballot)
-                if answer.ok:
-                    self._store(key, slot)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                self._reload(key)
-                raise
-            return answer
+        return self._vote(key, lambda slot: on_prepare(slot, ballot))
 
     def accept(self, key: str, ballot: Ballot, value: Owner) -> Answer:
+        return self._vote(key, lambda slot: on_accept(slot, ballot, value))
+
+    def _vote(self, key: str, step: Callable[[Slot], tuple[Slot, Answer]]) -> Answer:
+        """One voter step as one transaction: read the slot, decide, store what changed, commit."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                slot, answer = on_accept(self._slot(key), ballot, value)
+                slot, answer = step(self._slot(key))
                 if answer.ok:
                     self._store(key, slot)
                 self._conn.execute("COMMIT")
