@@ -64,7 +64,7 @@ class Node:
     up: bool = True
     frozen_at: float | None = None
     serving: int | None = None  # the epoch it runs web under
-    won: int | None = None  # the epoch it last restored web under
+    won: int | None = None  # the epoch of its last claim that held
     retry: bool = False  # took web out of service for lost quorum: to try again when quorum is back
     slot: Slot = field(default_factory=Slot)
     heard: dict[str, float | None] = field(default_factory=dict)
@@ -272,6 +272,7 @@ class World:
                 self.again(node, c, refused)
                 return
             c.epoch, c.phase = wanted.epoch, "wait"
+            node.won = wanted.epoch
             c.permitted |= set(check)  # the voters saw their leases lapse
         if node.slot.value.epoch > c.epoch:
             node.claim = None  # superseded while waiting
@@ -290,12 +291,12 @@ class World:
             else:
                 gone = False
         if gone:
-            node.serving = node.won = c.epoch
+            node.serving = c.epoch
             node.retry = False
             node.claim = None
             self.log.append(f"{self.t:.2f} {me}: serves web under epoch {c.epoch}")
         elif self.t - c.started > WAIT:
-            node.claim = None
+            node.claim, node.retry = None, True  # ours and out of service: try again later
 
     def lease_lapsed(self, me: str, previous: str) -> bool:
         """A majority of the voters me reaches has seen ``previous`` DEAD for takeover_delay."""

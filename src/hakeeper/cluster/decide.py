@@ -296,10 +296,11 @@ def converge(
     (epoch, owner), the newest any voter knows — a hint that decides nothing
     alone: a repair that claims reads the majority's record again. ``retry``:
     hierarchies whose restore failed here, due for another try; ``waiting``: those
-    whose next try is not due yet. ``held``: the epoch this node last restored
-    each hierarchy under: a record naming this node under another epoch is a
-    claim that did not finish (it is finished), one under that epoch a hierarchy
-    taken out of service on purpose (left alone).
+    whose next try is not due yet. ``held``: the epoch of this node's last claim
+    that held, per hierarchy: a record naming this node under another epoch is a
+    claim that did not finish (it is finished); one under that epoch, a
+    hierarchy taken out of service on purpose or whose restore failed (left to
+    ``retry``).
     """
     mine = runs.get(view.me, {})
     silent = set(unknown) & view.alive

@@ -525,6 +525,7 @@ class Failover:
         rivals = outcome.now.previous
         permitted |= set(needs_lease(outcome.previous))  # the voters saw their leases lapse
         self.box.hold(h.name, epoch)
+        self.box.won_at(h.name, epoch)
         logger.info("%s: claimed by %s under epoch %d in %.3f s (previous owner %s)", h.name, self.me, epoch, took,
                     outcome.previous)  # fmt: skip
         self._confirm_soon(h, outcome.now)
@@ -545,7 +546,6 @@ class Failover:
         if not ok:
             self.box.let_go(h.name)
             return FAILED, why, previous
-        self.box.won_at(h.name, epoch)
         if self.owner(h).epoch > epoch:  # claimed by another node while the restore ran
             self._stop_soon(h, f"superseded by {self.owner(h)}")
             return REFUSED, f"superseded by {self.owner(h)} while restoring", previous
@@ -723,7 +723,8 @@ class Failover:
             return Owner(current.epoch + 1, self.me)
 
         outcome = await self.placement.claim(h.name, change)
-        if outcome.ok:
+        if outcome.ok and outcome.now is not None:
+            self.box.won_at(h.name, outcome.now.epoch)
             self._schedule_retry(h)
 
     async def resource_failed(self, tag: str, reason: str) -> None:

@@ -410,7 +410,7 @@ class BallotBox:
             self._held[key] = epoch
 
     def won(self) -> dict[str, int]:
-        """The epoch under which this node last restored each hierarchy (kept when it is taken out of service)."""
+        """The epoch of this node's last claim that held, per hierarchy (kept when it is taken out of service)."""
         return dict(self._won)
 
     def won_at(self, key: str, epoch: int) -> None:
