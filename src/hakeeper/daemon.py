@@ -90,7 +90,11 @@ class Daemon:
         self.monitor = Monitor(self.engine, self.on_check_failure, refresh=config.monitor_refresh)
         self.membership: dict[str, PathState] = {}
         self.identity = load_identity(self.root) if identity_exists(self.root) else None
-        self.heartbeats = HeartbeatLink(self.root, self.lcd, self.on_node) if self.identity else None
+        #: The heartbeat process tells the guard to cut when the node hears no majority and this loop is frozen.
+        self._cut_r, self._cut_w = os.pipe() if self.identity else (-1, -1)
+        self.heartbeats = (
+            HeartbeatLink(self.root, self.lcd, self.on_node, guard_fd=self._cut_w) if self.identity else None
+        )
         self.sync = ConfigSync(self.lcd, self._send, self._membership_of, self._config_changed)
         self.adopter = Adopter(self.lcd, self.kits)
         handlers = {
@@ -111,7 +115,9 @@ class Daemon:
         self.rpc = RpcServer(self.identity, handlers) if self.identity else None
         #: In a cluster, the guard stops this node serving if hakeeperd dies or hangs (see hakeeper.guard).
         self.guard = (
-            GuardLink(self.root, lambda: float(self.lcd.settings()["guard_timeout"])) if self.identity else None
+            GuardLink(self.root, lambda: float(self.lcd.settings()["guard_timeout"]), cut_fd=self._cut_r)
+            if self.identity
+            else None
         )
         self._services: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()

@@ -35,11 +35,8 @@ def state(ha: HaCluster, node: str, tag: str) -> State:
         return lcd.resource(tag).state
 
 
-@pytest.mark.slow
-def test_an_isolated_node_cuts_its_vip_before_the_others_take_over_although_web_stops_slowly(
-    ha_cluster: HaCluster, lan: Lan, tmp_path: Path
-) -> None:
-    ha = ha_cluster
+def setup(ha: HaCluster, lan: Lan, tmp_path: Path) -> list[tuple[str, int]]:
+    """vip below a slowly stopping web on node1, extended to node2 and node3; the client pinned to node1's MAC."""
     node1, node2, node3, client = lan.node("node1"), lan.node("node2"), lan.node("node3"), lan.client
     ha.ok("node1", "hakeeper", "create", "comm/ip", "-t", "vip", "-I", "INIT_OSU", f"address={VIP}/24")
     scripts = write_scripts(tmp_path / "webapp", PORT, stop_delay=STOP_DELAY)
@@ -51,8 +48,16 @@ def test_an_isolated_node_cuts_its_vip_before_the_others_take_over_although_web_
     ha.ok("node1", "perform_action", "-t", "web", "-a", "restore")
     assert state(ha, "node1", "vip") is State.ISP and state(ha, "node1", "web") is State.ISP
     client.run(["ip", "neigh", "replace", VIP, "lladdr", node1.mac, "dev", "eth0", "nud", "permanent"], check=True)
+    return [(VIP, PORT), (node2.address, PORT), (node3.address, PORT)]
 
-    targets = [(VIP, PORT), (node2.address, PORT), (node3.address, PORT)]
+
+@pytest.mark.slow
+def test_an_isolated_node_cuts_its_vip_before_the_others_take_over_although_web_stops_slowly(
+    ha_cluster: HaCluster, lan: Lan, tmp_path: Path
+) -> None:
+    ha = ha_cluster
+    node1, node2, node3 = lan.node("node1"), lan.node("node2"), lan.node("node3")
+    targets = setup(ha, lan, tmp_path)
     with Prober(lan, targets, tmp_path / "probe.jsonl") as prober:
         prober.wait_for(lambda r: first_answer_from(r, "node1") is not None, 10, "node1 serving the VIP")
         start = time.monotonic()
@@ -73,3 +78,32 @@ def test_an_isolated_node_cuts_its_vip_before_the_others_take_over_although_web_
     why = ha.ok("node1", "hakeeper", "why", "web")
     assert "lease: after a quorum loss vip is removed first (last took" in why, why
     assert "warning" not in why, why
+
+
+@pytest.mark.slow
+def test_a_frozen_daemon_on_an_isolated_node_has_its_vip_cut_by_the_guard(
+    ha_cluster: HaCluster, lan: Lan, tmp_path: Path
+) -> None:
+    """hakeeperd frozen (SIGSTOP) on node1, then node1 isolated: the heartbeat process and the guard cut the VIP."""
+    ha = ha_cluster
+    ha.ok("node1", "hakeeper", "settings", "guard_timeout=10")  # the guard's own timeout does not come into it
+    node1, node2, node3 = lan.node("node1"), lan.node("node2"), lan.node("node3")
+    targets = setup(ha, lan, tmp_path)
+    daemon = ha.procs["node1"].pid
+    with Prober(lan, targets, tmp_path / "probe.jsonl") as prober:
+        prober.wait_for(lambda r: first_answer_from(r, "node1") is not None, 10, "node1 serving the VIP")
+        node1.freeze(daemon)
+        try:
+            start = time.monotonic()
+            lan.partition([node1], [node2, node3])
+            prober.wait_for(lambda r: first_answer_from(r, "node2", after=start) is not None, 20, "node2 serving")
+            time.sleep(1.0)
+            rounds = prober.rounds()
+        finally:
+            node1.thaw(daemon)
+    log = ha.log("node1")
+    assert not double_service(rounds), f"answers from two nodes at once: {served_by(rounds)}\n{log}"
+    took_over = first_answer_from(rounds, "node2", after=start)
+    assert took_over is not None
+    assert first_answer_from(rounds, "node1", after=took_over) is None, f"node1 after node2: {served_by(rounds)}"
+    assert "the guard cuts the virtual addresses" in log and "guard: cut vip in" in log, log

@@ -145,3 +145,18 @@ def test_paths_in_lcdstatus_and_net_list(cli: Cli, root: Path) -> None:
     assert "node2    TCP      198.18.0.11/198.18.0.12  ALIVE" in cli("lcdstatus").out
     assert cli("net_remove", "-s", "node2", "-l", "198.18.1.11").code == 0
     assert len(cli("net_list").out.splitlines()) == 1
+
+
+def test_the_lease_asks_for_a_cut_once_when_no_majority_is_heard_and_hakeeperd_is_silent() -> None:
+    from hakeeper.comm.heartbeat import Lease
+
+    lease = Lease(voters=3, stale_after=0.1, last_tick=10.0)
+    assert not lease.due(10.5, alive_peers=2), "a majority is heard"
+    assert not lease.due(10.05, alive_peers=0), "no majority, but hakeeperd ticked 50 ms ago: it acts itself"
+    assert lease.due(10.5, alive_peers=0), "no majority, hakeeperd silent for 0.5 s: cut"
+    assert not lease.due(10.6, alive_peers=0), "once per loss of quorum"
+    assert not lease.due(10.7, alive_peers=1), "a majority again (2 of 3)"
+    assert lease.due(11.0, alive_peers=0), "lost again: cut again"
+    assert not Lease(voters=0, stale_after=0.1, last_tick=0.0).due(5.0, alive_peers=0), "quorum is not a majority"
+    assert not Lease(voters=4, stale_after=0.1, last_tick=0.0).due(5.0, alive_peers=2), "3 of 4 is a majority"
+    assert Lease(voters=4, stale_after=0.1, last_tick=0.0).due(5.0, alive_peers=1), "2 of 4 is not"

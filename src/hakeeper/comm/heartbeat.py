@@ -67,6 +67,7 @@ class Config:
     interval: float
     misses: int
     paths: tuple[CommPath, ...] = ()
+    voters: int = 0  # the cluster's nodes, when a majority of them is the quorum (0: do not watch it)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +76,7 @@ class Config:
             "interval": self.interval,
             "misses": self.misses,
             "paths": [[p.node, p.kind, p.local, p.remote, p.priority] for p in self.paths],
+            "voters": self.voters,
         }
 
     @classmethod
@@ -85,7 +87,36 @@ class Config:
             interval=float(data["interval"]),
             misses=int(data["misses"]),
             paths=tuple(CommPath(*p) for p in data["paths"]),
+            voters=int(data.get("voters", 0)),
         )
+
+
+@dataclass
+class Lease:
+    """When this node must cut its clients off by itself: no majority heard, and hakeeperd not acting on it.
+
+    hakeeperd takes its resources out of service when it loses quorum; a frozen
+    hakeeperd cannot, and its guard would act only after ``guard_timeout``, long
+    after the others took over. So hakeeperd ticks this process (a line on stdin,
+    every quarter interval); when the node hears no majority and hakeeperd has
+    not ticked for an interval, this process tells the guard to cut the virtual
+    addresses (once per loss of quorum).
+    """
+
+    voters: int
+    stale_after: float
+    last_tick: float
+    sent: bool = False
+
+    def due(self, now: float, alive_peers: int) -> bool:
+        lost = self.voters > 0 and 2 * (alive_peers + 1) <= self.voters
+        if not lost:
+            self.sent = False
+            return False
+        if self.sent or now - self.last_tick <= self.stale_after:
+            return False
+        self.sent = True
+        return True
 
 
 Emit = Callable[[dict[str, Any]], None]
@@ -323,6 +354,9 @@ class Heartbeats:
     #: (they carry old settings, and would make the path look ALIVE for a moment when it heals).
     _incoming: dict[str, set[asyncio.StreamWriter]] = field(default_factory=dict)
     _handlers: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: When to tell the guard to cut (see Lease), and how: None when there is no guard.
+    lease: Lease | None = None
+    cut: Callable[[], None] | None = None
 
     async def start(self, previous: Heartbeats | None = None) -> None:
         """Start on the paths of the configuration; ``previous``: the configuration this one replaces.
@@ -465,6 +499,11 @@ class Heartbeats:
                 change = monitor.tick(now)
                 if change is not None:
                     self._changed(key, change)
+            alive = sum(s is PathState.ALIVE for s in self._nodes.values())
+            if self.lease is not None and self.cut is not None and self.lease.due(now, alive):
+                logger.error("heartbeat: no majority heard and hakeeperd silent for %.2f s: the guard cuts the "
+                             "virtual addresses", now - self.lease.last_tick)  # fmt: skip
+                self.cut()
 
     def _changed(self, key: str, state: PathState) -> None:
         if state is PathState.DEAD:
@@ -502,7 +541,7 @@ def realtime() -> str:
     return ", ".join(notes)
 
 
-async def _main(identity: tls.Identity) -> str:
+async def _main(identity: tls.Identity, guard_fd: int | None = None) -> str:
     """Run until hakeeperd is gone (stdin closes, or stdout does) or a signal asks; returns why it ended."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -525,6 +564,16 @@ async def _main(identity: tls.Identity) -> str:
         except (BrokenPipeError, ValueError):  # ValueError: stdout closed
             end("hakeeperd stopped reading")
 
+    lease: Lease | None = None
+
+    def cut() -> None:
+        if guard_fd is None:
+            return
+        try:
+            os.write(guard_fd, b"cut\n")
+        except OSError as exc:  # the guard is restarting: hakeeperd, once thawed, does the same
+            logger.error("heartbeat: cannot tell the guard to cut: %s", exc)
+
     current: Heartbeats | None = None
     try:
         while True:
@@ -540,6 +589,10 @@ async def _main(identity: tls.Identity) -> str:
                 return f"cannot read from hakeeperd: {exc}"
             if not line:
                 return "hakeeperd is gone"
+            if line.startswith(b'{"tick"'):  # hakeeperd's event loop runs
+                if lease is not None:
+                    lease.last_tick = time.monotonic()
+                continue
             try:
                 config = Config.from_json(json.loads(line))
             except (ValueError, KeyError, TypeError) as exc:
@@ -549,6 +602,11 @@ async def _main(identity: tls.Identity) -> str:
             if previous is not None:
                 await previous.stop()
             current = Heartbeats(config, identity, emit)
+            if guard_fd is not None:
+                stale = lease.last_tick if lease is not None else time.monotonic()
+                lease = Lease(config.voters, config.interval, time.monotonic())
+                lease.last_tick = max(stale, lease.last_tick)
+                current.lease, current.cut = lease, cut
             await current.start(previous)
             emit({"event": "configured", "paths": len(config.paths)})
     finally:
@@ -566,11 +624,14 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(prog="hakeeper-heartbeat")
     parser.add_argument("--root", required=True)
+    parser.add_argument("--guard-fd", type=int, help="where to tell the guard to cut (see Lease)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logger.info("heartbeat process %d: %s", os.getpid(), realtime())
+    if args.guard_fd is not None:
+        os.set_blocking(args.guard_fd, False)  # never wait on the guard
     try:
-        why = asyncio.run(_main(tls.load_identity(args.root)))
+        why = asyncio.run(_main(tls.load_identity(args.root), args.guard_fd))
     except KeyboardInterrupt:  # SIGINT before the loop took the signals over
         why = "SIGINT"
     logger.info("heartbeat process %d exits: %s", os.getpid(), why)

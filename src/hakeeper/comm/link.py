@@ -36,12 +36,16 @@ def current_config(lcd: Lcd) -> Config:
         interval=float(settings["heartbeat_interval"]),
         misses=int(settings["heartbeat_misses"]),
         paths=tuple(lcd.paths()),
+        voters=len(lcd.nodes()) if settings["quorum_mode"] == "majority" else 0,
     )
 
 
 class HeartbeatLink:
-    def __init__(self, root: Path, lcd: Lcd, on_node: OnNode, *, refresh: float = 1.0) -> None:
+    def __init__(
+        self, root: Path, lcd: Lcd, on_node: OnNode, *, refresh: float = 1.0, guard_fd: int | None = None
+    ) -> None:
         self.root = root
+        self.guard_fd = guard_fd
         self.lcd = lcd
         self.on_node = on_node
         self.refresh = refresh
@@ -54,23 +58,33 @@ class HeartbeatLink:
         """Keep the heartbeat process running and configured until cancelled."""
         try:
             while True:
+                guard = ["--guard-fd", str(self.guard_fd)] if self.guard_fd is not None else []
                 self._proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "hakeeper.comm.heartbeat", "--root", str(self.root),
+                    sys.executable, "-m", "hakeeper.comm.heartbeat", "--root", str(self.root), *guard,
                     stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                    pass_fds=(self.guard_fd,) if self.guard_fd is not None else (),
                 )  # fmt: skip
                 self._sent = None
                 reports = asyncio.create_task(self._read(self._proc))
+                ticks = asyncio.create_task(self._tick(self._proc))
                 try:
                     while self._proc.returncode is None and not reports.done():
                         self._configure()
                         await asyncio.wait({reports}, timeout=self.refresh)
                 finally:
                     reports.cancel()
-                    await asyncio.gather(reports, return_exceptions=True)
+                    ticks.cancel()
+                    await asyncio.gather(reports, ticks, return_exceptions=True)
                 logger.error("heartbeat process exited (%s); restarting it", self._proc.returncode)
                 await asyncio.sleep(RESTART_DELAY)
         finally:
             await self._stop()
+
+    async def _tick(self, proc: asyncio.subprocess.Process) -> None:
+        """Tell the heartbeat process, every quarter interval, that this event loop runs (see heartbeat.Lease)."""
+        while proc.returncode is None and proc.stdin is not None:
+            proc.stdin.write(b'{"tick": 1}\n')
+            await asyncio.sleep(float(self.lcd.settings()["heartbeat_interval"]) / 4)
 
     def reconfigure(self) -> None:
         """Send the LCD's current configuration now (after a replicated settings change)."""

@@ -389,6 +389,16 @@ class Engine:
             self._note("cut", cut.finished)
             return Cut(cut, rest, cut_took, time.monotonic() - started)
 
+    async def cut_network_face(self, *, reason: str) -> Report:
+        """Remove every virtual address in service here at once, nothing else (the guard's cut, see guard.py)."""
+        async with self.exclusive():
+            started = time.monotonic()
+            face = plan.network_face(self.lcd.resources())
+            cut = Report("cut", "the network face", started=started)
+            with self._holding(face):
+                await self._remove_members(self.kits, face, [], cut, reason=f"{reason}: clients cut", stop=False)
+            return told(cut) if face else cut
+
     def mark(self, tag: str, state: State, reason: str) -> State:
         """Record ``tag``'s new state (outside a run: local recovery's OSF); returns the previous one.
 
