@@ -61,7 +61,7 @@ def _why_lines(
 ) -> list[str]:
     me = lcd.local_node
     lines = []
-    holders = [n for n in sorted(in_service) if h.members & set(in_service[n])]
+    holders = decide.where(h, in_service)
     if holders:
         where = ", ".join(holders)
         lines.append(f"{h.name}: in service on {where}")

@@ -119,9 +119,14 @@ class Decision:
     sentence: str
 
 
+def where(h: Hierarchy, in_service: Mapping[str, Iterable[str]]) -> list[str]:
+    """The nodes of ``in_service`` (node -> tags in service there) where some member of ``h`` is in service."""
+    return sorted(n for n, tags in in_service.items() if h.members & set(tags))
+
+
 def holders(h: Hierarchy, view: View, in_service: Mapping[str, Iterable[str]]) -> list[str]:
     """The live nodes where some member of ``h`` is in service."""
-    return sorted(n for n in view.alive if h.members & set(in_service.get(n, ())))
+    return [n for n in where(h, in_service) if n in view.alive]
 
 
 def takeover(
