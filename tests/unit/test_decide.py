@@ -125,3 +125,56 @@ def test_every_survivor_agrees_on_exactly_one_actor(nodes: int, data: st.DataObj
         assert len(actors[h.name]) == expected, (h, actors[h.name], held)
         if expected:
             assert actors[h.name][0] == min(can, key=lambda n: h.priorities[n])
+
+
+def test_remote_verify_goes_on_pauses_or_abandons() -> None:
+    from hakeeper.cluster.decide import Verify, verify
+
+    assert verify([], on=True, round_=0, rounds=20) is Verify.PROCEED
+    assert verify(["node3"], on=False, round_=0, rounds=20) is Verify.PROCEED, "remote_verify off"
+    assert verify(["node3"], on=True, round_=0, rounds=20) is Verify.PAUSE
+    assert verify(["node3"], on=True, round_=19, rounds=20) is Verify.ABANDON
+
+
+def test_contenders_are_the_owner_and_the_unconfirmed_previous_owners_but_never_me() -> None:
+    from hakeeper.cluster.decide import contenders
+
+    assert contenders("node1", (), "node2") == ("node1",)
+    assert contenders("node2", ("node1",), "node2") == ("node1",), "my own unconfirmed record: node1 may still run it"
+    assert contenders("node2", (), "node2") == (), "my own confirmed record"
+    assert contenders("node3", ("node1", "node2"), "node2") == ("node1", "node3")
+    assert contenders(None, (), "node2") == ()
+
+
+def test_converge_stops_an_older_copy_and_claims_what_runs_nowhere_from_a_dead_owner() -> None:
+    from hakeeper.cluster.decide import Fix, Hierarchy, View, converge
+
+    web = Hierarchy(("web",), frozenset({"web"}), {"node1": 1, "node2": 2, "node3": 3})
+    both = View.of("node1", ["node1", "node2", "node3"], ["node2", "node3"])
+    stop = converge(both, [web], {"node1": {"web": 1}, "node2": {"web": 2}, "node3": {}}, {"web": (2, "node2")})
+    assert [r.fix for r in stop] == [Fix.STOP]
+    keep = converge(both, [web], {"node1": {"web": 2}, "node2": {"web": 1}, "node3": {}}, {"web": (2, "node1")})
+    assert keep == [], "the newer copy stays; the older one is the other node's to stop"
+    alone = View.of("node2", ["node1", "node2", "node3"], ["node3"])
+    runs: dict[str, dict[str, int]] = {"node2": {}, "node3": {}}
+    claim = converge(alone, [web], runs, {"web": (1, "node1")})
+    assert [r.fix for r in claim] == [Fix.CLAIM], "node1 is dead, node2 is the highest live priority"
+    assert converge(alone, [web], runs, {"web": (1, "node1")}, unknown=["node3"]) == [], "unknown is not nothing"
+    assert converge(alone, [web], runs, {"web": (1, "node1")}, departed=["node1"]) == [], "node1 stopped on purpose"
+    assert converge(alone, [web], runs, {"web": (1, None)}) == [], "nobody owns it: left to the administrator"
+    mine = converge(alone, [web], runs, {"web": (3, "node2")}, held={"web": 2})
+    assert [r.fix for r in mine] == [Fix.CLAIM], "node2's claim of epoch 3 did not finish"
+    assert converge(alone, [web], runs, {"web": (3, "node2")}, held={"web": 3}) == [], "taken out on purpose"
+    assert converge(alone, [web], runs, {"web": (3, "node2")}, held={"web": 3}, waiting=["web"]) == []
+
+
+def test_may_claim_from_a_live_owner_only_by_switchover_or_when_asked() -> None:
+    from hakeeper.cluster.decide import Claim, View, may_claim
+
+    view = View.of("node2", ["node1", "node2", "node3"], ["node1", "node3"])
+    assert may_claim("node1", Claim.FAILOVER, view) == "node1 owns it and is alive"
+    assert may_claim("node1", Claim.SWITCHOVER, view) is None
+    assert may_claim("node1", Claim.TAKEOVER, view, allowed=["node1"]) is None
+    assert may_claim("node2", Claim.RETRY, view) is None and may_claim(None, Claim.START, view) is None
+    dead = View.of("node2", ["node1", "node2", "node3"], ["node3"])
+    assert may_claim("node1", Claim.FAILOVER, dead) is None, "its lease is the voters' to check"

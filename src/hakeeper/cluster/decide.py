@@ -256,6 +256,19 @@ def may_claim(owner: str | None, claim: Claim, view: View, *, allowed: Iterable[
     return None
 
 
+class Verify(enum.Enum):
+    PROCEED = "proceed"  # nobody still sees the node alive (or remote_verify is off)
+    PAUSE = "pause"  # someone still sees it: ask again after a heartbeat interval
+    ABANDON = "abandon"  # someone still saw it after every round: the anti-entropy pass decides later
+
+
+def verify(seeing: Iterable[str], *, on: bool, round_: int, rounds: int) -> Verify:
+    """remote_verify: whether a takeover from a dead node goes on, given the live peers that still see it alive."""
+    if not on or not list(seeing):
+        return Verify.PROCEED
+    return Verify.PAUSE if round_ + 1 < rounds else Verify.ABANDON
+
+
 def contenders(owner: str | None, previous: Iterable[str], me: str) -> tuple[str, ...]:
     """The nodes that may run a hierarchy whose newest record names ``owner``, taken from ``previous``.
 

@@ -417,11 +417,14 @@ class Failover:
         """The live peers' views, once none of them sees ``dead`` alive (remote_verify); None to stand down."""
         verify = self.lcd.settings()["witness_mode"] == "remote_verify"
         interval = float(self.lcd.settings()["heartbeat_interval"])
-        for _ in range(VERIFY_ROUNDS):
+        for round_ in range(VERIFY_ROUNDS):
             views = await self.views(dead)
             seeing = sorted(p for p, a in views.items() if a.get("sees") == PathState.ALIVE.value)
-            if not verify or not seeing:
+            step = decide.verify(seeing, on=verify, round_=round_, rounds=VERIFY_ROUNDS)
+            if step is decide.Verify.PROCEED:
                 return views
+            if step is decide.Verify.ABANDON:
+                break
             logger.warning("PAUSING takeover from %s: %s still see(s) it alive", dead, ", ".join(seeing))
             await asyncio.sleep(interval)
             if self.membership().get(dead) is not PathState.DEAD:
