@@ -10,6 +10,7 @@ in the same round, and the service back when a quorum exists.
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from hakeeper.db.settings import defaults, detection_budget
 from tests.harness.cluster import HaCluster
 from tests.harness.lan import Lan
 from tests.harness.probe import Prober, Round, double_service, first_answer_from, served_by
+from tests.harness.webapp import write_scripts
 from tests.integration.test_failover import setup_web, state, targets
 
 BUDGET = detection_budget(defaults())
@@ -201,3 +203,48 @@ def test_a_switchover_whose_holder_powers_off_mid_release_becomes_a_failover(
     assert not double_service(rounds)
     assert state(ha, "node2") is State.ISP
     assert time.monotonic() - asked < 60
+
+
+VIP = "198.18.0.50"
+
+
+@pytest.mark.slow
+def test_a_node_back_from_a_power_off_does_not_trust_a_check_another_node_answered(
+    ha_cluster: HaCluster, lan: Lan, tmp_path: Path
+) -> None:
+    """Row 6: web's quickCheck asks the virtual address (which node2 holds); node1 comes back, then node2 dies."""
+    ha = ha_cluster
+    ha.ok("node1", "hakeeper", "create", "comm/ip", "-t", "vip", "-I", "INIT_OSU", f"address={VIP}/24")
+    scripts = write_scripts(tmp_path / "webapp", 8080)
+    asks_vip = tmp_path / "webapp" / "quickCheck-via-vip"  # the advice users followed: "ask the application itself"
+    asks_vip.write_text(
+        f'#!/bin/sh\nexec {sys.executable} -c "import urllib.request; '
+        f"urllib.request.urlopen('http://{VIP}:8080/', timeout=1)\"\n"
+    )
+    asks_vip.chmod(0o755)
+    params = [f"restore={scripts['restore']}", f"remove={scripts['remove']}", f"quickCheck={asks_vip}"]
+    ha.ok("node1", "hakeeper", "create", "gen/app", "-t", "web", "-I", "INIT_OSU", "-Q", "120", *params)
+    ha.ok("node1", "dep_create", "-p", "web", "-c", "vip")
+    for backup in ("node2", "node3"):
+        ha.ok("node1", "hakeeper", "extend", "-t", "web", "-s", backup, "-p", backup[-1])
+    ha.ok("node1", "perform_action", "-t", "web", "-a", "restore")
+    node1 = lan.node("node1")
+    with Prober(lan, [(VIP, 8080)], tmp_path / "probe.jsonl") as prober:
+        serving_now(prober, "node1")
+        off = time.monotonic()
+        lan.power_off(node1)
+        served_after(prober, ("node2",), off)
+        lan.power_on(node1)
+        ha.start(node1)
+        ha.wait(lambda: "caught up with" in ha.log("node1").split("hakeeperd serving")[-1], 20, "node1 started")
+        ha.wait(ha.all_alive, 20, "node1 ALIVE again")
+        assert state(ha, "node1") is State.OSU, "web's check was answered by node2, not by a server on node1"
+        assert state(ha, "node1", "vip") is State.OSU
+        again = time.monotonic()
+        lan.power_off(lan.node("node2"))
+        rounds = served_after(prober, ("node1", "node3"), again)
+        time.sleep(2 * CONVERGE)
+        rounds = prober.rounds()
+    assert not double_service(rounds)
+    back = min(t for t in (first_answer_from(rounds, n, after=again) for n in ("node1", "node3")) if t is not None)
+    assert back - again <= BUDGET + DELAY + SLACK, f"{back - again:.2f} s"
