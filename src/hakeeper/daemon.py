@@ -93,7 +93,16 @@ class Daemon:
         #: The heartbeat process tells the guard to cut when the node hears no majority and this loop is frozen.
         self._cut_r, self._cut_w = os.pipe() if self.identity else (-1, -1)
         self.heartbeats = (
-            HeartbeatLink(self.root, self.lcd, self.on_node, guard_fd=self._cut_w) if self.identity else None
+            HeartbeatLink(
+                self.root,
+                self.lcd,
+                self.on_node,
+                guard_fd=self._cut_w,
+                runs=self.failover.runs_here,
+                on_runs=self.failover.peer_runs,
+            )
+            if self.identity
+            else None
         )
         self.sync = ConfigSync(self.lcd, self._send, self._membership_of, self._config_changed)
         self.adopter = Adopter(self.lcd, self.kits)

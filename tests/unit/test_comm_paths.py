@@ -160,3 +160,24 @@ def test_the_lease_asks_for_a_cut_once_when_no_majority_is_heard_and_hakeeperd_i
     assert not Lease(voters=0, stale_after=0.1, last_tick=0.0).due(5.0, alive_peers=0), "quorum is not a majority"
     assert not Lease(voters=4, stale_after=0.1, last_tick=0.0).due(5.0, alive_peers=2), "3 of 4 is a majority"
     assert Lease(voters=4, stale_after=0.1, last_tick=0.0).due(5.0, alive_peers=1), "2 of 4 is not"
+
+
+def test_frames_carry_what_runs_here_and_a_peer_s_new_digest_is_reported_once() -> None:
+    import json
+    from typing import Any, cast
+
+    from hakeeper.comm.heartbeat import RUNS_MAX, Config, Heartbeats
+
+    events: list[dict[str, Any]] = []
+    hb = Heartbeats(Config("node1", 7366, 0.1, 5), cast(Any, None), events.append)
+    assert "runs" not in json.loads(hb.frame(1))
+    hb.set_runs({"web": 3})
+    assert json.loads(hb.frame(2))["runs"] == {"web": 3}
+    hb.set_runs({f"h{i}": i for i in range(RUNS_MAX // 8)})
+    assert "runs" not in json.loads(hb.frame(3)), "a digest too large for a frame is not carried"
+    hb._digest("node2", {"web": 4})
+    hb._digest("node2", {"web": 4})
+    hb._digest("node2", None)
+    hb._digest("node2", "garbage")
+    assert events == [{"event": "runs", "node": "node2", "runs": {"web": 4}},
+                      {"event": "runs", "node": "node2", "runs": {}}]  # fmt: skip

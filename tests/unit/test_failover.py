@@ -398,3 +398,18 @@ def test_a_voter_that_still_sees_the_owner_vetoes_its_takeover(cluster: Cluster)
     assert cluster.holders() == ["node1"]
     assert "node3 sees node1 ALIVE" in node2.blocked["web"]
     assert owner(cluster, "node3").node != "node2", "node3 accepted nothing from node2"
+
+
+def test_a_peer_s_heartbeat_digest_with_a_newer_epoch_stops_the_copy_here(cluster: Cluster) -> None:
+    node1 = cluster.nodes["node1"]
+    epoch = node1.runs_here()["web"]
+
+    async def hear(runs: dict[str, int]) -> None:
+        node1.peer_runs("node2", runs)
+        await asyncio.gather(*node1._stops.values())
+
+    asyncio.run(hear({"web": epoch}))
+    assert cluster.state("node1") is State.ISP, "the same epoch is not a newer one"
+    asyncio.run(hear({"web": epoch + 1}))
+    assert cluster.state("node1") is State.OSU
+    assert "in service on node2 under epoch" in cluster.lcds["node1"].resource("web").reason

@@ -953,6 +953,17 @@ class Failover:
             await asyncio.sleep(min(left, interval))
         return f"{owner} has not been DEAD for takeover_delay ({delay:g} s) here yet"
 
+    def peer_runs(self, node: str, runs: dict[str, int]) -> None:
+        """A peer's heartbeats say what it runs: one it runs under a newer epoch than here stops here at once."""
+        here = self.runs_here()
+        for h in self.hierarchies():
+            theirs, mine = runs.get(h.name), here.get(h.name)
+            if theirs is None or mine is None or theirs <= mine:
+                continue
+            logger.error("ALERT: %s: in service on %s under epoch %d (its heartbeats say), here under epoch %d: "
+                         "taking it out of service here", h.name, node, theirs, mine)  # fmt: skip
+            self._stop_soon(h, f"in service on {node} under epoch {theirs}")
+
     def superseded(self, key: str, value: Owner) -> None:
         """This node's voter accepted ``value``: if it runs ``key`` under an older epoch, it stops at once."""
         held = self.box.held().get(key)

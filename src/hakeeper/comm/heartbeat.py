@@ -55,7 +55,8 @@ from hakeeper.db.model import CommPath
 
 logger = logging.getLogger(__name__)
 
-MAX_FRAME = 512
+MAX_FRAME = 4096
+RUNS_MAX = 3000  # bytes of the digest a frame carries at most (more: not carried; anti-entropy still compares)
 
 
 @dataclass(frozen=True)
@@ -357,6 +358,9 @@ class Heartbeats:
     #: When to tell the guard to cut (see Lease), and how: None when there is no guard.
     lease: Lease | None = None
     cut: Callable[[], None] | None = None
+    #: What this node runs (hierarchy -> epoch), from hakeeperd; carried by every frame. The peers' last digests.
+    runs: dict[str, int] = field(default_factory=dict)
+    _peer_runs: dict[str, dict[str, int]] = field(default_factory=dict)
 
     async def start(self, previous: Heartbeats | None = None) -> None:
         """Start on the paths of the configuration; ``previous``: the configuration this one replaces.
@@ -416,9 +420,14 @@ class Heartbeats:
 
     def frame(self, seq: int) -> bytes:
         cfg = self.config
-        return (
-            json.dumps({"hb": seq, "node": cfg.node, "interval": cfg.interval, "misses": cfg.misses}).encode() + b"\n"
-        )
+        data: dict[str, Any] = {"hb": seq, "node": cfg.node, "interval": cfg.interval, "misses": cfg.misses}
+        if self.runs:
+            data["runs"] = self.runs
+        return json.dumps(data).encode() + b"\n"
+
+    def set_runs(self, runs: dict[str, int]) -> None:
+        """hakeeperd's digest of what runs here; one too large for a frame is not carried."""
+        self.runs = runs if len(json.dumps(runs)) <= RUNS_MAX else {}
 
     # ---------------------------------------------------------------- hearing
 
@@ -465,6 +474,7 @@ class Heartbeats:
                     )
                     return
                 self._heard(path.key)
+                self._digest(path.node, frame.get("runs"))
                 if writer.transport.get_write_buffer_size() < MAX_FRAME:  # else the acks are not read anyway
                     writer.write(b'{"ack": %d}\n' % seq)
         except (OSError, ValueError, asyncio.LimitOverrunError) as exc:  # ssl.SSLError is an OSError
@@ -473,6 +483,20 @@ class Heartbeats:
             logger.debug("heartbeat stream from %s: %s", peer_ip, exc)
         finally:
             incoming.discard(writer)
+
+    def _digest(self, node: str, runs: Any) -> None:
+        """A peer's digest of what it runs: reported to hakeeperd when it changed."""
+        if runs is None:
+            runs = {}
+        if not isinstance(runs, dict):
+            return
+        try:
+            digest = {str(k): int(v) for k, v in runs.items()}
+        except (TypeError, ValueError):
+            return
+        if self._peer_runs.get(node) != digest:
+            self._peer_runs[node] = digest
+            self.emit({"event": "runs", "node": node, "runs": digest})
 
     def _path_of(self, peer: str | None, local: str, remote: str) -> CommPath | None:
         for path in self.config.paths:
@@ -565,6 +589,7 @@ async def _main(identity: tls.Identity, guard_fd: int | None = None) -> str:
             end("hakeeperd stopped reading")
 
     lease: Lease | None = None
+    runs_now: dict[str, int] = {}
 
     def cut() -> None:
         if guard_fd is None:
@@ -589,9 +614,14 @@ async def _main(identity: tls.Identity, guard_fd: int | None = None) -> str:
                 return f"cannot read from hakeeperd: {exc}"
             if not line:
                 return "hakeeperd is gone"
-            if line.startswith(b'{"tick"'):  # hakeeperd's event loop runs
+            if line.startswith(b'{"tick"'):  # hakeeperd's event loop runs (and, now and then, what runs here)
                 if lease is not None:
                     lease.last_tick = time.monotonic()
+                if b'"runs"' in line:
+                    with contextlib.suppress(ValueError, TypeError, AttributeError):
+                        runs_now = {str(k): int(v) for k, v in json.loads(line)["runs"].items()}
+                        if current is not None:
+                            current.set_runs(runs_now)
                 continue
             try:
                 config = Config.from_json(json.loads(line))
@@ -602,6 +632,7 @@ async def _main(identity: tls.Identity, guard_fd: int | None = None) -> str:
             if previous is not None:
                 await previous.stop()
             current = Heartbeats(config, identity, emit)
+            current.set_runs(runs_now)
             if guard_fd is not None:
                 stale = lease.last_tick if lease is not None else time.monotonic()
                 lease = Lease(config.voters, config.interval, time.monotonic())

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 RESTART_DELAY = 1.0
 OnNode = Callable[[str, PathState], None]
+OnRuns = Callable[[str, dict[str, int]], None]
 
 
 def current_config(lcd: Lcd) -> Config:
@@ -42,10 +43,20 @@ def current_config(lcd: Lcd) -> Config:
 
 class HeartbeatLink:
     def __init__(
-        self, root: Path, lcd: Lcd, on_node: OnNode, *, refresh: float = 1.0, guard_fd: int | None = None
+        self,
+        root: Path,
+        lcd: Lcd,
+        on_node: OnNode,
+        *,
+        refresh: float = 1.0,
+        guard_fd: int | None = None,
+        runs: Callable[[], dict[str, int]] | None = None,
+        on_runs: OnRuns | None = None,
     ) -> None:
         self.root = root
         self.guard_fd = guard_fd
+        self.runs = runs
+        self.on_runs = on_runs
         self.lcd = lcd
         self.on_node = on_node
         self.refresh = refresh
@@ -81,9 +92,18 @@ class HeartbeatLink:
             await self._stop()
 
     async def _tick(self, proc: asyncio.subprocess.Process) -> None:
-        """Tell the heartbeat process, every quarter interval, that this event loop runs (see heartbeat.Lease)."""
+        """Tell the heartbeat process, every quarter interval, that this event loop runs (see heartbeat.Lease);
+        every interval, what runs here when it changed (its frames carry it to the peers)."""
+        sent: dict[str, int] | None = None
+        count = 0
         while proc.returncode is None and proc.stdin is not None:
-            proc.stdin.write(b'{"tick": 1}\n')
+            line: dict[str, Any] = {"tick": 1}
+            if self.runs is not None and count % 4 == 0:
+                runs = self.runs()
+                if runs != sent or count % 40 == 0:
+                    line["runs"] = sent = runs
+            proc.stdin.write(json.dumps(line).encode() + b"\n")
+            count += 1
             await asyncio.sleep(float(self.lcd.settings()["heartbeat_interval"]) / 4)
 
     def reconfigure(self) -> None:
@@ -123,6 +143,8 @@ class HeartbeatLink:
             else:
                 logger.info("%s %s (%d of %d paths alive)", node, state.value, event["alive"], event["paths"])
             self.on_node(node, state)
+        elif kind == "runs" and self.on_runs is not None:
+            self.on_runs(str(event["node"]), {str(k): int(v) for k, v in dict(event["runs"]).items()})
 
     async def _stop(self) -> None:
         proc = self._proc
