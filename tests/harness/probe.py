@@ -248,6 +248,16 @@ def served_by(rounds: Sequence[Round]) -> list[tuple[float, str | None]]:
     return changes
 
 
+def servers(rounds: Sequence[Round]) -> list[str]:
+    """Who served, in turn: a gap with no answer between two stretches of the same node does not count as a move
+    (a busy machine can leave a 50 ms probe unanswered); "node1+node2" for two at once."""
+    turns: list[str] = []
+    for _t, name in served_by(rounds):
+        if name and (not turns or turns[-1] != name):
+            turns.append(name)
+    return turns
+
+
 def spacing(rounds: Sequence[Round]) -> float:
     """The median time between consecutive rounds, in s (the prober's own resolution)."""
     if len(rounds) < 2:

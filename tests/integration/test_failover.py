@@ -19,7 +19,7 @@ from hakeeper.db import Lcd, State
 from hakeeper.db.settings import defaults, detection_budget
 from tests.harness.cluster import HaCluster
 from tests.harness.lan import Lan
-from tests.harness.probe import Prober, Round, double_service, first_answer_from, outage, served_by
+from tests.harness.probe import Prober, Round, double_service, first_answer_from, outage, servers
 from tests.harness.webapp import write_scripts
 
 PORT = 8080
@@ -105,7 +105,7 @@ def test_power_off_moves_web_to_node2_and_it_stays_there_when_node1_is_back(
         time.sleep(2 * (BUDGET + DELAY))  # time for a wrong switchback to show
         rounds = prober.rounds()
     assert not double_service(rounds), "answers from two nodes at once"
-    assert [name for _t, name in served_by(rounds) if name] == ["node1", "node2"], "INTELLIGENT: web stays on node2"
+    assert servers(rounds) == ["node1", "node2"], "INTELLIGENT: web stays on node2"
     assert state(ha, "node1") is State.OSU and state(ha, "node2") is State.ISP
     why = ha.ok("node2", "hakeeper", "why", "web")
     assert why.startswith("web: in service on node2\n") and "failover from node1" in why, why
@@ -128,7 +128,7 @@ def test_automatic_switchback_moves_web_back_when_node1_returns(
         time.sleep(1.0)
         rounds = prober.rounds()
     assert not double_service(rounds), "answers from two nodes at once"
-    assert [name for _t, name in served_by(rounds) if name] == ["node1", "node2", "node1"]
+    assert servers(rounds) == ["node1", "node2", "node1"]
     assert "switchback AUTOMATIC moves it to node1" in ha.log("node1")
     assert state(ha, "node2") is State.OSU
 
@@ -234,7 +234,7 @@ def test_sigkill_of_the_active_daemon_alone_never_serves_from_two_nodes(
         rounds = prober.rounds()
     assert not double_service(rounds), "answers from two nodes at once"
     assert "guard: hakeeperd (pid" in ha.log("node1") and "guard: out of service: web" in ha.log("node1")
-    assert [name for _t, name in served_by(rounds) if name] == ["node1", "node2"]
+    assert servers(rounds) == ["node1", "node2"]
     assert state(ha, "node1") is State.OSU and state(ha, "node2") is State.ISP
 
 
@@ -328,6 +328,6 @@ def test_a_cluster_that_starts_together_brings_an_autores_isp_hierarchy_in_servi
         time.sleep(1.0)
         rounds = prober.rounds()
     assert not double_service(rounds)
-    assert [name for _t, name in served_by(rounds) if name] == ["node1"]
+    assert servers(rounds) == ["node1"]
     assert "web: in service nowhere at start; node1 has the highest live priority (1)" in ha.log("node1")
     assert [state(ha, n) for n in ha.names] == [State.ISP, State.OSU, State.OSU]

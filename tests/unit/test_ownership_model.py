@@ -24,6 +24,7 @@ nodes on): exactly one node serves within a bound.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,7 @@ class ClaimRun:
     epoch: int = 0
     started: float = 0.0
     tries: int = 1
+    top: int = 0  # the highest epoch the promises showed
     permitted: set[str] = field(default_factory=set)  # nodes that let it go when asked
 
 
@@ -157,7 +159,8 @@ class World:
             if node.serving is not None:
                 self.log.append(f"{self.t:.2f} {me}: no quorum: stops web (the lease)")
                 node.serving, node.retry = None, True
-            node.claim = None
+            if node.claim is not None and node.claim.phase != "wait":
+                node.claim = None  # a claim that holds waits on (as _previous_gone does), restoring nothing
             return
         if node.claim is not None:
             self.advance(node)
@@ -199,12 +202,13 @@ class World:
         peers = [p for p in view.alive if p != me]
         answering = [p for p in peers if self.answers(me, p)]
         runs: dict[str, dict[str, int]] = {}
-        best = node.slot.value
+        newest = node.slot
         for p in [me, *answering]:
             other = self.nodes[p]
             runs[p] = {"web": other.serving} if other.serving is not None else {}
-            if other.slot.value.epoch > best.epoch:
-                best = other.slot.value
+            if other.slot.accepted > newest.accepted:
+                newest = other.slot
+        best = newest.value
         unknown = [p for p in peers if p not in answering]
         held = {"web": node.won} if node.won is not None else {}
         retry = ["web"] if node.retry else []
@@ -238,6 +242,7 @@ class World:
                 self.again(node, c, refused)
                 return
             c.current = max(promised, key=lambda a: a.accepted).value
+            c.top = max(a.value.epoch for a in promised)
             if decide.may_claim(c.current.node, c.kind, self.view(me), allowed=c.permitted) is not None:
                 node.claim = None
                 return
@@ -245,7 +250,7 @@ class World:
             return
         if c.phase == "accept":
             rivals = decide.contenders(c.current.node, c.current.previous, me)
-            wanted = Owner(c.current.epoch + 1, me, rivals)
+            wanted = Owner(max(c.current.epoch, c.top) + 1, me, rivals)
             check = [n for n in rivals if n not in c.permitted] if c.kind is not Claim.SWITCHOVER else []
             if not self.lease_check:
                 check = []
@@ -404,7 +409,11 @@ def run(schedule: list[tuple[Any, ...]]) -> World:
     return w
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("HAKEEPER_MODEL_EXAMPLES", "2000")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(faults)
 def test_one_owner_at_a_time_and_back_once_the_faults_stop(schedule: list[tuple[Any, ...]]) -> None:
     run(schedule)

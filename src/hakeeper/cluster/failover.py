@@ -837,12 +837,14 @@ class Failover:
         views = await self.views()
         runs = {p: {str(k): int(v) for k, v in dict(a.get("runs") or {}).items()} for p, a in views.items()}
         runs[self.me] = self.runs_here(found)
-        records = {h.name: (o.epoch, o.node) for h in found for o in [self.owner(h)]}
-        for answer in views.values():  # the newest record any voter knows (a voter may have missed a claim)
-            for name, value in dict(answer.get("records") or {}).items():
-                seen = Owner.from_json(value)
-                if name in records and seen.epoch > records[name][0]:
-                    records[name] = (seen.epoch, seen.node)
+        newest = {h.name: (self.box.slot(h.name).accepted, self.owner(h)) for h in found}
+        for answer in views.values():  # the record of the highest ballot any voter knows (one may have missed it)
+            for name, pair in dict(answer.get("records") or {}).items():
+                with contextlib.suppress(ValueError, TypeError, IndexError, KeyError):
+                    ballot, value = Ballot.from_json(pair[0]), Owner.from_json(pair[1])
+                    if name in newest and ballot > newest[name][0]:
+                        newest[name] = (ballot, value)
+        records = {name: (value.epoch, value.node) for name, (_ballot, value) in newest.items()}
         now = time.monotonic()
         due = {n for n, (tries, at) in self.retry.items() if at <= now and tries < RETRY_TRIES}
         repairs = decide.converge(
@@ -901,7 +903,8 @@ class Failover:
     async def on_view(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
         about = args.get("about")
         sees = self.membership().get(str(about), PathState.UNKNOWN).value if about else None
-        records = {h.name: self.owner(h).as_json() for h in self.hierarchies()}
+        slots = {h.name: self.box.slot(h.name) for h in self.hierarchies()}
+        records = {name: [slot.accepted.as_json(), slot.value.as_json()] for name, slot in slots.items()}
         return {"in_service": self.in_service_here(), "sees": sees, "runs": self.runs_here(), "records": records}
 
     async def on_ballot_prepare(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:

@@ -247,6 +247,9 @@ async def claim(
             wanted = change(current)
         except Refuse as no:
             return Outcome(False, current, None, str(no), tuple(sorted(answers)))
+        if wanted.epoch > current.epoch:  # above any epoch seen, even one a failed claim left behind
+            top = max(a.value.epoch for a in promised.values())
+            wanted = Owner(max(wanted.epoch, top + 1), wanted.node, wanted.previous)
         check = lease(current) if lease is not None else ()
 
         async def ask_accept(
