@@ -178,3 +178,12 @@ def test_may_claim_from_a_live_owner_only_by_switchover_or_when_asked() -> None:
     assert may_claim("node2", Claim.RETRY, view) is None and may_claim(None, Claim.START, view) is None
     dead = View.of("node2", ["node1", "node2", "node3"], ["node3"])
     assert may_claim("node1", Claim.FAILOVER, dead) is None, "its lease is the voters' to check"
+
+
+def test_a_failed_switchover_goes_back_to_where_it_came_from_only() -> None:
+    from hakeeper.cluster.decide import Hierarchy, View, after_failed_switch, next_nodes
+
+    web = Hierarchy(("web",), frozenset({"web"}), {"node1": 1, "node2": 2, "node3": 3})
+    view = View.of("node3", ["node1", "node2", "node3"], ["node1", "node2"])
+    assert next_nodes(web, view, failed=after_failed_switch(web, "node2")) == ["node2"]
+    assert next_nodes(web, view, failed=after_failed_switch(web, None)) == []

@@ -169,6 +169,12 @@ def next_nodes(h: Hierarchy, view: View, *, failed: Iterable[str]) -> list[str]:
     return [node for _priority, node in h.by_priority(view.alive) if node not in tried]
 
 
+def after_failed_switch(h: Hierarchy, holder: str | None) -> list[str]:
+    """A switchover's restore failed on the target: the nodes *not* to try, so that only the holder it came from
+    is asked to take it back (none: it came from nowhere, and the command fails)."""
+    return [n for n in h.priorities if n != holder] if holder else list(h.priorities)
+
+
 def switchback(
     returned: str, view: View, found: Iterable[Hierarchy], in_service: Mapping[str, Iterable[str]]
 ) -> list[Decision]:

@@ -760,8 +760,7 @@ class Failover:
         if result == REFUSED:
             raise CommunicationFailed(f"{h.name}: {why}")
         logger.error("%s: restore on %s failed: %s", h.name, self.me, why)
-        back = [holder] if holder else []
-        if not back or not await self.move_on(h, failed=[n for n in h.priorities if n not in back], reason=why):
+        if not holder or not await self.move_on(h, failed=decide.after_failed_switch(h, holder), reason=why):
             raise SystemCallFailed(f"{h.name}: restore on {self.me} failed: {why}")
         raise SystemCallFailed(f"{h.name}: restore on {self.me} failed ({why}); back in service on {holder}")
 

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 
 from hakeeper.db import State, graph
 from hakeeper.errors import HakeeperError
+from hakeeper.events import policy as ladder
+from hakeeper.events.policy import Rung
 from hakeeper.kits.base import Policy
 from hakeeper.recovery import plan
 from hakeeper.recovery.engine import Busy, Engine, call
@@ -124,38 +126,38 @@ class LocalRecovery:
     async def _recover(self, tag: str, message: str, policy: Policy) -> tuple[str, str | None]:
         """Recover ``tag`` (held, under the engine's lock): what was done, and the failover reason if any."""
         resource = self.engine.lcd.resource(tag)
-        if policy is Policy.CONFIG:
-            return await self._wait_for_admin(tag, message), None
-        if policy is Policy.HARD:
-            return await self._escalate(tag, f"{message} (this node cannot run it)")
-        if not resource.local_recover:
-            return await self._escalate(tag, f"{message} (local recovery is off)")
-        if not self._may_try(tag):
-            limits = self.limits
-            return await self._escalate(
-                tag, f"{message} (local recovery tried {limits.attempts} times in {limits.window:g} s)"
-            )
         kit = self.engine.kit_of(resource)
-        if kit.has_recover(resource):
+        step = ladder.first_step(
+            policy,
+            local_recover=resource.local_recover,
+            may_try=policy not in (Policy.CONFIG, Policy.HARD) and resource.local_recover and self._may_try(tag),
+            has_recover=kit.has_recover(resource),
+            limits=f"{self.limits.attempts} times in {self.limits.window:g} s",
+        )
+        if step.rung is Rung.WAIT_FOR_ADMIN:
+            return await self._wait_for_admin(tag, message), None
+        if step.rung is Rung.ESCALATE:
+            return await self._escalate(tag, message + step.why)
+        if step.rung is Rung.RECOVER:
             result = await call(kit, "recover", resource)  # the hold keeps tag: checks meanwhile count for nothing
-            if result.ok:
-                return f"{tag} recovered in place by its recover action after: {message}", None
-            if result.policy is Policy.CONFIG:
-                return await self._wait_for_admin(tag, f"{message}; recover failed: {result.message}"), None
-            return await self._escalate(tag, f"{message}; recover failed: {result.message}")
-        reason = f"local recovery of {tag}: {message}"
-        lcd = self.engine.lcd
-        states = {t: state for t, _id, state, _reason in lcd.summaries()}
-        members = {t for t in plan.local_recovery_set(lcd.edges(), tag) if states.get(t, State.OSU).in_service}
-        down = await self.engine.remove_all_of(members, reason=reason, target=tag)
-        if down.ok:
+            step = ladder.after(result.ok, result.policy, f"recover failed: {result.message}")
+            done = f"{tag} recovered in place by its recover action after: {message}"
+        else:
+            reason = f"local recovery of {tag}: {message}"
+            lcd = self.engine.lcd
+            states = {t: state for t, _id, state, _reason in lcd.summaries()}
+            members = {t for t in plan.local_recovery_set(lcd.edges(), tag) if states.get(t, State.OSU).in_service}
+            down = await self.engine.remove_all_of(members, reason=reason, target=tag)
+            if not down.ok:
+                return await self._escalate(tag, f"{message}; remove failed: {'; '.join(down.messages)}")
             up = await self.engine.restore_all_of(members, reason=reason, target=tag)
-            if up.ok:
-                return f"{tag} recovered in place (remove and restore of {', '.join(down.done)}) after: {message}", None
-            if up.policy is Policy.CONFIG:
-                return await self._wait_for_admin(tag, f"{message}; restore failed: {'; '.join(up.messages)}"), None
-            return await self._escalate(tag, f"{message}; restore failed: {'; '.join(up.messages)}")
-        return await self._escalate(tag, f"{message}; remove failed: {'; '.join(down.messages)}")
+            step = ladder.after(up.ok, up.policy, f"restore failed: {'; '.join(up.messages)}")
+            done = f"{tag} recovered in place (remove and restore of {', '.join(down.done)}) after: {message}"
+        if step.rung is Rung.DONE:
+            return done, None
+        if step.rung is Rung.WAIT_FOR_ADMIN:
+            return await self._wait_for_admin(tag, message + step.why), None
+        return await self._escalate(tag, message + step.why)
 
     async def _wait_for_admin(self, tag: str, reason: str) -> str:
         """Mark ``tag`` OSF until the administrator acts; what is above it goes out of service first."""
