@@ -413,3 +413,24 @@ def test_a_peer_s_heartbeat_digest_with_a_newer_epoch_stops_the_copy_here(cluste
     asyncio.run(hear({"web": epoch + 1}))
     assert cluster.state("node1") is State.OSU
     assert "in service on node2 under epoch" in cluster.lcds["node1"].resource("web").reason
+
+
+def test_a_retry_from_a_dead_owner_fences_it_first_and_a_failing_fence_blocks_it(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, {"fence_command": "/bin/false"})
+    try:
+        asyncio.run(cluster.nodes["node1"].switchover("web"))
+        cluster.cut("node1")
+        for tag in ("web", "web-ip"):
+            cluster.lcds["node1"].set_state(tag, State.OSU, "powered off")
+        node2 = cluster.nodes["node2"]
+        node2.dead_since["node1"] = 0.0
+        converged(node2)
+        assert cluster.holders() == [], "the anti-entropy pass does not restore around a failed fence"
+        assert node2.blocked["web"].startswith("fencing node1 failed")
+        assert "web" in node2.retry, "tried again later, with back-off"
+        cluster.lcds["node2"].set_settings({"fence_command": "/bin/true"})
+        node2.retry["web"] = (1, 0.0)  # due now
+        converged(node2)
+        assert cluster.holders() == ["node2"]
+    finally:
+        cluster.close()

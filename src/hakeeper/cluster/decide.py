@@ -344,9 +344,9 @@ def converge(
             continue
         if silent or any(h.name in r for r in runs.values()) or view.me not in h.priorities or owner is None:
             continue
+        if h.name in later:  # its next try is not due yet
+            continue
         if owner == view.me:
-            if h.name in later:
-                continue
             if h.name in again:
                 sentence = f"{h.name}: runs nowhere since its restore failed here; trying again"
                 repairs.append(Repair(h, Fix.CLAIM, sentence))

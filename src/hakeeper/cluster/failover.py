@@ -862,14 +862,16 @@ class Failover:
             logger.warning("%s", r.sentence)
             tries, _ = self.retry.get(h.name, (0, 0.0))
             self.retry[h.name] = (tries, float("inf"))  # not again until this try ends
-            task = asyncio.create_task(self._retry(h), name=f"retry {h.name}")
+            task = asyncio.create_task(self._retry(h, records[h.name][1]), name=f"retry {h.name}")
             self._retries.add(task)
             task.add_done_callback(self._retries.discard)
 
-    async def _retry(self, h: Hierarchy) -> None:
-        owner = self.owner(h).node
+    async def _retry(self, h: Hierarchy, owner: str | None) -> None:
+        """Claim and restore ``h`` (it runs nowhere); from a dead owner, as a failover does: confirmation, fencing."""
         failed = [owner] if owner and owner != self.me else []
-        taken = await self._take(h, Claim.RETRY, reason="retry", failed=failed)
+        dead = owner if owner and owner != self.me and owner not in self.view().alive else None
+        ready = dead is None or (await self._confirmed(dead) and await self._fence(dead, [h.name]))
+        taken = ready and await self._take(h, Claim.RETRY, reason="retry", failed=failed)
         if not taken and (h.name not in self.retry or self.retry[h.name][1] == float("inf")):
             self._schedule_retry(h)
 
