@@ -527,8 +527,7 @@ class Failover:
         epoch, previous = outcome.now.epoch, outcome.previous.node
         rivals = outcome.now.previous
         permitted |= set(needs_lease(outcome.previous))  # the voters saw their leases lapse
-        self.box.hold(h.name, epoch)
-        self.box.won_at(h.name, epoch)
+        await self.box.run(self.box.claimed, h.name, epoch)  # one fsync, off the event loop
         logger.info("%s: claimed by %s under epoch %d in %.3f s (previous owner %s)", h.name, self.me, epoch, took,
                     outcome.previous)  # fmt: skip
         self._confirm_soon(h, outcome.now)

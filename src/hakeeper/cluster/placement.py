@@ -412,6 +412,19 @@ class BallotBox:
             self._conn.execute("INSERT OR REPLACE INTO held VALUES (?, ?)", (key, epoch))
             self._held[key] = epoch
 
+    def claimed(self, key: str, epoch: int) -> None:
+        """This node's claim of ``key`` under ``epoch`` held: it holds and has won it (one transaction)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("INSERT OR REPLACE INTO held VALUES (?, ?)", (key, epoch))
+                self._conn.execute("INSERT OR REPLACE INTO won VALUES (?, ?)", (key, epoch))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._held[key] = self._won[key] = epoch
+
     def won(self) -> dict[str, int]:
         """The epoch of this node's last claim that held, per hierarchy (kept when it is taken out of service)."""
         return dict(self._won)
