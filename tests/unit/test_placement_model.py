@@ -146,6 +146,15 @@ async def run(schedule: list[tuple[str, Any]]) -> None:
                 if not task.cancelled():
                     results.append((who, task.result()))
 
+    async def quiet(rounds: int) -> None:
+        """No more faults: deliver every message in order until the claims end (at most ``rounds`` rounds)."""
+        for _ in range(rounds):
+            if not tasks:
+                return
+            while net.pending:
+                net.deliver(net.pending.pop(0))
+            await settle()
+
     for kind, arg in schedule:
         if kind == "claim" and arg not in tasks:
             start(arg)
@@ -167,12 +176,7 @@ async def run(schedule: list[tuple[str, Any]]) -> None:
 
     # Faults stop: every voter up, every message delivered in order, until every claim ended.
     net.down.clear()
-    for _ in range(1000):
-        if not tasks:
-            break
-        while net.pending:
-            net.deliver(net.pending.pop(0))
-        await settle()
+    await quiet(1000)
     assert not tasks, "claims still running after the faults stopped"
     check_chain(net)
     chosen = net.chosen()
@@ -183,12 +187,7 @@ async def run(schedule: list[tuple[str, Any]]) -> None:
     # A claim on a quiet cluster succeeds and builds on the latest chosen value.
     latest = chosen[max(chosen)] if chosen else placement.NOBODY
     start("a")
-    for _ in range(100):
-        if not tasks:
-            break
-        while net.pending:
-            net.deliver(net.pending.pop(0))
-        await settle()
+    await quiet(100)
     final = results[-1][1]
     assert final.ok, final.why
     assert final.previous is not None and final.previous.epoch >= latest.epoch
@@ -221,12 +220,12 @@ def test_a_voter_s_promises_and_records_survive_a_restart(tmp_path: Any) -> None
     box = placement.BallotBox(tmp_path)
     assert box.prepare("web", Ballot(3, "node2")).ok
     assert box.accept("web", Ballot(3, "node2"), Owner(4, "node2", ("node1",))).ok
-    box.hold("web", 4)
+    box.claimed("web", 4)
     box.close()
     again = placement.BallotBox(tmp_path)
     assert not again.prepare("web", Ballot(2, "node3")).ok, "the promise of ballot 3 was kept"
     assert not again.accept("web", Ballot(2, "node3"), Owner(5, "node3")).ok
     assert again.slot("web").value == Owner(4, "node2", ("node1",))
-    assert again.held() == {"web": 4}
+    assert again.held() == {"web": 4} and again.won() == {"web": 4}
     assert (tmp_path / placement.DB_NAME).stat().st_mode & 0o777 == 0o600
     again.close()

@@ -115,6 +115,7 @@ class Failover:
         self._stops: dict[str, asyncio.Task[bool]] = {}  # removals under way, by hierarchy
         self._retries: set[asyncio.Task[Any]] = set()  # anti-entropy retries and confirmations under way
         self._moving: set[str] = set()  # hierarchies being offered to other nodes (move_on)
+        self._runs: tuple[tuple[int, frozenset[tuple[str, int]]], dict[str, int]] | None = None  # see runs_here
 
     def close(self) -> None:
         self.box.close()
@@ -135,10 +136,20 @@ class Failover:
         return sorted(tag for tag, _id, state, _reason in self.lcd.summaries() if state.in_service)
 
     def runs_here(self, found: Iterable[Hierarchy] | None = None) -> dict[str, int]:
-        """The hierarchies in service here (any member), with the epoch this node holds them under (0: none)."""
-        here = set(self.in_service_here())
+        """The hierarchies in service here (any member), with the epoch this node holds them under (0: none).
+
+        Asked every heartbeat interval (the heartbeats' digest): the answer is kept until the LCD changes (its
+        change-log sequence, which every state change moves) or the held epochs do.
+        """
         held = self.box.held()
-        return {h.name: held.get(h.name, 0) for h in (found or self.hierarchies()) if h.members & here}
+        key = (self.lcd.last_seq(), frozenset(held.items()))
+        if found is None and self._runs is not None and self._runs[0] == key:
+            return dict(self._runs[1])
+        here = set(self.in_service_here())
+        runs = {h.name: held.get(h.name, 0) for h in (found or self.hierarchies()) if h.members & here}
+        if found is None:
+            self._runs = (key, runs)
+        return dict(runs)
 
     def owner(self, h: Hierarchy) -> Owner:
         """The ownership record as this node's voter last accepted it (a hint; claims read a majority)."""
@@ -207,7 +218,7 @@ class Failover:
                 "add a witness (hakeeper cluster join --witness), use quorum_mode=tcp_remote, or set "
                 "quorum_mode=none to accept the risk of both serving at once"
             )
-        if mode == "tcp_remote" and len(self.view().nodes) == 2 and not str(settings["fence_command"]).strip():
+        if self._needs_fencing():
             return (
                 "two nodes with quorum_mode=tcp_remote and no fence_command: with no third voter, nothing proves "
                 "that the other node stopped, so no failover happens; set fence_command, or add a witness "
@@ -581,7 +592,8 @@ class Failover:
             return
 
         def change(current: Owner) -> Owner:
-            return Owner(won.epoch, won.node) if _same(won.epoch, self.me)(current) else current
+            _same(won.epoch, self.me)(current)  # refuses unless the record is still this claim's
+            return Owner(won.epoch, won.node)
 
         task = asyncio.create_task(self.placement.claim(h.name, change), name=f"confirm {h.name}")
         self._retries.add(task)
@@ -803,8 +815,7 @@ class Failover:
                 logger.warning("%s is in service here; who owns it is unknown (%s)", h.name, outcome.why)
                 continue
             if owner.node == self.me:
-                self.box.hold(h.name, owner.epoch)
-                self.box.won_at(h.name, owner.epoch)
+                await self.box.run(self.box.claimed, h.name, owner.epoch)
             elif owner.node is None:
                 async with self._lock(h):
                     result, why, _ = await self._claim_and_restore(h, Claim.ADOPT, reason="in service at start")

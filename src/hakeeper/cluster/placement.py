@@ -407,11 +407,6 @@ class BallotBox:
         """The hierarchies this node restored, with the epoch it restored them under."""
         return dict(self._held)
 
-    def hold(self, key: str, epoch: int) -> None:
-        with self._lock:
-            self._conn.execute("INSERT OR REPLACE INTO held VALUES (?, ?)", (key, epoch))
-            self._held[key] = epoch
-
     def claimed(self, key: str, epoch: int) -> None:
         """This node's claim of ``key`` under ``epoch`` held: it holds and has won it (one transaction)."""
         with self._lock:
