@@ -136,7 +136,9 @@ def test_full_cpu_and_jitter_for_two_minutes_declare_nobody_dead(ha_cluster: HaC
         hogs.stop()
     for observer in ha_cluster.names:
         for other in ha_cluster.names:
-            assert ha_cluster.declared_dead(observer, other) == 0
+            assert ha_cluster.declared_dead(observer, other) == 0, (
+                f"{observer} declared {other} dead\n{ha_cluster.logs()}"
+            )
 
 
 @pytest.mark.slow
