@@ -102,6 +102,9 @@ def test_paths_come_alive_and_a_stopped_node_is_declared_dead_within_the_budget(
                 took = (recorders[n].when("node3", "DEAD") or 0) - stopped
                 assert took <= INTERVAL * MISSES + 0.3, f"{n} took {took:.2f} s"
                 assert recorders[n].node_state("node2" if n == "node1" else "node1") == "ALIVE"
+                assert [
+                    e["heard"] for _, e in recorders[n].events if e["event"] == "node" and e["state"] == "DEAD"
+                ] == [True]
             # node3 comes back.
             beats["node3"] = Heartbeats(config("node3", port), identities["node3"], recorders["node3"])
             await beats["node3"].start()
@@ -109,6 +112,25 @@ def test_paths_come_alive_and_a_stopped_node_is_declared_dead_within_the_budget(
         finally:
             for hb in beats.values():
                 await hb.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_peer_never_heard_is_dead_after_the_budget_and_said_to_be_never_heard(
+    identities: dict[str, tls.Identity],
+) -> None:
+    """At start, a peer whose hakeeperd does not run yet is DEAD for quorum, but the event says it was never heard."""
+
+    async def scenario() -> None:
+        recorder = Recorder()
+        alone = Heartbeats(config("node1", free_port()), identities["node1"], recorder)
+        await alone.start()
+        try:
+            await until(lambda: recorder.node_state("node3") == "DEAD", 5, "node3 DEAD")
+            dead = [e for _, e in recorder.events if e["event"] == "node" and e["node"] == "node3"]
+            assert dead == [{"event": "node", "node": "node3", "state": "DEAD", "paths": 2, "alive": 0, "heard": False}]
+        finally:
+            await alone.stop()
 
     asyncio.run(scenario())
 

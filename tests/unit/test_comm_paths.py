@@ -43,7 +43,7 @@ def test_a_stalled_connection_gets_a_fresh_one_beside_it_and_the_first_answered_
     assert not dialer.dial_due(0.01), "not again within half an interval"
     dialer.opened(1)
     for seq, now in enumerate((0.1, 0.2, 0.3, 0.4), start=1):
-        assert dialer.targets() == [1]
+        assert dialer.targets(now) == [1]
         dialer.sent(1, seq, now)
         dialer.acked(1, seq)
         assert not dialer.dial_due(now + 0.05), "acknowledged: working"
@@ -54,13 +54,14 @@ def test_a_stalled_connection_gets_a_fresh_one_beside_it_and_the_first_answered_
     assert dialer.next_check(0.65) == pytest.approx(0.7), "it looks again when frame 5 is two intervals old"
     assert dialer.dial_due(0.7), "two intervals unanswered: dial a fresh connection, keep the old one"
     dialer.sent(1, 7, 0.7)
-    assert dialer.targets() == [], "the stalled connection holds 3 unanswered frames: it gets no more"
+    assert dialer.targets(0.8) == [1], "stalled, it still carries frames: only the answers may be late"
+    assert dialer.targets(1.0) == [], "its oldest frame unanswered for the budget: the peer gave up on it"
     assert not dialer.dial_due(0.72) and dialer.dial_due(0.75), "another dial every half interval"
     assert all(dialer.next_check(t) >= t for t in (0.75, 0.8, 2.0)), "never in the past"
     dialer.opened(2)
     assert not dialer.dial_due(0.76), "the fresh connection counts as working until it stalls too"
     dialer.sent(2, 8, 0.76)
-    assert dialer.targets() == [2]
+    assert dialer.targets(0.77) == [1, 2]
     assert dialer.acked(2, 8) == [1], "answered on the fresh one: the stalled one goes, with what it queues"
     assert dialer.outstanding == {2: deque()}
     dialer.closed(2)

@@ -44,6 +44,7 @@ import ssl
 import struct
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,6 +192,12 @@ class _Outgoing:
             self.drop_all()
             await asyncio.gather(*self.dials, *self.readers.values(), return_exceptions=True)
 
+    def describe(self, now: float) -> str:
+        """This side of the path, for the line logged when it dies: connections, unanswered frames, dials."""
+        oldest = [queue[0][1] for queue in self.dialer.outstanding.values() if queue]
+        unanswered = f"oldest unanswered frame {now - min(oldest):.2f} s old" if oldest else "every frame answered"
+        return f"{len(self.conns)} connection(s) out, {unanswered}, {len(self.dials)} dial(s) in flight"
+
     def drop_all(self) -> None:
         """Abort every connection, with what it still queues (the tasks hearing them then end)."""
         for writer in self.conns.values():
@@ -198,7 +205,7 @@ class _Outgoing:
 
     def _send(self, seq: int, now: float) -> None:
         frame = self.owner.frame(seq)
-        for conn in self.dialer.targets():
+        for conn in self.dialer.targets(now):
             writer = self.conns.get(conn)
             if writer is not None and not writer.transport.is_closing():
                 writer.write(frame)
@@ -361,6 +368,9 @@ class Heartbeats:
     #: What this node runs (hierarchy -> epoch), from hakeeperd; carried by every frame. The peers' last digests.
     runs: dict[str, int] = field(default_factory=dict)
     _peer_runs: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: How late this process's ticker woke, at most, over the last detection budget (seconds): a process that
+    #: was not scheduled hears nothing. Shown when a path dies.
+    _late: deque[tuple[float, float]] = field(default_factory=deque)
 
     async def start(self, previous: Heartbeats | None = None) -> None:
         """Start on the paths of the configuration; ``previous``: the configuration this one replaces.
@@ -516,9 +526,14 @@ class Heartbeats:
 
     async def _ticker(self) -> None:
         step = self.config.interval / 4
+        budget = self.config.interval * self.config.misses
         while True:
+            due = self.clock() + step
             await asyncio.sleep(step)
             now = self.clock()
+            self._late.append((now, now - due))
+            while self._late and self._late[0][0] < now - budget:
+                self._late.popleft()
             for key, monitor in self.monitors.items():
                 change = monitor.tick(now)
                 if change is not None:
@@ -531,6 +546,7 @@ class Heartbeats:
 
     def _changed(self, key: str, state: PathState) -> None:
         if state is PathState.DEAD:
+            self._explain_death(key)
             for writer in self._incoming.pop(key, set()):
                 writer.transport.abort()
             outgoing = self._outgoing.get(key)
@@ -543,7 +559,20 @@ class Heartbeats:
         if now_state is not self._nodes.get(node):
             self._nodes[node] = now_state
             alive = sum(s is PathState.ALIVE for s in states)
-            self.emit({"event": "node", "node": node, "state": now_state.value, "paths": len(states), "alive": alive})
+            heard = any(m.last_heard is not None for k, m in self.monitors.items() if k.split("/", 1)[0] == node)
+            self.emit({"event": "node", "node": node, "state": now_state.value, "paths": len(states), "alive": alive,
+                       "heard": heard})  # fmt: skip
+
+    def _explain_death(self, key: str) -> None:
+        """One line that says what this process saw when ``key`` died (hakeeperd logs the state change itself)."""
+        now = self.clock()
+        monitor = self.monitors[key]
+        heard = f"{now - monitor.last_heard:.2f} s" if monitor.last_heard is not None else "since it started"
+        outgoing = self._outgoing.get(key)
+        ours = outgoing.describe(now) if outgoing is not None else "no connection out"
+        late = max((lag for _t, lag in self._late), default=0.0)
+        logger.warning("heartbeat: path %s DEAD: nothing heard for %s; %s; this process woke up to %.3f s late",
+                       key, heard, ours, late)  # fmt: skip
 
 
 def realtime() -> str:

@@ -138,7 +138,10 @@ class HeartbeatLink:
         elif kind == "node":
             node, state = str(event["node"]), PathState(event["state"])
             self.nodes[node] = state
-            if state is PathState.DEAD:
+            if state is PathState.DEAD and not event.get("heard", True):
+                # At start, a peer whose hakeeperd is not running yet: not a death, but DEAD all the same.
+                logger.warning("%s DEAD: not heard on any of %d paths since heartbeats started", node, event["paths"])
+            elif state is PathState.DEAD:
                 logger.warning("%s DEAD: all %d paths DEAD", node, event["paths"])
             else:
                 logger.info("%s %s (%d of %d paths alive)", node, state.value, event["alive"], event["paths"])

@@ -66,8 +66,6 @@ class PathMonitor:
 
 #: A connection whose oldest unacknowledged heartbeat is older than this many intervals is stalled.
 STALL_INTERVALS = 2
-#: Heartbeats a connection may hold unacknowledged; a stalled connection gets no more (they would be stale).
-MAX_UNACKED = 3
 #: For this many detection budgets of trouble a path redials every half interval; then once per budget.
 FAST_RETRY_BUDGETS = 10
 
@@ -107,9 +105,16 @@ class Dialer:
     def closed(self, conn: int) -> None:
         self.outstanding.pop(conn, None)
 
-    def targets(self) -> list[int]:
-        """The connections the next heartbeat goes on: those not holding ``MAX_UNACKED`` already."""
-        return [c for c, queue in self.outstanding.items() if len(queue) < MAX_UNACKED]
+    def targets(self, now: float) -> list[int]:
+        """The connections the next heartbeat goes on: every one whose oldest unanswered frame is within the budget.
+
+        A stalled connection keeps carrying heartbeats while a fresh one is dialed:
+        when only the answers are late (a slow reverse direction, a busy peer), the
+        frames still arrive and the path stays ALIVE. Once a frame has gone
+        unanswered for the whole budget, the peer has declared the path DEAD
+        without it; more frames there would be stale.
+        """
+        return [c for c, queue in self.outstanding.items() if not queue or now - queue[0][1] < self.budget]
 
     def sent(self, conn: int, seq: int, now: float) -> None:
         self.outstanding[conn].append((seq, now))
