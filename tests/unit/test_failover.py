@@ -7,6 +7,7 @@ what each node sees (membership) and which restores fail.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from hakeeper.cluster.failover import Failover
 from hakeeper.comm.paths import PathState
 from hakeeper.comm.tls import Peer
 from hakeeper.db import Lcd, State
+from hakeeper.db.settings import detection_budget
 from hakeeper.db.states import Init
 from hakeeper.errors import CommunicationFailed, NotFound
 from hakeeper.recovery.engine import Engine
@@ -222,6 +224,40 @@ def test_the_dead_node_s_name_goes_where_the_command_says(tmp_path: Path) -> Non
         cluster.cut("node1")
         asyncio.run(cluster.nodes["node2"].node_dead("node1"))
         assert record.read_text() == "--plug=node1 -o off node1\n"
+    finally:
+        cluster.close()
+
+
+def test_a_decision_that_aged_while_fencing_is_taken_again_from_a_fresh_snapshot(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    script = tmp_path / "fence"
+    wait = f"for i in $(seq 200); do [ -e {release} ] && exit 0; sleep 0.05; done"  # bounded: 10 s
+    script.write_text(f"#!/bin/sh\ntouch {started}\n{wait}\nexit 1\n")
+    script.chmod(0o755)
+    cluster = Cluster(tmp_path / "nodes", {"fence_command": str(script)})
+    try:
+        cluster.cut("node1")
+
+        async def scenario() -> None:
+            failover = asyncio.create_task(cluster.nodes["node2"].node_dead("node1"))
+            for _ in range(200):  # bounded: 10 s
+                if started.exists() or failover.done():
+                    break
+                await asyncio.sleep(0.05)
+            assert started.exists(), "node2 decided to take web over and fences node1"
+            for tag in ("web", "web-ip"):  # meanwhile, web came in service on node3
+                cluster.lcds["node3"].set_state(tag, State.ISP, "restored by the administrator")
+            budget = detection_budget(cluster.lcds["node2"].settings())
+            await asyncio.sleep(budget * 1.5)  # the fence outlasts the detection budget: the decision is stale
+            release.touch()
+            await failover
+
+        with caplog.at_level(logging.INFO):
+            asyncio.run(scenario())
+        assert cluster.holders() == ["node3"], "taken again, the decision sees web in service on node3"
+        assert "taken again" in caplog.text
     finally:
         cluster.close()
 

@@ -64,6 +64,7 @@ from hakeeper.comm.paths import PathState
 from hakeeper.comm.rpc import RemoteError
 from hakeeper.comm.tls import Peer
 from hakeeper.db import Lcd, State
+from hakeeper.db.settings import detection_budget
 from hakeeper.db.states import Init, Switchback
 from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, NotFound, SystemCallFailed
 from hakeeper.recovery.engine import Engine
@@ -76,6 +77,7 @@ VIEW_TIMEOUT = 2.0  # a live peer's answer about what it sees and runs
 MOVE_TIMEOUT = 900.0  # a restore on another node (LifeKeeper's REMOTETIMEOUT)
 RELEASE_WAIT = 30.0  # a node an unconfirmed record names, asked to let a hierarchy go before a claim
 RELEASE_TIMEOUT = 900.0  # the previous owner's remove, during a switchover (watched: its death ends the wait)
+DECIDE_ROUNDS = 3  # a failover decision taken again because it aged (fencing took long): how often at most
 VERIFY_ROUNDS = 20  # remote_verify: how often to ask again, one heartbeat interval apart
 
 
@@ -185,6 +187,12 @@ class Failover:
         """The live peers that did not answer: what they run is unknown."""
         return sorted(self.view().alive - {self.me} - set(views))
 
+    def snapshot(self, views: dict[str, dict[str, Any]]) -> decide.Snapshot:
+        """One decision's inputs, read now: the view, the hierarchies, what the peers' ``views`` say they run."""
+        return decide.Snapshot.of(
+            time.monotonic(), self.view(), self.hierarchies(), self.in_service(views), self.unknown(views)
+        )
+
     def in_service(self, views: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
         found = {peer: [str(t) for t in answer.get("in_service", [])] for peer, answer in views.items()}
         found[self.me] = self.in_service_here()
@@ -221,21 +229,37 @@ class Failover:
         views = await self._verified(node)
         if views is None:
             return
-        decisions = decide.takeover(
-            node, self.view(), self.hierarchies(), self.in_service(views), dead_paths=len(self.lcd.paths(node))
-        )
-        mine = [d for d in decisions if d.act is Act.RESTORE]
-        for d in decisions:
-            (logger.warning if d.act is not Act.ELSEWHERE else logger.info)("%s", d.sentence)
-        if mine and self.fencing.required(len(self.view().nodes)):
-            for d in mine:
-                self.blocked[d.hierarchy.name] = (
-                    "quorum_mode=tcp_remote with two nodes needs a fence_command: nothing else proves "
-                    f"that {node} stopped"
-                )
-                logger.error("%s: takeover blocked: %s", d.hierarchy.name, self.blocked[d.hierarchy.name])
-            return
-        if mine and not await self.fencing.fence(node, [d.hierarchy.name for d in mine]):
+        fenced = False
+        for _ in range(DECIDE_ROUNDS):  # bounded: a decision whose snapshot aged during fencing is taken again
+            snap = self.snapshot(views)
+            decisions = decide.takeover(
+                node, snap.view, snap.hierarchies, snap.in_service, dead_paths=len(self.lcd.paths(node))
+            )
+            mine = [d for d in decisions if d.act is Act.RESTORE]
+            for d in decisions:
+                (logger.warning if d.act is not Act.ELSEWHERE else logger.info)("%s", d.sentence)
+            if mine and self.fencing.required(len(snap.view.nodes)):
+                for d in mine:
+                    self.blocked[d.hierarchy.name] = (
+                        "quorum_mode=tcp_remote with two nodes needs a fence_command: nothing else proves "
+                        f"that {node} stopped"
+                    )
+                    logger.error("%s: takeover blocked: %s", d.hierarchy.name, self.blocked[d.hierarchy.name])
+                return
+            if mine and not fenced:
+                if not await self.fencing.fence(node, [d.hierarchy.name for d in mine]):
+                    return
+                fenced = True
+            if not mine or snap.fresh(time.monotonic(), detection_budget(self.lcd.settings())):
+                break
+            logger.info("the decision on %s's hierarchies is %.1f s old: taken again", node,
+                        time.monotonic() - snap.taken)  # fmt: skip
+            if not await self.quorum.held() or self.membership().get(node) is not PathState.DEAD:
+                return
+            views = await self.views()
+        else:
+            logger.error("no fresh decision on %s's hierarchies after %d tries: nothing taken over", node,
+                         DECIDE_ROUNDS)  # fmt: skip
             return
         await asyncio.gather(
             *(self.take(d.hierarchy, Claim.FAILOVER, reason=f"failover from {node}", failed=[node]) for d in mine)
@@ -258,15 +282,13 @@ class Failover:
         if not q.ok:
             logger.warning("no quorum at start (%s): nothing is brought in service", q.why)
             return
-        views = await self.views()
-        silent = self.unknown(views)
-        if silent:
+        snap = self.snapshot(await self.views())
+        if snap.unknown:
             logger.warning("at start: %s did not say what they run; the anti-entropy pass decides later",
-                           ", ".join(silent))  # fmt: skip
+                           ", ".join(sorted(snap.unknown)))  # fmt: skip
             return
-        found = self.hierarchies()
-        owned = [h.name for h in found if self.owner(h).node == self.me]
-        decisions = decide.at_start(self.view(), found, self.in_service(views), start=start, owned=owned)
+        owned = [h.name for h in snap.hierarchies if self.owner(h).node == self.me]
+        decisions = decide.at_start(snap.view, snap.hierarchies, snap.in_service, start=start, owned=owned)
         for d in decisions:
             if d.act is Act.RESTORE:
                 logger.warning("%s", d.sentence)
@@ -285,15 +307,14 @@ class Failover:
         await self.caught_up.wait()
         if not await self.quorum.regained():
             return
-        found = [h for h in self.hierarchies() if h.switchback is Switchback.AUTOMATIC]
-        if not found:
+        if not any(h.switchback is Switchback.AUTOMATIC for h in self.hierarchies()):
             return
-        views = await self.views()
-        in_service = self.in_service(views)
-        for d in decide.switchback(self.me, self.view(), found, in_service):
+        snap = self.snapshot(await self.views())
+        found = [h for h in snap.hierarchies if h.switchback is Switchback.AUTOMATIC]
+        for d in decide.switchback(self.me, snap.view, found, snap.in_service):
             if d.act is Act.RESTORE:
                 logger.warning("%s", d.sentence)
-                held = decide.holders(d.hierarchy, self.view(), in_service)
+                held = decide.holders(d.hierarchy, snap.view, snap.in_service)
                 try:
                     await self._switch_here(d.hierarchy, reason="switchback", holders=held)
                 except HakeeperError as exc:
@@ -600,11 +621,11 @@ class Failover:
         h = self.hierarchy_of(tag)
         if h is None:
             raise NotFound(f"{tag!r} is not part of a hierarchy extended to another node")
-        views = await self.views()
-        held = decide.holders(h, self.view(), self.in_service(views))
+        snap = self.snapshot(await self.views())
+        held = decide.holders(h, snap.view, snap.in_service)
         if (
             held == [self.me]
-            and not self.unknown(views)
+            and not snap.unknown
             and self.owner(h).node == self.me
             and all(self.lcd.resource(t).state is State.ISP for t in h.members)
         ):
