@@ -112,12 +112,7 @@ class Daemon:
             "commit": self.sync.on_commit,
             "abort": self.sync.on_abort,
             "catch_up": self.sync.on_catch_up,
-            "view": self.failover.on_view,
-            "takeover": self.failover.on_takeover,
-            "release": self.failover.on_release,
-            "ballot_prepare": self.failover.on_ballot_prepare,
-            "ballot_accept": self.failover.on_ballot_accept,
-            "leaving": self.failover.on_leaving,
+            **self.failover.handlers(),
             "adopt": self.adopter.on_adopt,
             "unadopt": self.adopter.on_unadopt,
         }
@@ -184,11 +179,11 @@ class Daemon:
         missing = [node for node in peers if node not in heard]
         unreachable = f"; not reachable: {', '.join(missing)}" if missing else ""
         logger.info("caught up with %s%s", ", ".join(heard) or "no peer", unreachable)
-        advice = self.failover.quorum_advice()
+        advice = self.failover.quorum.advice()
         if advice:
             logger.warning("%s", advice)
         try:
-            await self.failover.reconcile()
+            await self.failover.anti.reconcile()
         finally:
             self.caught_up.set()
         await self.failover.boot()
@@ -415,7 +410,7 @@ class Daemon:
         if self.rpc is not None:
             self.spawn_service(self._listen_for_messages(self.rpc), "messages")
             self.spawn_service(self._catch_up(), "catch-up")
-            self.spawn_service(self.failover.converge_forever(), "anti-entropy")
+            self.spawn_service(self.failover.anti.forever(), "anti-entropy")
             self.spawn(self._join_in(), "catch-up at start")
         else:
             self.caught_up.set()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -187,3 +190,18 @@ def test_a_failed_switchover_goes_back_to_where_it_came_from_only() -> None:
     view = View.of("node3", ["node1", "node2", "node3"], ["node1", "node2"])
     assert next_nodes(web, view, failed=after_failed_switch(web, "node2")) == ["node2"]
     assert next_nodes(web, view, failed=after_failed_switch(web, None)) == []
+
+
+def test_a_snapshot_cannot_change_under_its_decision_and_says_when_it_is_stale() -> None:
+    from hakeeper.cluster.decide import Snapshot, View
+
+    where = {"node2": ["web"], "node1": []}
+    snap = Snapshot.of(10.0, View.of("node1", ["node1", "node2"], ["node2"]), [], where, unknown=["node3"])
+    where["node2"].append("db")  # the caller's own lists change later: the snapshot does not
+    assert snap.in_service == {"node1": (), "node2": ("web",)}
+    snap.in_service["node1"] = ("db",)  # nor through what it hands out
+    assert snap.in_service["node1"] == ()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        snap.taken = 11.0  # type: ignore[misc]
+    assert snap.fresh(10.5, 0.5) and not snap.fresh(10.51, 0.5)
+    assert snap.unknown == {"node3"}

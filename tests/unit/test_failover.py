@@ -7,6 +7,7 @@ what each node sees (membership) and which restores fail.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from hakeeper.cluster.failover import Failover
 from hakeeper.comm.paths import PathState
 from hakeeper.comm.tls import Peer
 from hakeeper.db import Lcd, State
+from hakeeper.db.settings import detection_budget
 from hakeeper.db.states import Init
 from hakeeper.errors import CommunicationFailed, NotFound
 from hakeeper.recovery.engine import Engine
@@ -58,7 +60,7 @@ class Cluster:
             if node in self.frozen:
                 await asyncio.sleep(timeout)
                 raise TimeoutError(f"{node} did not answer within {timeout} s")
-            handler = getattr(self.nodes[node], f"on_{op}")
+            handler = self.nodes[node].handlers()[op]
             return await handler(Peer(sender, "198.18.0.1"), args)
 
         return send
@@ -99,7 +101,7 @@ def test_node_death_exactly_one_survivor_restores_and_the_isolated_node_stops(cl
 
     asyncio.run(everyone())
     assert cluster.holders() == ["node2"]
-    assert cluster.nodes["node1"].quorum_lost
+    assert cluster.nodes["node1"].quorum.lost
     assert cluster.state("node1", "web-ip") is State.OSU, "node1 lost quorum and took everything out of service"
     assert cluster.lcds["node2"].resource("web").reason == "failover from node1"
 
@@ -182,12 +184,12 @@ def test_switchover_and_automatic_switchback(cluster: Cluster) -> None:
 def test_two_nodes_without_a_witness_do_not_take_over(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path)
     try:
-        assert cluster.nodes["node1"].quorum_advice() is None, "three nodes: a majority is possible"
+        assert cluster.nodes["node1"].quorum.advice() is None, "three nodes: a majority is possible"
         asyncio.run(cluster.nodes["node1"].engine.restore("web", reason="start"))
         cluster.cut("node1")
         cluster.cut("node3")  # node2 alone: 1 of 3
         asyncio.run(cluster.nodes["node2"].node_dead("node1"))
-        assert cluster.state("node2") is State.OSU and cluster.nodes["node2"].quorum_lost
+        assert cluster.state("node2") is State.OSU and cluster.nodes["node2"].quorum.lost
     finally:
         cluster.close()
 
@@ -226,6 +228,40 @@ def test_the_dead_node_s_name_goes_where_the_command_says(tmp_path: Path) -> Non
         cluster.close()
 
 
+def test_a_decision_that_aged_while_fencing_is_taken_again_from_a_fresh_snapshot(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    script = tmp_path / "fence"
+    wait = f"for i in $(seq 200); do [ -e {release} ] && exit 0; sleep 0.05; done"  # bounded: 10 s
+    script.write_text(f"#!/bin/sh\ntouch {started}\n{wait}\nexit 1\n")
+    script.chmod(0o755)
+    cluster = Cluster(tmp_path / "nodes", {"fence_command": str(script)})
+    try:
+        cluster.cut("node1")
+
+        async def scenario() -> None:
+            failover = asyncio.create_task(cluster.nodes["node2"].node_dead("node1"))
+            for _ in range(200):  # bounded: 10 s
+                if started.exists() or failover.done():
+                    break
+                await asyncio.sleep(0.05)
+            assert started.exists(), "node2 decided to take web over and fences node1"
+            for tag in ("web", "web-ip"):  # meanwhile, web came in service on node3
+                cluster.lcds["node3"].set_state(tag, State.ISP, "restored by the administrator")
+            budget = detection_budget(cluster.lcds["node2"].settings())
+            await asyncio.sleep(budget * 1.5)  # the fence outlasts the detection budget: the decision is stale
+            release.touch()
+            await failover
+
+        with caplog.at_level(logging.INFO):
+            asyncio.run(scenario())
+        assert cluster.holders() == ["node3"], "taken again, the decision sees web in service on node3"
+        assert "taken again" in caplog.text
+    finally:
+        cluster.close()
+
+
 def test_confirmso_waits_for_lk_confirmso_and_its_timeout_decides(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path / "nodes", {"confirmso_timeout": "1", "confirmso_default": "block"})
     node2 = cluster.nodes["node2"]
@@ -237,10 +273,10 @@ def test_confirmso_waits_for_lk_confirmso_and_its_timeout_decides(tmp_path: Path
         async def refused() -> None:
             failover = asyncio.create_task(node2.node_dead("node1"))
             for _ in range(200):  # bounded: until it waits
-                if "node1" in node2.confirmations:
+                if "node1" in node2.fencing.confirmations:
                     break
                 await asyncio.sleep(0.01)
-            assert node2.confirm("node1", False) == "failover from node1 refused"
+            assert node2.fencing.confirm("node1", False) == "failover from node1 refused"
             await failover
 
         asyncio.run(refused())
@@ -250,7 +286,7 @@ def test_confirmso_waits_for_lk_confirmso_and_its_timeout_decides(tmp_path: Path
         assert cluster.state("node2") is State.OSU
         assert "not confirmed within 1 s" in node2.blocked["web"]
         with pytest.raises(NotFound):
-            node2.confirm("node1", True)
+            node2.fencing.confirm("node1", True)
         cluster.lcds["node2"].set_settings({"confirmso_default": "proceed"})
         asyncio.run(node2.node_dead("node1"))
         assert cluster.state("node2") is State.ISP
@@ -264,9 +300,9 @@ def test_a_two_node_majority_cluster_is_told_it_will_never_fail_over(tmp_path: P
         lcd.create_node("node2")
         ready = asyncio.Event()
         failover = Failover(lcd, Engine(lcd, fake_kits(lcd)[0]), nowhere, dict, ready)
-        assert "add a witness" in (failover.quorum_advice() or "")
+        assert "add a witness" in (failover.quorum.advice() or "")
         lcd.set_settings({"quorum_mode": "none"})
-        assert failover.quorum_advice() is None
+        assert failover.quorum.advice() is None
 
 
 async def nowhere(node: str, op: str, args: dict[str, Any], timeout: float) -> Any:
@@ -310,8 +346,8 @@ def converged(failover: Failover) -> None:
     """One anti-entropy pass, and the removals and retries it started."""
 
     async def one_pass() -> None:
-        await failover.converge()
-        await asyncio.gather(*failover._stops.values(), *failover._retries)
+        await failover.anti.converge()
+        await asyncio.gather(*failover._stops.values(), *failover._tasks)
 
     asyncio.run(one_pass())
 
@@ -427,9 +463,9 @@ def test_a_retry_from_a_dead_owner_fences_it_first_and_a_failing_fence_blocks_it
         converged(node2)
         assert cluster.holders() == [], "the anti-entropy pass does not restore around a failed fence"
         assert node2.blocked["web"].startswith("fencing node1 failed")
-        assert "web" in node2.retry, "tried again later, with back-off"
+        assert "web" in node2.retries.due_at, "tried again later, with back-off"
         cluster.lcds["node2"].set_settings({"fence_command": "/bin/true"})
-        node2.retry["web"] = (1, 0.0)  # due now
+        node2.retries.due_at["web"] = (1, 0.0)  # due now
         converged(node2)
         assert cluster.holders() == ["node2"]
     finally:

@@ -92,10 +92,10 @@ def _why_lines(
     owner = failover.owner(h) if isinstance(failover, Failover) else None
     if owner is not None:
         lines.append(f"  owner: {owner}, as this node's voter last accepted it")
-    next_try = failover.next_try(h.name) if isinstance(failover, Failover) else None
+    next_try = failover.retries.next_try(h.name) if isinstance(failover, Failover) else None
     if next_try:
         lines.append(f"  retry: {next_try}")
-    quorum = getattr(failover, "quorum_lost", False)
+    quorum = failover.quorum.lost if isinstance(failover, Failover) else False
     blocked = getattr(failover, "blocked", {}).get(h.name)
     if quorum:
         lines.append("  blocked: this node lost quorum; it takes nothing over")
@@ -136,10 +136,10 @@ async def _why_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
     h = _hierarchy(ctx.lcd, args.tag)
     views = await failover.views()
     view = failover.view()
-    q = await failover.quorum()
+    q = await failover.quorum.now()
     lines = _why_lines(ctx.lcd, h, view, failover.in_service(views), failover)
     lines.append(f"  quorum: {'yes' if q.ok else 'NO'} ({q.why}, quorum_mode={ctx.lcd.settings()['quorum_mode']})")
-    advice = failover.quorum_advice()
+    advice = failover.quorum.advice()
     if advice:
         lines.append(f"  warning: {advice}")
     lines += lease_lines(ctx.lcd, h, _remove_timeout(ctx.services, ctx.lcd))
@@ -172,7 +172,7 @@ def _answer(args: argparse.Namespace) -> bool:
 async def _confirmso_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
     yes = _answer(args)
     other_node(ctx.lcd, args.system)
-    ctx.print(ctx.services.failover.confirm(args.system, yes))
+    ctx.print(ctx.services.failover.fencing.confirm(args.system, yes))
     return 0
 
 

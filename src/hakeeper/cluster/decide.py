@@ -13,6 +13,10 @@ without processes.
 - :func:`switchback`: a node came back; which AUTOMATIC hierarchies move to it?
 - :func:`at_start`: the cluster starts; which hierarchies does this node bring in service?
 
+Each decision is taken from one :class:`Snapshot`, read once and never changed;
+one whose snapshot grew older than the detection budget before it acted is
+taken again from a fresh one.
+
 Every :class:`Decision` carries the one sentence the log prints about it.
 """
 
@@ -109,6 +113,41 @@ class Act(enum.Enum):
     RESTORE = "restore"  # this node restores the hierarchy
     ELSEWHERE = "elsewhere"  # another node does (or it is in service elsewhere): nothing to do here
     STUCK = "stuck"  # no live node can take it
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one decision is taken from: read once, at ``taken`` (monotonic seconds), never changed after.
+
+    ``placed``: what each node that answered runs (this node's own included);
+    ``unknown``: the live peers that did not answer, whose holdings are unknown, never "nothing".
+    """
+
+    taken: float
+    view: View
+    hierarchies: tuple[Hierarchy, ...]
+    placed: tuple[tuple[str, tuple[str, ...]], ...]
+    unknown: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(
+        cls,
+        taken: float,
+        view: View,
+        hierarchies: Iterable[Hierarchy],
+        in_service: Mapping[str, Iterable[str]],
+        unknown: Iterable[str] = (),
+    ) -> Snapshot:
+        placed = tuple(sorted((node, tuple(sorted(tags))) for node, tags in in_service.items()))
+        return cls(taken, view, tuple(hierarchies), placed, frozenset(unknown))
+
+    @property
+    def in_service(self) -> dict[str, tuple[str, ...]]:
+        return dict(self.placed)
+
+    def fresh(self, now: float, budget: float) -> bool:
+        """Whether a decision taken from this snapshot may still act: no older than ``budget`` (detection's)."""
+        return now - self.taken <= budget
 
 
 @dataclass(frozen=True)
