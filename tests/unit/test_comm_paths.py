@@ -182,3 +182,23 @@ def test_frames_carry_what_runs_here_and_a_peer_s_new_digest_is_reported_once() 
     hb._digest("node2", "garbage")
     assert events == [{"event": "runs", "node": "node2", "runs": {"web": 4}},
                       {"event": "runs", "node": "node2", "runs": {}}]  # fmt: skip
+
+
+@given(st.floats(min_value=0.0, max_value=1e6), st.sampled_from([0.05, 0.1, 0.25, 1.0]))
+def test_every_path_of_a_node_sends_on_one_grid(now: float, interval: float) -> None:
+    """Two paths started at different moments send their frames at the same instants: a node's last frames
+    reach every peer together, so the peers declare it dead together."""
+    from hakeeper.comm.heartbeat import on_grid
+
+    first = on_grid(now, interval)
+    assert now < first <= now + interval + 1e-6
+    assert on_grid(now + interval * 0.3, interval) in (pytest.approx(first), pytest.approx(first + interval))
+    assert first / interval == pytest.approx(round(first / interval))
+
+
+def test_a_path_dies_at_its_deadline() -> None:
+    path = PathMonitor(interval=0.1, misses=5, started=0.0)
+    assert path.deadline == pytest.approx(0.5), "never heard: a budget after the start"
+    path.heard(2.0)
+    assert path.deadline == pytest.approx(2.5)
+    assert path.tick(2.5) is None and path.tick(2.5001) is PathState.DEAD

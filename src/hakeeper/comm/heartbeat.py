@@ -37,6 +37,7 @@ import fcntl
 import itertools
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -57,6 +58,7 @@ from hakeeper.db.model import CommPath
 logger = logging.getLogger(__name__)
 
 MAX_FRAME = 4096
+DEADLINE_SLACK = 0.0005  # the ticker wakes this long after a path's budget ran out (a timer may fire early)
 RUNS_MAX = 3000  # bytes of the digest a frame carries at most (more: not carried; anti-entropy still compares)
 
 
@@ -162,7 +164,7 @@ class _Outgoing:
         cfg = self.owner.config
         clock = self.owner.clock
         seq = 0
-        next_frame = clock()
+        next_frame = on_grid(clock(), cfg.interval)
         try:
             while True:
                 self.wake.clear()
@@ -171,7 +173,8 @@ class _Outgoing:
                 if now >= next_frame or self._send_now:
                     seq += 1
                     self._send(seq, now)
-                    next_frame = next_frame + cfg.interval if next_frame + cfg.interval > now else now + cfg.interval
+                    if now >= next_frame:
+                        next_frame = on_grid(now, cfg.interval)
                     self._send_now = False
                 if self.dialer.dial_due(now):
                     waiting = [task for task in self.dials if task in self.connecting]
@@ -298,6 +301,17 @@ class _Outgoing:
             logger.info("heartbeat: cannot send ARP requests on path %s: %s", self.path.key, exc)
         except OSError as exc:  # ENOBUFS, ENETDOWN: the cable is still out
             logger.debug("heartbeat: ARP request on path %s: %s", self.path.key, exc)
+
+
+def on_grid(now: float, interval: float) -> float:
+    """The first multiple of ``interval`` after ``now`` (monotonic seconds): when this node's next frame goes.
+
+    Every path of a node sends on the same grid, so a node that dies sends its
+    last frame to every peer at the same moment: the peers declare it dead
+    within milliseconds of one another, not up to an interval apart (a claim's
+    voters then see its lease lapse at the same time as the claimant).
+    """
+    return (math.floor(now / interval) + 1) * interval
 
 
 def solicit(local: str, remote: str) -> bool:
@@ -525,11 +539,15 @@ class Heartbeats:
             self._changed(key, change)
 
     async def _ticker(self) -> None:
+        """Every quarter interval, and at the moment a path's budget runs out: deaths are seen when they happen."""
         step = self.config.interval / 4
         budget = self.config.interval * self.config.misses
         while True:
-            due = self.clock() + step
-            await asyncio.sleep(step)
+            start = self.clock()
+            deadlines = [m.deadline for m in self.monitors.values() if m.state is not PathState.DEAD]
+            pause = min([step, *(d - start + DEADLINE_SLACK for d in deadlines if d - start < step)])
+            due = start + max(pause, 0.0)
+            await asyncio.sleep(max(pause, 0.0))
             now = self.clock()
             self._late.append((now, now - due))
             while self._late and self._late[0][0] < now - budget:

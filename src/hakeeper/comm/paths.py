@@ -47,6 +47,11 @@ class PathMonitor:
     def budget(self) -> float:
         return self.interval * self.misses
 
+    @property
+    def deadline(self) -> float:
+        """When the path dies if nothing is heard before (monotonic seconds)."""
+        return (self.last_heard if self.last_heard is not None else self.started) + self.budget
+
     def heard(self, now: float) -> PathState | None:
         """A heartbeat arrived; returns the new state if it changed."""
         self.last_heard = now
@@ -57,8 +62,7 @@ class PathMonitor:
 
     def tick(self, now: float) -> PathState | None:
         """Time passed; returns DEAD when the path just died."""
-        reference = self.last_heard if self.last_heard is not None else self.started
-        if self.state is not PathState.DEAD and now - reference > self.budget:
+        if self.state is not PathState.DEAD and now > self.deadline:
             self.state = PathState.DEAD
             return self.state
         return None
