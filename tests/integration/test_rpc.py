@@ -76,3 +76,38 @@ def test_calls_and_refusals(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
     assert "frame is not JSON" in logged
     assert "larger than" in logged
     assert "unknown operation 'format_disk'" in logged
+
+
+def test_a_connection_carries_the_next_request_and_a_restarted_peer_costs_nothing(tmp_path: Path) -> None:
+    """The second call to a node reuses the first's connection (no second TLS handshake); after the peer
+    restarted, the kept connection is found closed and a fresh one carries the request."""
+    ids = make_cluster(tmp_path, ["node1", "node2"])
+    port = free_port()
+    path = CommPath("node2", "TCP", HOST_A, HOST_B, 1)
+
+    async def where(peer: tls.Peer, args: dict[str, Any]) -> dict[str, Any]:
+        return {"at": peer.address}  # the caller's address and source port: one per connection
+
+    async def at(timeout: float = 2) -> str:
+        return str((await rpc.call(ids["node1"], [path], port, "where", {}, timeout=timeout))["at"])
+
+    async def scenario() -> None:
+        server = rpc.RpcServer(ids["node2"], {"where": where})
+        await server.listen({(HOST_B, port)})
+        try:
+            first = await at()
+            assert await at() == first, "one connection"
+            both = await asyncio.gather(at(), at())
+            assert first in both and len(set(both)) == 2, "two at once: the kept one and a fresh one"
+            assert await at(rpc.REUSE_MAX + 1) not in both, "a long request never waits on a kept connection"
+        finally:
+            server.close()  # and its connections
+        server = rpc.RpcServer(ids["node2"], {"where": where})  # the peer restarted
+        await server.listen({(HOST_B, port)})
+        try:
+            assert await at() not in both, "the kept connections were closed: a fresh one"
+        finally:
+            server.close()
+            rpc.drop_kept()
+
+    asyncio.run(scenario())
