@@ -229,3 +229,38 @@ def test_a_voter_s_promises_and_records_survive_a_restart(tmp_path: Any) -> None
     assert again.held() == {"web": 4} and again.won() == {"web": 4}
     assert (tmp_path / placement.DB_NAME).stat().st_mode & 0o777 == 0o600
     again.close()
+
+
+def test_a_claim_starts_above_the_ballots_its_own_voter_saw(tmp_path: Any) -> None:
+    """node1 claimed twice; node2, which never claimed, starts above node1's ballot: one round, no refusal."""
+    names = ["node1", "node2", "node3"]
+    for n in names:
+        (tmp_path / n).mkdir()
+    boxes = {n: placement.BallotBox(tmp_path / n) for n in names}
+    prepares: Counter[str] = Counter()
+
+    class Direct:
+        async def prepare(self, voter: str, key: str, ballot: Ballot) -> Answer:
+            prepares[ballot.node] += 1
+            return boxes[voter].prepare(key, ballot)
+
+        async def accept(self, voter: str, key: str, ballot: Ballot, value: Owner, *, check: tuple[str, ...]) -> Answer:
+            return boxes[voter].accept(key, ballot, value)
+
+    def take(me: str) -> placement.Change:
+        return lambda current: Owner(current.epoch + 1, me)
+
+    async def scenario() -> None:
+        node1 = placement.Placement("node1", boxes["node1"], Direct(), lambda: names)
+        for _ in range(2):
+            assert (await node1.claim("web", take("node1"))).ok
+        node2 = placement.Placement("node2", boxes["node2"], Direct(), lambda: names)
+        outcome = await node2.claim("web", take("node2"))
+        assert outcome.ok and outcome.now == Owner(3, "node2")
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for box in boxes.values():
+            box.close()
+    assert prepares["node2"] == 3, "one prepare per voter: its first ballot was high enough"

@@ -467,6 +467,10 @@ class Placement:
     ) -> Outcome:
         everyone = self.names()
         need = self.need(everyone)
+        # Start above every ballot this node's own voter has seen (another node's last claim, say): a ballot
+        # below it is refused, and the retry costs a random pause and another round.
+        slot = self.box.slot(key)
+        self._rounds[key] = max(self._rounds.get(key, 0), slot.promised.round, slot.accepted.round)
         return await claim(self.voters, everyone, key, self.me, change, need=need, seen=self._rounds, lease=lease)
 
     def known(self, key: str) -> Owner:
