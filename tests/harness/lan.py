@@ -294,11 +294,19 @@ class Lan:
     # ---- power --------------------------------------------------------------------------------------
 
     def power_off(self, node: Node) -> None:
-        """Pull the plugs and stop the machine: its links vanish and every process in it dies (SIGKILL)."""
+        """Pull the plugs and stop the machine: its links vanish and every process in it dies (SIGKILL).
+
+        Its processes are stopped (SIGSTOP) first, so that the node falls silent on every
+        link at the same moment, as a machine losing power does; the links are deleted
+        one network at a time, and a node still running between two deletions would send
+        one more heartbeat on the link deleted last.
+        """
         with self._lock, state.deferred_signals():
             self._own(node)
             if not node.is_on:
                 return
+            ident = procs.netns_id(node.netns)
+            procs.stop_all_in({ident} if ident else set())
             for name in node.ifaces:
                 if (node.name, name) in self._detoured:
                     self._undetour(node, name, reattach=False)
@@ -307,7 +315,6 @@ class Lan:
                 lines = [f"link del {iface.port}"]
                 commands.append(self._switch_command(iface.network, lines))
             shell.run_all(commands)
-            ident = procs.netns_id(node.netns)
             node._release()
             stuck = procs.kill_all_in({ident} if ident else set())
             unreaped = self._table.finish(node.name)

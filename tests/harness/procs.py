@@ -100,6 +100,12 @@ def signal_in(pid: int, namespace: NsId, sig: int) -> bool:
         os.close(pidfd)
 
 
+def stop_all_in(namespaces: Collection[NsId]) -> None:
+    """SIGSTOP every process of these namespaces, once (the power-off's first instant; SIGKILL follows)."""
+    for pid, ident in pids_in(namespaces).items():
+        signal_in(pid, ident, signal.SIGSTOP)
+
+
 def kill_all_in(namespaces: Collection[NsId], *, timeout: float = 5.0) -> list[int]:
     """SIGKILL every process of these namespaces until none is left; return the pids that would not die.
 
