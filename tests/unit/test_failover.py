@@ -324,6 +324,27 @@ def test_at_start_the_highest_priority_live_node_alone_brings_a_hierarchy_in_ser
         cluster.close()
 
 
+def test_at_start_a_node_waits_for_peers_whose_heartbeats_start_late(tmp_path: Path) -> None:
+    """On a busy machine the peers' heartbeat processes may start seconds after hakeeperd: no quorum at
+    first is not a reason never to start the hierarchy."""
+    cluster = Cluster(tmp_path / "nodes")
+    try:
+        for name in NAMES:
+            cluster.seen[name] = {o: PathState.UNKNOWN for o in NAMES if o != name}
+
+        async def late_heartbeats() -> None:
+            boots = asyncio.gather(*(cluster.nodes[n].boot() for n in NAMES))
+            await asyncio.sleep(0.5)  # past the takeover delay: the first look finds no quorum
+            for name in NAMES:
+                cluster.seen[name] = {o: PathState.ALIVE for o in NAMES if o != name}
+            await boots
+
+        asyncio.run(late_heartbeats())
+        assert cluster.holders() == ["node1"]
+    finally:
+        cluster.close()
+
+
 def test_at_start_a_hierarchy_that_runs_elsewhere_or_is_init_osu_is_left_alone(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path / "nodes")
     try:
@@ -411,6 +432,25 @@ def test_an_abandoned_takeover_is_retried_by_the_anti_entropy_pass(cluster: Clus
     converged(node2)
     assert cluster.holders() == ["node2"]
     assert owner(cluster, "node2").node == "node2"
+
+
+def test_the_anti_entropy_pass_leaves_a_dead_owner_s_hierarchy_to_the_failover_under_way(cluster: Cluster) -> None:
+    cluster.cut("node1")
+    for tag in ("web", "web-ip"):
+        cluster.lcds["node1"].set_state(tag, State.OSU, "powered off")
+    node2 = cluster.nodes["node2"]
+
+    async def scenario() -> None:
+        failover = asyncio.create_task(node2.node_dead("node1"))
+        await asyncio.sleep(0)  # it runs: waiting out takeover_delay
+        await node2.anti.converge()
+        assert not node2._tasks, "no retry of web: the failover from node1 takes it"
+        await failover
+
+    asyncio.run(scenario())
+    assert cluster.holders() == ["node2"]
+    assert cluster.lcds["node2"].resource("web").reason == "failover from node1"
+    assert owner(cluster, "node2").epoch == 2, "one claim, not a retry's and then the failover's"
 
 
 def test_a_claim_without_a_majority_of_voters_restores_nothing(cluster: Cluster) -> None:

@@ -170,8 +170,8 @@ class AntiEntropy:
         )  # fmt: skip
         for r in repairs:
             h = r.hierarchy
-            if f.busy(h):
-                continue  # a move or a removal of it runs already
+            if f.busy(h) or records[h.name][1] in f.failing:
+                continue  # a move or a removal of it runs already, or the failover from its dead owner
             if r.fix is Fix.STOP:
                 logger.error("ALERT: %s", r.sentence)
                 f.stop_soon(h, r.sentence.split(": ", 1)[1])

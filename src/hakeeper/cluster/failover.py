@@ -47,6 +47,7 @@ Every decision is logged as one sentence.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -77,6 +78,7 @@ VIEW_TIMEOUT = 2.0  # a live peer's answer about what it sees and runs
 MOVE_TIMEOUT = 900.0  # a restore on another node (LifeKeeper's REMOTETIMEOUT)
 RELEASE_WAIT = 30.0  # a node an unconfirmed record names, asked to let a hierarchy go before a claim
 RELEASE_TIMEOUT = 900.0  # the previous owner's remove, during a switchover (watched: its death ends the wait)
+BOOT_WAIT = 60.0  # at start, how long to wait for quorum and every live peer's answer before giving up
 DECIDE_ROUNDS = 3  # a failover decision taken again because it aged (fencing took long): how often at most
 VERIFY_ROUNDS = 20  # remote_verify: how often to ask again, one heartbeat interval apart
 
@@ -121,6 +123,8 @@ class Failover:
         self._stops: dict[str, asyncio.Task[bool]] = {}  # removals under way, by hierarchy
         self._tasks: set[asyncio.Task[Any]] = set()  # anti-entropy retries and record confirmations under way
         self._moving: set[str] = set()  # hierarchies being offered to other nodes (move_on)
+        #: Dead nodes whose failover runs here (node_dead): the anti-entropy pass leaves their hierarchies to it.
+        self.failing: collections.Counter[str] = collections.Counter()
         self._runs: tuple[tuple[int, frozenset[tuple[str, int]]], dict[str, int]] | None = None  # see runs_here
 
     def close(self) -> None:
@@ -156,6 +160,15 @@ class Failover:
         if found is None:
             self._runs = (key, runs)
         return dict(runs)
+
+    def serving(self, h: Hierarchy) -> bool:
+        """``h`` is in service here, every member, under the claim this node's voter knows as the newest."""
+        owner = self.owner(h)
+        return (
+            owner.node == self.me
+            and self.box.held().get(h.name) == owner.epoch
+            and all(self.lcd.resource(t).state is State.ISP for t in h.members)
+        )
 
     def owner(self, h: Hierarchy) -> Owner:
         """The ownership record as this node's voter last accepted it (a hint; claims read a majority)."""
@@ -208,6 +221,16 @@ class Failover:
             self.dead_since.pop(node, None)
 
     async def node_dead(self, node: str) -> None:
+        """Take over what falls to this node from ``node``, declared dead (see the module's text)."""
+        self.failing[node] += 1
+        try:
+            await self._node_dead(node)
+        finally:
+            self.failing[node] -= 1
+            if self.failing[node] <= 0:
+                del self.failing[node]
+
+    async def _node_dead(self, node: str) -> None:
         self.dead_since.setdefault(node, time.monotonic())
         await self.caught_up.wait()
         if node in self.departed:
@@ -278,14 +301,22 @@ class Failover:
         if not start:
             return
         await asyncio.sleep(float(settings["takeover_delay"]))
-        q = await self.quorum.now()
-        if not q.ok:
-            logger.warning("no quorum at start (%s): nothing is brought in service", q.why)
-            return
-        snap = self.snapshot(await self.views())
-        if snap.unknown:
-            logger.warning("at start: %s did not say what they run; the anti-entropy pass decides later",
-                           ", ".join(sorted(snap.unknown)))  # fmt: skip
+        # The peers' heartbeats may start seconds after their hakeeperd (a busy machine): wait, bounded,
+        # for quorum and an answer from every live peer, or a hierarchy meant to start would never start.
+        interval = float(settings["heartbeat_interval"])
+        for _ in range(int(BOOT_WAIT / interval) + 1):
+            q = await self.quorum.now()
+            snap = self.snapshot(await self.views()) if q.ok else None
+            if snap is not None and not snap.unknown:
+                break
+            await asyncio.sleep(interval)
+        else:
+            why = (
+                f"no quorum ({q.why})"
+                if snap is None
+                else f"{', '.join(sorted(snap.unknown))} did not say what they run"
+            )
+            logger.warning("at start: %s after %g s: nothing is brought in service", why, BOOT_WAIT)
             return
         owned = [h.name for h in snap.hierarchies if self.owner(h).node == self.me]
         decisions = decide.at_start(snap.view, snap.hierarchies, snap.in_service, start=start, owned=owned)
@@ -350,6 +381,9 @@ class Failover:
     ) -> bool:
         """Claim ``h``, restore it here; when the restore fails, move on to the next live nodes. True: it runs here."""
         async with self._lock(h):
+            if self.serving(h):  # another way in got there first (an anti-entropy retry, a takeover asked for)
+                logger.info("%s: in service here under this node's claim already (%s)", h.name, reason)
+                return True
             result, why, _previous = await self._claim_and_restore(h, claim, reason=reason, allowed=allowed)
         if result == RESTORED:
             logger.warning("%s in service on %s (%s)", h.name, self.me, reason)
