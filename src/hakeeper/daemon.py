@@ -29,7 +29,7 @@ from hakeeper.cluster.extend import Adopter
 from hakeeper.cluster.failover import Failover
 from hakeeper.comm.link import HeartbeatLink
 from hakeeper.comm.paths import PathState
-from hakeeper.comm.rpc import RemoteError, RpcServer, call
+from hakeeper.comm.rpc import RemoteError, RpcServer, call, drop_kept
 from hakeeper.comm.tls import Peer, identity_exists, load_identity
 from hakeeper.control import MAX_REQUEST, PID_NAME, Answer, decode_request, socket_path
 from hakeeper.db import Lcd, Resource, State
@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CATCH_UP_EVERY = 5.0  # besides at once when a node comes back
+STAGE_REPORT, STAGE_REPORTS = 10.0, 60  # a stop stage that takes long says so every 10 s (10 minutes at most)
 SYNC_TIMEOUT = 30.0  # a participant's answer to prepare / commit / abort
 REMOTE_TIMEOUT = 900.0  # LifeKeeper's REMOTETIMEOUT: a command on another node may take this long
 
@@ -432,7 +433,7 @@ class Daemon:
         monitor.cancel()
         for service in list(self._services):
             service.cancel()
-        await asyncio.gather(monitor, *self._services, return_exceptions=True)
+        await self._watched("stopping the services", asyncio.gather(monitor, *self._services, return_exceptions=True))
         if self._work:  # stage 2: let running work finish, then cancel it
             logger.info("waiting up to %g s for %d running task(s)", self.config.drain_timeout, len(self._work))
             _, late = await asyncio.wait(set(self._work), timeout=self.config.drain_timeout)
@@ -441,18 +442,33 @@ class Daemon:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         if self._take_out_of_service:  # stage 3 (lkstop): take every hierarchy out of service
-            await self.remove_all()
+            await self._watched("taking every hierarchy out of service", self.remove_all())
         else:
             in_service = [r.tag for r in self.lcd.resources() if r.state.in_service]
             if in_service:
                 logger.info("leaving in service: %s", ", ".join(in_service))
         self.failover.close()
+        drop_kept()  # the connections kept to the peers
         self.lcd.close()  # stage 4
         with contextlib.suppress(FileNotFoundError):
             socket_path(self.root).unlink()
         if self._pid_file is not None:
             os.close(self._pid_file)
         logger.info("hakeeperd stopped")
+
+    async def _watched(self, stage: str, work: Awaitable[Any]) -> None:
+        """Await ``work``; while it takes long, say every STAGE_REPORT seconds what else runs (a stop that hangs
+        must say where)."""
+        task = asyncio.ensure_future(work)
+        for _ in range(STAGE_REPORTS):  # bounded: after that, wait without reporting
+            done, _ = await asyncio.wait({task}, timeout=STAGE_REPORT)
+            if done:
+                break
+            others = sorted(t.get_name() for t in asyncio.all_tasks() if t is not task and not t.done())
+            owner = self.engine._owner.get_name() if self.engine._owner is not None else "nobody"
+            logger.warning("hakeeperd stopping: still %s after %g s; the engine is held by %s; running: %s",
+                           stage, STAGE_REPORT, owner, ", ".join(others))  # fmt: skip
+        await task
 
     async def remove_all(self) -> None:
         """Take every resource in service out of service, parents first, in one engine run."""

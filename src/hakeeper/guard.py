@@ -58,9 +58,10 @@ class GuardLink:
         self.timeout = timeout
         self.cut_fd = cut_fd
         self._proc: asyncio.subprocess.Process | None = None
+        self._down = False  # stand_down() was asked: the guard is not started again
 
     async def run(self) -> None:
-        while True:
+        while not self._down:
             cut = ["--cut-fd", str(self.cut_fd)] if self.cut_fd is not None else []
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "hakeeper.guard", "--root", str(self.root), "--daemon-pid", str(os.getpid()),
@@ -76,6 +77,8 @@ class GuardLink:
                         await asyncio.wait_for(proc.wait(), timeout / 4)
             except (ConnectionError, BrokenPipeError):
                 await proc.wait()
+            if self._down:  # hakeeperd stops on purpose: a guard started now would act when it exits
+                return
             logger.error("the guard exited (%s); starting it again", proc.returncode)
             await asyncio.sleep(RESTART_DELAY)
 
@@ -85,7 +88,8 @@ class GuardLink:
             proc.stdin.write(json.dumps(message).encode() + b"\n")
 
     async def stand_down(self) -> None:
-        """hakeeperd stops on purpose: the guard exits and touches nothing."""
+        """hakeeperd stops on purpose: the guard exits and touches nothing, and is not started again."""
+        self._down = True
         proc = self._proc
         if proc is None or proc.returncode is not None:
             return
