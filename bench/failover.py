@@ -476,6 +476,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=10, help="runs per series (default 10)")
     parser.add_argument("--quick", action="store_true", help="3 runs per series")
+    parser.add_argument("--keep-logs", type=Path, help="copy every node's hakeeperd log here after hakeeper's phase")
     args = parser.parse_args()
     runs = 3 if args.quick else max(1, args.runs)
     reason = unavailable_reason()
@@ -495,6 +496,10 @@ def main() -> int:
         phase = "hakeeper"
         try:
             done, settings = hakeeper_phase(ha, lan, base, scripts, runs)
+            if args.keep_logs is not None:
+                args.keep_logs.mkdir(parents=True, exist_ok=True)
+                for name in ha.names:
+                    (args.keep_logs / f"{name}.log").write_text(ha.log(name))
             phase = "stopping hakeeper (lkstop)"
             stop_hakeeper(ha, lan)
             for advert_int in ADVERTS:
