@@ -13,6 +13,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from hakeeper.control import forward_to_daemon
+from hakeeper.db.model import CONTROL_CHARS
 from hakeeper.db.store import Lcd, state_root
 from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, NotFound, UsageError
 
@@ -217,7 +219,30 @@ class Context:
             self.print(json.dumps(records, indent=2, ensure_ascii=False))
             return
         sep = args.field_sep
-        self.out.write("".join(sep.join(str(v) for v in row) + "\n" for row in rows))
+        inner, last = _escaping(sep)
+        lines = []
+        for row in rows:
+            texts = [str(v) for v in row]
+            if texts:
+                texts[:-1] = [_escape(inner, t) for t in texts[:-1]]
+                texts[-1] = _escape(last, texts[-1])
+            lines.append(sep.join(texts) + "\n")
+        self.out.write("".join(lines))
+
+
+def _escaping(sep: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """What field output writes as ``\\xHH``: control characters anywhere (the LCD refuses them in new
+    text; older text may hold them), and the separator inside any field but the last."""
+    return re.compile(f"[{CONTROL_CHARS}{re.escape(sep)}]"), re.compile(f"[{CONTROL_CHARS}]")
+
+
+def _hex(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _escape(pattern: re.Pattern[str], text: str) -> str:
+    return pattern.sub(_hex, text) if pattern.search(text) else text
 
 
 def build_parser(cmd: Command, prog: str) -> Parser:
@@ -236,7 +261,8 @@ def build_parser(cmd: Command, prog: str) -> Parser:
             dest="field_sep",
             default=FIELD_SEP,
             metavar="C",
-            help="field separator (default ^A, as LifeKeeper; e.g. -f:)",
+            help="field separator (default ^A, as LifeKeeper; e.g. -f:); in any field but the last,"
+            " the separator is written \\xHH (':' as \\x3a)",
         )
         parser.add_argument("--json", action="store_true", help="print JSON instead")
     parser.add_argument("-d", dest="dest", metavar="NODE", help="run against NODE's LCD (default: this node)")
@@ -257,8 +283,11 @@ def parse(name: str, argv: Sequence[str], shown: str) -> tuple[Command, argparse
         raise UsageError(f"unknown command {name!r} (see: hakeeper --help)")
     parser = build_parser(cmd, shown)
     args = parser.parse_intermixed_args(list(argv)) if cmd.intermixed else parser.parse_args(list(argv))
-    if cmd.listing and len(args.field_sep) != 1:
-        raise UsageError(f"-f takes one character, not {args.field_sep!r} (see: {shown} --help)")
+    if cmd.listing and (len(args.field_sep) != 1 or args.field_sep.isalnum() or args.field_sep == "\\"):
+        raise UsageError(
+            f"-f takes one character that is not a letter, a digit or a backslash, not {args.field_sep!r} "
+            f"(see: {shown} --help)"
+        )
     return cmd, args
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from hakeeper.cli.base import Context, arg, command
 from hakeeper.comm.paths import PathState, read_states
 from hakeeper.db import graph
-from hakeeper.db.model import CommPath, Resource, info_text
+from hakeeper.db.model import CommPath, Resource, escape_controls, info_text
 from hakeeper.db.states import State
 from hakeeper.db.store import Lcd
 
@@ -124,12 +124,12 @@ def long_form(snap: Snapshot, tags: set[str]) -> list[str]:
             f"{tag}",
             f"    id              {r.id}",
             f"    app/type        {r.app}/{r.type}",
-            f"    state           {r.state.name}" + (f" ({r.reason})" if r.reason else ""),
+            f"    state           {r.state.name}" + (f" ({escape_controls(r.reason)})" if r.reason else ""),
             f"    initialize      {r.init.name}",
             f"    switchback      {r.switchback.name}",
             "    quickCheck      " + (f"every {r.check_interval} s" if r.check_interval else "off"),
             f"    local recovery  {'Y' if r.local_recover else 'N'}",
-            f"    info            {info_text(r.info) or '-'}",
+            f"    info            {escape_controls(info_text(r.info)) or '-'}",
             f"    depends on      {', '.join(sorted(kids.get(tag, ()))) or '-'}",
             f"    equivalencies   {where or '- (this node only)'}",
             "",
@@ -151,7 +151,7 @@ def problems(snap: Snapshot, tags: set[str]) -> list[str]:
     for tag in sorted(tags):
         _, _, state, reason = snap.summaries[tag]
         if state in PROBLEM_STATES:
-            out.append(f"{tag} {state.name}" + (f" ({reason})" if reason else ""))
+            out.append(f"{tag} {state.name}" + (f" ({escape_controls(reason)})" if reason else ""))
     return out
 
 

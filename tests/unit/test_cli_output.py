@@ -1,0 +1,117 @@
+"""What the commands store and print stays parseable, whatever a field holds, wherever the output goes.
+
+Free text (info, reasons, kit parameters) is one line of printable text; field
+output cannot be shifted by a separator inside a field; a listing whose reader
+went away, a closed stdout or an ASCII-only locale never gives an internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli, Result
+from tests.unit.test_cli_errors import lcd_dump
+
+OK, SYSCALL, SYNTAX, INTERNAL, EXISTS, ILLEGAL, RANGE, MISSING, REFUSED, COMM = range(10)
+
+
+@pytest.fixture
+def web(cli: Cli) -> Cli:
+    """gen/app web (id web-1) and vip (an IPv6 address as id: it holds the ':' separators scripts use)."""
+    for argv in (
+        ["app_create", "-a", "gen"],
+        ["typ_create", "-a", "gen", "-r", "app"],
+        ["ins_create", "-a", "gen", "-r", "app", "-t", "web", "-i", "web-1", "-v", "listen=[::1]:80"],
+        ["ins_create", "-a", "gen", "-r", "app", "-t", "vip", "-i", "2001:db8::50"],
+    ):
+        assert cli(*argv) == Result(OK, "", ""), argv
+    return cli
+
+
+# ---------------------------------------------------------------------- free text is one printable line
+
+CONTROL_TEXTS = ["a\x01b", "two\nlines", "tab\there", "cr\rhere", "esc\x1b[31m", "nel\x85", "ls\u2028x", "del\x7f"]
+
+
+@pytest.mark.parametrize("text", CONTROL_TEXTS, ids=repr)
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("ins_create", "-a", "gen", "-r", "app", "-t", "new", "-i", "new-1", "-v", "{}"),
+        ("ins_setinfo", "-t", "web", "-v", "{}"),
+        ("ins_setstate", "-t", "web", "-S", "ISU", "-R", "{}"),
+    ],
+    ids=["ins_create -v", "ins_setinfo -v", "ins_setstate -R"],
+)
+def test_free_text_with_a_control_character_is_refused(web: Cli, root: Path, argv: tuple[str, ...], text: str) -> None:
+    before = lcd_dump(root)
+    result = web(*[text if word == "{}" else word for word in argv])
+    assert result.code == ILLEGAL, result
+    assert result.out == ""
+    assert "control character" in result.err and result.err.count("\n") == 1
+    assert lcd_dump(root) == before
+
+
+def test_printable_free_text_is_kept_as_given(web: Cli) -> None:
+    text = "host:port ; 100% \u2013 café ☃ \\ back"
+    assert web("ins_setinfo", "-t", "web", "-v", text) == Result(OK, "", "")
+    assert web("ins_setstate", "-t", "web", "-S", "ISU", "-R", text) == Result(OK, "", "")
+    assert web("ins_list", "-t", "web").out.split("\x01")[5::5] == [text, text + "\n"]
+
+
+# ---------------------------------------------------------------------- field output
+
+
+def test_a_separator_inside_a_field_cannot_shift_the_fields_after_it(web: Cli) -> None:
+    assert web("ins_setstate", "-t", "vip", "-S", "ISU", "-R", "moved: by hand").code == OK
+    line = web("ins_list", "-t", "vip", "-f:").out
+    assert line == "gen:app:vip:2001\\x3adb8\\x3a\\x3a50:ISU:moved\\x3a by hand:AUTORES_ISP:INTELLIGENT:120:Y:\n"
+    fields = line.rstrip("\n").split(":")
+    assert len(fields) == 11 and fields[6:10] == ["AUTORES_ISP", "INTELLIGENT", "120", "Y"]
+
+
+def test_info_is_the_last_field_and_printed_whole(web: Cli) -> None:
+    """As LifeKeeper's scripts read it: everything after the tenth separator (``cut -d: -f11-``) is the info."""
+    line = web("ins_list", "-t", "web", "-f:").out.rstrip("\n")
+    assert line.split(":", 10) == [
+        *("gen", "app", "web", "web-1", "OSU", "created", "AUTORES_ISP", "INTELLIGENT", "120", "Y"),
+        "listen=[::1]:80",
+    ]
+
+
+def test_text_stored_before_control_characters_were_refused_still_prints_one_line_a_record(
+    web: Cli, root: Path
+) -> None:
+    with closing(sqlite3.connect(root / "lcd.sqlite")) as db, db:
+        db.execute("UPDATE resources SET reason = ?, info = ? WHERE tag = 'web'", ("a\x01b\nc", '"x\\ny\\u0001"'))
+    listing = web("ins_list").out
+    assert listing.count("\n") == 2
+    web_line = next(line for line in listing.splitlines() if "\x01web\x01" in line)
+    assert web_line.split("\x01")[5] == "a\\x01b\\x0ac"
+    assert web_line.split("\x01")[10] == "x\\x0ay\\x01"
+    assert "(a\\x01b\\nc)" in web("lcdstatus").out
+
+
+@pytest.mark.parametrize("sep", ["x", "3", "\\", "é"])
+def test_a_separator_an_escape_could_hold_is_refused(web: Cli, sep: str) -> None:
+    result = web("ins_list", "-f", sep)
+    assert result.code == SYNTAX and result.out == "" and "-f takes one character" in result.err
+
+
+def test_a_failure_message_with_control_characters_is_recorded_escaped(cli: Cli, tmp_path: Path) -> None:
+    """A script's last line goes into the reason: control characters and length never make recording fail."""
+    noisy = tmp_path / "noisy"
+    noisy.write_text("#!/bin/sh\nprintf 'bad\\033[31m\\001thing %s\\n' \"$(printf 'x%.0s' $(seq 1 1500))\"\nexit 1\n")
+    noisy.chmod(0o755)
+    assert cli("create", "gen/app", "-t", "noisy", f"restore={noisy}", f"remove={noisy}").code == OK
+    result = cli("perform_action", "-t", "noisy", "-a", "restore")
+    assert result.code == SYSCALL, result
+    [record] = json.loads(cli("ins_list", "-t", "noisy", "--json").out)
+    assert record["state"] == "OSF"
+    assert "bad\\x1b[31m\\x01thing xxx" in record["reason"]
+    assert len(record["reason"]) == 1024 and record["reason"].endswith("...")
