@@ -317,6 +317,9 @@ SEMANTIC_CASES: list[Case] = [
     Case("ins_list", ("-r", "nosuch"), MISSING, "unknown type"),
     Case("ins_list", ("-f", "::"), SYNTAX, "two-character separator"),
     Case("ins_list", ("-f", ""), SYNTAX, "empty separator"),
+    Case("ins_list", ("-t", ""), ILLEGAL, "empty tag"),
+    Case("ins_list", ("-R", ""), ILLEGAL, "empty top"),
+    Case("ins_list", ("-R", "\x01"), ILLEGAL, "only a separator as top"),
     # ins_remove
     Case("ins_remove", (), SYNTAX, "nothing named"),
     Case("ins_remove", ("-t", "nosuch"), MISSING, "unknown tag"),
@@ -324,6 +327,8 @@ SEMANTIC_CASES: list[Case] = [
     Case("ins_remove", ("-R", "nosuch"), MISSING, "unknown top"),
     Case("ins_remove", ("-a", "nosuch"), MISSING, "unknown app"),
     Case("ins_remove", ("-a", "spare"), MISSING, "app without resources"),
+    Case("ins_remove", ("-t", ""), ILLEGAL, "empty tag"),
+    Case("ins_remove", ("-R", ""), ILLEGAL, "empty top"),
     # ins_gettag
     Case("ins_gettag", ("-i", "nosuch"), MISSING, "unknown id"),
     # ins_setstate
