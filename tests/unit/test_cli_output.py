@@ -8,7 +8,10 @@ went away, a closed stdout or an ASCII-only locale never gives an internal error
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -115,3 +118,108 @@ def test_a_failure_message_with_control_characters_is_recorded_escaped(cli: Cli,
     assert record["state"] == "OSF"
     assert "bad\\x1b[31m\\x01thing xxx" in record["reason"]
     assert len(record["reason"]) == 1024 and record["reason"].endswith("...")
+
+
+# ---------------------------------------------------------------------- where the output goes
+
+BIN = Path(sys.executable).parent
+ASCII_LOCALE = {"LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+
+
+def environment(root: Path, **extra: str) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "PYTHONIOENCODING", "HAKEEPER_"))}
+    keep.pop("PYTHONUNBUFFERED", None)
+    return {**keep, "HAKEEPER_ROOT": str(root), **extra}
+
+
+def closed_pipe(root: Path, *argv: str, **env: str) -> Result:
+    """Run a console script whose stdout is a pipe nobody reads any more (``| head -0``)."""
+    with subprocess.Popen(
+        [BIN / argv[0], *argv[1:]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment(root, **env)
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # before the command writes: its first write meets EPIPE
+        err = proc.stderr.read()
+        return Result(proc.wait(timeout=60), "", err.decode())
+
+
+def shell(root: Path, command: str, **env: str) -> Result:
+    """Run ``command`` in sh with the console scripts first on PATH (for redirections such as ``>&-``)."""
+    proc = subprocess.run(
+        ["sh", "-c", command],
+        capture_output=True,
+        env=environment(root, PATH=f"{BIN}:{os.environ.get('PATH', '')}", **env),
+        timeout=60,
+        check=False,
+    )
+    return Result(proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"))
+
+
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "PYTHONUNBUFFERED"])
+@pytest.mark.parametrize("size", ["small", "large"], ids=["a few lines", "more than a pipe holds"])
+@pytest.mark.parametrize("argv", [("ins_list",), ("lcdstatus",), ("lcdstatus", "--json"), ("hakeeper", "--help")])
+def test_a_reader_that_went_away_is_not_an_error(
+    web: Cli, root: Path, argv: tuple[str, ...], size: str, unbuffered: bool
+) -> None:
+    """Small output meets EPIPE when Python flushes at exit, large output (64 KiB and more) while the command runs."""
+    for i in range(40 if size == "large" else 0):
+        assert web("ins_create", "-a", "gen", "-r", "app", "-t", f"r{i}", "-i", f"r{i}", "-v", "x" * 2000).code == OK
+    result = closed_pipe(root, *argv, **({"PYTHONUNBUFFERED": "1"} if unbuffered else {}))
+    assert result == Result(OK, "", "")
+
+
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "PYTHONUNBUFFERED"])
+def test_a_command_whose_output_nobody_reads_keeps_its_own_exit_code(web: Cli, root: Path, unbuffered: bool) -> None:
+    """web is OSU without a quickCheck script: stopped, exit 7, said on stdout; nobody reads it, still 7."""
+    result = closed_pipe(
+        root, "perform_action", "-t", "web", "-a", "quickCheck", **({"PYTHONUNBUFFERED": "1"} if unbuffered else {})
+    )
+    assert result == Result(MISSING, "", "")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "ins_list >&-",
+        "ins_list 1</dev/null",
+        "lcdstatus -e >&- 2>&-",
+        "hakeeper --help >&-",
+        "hakeeper ins_list --json 1</dev/null",
+    ],
+)
+def test_a_closed_stdout_is_not_an_error(web: Cli, root: Path, command: str) -> None:
+    assert shell(root, command) == Result(OK, "", "")
+
+
+def test_a_command_with_stdout_closed_does_its_work_and_says_its_errors(web: Cli, root: Path) -> None:
+    assert shell(root, "ins_create -a gen -r app -t quiet -i quiet-1 >&-") == Result(OK, "", "")
+    assert web("ins_list", "-t", "quiet", "-f:").out.startswith("gen:app:quiet:quiet-1:")
+    refused = shell(root, "ins_create -a gen -r app -t quiet -i quiet-2 >&-")
+    assert refused == Result(EXISTS, "", "ins_create: a resource tagged 'quiet' exists already\n")
+
+
+def test_an_ascii_only_locale_prints_escapes_never_an_encoding_error(web: Cli, root: Path) -> None:
+    text = "caf\u00e9 \u2603 \U0001f600"
+    assert web("ins_setinfo", "-t", "web", "-v", text) == Result(OK, "", "")
+    assert web("ins_setstate", "-t", "web", "-S", "ISU", "-R", "r\u00e9paration") == Result(OK, "", "")
+    listing = shell(root, "ins_list -t web -f:", **ASCII_LOCALE)
+    assert listing.code == OK and listing.err == "", listing
+    assert listing.out.isascii()
+    assert listing.out.split(":", 10)[5] == "r\\u00e9paration"
+    assert listing.out.split(":", 10)[10] == "caf\\u00e9 \\u2603 \\ud83d\\ude00\n"
+    for argv in ("ins_list --json -t web", "lcdstatus --json", "hakeeper changes --json"):
+        shown = shell(root, argv, **ASCII_LOCALE)
+        assert shown.code == OK and shown.err == "" and shown.out.isascii(), (argv, shown)
+        assert text in json.dumps(json.loads(shown.out), ensure_ascii=False), argv  # the same text, read back
+    for argv in ("lcdstatus", "lcdstatus -e", "lcdstatus -q", "eqv_list", "hakeeper changes"):
+        shown = shell(root, argv, **ASCII_LOCALE)
+        assert shown.code == OK and shown.err == "" and shown.out.isascii(), (argv, shown)
+
+
+def test_an_ascii_only_locale_names_an_argument_it_cannot_read(web: Cli, root: Path) -> None:
+    refused = shell(root, "ins_list -t w\u00e9b", **ASCII_LOCALE)
+    assert refused.code == ILLEGAL and refused.out == ""
+    assert (
+        refused.err
+        == "ins_list: argument 'w\\u00e9b' cannot be read in this locale (ascii): run the command with LC_ALL=C.UTF-8\n"
+    )
