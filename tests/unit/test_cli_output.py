@@ -223,3 +223,19 @@ def test_an_ascii_only_locale_names_an_argument_it_cannot_read(web: Cli, root: P
         refused.err
         == "ins_list: argument 'w\\u00e9b' cannot be read in this locale (ascii): run the command with LC_ALL=C.UTF-8\n"
     )
+
+
+# ---------------------------------------------------------------------- lcdstatus -q --json
+
+
+def test_lcdstatus_quiet_json_holds_only_the_resources_in_trouble(web: Cli) -> None:
+    assert web("dep_create", "-p", "web", "-c", "vip").code == OK
+    calm = json.loads(web("lcdstatus", "-q", "--json").out)
+    assert (calm["resources"], calm["dependencies"], calm["hierarchies"]) == ([], [], [])
+    assert web("ins_setstate", "-t", "vip", "-S", "ISU", "-R", "maintenance").code == OK
+    trouble = json.loads(web("lcdstatus", "-q", "--json").out)
+    assert [(r["tag"], r["state"], r["reason"]) for r in trouble["resources"]] == [("vip", "ISU", "maintenance")]
+    assert trouble["hierarchies"] == [{"tag": "vip", "children": []}]
+    assert web("lcdstatus", "-q").out == "vip ISU (maintenance)\n"
+    everything = json.loads(web("lcdstatus", "--json").out)
+    assert {r["tag"] for r in everything["resources"]} == {"web", "vip"}
