@@ -763,6 +763,24 @@ def test_failed_restore_is_one_line(populated: Path) -> None:
     assert "vip" in result.err
 
 
+def test_hakeeper_command_through_hakeeperd(populated: Path) -> None:
+    """``hakeeper NAME ...`` sent to hakeeperd says the same as without it, under the name the user typed."""
+    alone = {
+        case_id(case): script("hakeeper", "--root", str(populated), case.command, *case.argv)
+        for case in SCRIPT_CASES[:3]
+    }
+    assert execute(populated, "lkstart", []).code == OK
+    try:
+        for case in SCRIPT_CASES[:3]:
+            result = within(
+                30, functools.partial(script, "hakeeper", "--root", str(populated), case.command, *case.argv)
+            )
+            assert result == alone[case_id(case)]
+            assert_one_line(result.err, f"hakeeper {case.command}: ")
+    finally:
+        stop_daemon(populated)
+
+
 @pytest.mark.parametrize(
     "argv",
     [["nosuchcommand"], ["nosuchcommand", "-t", "web"], ["--bogus", "ins_list"], []],

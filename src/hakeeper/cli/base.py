@@ -334,7 +334,7 @@ def run(
             answer = forward_to_daemon(ctx.root, name, list(argv))
             if answer is not None:
                 out.write(answer.out)
-                err.write(answer.err)
+                err.write(as_shown(answer.err, name, shown))
                 return answer.code
         if args.dest is not None and other_node(ctx.lcd, args.dest) is not None:
             raise CommunicationFailed(
@@ -372,6 +372,15 @@ async def run_in_daemon(
         return code
     except Exception as exc:  # noqa: BLE001 - every error becomes one line and an exit code
         return failure(name, err, exc)
+
+
+def as_shown(err: str, name: str, shown: str) -> str:
+    """hakeeperd's error lines (``NAME: ...``) under the name the user typed (``hakeeper NAME: ...``)."""
+    if shown == name or not err:
+        return err
+    prefix = f"{name}: "
+    lines = err.splitlines(keepends=True)
+    return "".join(f"{shown}: {line[len(prefix) :]}" if line.startswith(prefix) else line for line in lines)
 
 
 def failure(shown: str, err: TextIO, exc: BaseException) -> int:
