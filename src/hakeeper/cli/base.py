@@ -205,6 +205,18 @@ class Context:
     def actor(self) -> str:
         return self._actor or self.lcd.actor
 
+    @property
+    def replicated(self) -> bool:
+        """Whether the LCD's changes reach the other nodes they concern (inside hakeeperd), or stay here."""
+        return self._replicator is not None or self.services is not None
+
+    def needs_daemon(self, node: str) -> CommunicationFailed:
+        """The error of a change that must reach ``node`` while hakeeperd does not run here."""
+        return CommunicationFailed(
+            f"{node} is reached through hakeeperd, which is not running on {self.root} (start it: lkstart); "
+            "nothing was changed"
+        )
+
     def close(self) -> None:
         if self._lcd is not None and self._owns_lcd:
             self._lcd.close()

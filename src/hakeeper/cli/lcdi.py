@@ -373,17 +373,25 @@ def _check_kind(kind: str) -> None:
     arg("-o", dest="other_tag", help="the tag there (default: the same tag)"),
     arg("-r", dest="other_priority", type=int, help="priority there, 1 (highest) to 1024 (default: next free)"),
     EQV_TYPE,
+    epilog="As LifeKeeper does, the equivalency is recorded on the other node too, through hakeeperd:\n"
+    "on every node of the resource or on none. When hakeeperd does not run here, or the other node\n"
+    "cannot record it, eqv_create is refused (exit 9) after its checks, and nothing is written.",
 )
 def _eqv_create(ctx: Context, args: argparse.Namespace) -> int:
     _check_kind(args.kind)
-    ctx.lcd.create_equivalency(
-        args.tag,
-        args.other_node,
-        other_tag=args.other_tag,
-        other_priority=args.other_priority,
-        node=args.node,
-        priority=args.priority,
-    )
+    change = {
+        "tag": args.tag,
+        "other_node": args.other_node,
+        "other_tag": args.other_tag,
+        "other_priority": args.other_priority,
+        "node": args.node,
+        "priority": args.priority,
+    }
+    if not ctx.replicated:  # the other node cannot record its side: check, then refuse (as extend does)
+        ctx.lcd.try_change("create_equivalency", change)
+        there = args.other_node if args.other_node != ctx.lcd.local_node else args.node
+        raise ctx.needs_daemon(there)
+    ctx.lcd.create_equivalency(**change)
     return 0
 
 
