@@ -33,6 +33,7 @@ from hakeeper.comm.rpc import RemoteError, RpcServer, call, drop_kept
 from hakeeper.comm.tls import Peer, identity_exists, load_identity
 from hakeeper.control import MAX_REQUEST, PID_NAME, Answer, decode_request, socket_path
 from hakeeper.db import Lcd, Resource, State
+from hakeeper.db.model import as_reason
 from hakeeper.db.settings import SHUTDOWN_STRATEGIES
 from hakeeper.db.store import ensure_state_dir
 from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, SystemCallFailed
@@ -220,7 +221,8 @@ class Daemon:
                 logger.info("%s is %s and runs", resource.tag, resource.state.name)
                 return
             why = result.message or (result.health.value if result.health else "not running")
-            self.lcd.set_state(resource.tag, State.OSU, f"not running when hakeeperd started ({why})")  # -> OSU
+            why = as_reason(f"not running when hakeeperd started ({why})")
+            self.lcd.set_state(resource.tag, State.OSU, why)  # -> OSU
 
         await asyncio.gather(*(check(r) for r in claimed))
         states = {tag: state for tag, _id, state, _reason in self.lcd.summaries()}

@@ -20,12 +20,28 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from hakeeper.cli.main import run
 from hakeeper.db import Lcd, State
 
-STEPS: list[tuple[str, list[list[str]]]] = [
+#: A step of part 1 that is not a command: it does something and says what.
+Recorded = Callable[[Path], str]
+
+
+def equivalent(tag: str, node: str, priority: int | None = None, other_priority: int | None = None) -> Recorded:
+    """What eqv_create records once ``node`` agreed (part 1 has no node2 or node3 to agree: they are names)."""
+
+    def record(root: Path) -> str:
+        with Lcd.open(root) as lcd:
+            done = lcd.create_equivalency(tag, node, priority=priority, other_priority=other_priority)
+        return f"  (recorded here as extend would once {node} agreed: {tag} on {node}, priority {done.priority})"
+
+    return record
+
+
+STEPS: list[tuple[str, list[list[str] | Recorded]]] = [
     (
         "The cluster's nodes (this LCD belongs to node1) and the kinds of resources it protects",
         [
@@ -94,11 +110,11 @@ STEPS: list[tuple[str, list[list[str]]]] = [
         ],
     ),
     (
-        "Extend it: node2 is the first backup, node3 the second",
+        "Extend it: node2 is the first backup, node3 the second. An equivalency is recorded on both nodes\n"
+        "# or on neither, through hakeeperd (extend, or eqv_create): here node2 and node3 are only names",
         [
-            ["eqv_create", "-t", tag, "-S", node, "-e", "SHARED"]
-            for tag in ("web", "web-ip", "web-dns", "web-vol")
-            for node in ("node2", "node3")
+            ["eqv_create", "-t", "web", "-S", "node2", "-e", "SHARED"],
+            *(equivalent(tag, node) for tag in ("web", "web-ip", "web-dns", "web-vol") for node in ("node2", "node3")),
         ],
     ),
     (
@@ -109,7 +125,7 @@ STEPS: list[tuple[str, list[list[str]]]] = [
         "A second hierarchy that prefers node2, and a refused change: a dependency cycle",
         [
             ["ins_create", "-a", "gen", "-r", "app", "-t", "db", "-i", "postgres"],
-            ["eqv_create", "-t", "db", "-p", "2", "-S", "node2", "-r", "1"],
+            equivalent("db", "node2", priority=2, other_priority=1),
             ["dep_create", "-p", "web-ip", "-c", "web"],
         ],
     ),
@@ -124,6 +140,9 @@ def main() -> int:
     for title, commands in STEPS:
         print(f"# {title}")
         for argv in commands:
+            if callable(argv):
+                print(argv(root))
+                continue
             print("$ " + shlex.join(argv))
             code = run(argv[0], argv[1:] + base, prog=argv[0])
             if code:

@@ -73,8 +73,8 @@ def create_web(ha: HaCluster, tmp_path: Path) -> None:
 def assert_refused(done: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
     assert done.returncode == code, done.stderr
     assert done.stdout == ""
-    # hakeeperd answers under the command's own name (as it does for every forwarded command)
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith("extend: "), done.stderr
+    # hakeeperd's answer reads under the name the user typed, as without it
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("hakeeper extend: "), done.stderr
     for word in words:
         assert word in done.stderr, done.stderr
 

@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 
 from hakeeper.cli.base import build_parser
 from hakeeper.cli.main import load_all, run
+from hakeeper.db import Lcd
 from hakeeper.db.model import MAX_INFO
 from tests.conftest import Cli, Result
 
@@ -48,6 +49,8 @@ T = TypeVar("T")
 
 #: The LCD every test starts from (node1 is the local node, from the ``root`` fixture):
 #: web -> vip (web depends on vip), vip equivalent on node2, db alone, flag "maint".
+#: vip's equivalency is written through the Lcd API, as hakeeperd records it once node2 has
+#: agreed: eqv_create itself needs hakeeperd and node2 (all or none).
 #: "spare" (an application without types) and node3 (a node no equivalency names)
 #: exist so that app_remove and sys_remove have something they may remove.
 SETUP: tuple[tuple[str, ...], ...] = (
@@ -62,7 +65,6 @@ SETUP: tuple[tuple[str, ...], ...] = (
     ("ins_create", "-a", "comm", "-r", "nokit", "-t", "vip", "-i", "10.0.0.1"),
     ("ins_create", "-a", "gen", "-r", "app", "-t", "db", "-i", "db-id"),
     ("dep_create", "-p", "web", "-c", "vip"),
-    ("eqv_create", "-t", "vip", "-S", "node2"),
     ("flg_create", "-f", "maint"),
     ("net_create", "-s", "node2", "-l", "198.18.0.11", "-r", "198.18.0.12"),
 )
@@ -126,6 +128,8 @@ def populated(cli: Cli, root: Path) -> Iterator[Path]:
     for name, *argv in SETUP:
         result = cli(name, *argv)
         assert result == Result(OK, "", ""), (name, argv)
+    with Lcd.open(root) as lcd:
+        lcd.create_equivalency("vip", "node2")
     yield root
     stop_daemon(root)  # a test that started hakeeperd (lkstart) leaves no process behind
 
@@ -165,7 +169,7 @@ def test_lcd_dump_sees_every_change(populated: Path, cli: Cli) -> None:
     """The check of "unchanged" can fail: even a change undone at once shows, in the change log."""
     before = lcd_dump(populated)
     assert set(before) >= {"nodes", "apps", "types", "resources", "dependencies", "equivalencies", "flags", "changes"}
-    assert len(before["changes"]) == len(SETUP) + 1  # and the creation of node1
+    assert len(before["changes"]) == len(SETUP) + 2  # and the creation of node1, and vip's equivalency
     assert cli("flg_create", "-f", "passing").code == OK
     assert cli("flg_remove", "-f", "passing").code == OK
     after = lcd_dump(populated)
@@ -231,8 +235,15 @@ VALID: dict[str, tuple[str, ...]] = {
 }
 
 #: Where a well-formed command line cannot succeed here: without hakeeperd, nothing takes an event,
-#: and no other node is reached.
-WELL_FORMED_CODE = {"sendevent": SYSCALL, "switchover": COMM, "lk_confirmso": COMM, "extend": COMM, "unextend": COMM}
+#: and no other node is reached (so neither eqv_create nor extend can record node2's side).
+WELL_FORMED_CODE = {
+    "sendevent": SYSCALL,
+    "switchover": COMM,
+    "lk_confirmso": COMM,
+    "eqv_create": COMM,
+    "extend": COMM,
+    "unextend": COMM,
+}
 
 
 class Case(NamedTuple):
@@ -317,6 +328,9 @@ SEMANTIC_CASES: list[Case] = [
     Case("ins_list", ("-r", "nosuch"), MISSING, "unknown type"),
     Case("ins_list", ("-f", "::"), SYNTAX, "two-character separator"),
     Case("ins_list", ("-f", ""), SYNTAX, "empty separator"),
+    Case("ins_list", ("-t", ""), ILLEGAL, "empty tag"),
+    Case("ins_list", ("-R", ""), ILLEGAL, "empty top"),
+    Case("ins_list", ("-R", "\x01"), ILLEGAL, "only a separator as top"),
     # ins_remove
     Case("ins_remove", (), SYNTAX, "nothing named"),
     Case("ins_remove", ("-t", "nosuch"), MISSING, "unknown tag"),
@@ -324,6 +338,8 @@ SEMANTIC_CASES: list[Case] = [
     Case("ins_remove", ("-R", "nosuch"), MISSING, "unknown top"),
     Case("ins_remove", ("-a", "nosuch"), MISSING, "unknown app"),
     Case("ins_remove", ("-a", "spare"), MISSING, "app without resources"),
+    Case("ins_remove", ("-t", ""), ILLEGAL, "empty tag"),
+    Case("ins_remove", ("-R", ""), ILLEGAL, "empty top"),
     # ins_gettag
     Case("ins_gettag", ("-i", "nosuch"), MISSING, "unknown id"),
     # ins_setstate
@@ -756,6 +772,43 @@ def test_failed_restore_is_one_line(populated: Path) -> None:
     assert result.code == SYSCALL, result.err
     assert_one_line(result.err, "perform_action: ")
     assert "vip" in result.err
+
+
+@pytest.mark.parametrize("daemon", [False, True], ids=["without hakeeperd", "node2 unreachable from hakeeperd"])
+def test_eqv_create_and_extend_record_on_both_nodes_or_on_neither(populated: Path, daemon: bool) -> None:
+    """node2 cannot record its side: eqv_create is refused like extend (exit 9), and no LCD changes."""
+    if daemon:
+        assert execute(populated, "lkstart", []).code == OK
+    try:
+        before = lcd_dump(populated)
+        for name, argv in (
+            ("eqv_create", ("-t", "web", "-S", "node2", "-o", "ghost")),
+            ("eqv_create", ("-t", "db", "-S", "node3")),
+            ("extend", ("-t", "web", "-s", "node2")),
+        ):
+            result = within(30, functools.partial(invoke, populated, name, argv))
+            assert result.code == COMM, (name, result)
+            assert_refused(before, populated, result, f"{name}: ")
+    finally:
+        stop_daemon(populated)
+
+
+def test_hakeeper_command_through_hakeeperd(populated: Path) -> None:
+    """``hakeeper NAME ...`` sent to hakeeperd says the same as without it, under the name the user typed."""
+    alone = {
+        case_id(case): script("hakeeper", "--root", str(populated), case.command, *case.argv)
+        for case in SCRIPT_CASES[:3]
+    }
+    assert execute(populated, "lkstart", []).code == OK
+    try:
+        for case in SCRIPT_CASES[:3]:
+            result = within(
+                30, functools.partial(script, "hakeeper", "--root", str(populated), case.command, *case.argv)
+            )
+            assert result == alone[case_id(case)]
+            assert_one_line(result.err, f"hakeeper {case.command}: ")
+    finally:
+        stop_daemon(populated)
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ import dns.tsig
 import pytest
 
 from hakeeper.db import Resource, State
-from hakeeper.errors import IllegalArgument
+from hakeeper.errors import IllegalArgument, OutOfRange
 from hakeeper.kits.base import Health, KitContext, Policy
 from hakeeper.kits.dns import DnsKit, absolute_name, parse_addresses
 from hakeeper.kits.dnsupdate import (
@@ -130,13 +130,21 @@ def test_check_params_refuses_what_cannot_work_naming_the_parameter(tmp_path: Pa
     assert kit.check_params(params(tmp_path))["ttl"] == 60
     cases = {
         "on_remove": ("delete", "on_remove='delete' is not one of leave | restore"),
-        "ttl": ("-1", "ttl=-1 is not 0..604800"),
         "ptr": ("maybe", "not a yes/no value"),
         "reverse_zone": ("1.18.198.in-addr.arpa", r"address of node1 \(198.18.0.11\) is not in reverse_zone"),
-        "tries": ("0", "tries=0 is not 1..20"),
     }
     for name, (value, error) in cases.items():
         with pytest.raises(IllegalArgument, match=error):
+            kit.check_params(params(tmp_path, **{name: value}))
+    bounded = {
+        "ttl": ("-1", r"ttl=-1 is outside 0\.\.604800"),
+        "tries": ("0", r"tries=0 is outside 1\.\.20"),
+        "timeout": ("99999999999999999999", r"timeout=999.* is outside 1\.\.3600"),
+        "check_timeout": ("0", r"check_timeout=0 is outside 1\.\.3600"),
+        "query_timeout": ("61", r"query_timeout=61 is outside 1\.\.60"),
+    }
+    for name, (value, error) in bounded.items():
+        with pytest.raises(OutOfRange, match=error):
             kit.check_params(params(tmp_path, **{name: value}))
     with pytest.raises(IllegalArgument, match="no parameter 'server'"):
         kit.check_params({**params(tmp_path), "server": "198.18.0.100"})

@@ -13,7 +13,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_interface
 
 import pytest
 
-from hakeeper.errors import IllegalArgument
+from hakeeper.errors import IllegalArgument, OutOfRange
 from hakeeper.kits import neighbour
 from hakeeper.kits.base import KitContext
 from hakeeper.kits.ip import (
@@ -113,9 +113,7 @@ def test_a_point_to_point_prefix_has_no_network_or_broadcast_address_to_refuse()
         ({"address": "198.18.0.50/24", "interface": "eth0", "backup_interface": "eth0"}, "the interface itself"),
         ({"address": "198.18.0.50/24", "interface": "eth0:1"}, "not an interface name"),
         ({"address": "198.18.0.50/24", "interface": "a-very-long-ifname"}, "not an interface name"),
-        ({"address": "198.18.0.50/24", "announcements": "0"}, r"announcements=0 is outside 1\.\.20"),
         ({"address": "198.18.0.50/24", "probe_ms": "soon"}, "probe_ms='soon' is not a whole number"),
-        ({"address": "198.18.0.50/24", "ping_timeout": "61"}, r"ping_timeout=61 is outside 1\.\.60"),
         ({"address": "198.18.0.50/24", "duplicate_check": "perhaps"}, "is not a yes/no value"),
         ({"address": "198.18.0.50/24", "nic": "eth0"}, "has no parameter 'nic'"),
         ({"interface": "eth0"}, "needs parameter address="),
@@ -123,6 +121,19 @@ def test_a_point_to_point_prefix_has_no_network_or_broadcast_address_to_refuse()
 )
 def test_bad_parameters_are_refused_by_name(tmp_path, params: dict[str, str], why: str) -> None:
     with pytest.raises(IllegalArgument, match=why):
+        kit(tmp_path).check_params(params)
+
+
+@pytest.mark.parametrize(
+    ("params", "why"),
+    [
+        ({"address": "198.18.0.50/24", "announcements": "0"}, r"announcements=0 is outside 1\.\.20"),
+        ({"address": "198.18.0.50/24", "ping_timeout": "61"}, r"ping_timeout=61 is outside 1\.\.60"),
+        ({"address": "198.18.0.50/24", "probe_ms": "99999999999999999999"}, r"probe_ms=99999.* is outside 1\.\.5000"),
+    ],
+)
+def test_numbers_outside_their_bounds_are_out_of_range(tmp_path, params: dict[str, str], why: str) -> None:
+    with pytest.raises(OutOfRange, match=why):
         kit(tmp_path).check_params(params)
 
 

@@ -15,8 +15,9 @@ from hakeeper.kits.base import KitContext
 from hakeeper.kits.gen_app import GenAppKit
 from hakeeper.kits.ocf import OcfKit
 
-# Bytes that a text round trip would change: no final newline, CR LF, a NUL, bytes that are not UTF-8.
-RESTORE = b"#!/bin/sh\r\necho start\x00\xff\xfe tail"
+# Bytes that a text round trip would change: no final newline, CR LF, a NUL, bytes that are not UTF-8
+# (after a #! line the kernel can run: gen/app refuses a script it could not).
+RESTORE = b"#!/bin/sh\necho start\r\n\x00\xff\xfe tail"
 REMOVE = b"#!/bin/sh\nexit 0\n"
 
 

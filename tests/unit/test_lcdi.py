@@ -8,12 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from hakeeper.db import Lcd
 from tests.conftest import Cli
 
 
 @pytest.fixture
-def hierarchy(cli: Cli) -> Cli:
-    """web -> (web-ip, web-fs -> web-disk), and db -> web-disk shared; equivalent on node2."""
+def hierarchy(cli: Cli, root: Path) -> Cli:
+    """web -> (web-ip, web-fs -> web-disk), and db -> web-disk shared; web and web-ip equivalent on node2.
+
+    The equivalencies are written as hakeeperd records them once node2 agreed (eqv_create needs both).
+    """
     for argv in (
         ["app_create", "-a", "lk"],
         ["typ_create", "-a", "lk", "-r", "svc"],
@@ -27,11 +31,12 @@ def hierarchy(cli: Cli) -> Cli:
         ["dep_create", "-p", "web", "-c", "web-fs"],
         ["dep_create", "-p", "web-fs", "-c", "web-disk"],
         ["dep_create", "-p", "db", "-c", "web-disk"],
-        ["eqv_create", "-t", "web", "-S", "node2", "-e", "SHARED"],
-        ["eqv_create", "-t", "web-ip", "-S", "node2", "-r", "5"],
     ):
         result = cli(*argv)
         assert (result.code, result.err) == (0, ""), argv
+    with Lcd.open(root) as lcd:
+        lcd.create_equivalency("web", "node2")
+        lcd.create_equivalency("web-ip", "node2", other_priority=5)
     return cli
 
 

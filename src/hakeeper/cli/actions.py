@@ -25,7 +25,8 @@ def _describe(meta: KitMeta) -> list[str]:
     lines = [f"{meta.name}  {meta.description}"]
     for p in meta.params:
         need = "required" if p.required else (f"default {p.default!r}" if p.default not in (None, "") else "optional")
-        lines.append(f"    {p.name}={p.type.upper()}  ({need}) {p.description}")
+        bounds = f", {p.bounds}" if p.bounds else ""
+        lines.append(f"    {p.name}={p.type.upper()}  ({need}{bounds}) {p.description}")
     return lines
 
 

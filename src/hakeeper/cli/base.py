@@ -9,10 +9,14 @@ on stderr and LifeKeeper's exit code; it never lets a traceback reach the user.
 from __future__ import annotations
 
 import argparse
+import codecs
+import errno
 import importlib
+import io
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from hakeeper.control import forward_to_daemon
+from hakeeper.db.model import CONTROL_CHARS
 from hakeeper.db.store import Lcd, state_root
 from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, NotFound, UsageError
 
@@ -200,6 +205,18 @@ class Context:
     def actor(self) -> str:
         return self._actor or self.lcd.actor
 
+    @property
+    def replicated(self) -> bool:
+        """Whether the LCD's changes reach the other nodes they concern (inside hakeeperd), or stay here."""
+        return self._replicator is not None or self.services is not None
+
+    def needs_daemon(self, node: str) -> CommunicationFailed:
+        """The error of a change that must reach ``node`` while hakeeperd does not run here."""
+        return CommunicationFailed(
+            f"{node} is reached through hakeeperd, which is not running on {self.root} (start it: lkstart); "
+            "nothing was changed"
+        )
+
     def close(self) -> None:
         if self._lcd is not None and self._owns_lcd:
             self._lcd.close()
@@ -217,7 +234,30 @@ class Context:
             self.print(json.dumps(records, indent=2, ensure_ascii=False))
             return
         sep = args.field_sep
-        self.out.write("".join(sep.join(str(v) for v in row) + "\n" for row in rows))
+        inner, last = _escaping(sep)
+        lines = []
+        for row in rows:
+            texts = [str(v) for v in row]
+            if texts:
+                texts[:-1] = [_escape(inner, t) for t in texts[:-1]]
+                texts[-1] = _escape(last, texts[-1])
+            lines.append(sep.join(texts) + "\n")
+        self.out.write("".join(lines))
+
+
+def _escaping(sep: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """What field output writes as ``\\xHH``: control characters anywhere (the LCD refuses them in new
+    text; older text may hold them), and the separator inside any field but the last."""
+    return re.compile(f"[{CONTROL_CHARS}{re.escape(sep)}]"), re.compile(f"[{CONTROL_CHARS}]")
+
+
+def _hex(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _escape(pattern: re.Pattern[str], text: str) -> str:
+    return pattern.sub(_hex, text) if pattern.search(text) else text
 
 
 def build_parser(cmd: Command, prog: str) -> Parser:
@@ -236,7 +276,8 @@ def build_parser(cmd: Command, prog: str) -> Parser:
             dest="field_sep",
             default=FIELD_SEP,
             metavar="C",
-            help="field separator (default ^A, as LifeKeeper; e.g. -f:)",
+            help="field separator (default ^A, as LifeKeeper; e.g. -f:); in any field but the last,"
+            " the separator is written \\xHH (':' as \\x3a)",
         )
         parser.add_argument("--json", action="store_true", help="print JSON instead")
     parser.add_argument("-d", dest="dest", metavar="NODE", help="run against NODE's LCD (default: this node)")
@@ -249,7 +290,7 @@ def parse(name: str, argv: Sequence[str], shown: str) -> tuple[Command, argparse
         try:
             item.encode("utf-8")
         except UnicodeEncodeError:
-            raise IllegalArgument(f"argument {item!r} is not valid UTF-8") from None
+            raise IllegalArgument(_undecodable(item)) from None
         if "\0" in item:  # only possible in-process (the OS refuses it on a command line)
             raise IllegalArgument(f"argument {item!r} holds a NUL byte")
     cmd = load(name)
@@ -257,9 +298,24 @@ def parse(name: str, argv: Sequence[str], shown: str) -> tuple[Command, argparse
         raise UsageError(f"unknown command {name!r} (see: hakeeper --help)")
     parser = build_parser(cmd, shown)
     args = parser.parse_intermixed_args(list(argv)) if cmd.intermixed else parser.parse_args(list(argv))
-    if cmd.listing and len(args.field_sep) != 1:
-        raise UsageError(f"-f takes one character, not {args.field_sep!r} (see: {shown} --help)")
+    if cmd.listing and (len(args.field_sep) != 1 or args.field_sep.isalnum() or args.field_sep == "\\"):
+        raise UsageError(
+            f"-f takes one character that is not a letter, a digit or a backslash, not {args.field_sep!r} "
+            f"(see: {shown} --help)"
+        )
     return cmd, args
+
+
+def _undecodable(item: str) -> str:
+    """Why an argument the locale could not decode is refused: not UTF-8, or a locale that cannot read it."""
+    try:
+        text = os.fsencode(item).decode("utf-8")
+    except UnicodeError:
+        return f"argument {item!r} is not valid UTF-8"
+    return (
+        f"argument {text!r} cannot be read in this locale ({sys.getfilesystemencoding()}): "
+        "run the command with LC_ALL=C.UTF-8"
+    )
 
 
 def run(
@@ -290,7 +346,7 @@ def run(
             answer = forward_to_daemon(ctx.root, name, list(argv))
             if answer is not None:
                 out.write(answer.out)
-                err.write(answer.err)
+                err.write(as_shown(answer.err, name, shown))
                 return answer.code
         if args.dest is not None and other_node(ctx.lcd, args.dest) is not None:
             raise CommunicationFailed(
@@ -330,6 +386,15 @@ async def run_in_daemon(
         return failure(name, err, exc)
 
 
+def as_shown(err: str, name: str, shown: str) -> str:
+    """hakeeperd's error lines (``NAME: ...``) under the name the user typed (``hakeeper NAME: ...``)."""
+    if shown == name or not err:
+        return err
+    prefix = f"{name}: "
+    lines = err.splitlines(keepends=True)
+    return "".join(f"{shown}: {line[len(prefix) :]}" if line.startswith(prefix) else line for line in lines)
+
+
 def failure(shown: str, err: TextIO, exc: BaseException) -> int:
     """Turn an exception into one line on ``err`` and LifeKeeper's exit code; re-raise what is not ours."""
     if isinstance(exc, HakeeperError):
@@ -365,6 +430,111 @@ def other_node(lcd: Lcd, dest: str | None) -> str | None:
     if dest not in {n.name for n in lcd.nodes()}:
         raise NotFound(f"no node named {dest!r} (see: sys_list)")
     return dest
+
+
+#: The error handler of a console whose encoding cannot write every character (LANG=C without
+#: UTF-8 mode): ``\\uXXXX`` for each (a surrogate pair above U+FFFF), so that JSON stays valid JSON
+#: that reads back as the original text, and field output stays one line of the same fields.
+ESCAPE_ERRORS = "hakeeper-escape"
+
+
+def _escape_unencodable(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    escaped = []
+    for char in exc.object[exc.start : exc.end]:
+        code = ord(char)
+        if code > 0xFFFF:
+            code -= 0x10000
+            escaped.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
+        else:
+            escaped.append(f"\\u{code:04x}")
+    return "".join(escaped), exc.end
+
+
+codecs.register_error(ESCAPE_ERRORS, _escape_unencodable)
+
+
+class QuietFd(io.RawIOBase):
+    """A standard output file descriptor whose reader may go away.
+
+    ``ins_list | head -1``: once the pipe is closed (EPIPE), or when the descriptor
+    cannot be written at all (EBADF: ``1</dev/null``), the rest of the output is
+    dropped without a word, as other Unix tools stop, and the command finishes with
+    its own exit code.
+    """
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+        self.lost = False
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        try:
+            return os.isatty(self._fd)
+        except OSError:
+            return False
+
+    def write(self, data: Any) -> int:
+        size = memoryview(data).nbytes
+        if self.lost:
+            return size
+        try:
+            return os.write(self._fd, data)
+        except OSError as exc:
+            if exc.errno not in (errno.EPIPE, errno.EBADF):
+                raise
+            self.lost = True
+            return size
+
+
+def _writes_everything(encoding: str) -> bool:
+    try:
+        "\u00e9\u2603\U0001f600".encode(encoding)
+    except (UnicodeError, LookupError):
+        return False
+    return True
+
+
+def _console_stream(fd: int, old: TextIO | None) -> io.TextIOWrapper:
+    encoding = getattr(old, "encoding", None) or "utf-8"
+    errors = getattr(old, "errors", None) or "strict"
+    if errors == "strict" or not _writes_everything(encoding):
+        errors = ESCAPE_ERRORS
+    return io.TextIOWrapper(
+        io.BufferedWriter(QuietFd(fd)),
+        encoding=encoding,
+        errors=errors,
+        line_buffering=bool(getattr(old, "line_buffering", False)),
+        write_through=bool(getattr(old, "write_through", False)),
+    )
+
+
+def console_streams() -> None:
+    """Make the standard streams of a command run from a shell safe to write, whatever they are.
+
+    A closed descriptor 0, 1 or 2 (``ins_list >&-``) is opened on /dev/null first, so
+    that no file the command opens can take its number and receive its output; then
+    stdout and stderr write through :class:`QuietFd` (a reader that went away is not
+    an error) with :data:`ESCAPE_ERRORS` where the locale cannot encode a character
+    (``LANG=C``: ``café`` prints as ``caf\\u00e9``, never a UnicodeEncodeError).
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    sys.stdout = _console_stream(1, sys.stdout)
+    sys.stderr = _console_stream(2, sys.stderr)
 
 
 def _silence_stdout() -> None:

@@ -11,15 +11,8 @@ import argparse
 
 from hakeeper.cli.base import Context, arg, command
 from hakeeper.cluster.extend import extend, plan_extend, plan_unextend, unextend
-from hakeeper.errors import CommunicationFailed
 
 TARGET = arg("-s", dest="node", required=True, metavar="NODE", help="the other node (LifeKeeper's target server)")
-
-
-def _needs_daemon(ctx: Context, what: str, node: str) -> CommunicationFailed:
-    return CommunicationFailed(
-        f"{what} reaches {node} through hakeeperd, which is not running on {ctx.root} (start it: lkstart)"
-    )
 
 
 async def _extend_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
@@ -42,7 +35,7 @@ async def _extend_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
 )
 def _extend(ctx: Context, args: argparse.Namespace) -> int:
     plan_extend(ctx.lcd, args.tag, args.node, args.priority)  # bad input is reported before the missing daemon
-    raise _needs_daemon(ctx, "extend", args.node)
+    raise ctx.needs_daemon(args.node)
 
 
 async def _unextend_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
@@ -64,4 +57,4 @@ async def _unextend_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
 )
 def _unextend(ctx: Context, args: argparse.Namespace) -> int:
     plan_unextend(ctx.lcd, args.tag, args.node)  # bad input is reported before the missing daemon
-    raise _needs_daemon(ctx, "unextend", args.node)
+    raise ctx.needs_daemon(args.node)

@@ -103,17 +103,27 @@ def require_app_type(ctx: Context, app: str | None, rtype: str | None) -> None:
         raise NotFound(f"no resource type {rtype!r}" + (f" in {app!r}" if app else "") + " (see: typ_list)")
 
 
+def _tops(roots: list[str]) -> list[str]:
+    """The tags of -R (repeated, or several separated by ^A); naming none is an error, not "no resource"."""
+    tops = [t for group in roots for t in group.split("\x01") if t]
+    if not tops:
+        raise IllegalArgument("-R names no tag (give TOP, or several tops separated by ^A)")
+    return tops
+
+
 def _select(ctx: Context, args: argparse.Namespace) -> list[Resource]:
     """Resources chosen by -R / -a / -r / -t / -i (all given filters apply)."""
     lcd = ctx.lcd
     require_app_type(ctx, args.app, args.type)
-    for tag in [args.tag] if args.tag else []:
-        lcd.resource(tag)
+    if args.tag is not None:
+        if not args.tag:
+            raise IllegalArgument("-t names no tag (it is empty)")
+        lcd.resource(args.tag)
     if args.id is not None:
         lcd.tag_of(args.id)
     chosen = lcd.resources(app=args.app, type=args.type, tag=args.tag, id=args.id)
-    if args.roots:
-        tops = [t for group in args.roots for t in group.split("\x01") if t]
+    if args.roots is not None:
+        tops = _tops(args.roots)
         for top in tops:
             lcd.resource(top)
         under = set(tops)
@@ -151,10 +161,11 @@ def _ins_list(ctx: Context, args: argparse.Namespace) -> int:
     "children that other hierarchies still need.",
 )
 def _ins_remove(ctx: Context, args: argparse.Namespace) -> int:
-    if not (args.roots or args.app or args.type or args.tag or args.id):
+    filters = (args.app, args.type, args.tag, args.id)
+    if args.roots is None and all(f is None for f in filters):
         raise UsageError("name what to remove with -R, -a, -r, -t or -i (see: ins_remove --help)")
-    if args.roots and not (args.app or args.type or args.tag or args.id):
-        tops = [t for group in args.roots for t in group.split("\x01") if t]
+    if args.roots is not None and all(f is None for f in filters):
+        tops = _tops(args.roots)
         for top in tops:
             ctx.lcd.resource(top)
         tags = graph.rooted_at(ctx.lcd.edges(), tops)
@@ -362,17 +373,25 @@ def _check_kind(kind: str) -> None:
     arg("-o", dest="other_tag", help="the tag there (default: the same tag)"),
     arg("-r", dest="other_priority", type=int, help="priority there, 1 (highest) to 1024 (default: next free)"),
     EQV_TYPE,
+    epilog="As LifeKeeper does, the equivalency is recorded on the other node too, through hakeeperd:\n"
+    "on every node of the resource or on none. When hakeeperd does not run here, or the other node\n"
+    "cannot record it, eqv_create is refused (exit 9) after its checks, and nothing is written.",
 )
 def _eqv_create(ctx: Context, args: argparse.Namespace) -> int:
     _check_kind(args.kind)
-    ctx.lcd.create_equivalency(
-        args.tag,
-        args.other_node,
-        other_tag=args.other_tag,
-        other_priority=args.other_priority,
-        node=args.node,
-        priority=args.priority,
-    )
+    change = {
+        "tag": args.tag,
+        "other_node": args.other_node,
+        "other_tag": args.other_tag,
+        "other_priority": args.other_priority,
+        "node": args.node,
+        "priority": args.priority,
+    }
+    if not ctx.replicated:  # the other node cannot record its side: check, then refuse (as extend does)
+        ctx.lcd.try_change("create_equivalency", change)
+        there = args.other_node if args.other_node != ctx.lcd.local_node else args.node
+        raise ctx.needs_daemon(there)
+    ctx.lcd.create_equivalency(**change)
     return 0
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from hakeeper import __version__
-from hakeeper.cli.base import COMMANDS, load_all, run
+from hakeeper.cli.base import COMMANDS, console_streams, load_all, run
 
 __all__ = ["COMMANDS", "load_all", "main", "run"]
 
@@ -29,6 +29,7 @@ commands:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of ``hakeeper``."""
+    console_streams()
     sys.exit(dispatch(list(sys.argv[1:] if argv is None else argv)))
 
 
@@ -70,6 +71,7 @@ def entry(name: str) -> Callable[[], NoReturn]:
     """A console-script entry point running command ``name`` under its own name."""
 
     def script() -> NoReturn:
+        console_streams()
         sys.exit(run(name, sys.argv[1:], prog=name))
 
     script.__name__ = name

@@ -15,7 +15,7 @@ from typing import Any
 from hakeeper.cli.base import Context, arg, command
 from hakeeper.comm.paths import PathState, read_states
 from hakeeper.db import graph
-from hakeeper.db.model import CommPath, Resource, info_text
+from hakeeper.db.model import CommPath, Resource, escape_controls, info_text
 from hakeeper.db.states import State
 from hakeeper.db.store import Lcd
 
@@ -124,12 +124,12 @@ def long_form(snap: Snapshot, tags: set[str]) -> list[str]:
             f"{tag}",
             f"    id              {r.id}",
             f"    app/type        {r.app}/{r.type}",
-            f"    state           {r.state.name}" + (f" ({r.reason})" if r.reason else ""),
+            f"    state           {r.state.name}" + (f" ({escape_controls(r.reason)})" if r.reason else ""),
             f"    initialize      {r.init.name}",
             f"    switchback      {r.switchback.name}",
             "    quickCheck      " + (f"every {r.check_interval} s" if r.check_interval else "off"),
             f"    local recovery  {'Y' if r.local_recover else 'N'}",
-            f"    info            {info_text(r.info) or '-'}",
+            f"    info            {escape_controls(info_text(r.info)) or '-'}",
             f"    depends on      {', '.join(sorted(kids.get(tag, ()))) or '-'}",
             f"    equivalencies   {where or '- (this node only)'}",
             "",
@@ -147,11 +147,11 @@ def long_form(snap: Snapshot, tags: set[str]) -> list[str]:
 
 
 def problems(snap: Snapshot, tags: set[str]) -> list[str]:
+    """One line for each resource of ``tags`` (those in trouble, for -q): tag, state and reason."""
     out = []
     for tag in sorted(tags):
         _, _, state, reason = snap.summaries[tag]
-        if state in PROBLEM_STATES:
-            out.append(f"{tag} {state.name}" + (f" ({reason})" if reason else ""))
+        out.append(f"{tag} {state.name}" + (f" ({escape_controls(reason)})" if reason else ""))
     return out
 
 
@@ -209,12 +209,16 @@ def _dump(data: Any, out: Any) -> str:
     "show every resource hierarchy: state, priorities and where it would go",
     arg("-e", dest="short", action="store_true", help="the short form: one line a resource, children indented"),
     arg(
-        "-q", dest="quiet", action="store_true", help="only resources in trouble (OSF, ISU, ILLSTATE); none: no output"
+        "-q",
+        dest="quiet",
+        action="store_true",
+        help="only resources in trouble (OSF, ISU, ILLSTATE); none: no output (with --json: an empty list)",
     ),
     arg("-r", dest="root_tag", metavar="TAG", help="only the hierarchy under TAG"),
     arg("--json", action="store_true", help="print JSON instead (indented at a terminal)"),
     epilog="Short form columns: BACKUP = the next node by priority after this one (-- if none),\n"
-    "PRIO = this node's priority, PRIMARY = the node with the highest priority.",
+    "PRIO = this node's priority, PRIMARY = the node with the highest priority.\n"
+    "With -q, --json prints the JSON of --json holding only the resources in trouble.",
 )
 def _lcdstatus(ctx: Context, args: argparse.Namespace) -> int:
     lcd = ctx.lcd
@@ -223,6 +227,8 @@ def _lcdstatus(ctx: Context, args: argparse.Namespace) -> int:
     full = args.json or not (args.quiet or args.short)
     snap = Snapshot.read(lcd, full=full)
     tags = _scope(snap, args.root_tag)
+    if args.quiet:
+        tags = {tag for tag in tags if snap.summaries[tag][2] in PROBLEM_STATES}
     if args.json:
         ctx.print(_dump(as_json(snap, tags), ctx.out))
     elif args.quiet:

@@ -8,6 +8,7 @@ messages name the offending value.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,12 +81,41 @@ def check_flag(flag: str) -> str:
     return flag
 
 
+#: Control characters (C0, DEL, C1) and the Unicode line and paragraph separators: none may be
+#: stored in a free-text field, so that field output (``ins_list``: one record a line, fields
+#: separated by ^A) can never be broken by a field's content.
+CONTROL_CHARS = "\x00-\x1f\x7f-\x9f\u2028\u2029"  # as a regular expression's character class
+_CONTROL = re.compile(f"[{CONTROL_CHARS}]")
+
+
+def check_text(text: str, what: str) -> str:
+    """Refuse control characters (the field separator ^A, tabs, newlines...) in a free-text field."""
+    found = _CONTROL.search(text)
+    if found is not None:
+        shown = repr(found.group())[1:-1]
+        raise IllegalArgument(f"{what} holds a control character ({shown}); it must be one line of printable text")
+    return text
+
+
 def check_reason(reason: str) -> str:
     if len(reason) > MAX_REASON:
         raise IllegalArgument(f"reason is longer than {MAX_REASON} characters")
-    if any(c in reason for c in "\x00\n\r"):
-        raise IllegalArgument("reason must be a single line")
-    return reason
+    return check_text(reason, "reason")
+
+
+def as_reason(text: str) -> str:
+    """A message made by a program (a kit's, a script's last line) as a reason the LCD accepts.
+
+    Control characters are shown escaped (``\\x1b``) and a message too long is cut, so that
+    recording why a resource failed never fails itself.
+    """
+    clean = escape_controls(text)
+    return clean if len(clean) <= MAX_REASON else clean[: MAX_REASON - 3] + "..."
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with its control characters shown escaped (for text stored before they were refused)."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def check_priority(priority: int) -> int:
@@ -118,7 +148,12 @@ def parse_info(text: str) -> Any:
 
 
 def dump_info(info: Any) -> str:
-    """The JSON text stored for an info value; checks its size."""
+    """The JSON text stored for an info value; checks its size, and that a plain string is one printable line.
+
+    (In a JSON object or array, control characters are escaped by JSON itself when printed.)
+    """
+    if isinstance(info, str):
+        check_text(info, "info")
     text = json.dumps(info, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
     if len(text) > MAX_INFO:
         raise IllegalArgument(f"info is larger than {MAX_INFO} characters")

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hakeeper.db.model import Resource
-from hakeeper.errors import IllegalArgument, SystemCallFailed
+from hakeeper.db.model import Resource, check_text
+from hakeeper.errors import IllegalArgument, OutOfRange, SystemCallFailed
 
 ACTIONS = ("restore", "remove", "quick_check", "recover", "validate", "delete")
 DEFAULT_TIMEOUTS: Mapping[str, float] = {
@@ -105,24 +105,76 @@ def unchecked(resource: Resource) -> Result:
 
 PARAM_TYPES = ("string", "integer", "boolean", "executable")
 
+#: The longest an action may be given, in seconds: a restore that may take longer than an hour
+#: is better split, and hakeeperd's control socket waits an hour for a command's answer.
+MAX_ACTION_SECONDS = 3600
+
+#: What a program file starts with when the kernel can run it: an interpreter line or an ELF header.
+SHEBANG, ELF_MAGIC = b"#!", b"\x7fELF"
+
+
+def runnable_problem(path: Path) -> str | None:
+    """Why the kernel could not run the file ``path`` as a program (None: it can).
+
+    It must be a regular file we may read and execute, starting with ``#!`` and
+    the absolute path of an executable interpreter, or with an ELF header:
+    anything else fails only later, when a restore runs, with "Exec format error".
+    """
+    if not path.is_file():
+        return "no such file" if not path.exists() else "not a regular file"
+    if not os.access(path, os.X_OK):
+        return "not executable (chmod +x it)"
+    try:
+        with path.open("rb") as file:
+            head = file.read(256)
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if head.startswith(ELF_MAGIC):
+        return None
+    if not head.startswith(SHEBANG):
+        return "neither a script starting with #! nor a program (ELF): the kernel cannot run it"
+    line = head[2:].split(b"\n", 1)[0]
+    words = line.split()
+    if not words:
+        return "its #! line names no interpreter"
+    if line.rstrip(b" \t").endswith(b"\r"):
+        return "its #! line ends in a carriage return (Windows line ends: convert it, e.g. with dos2unix)"
+    interpreter = Path(os.fsdecode(words[0]))
+    if not interpreter.is_absolute():
+        return f"its interpreter {str(interpreter)!r} is not an absolute path"
+    if not (interpreter.is_file() and os.access(interpreter, os.X_OK)):
+        return f"its interpreter {interpreter} is missing or not executable"
+    return None
+
 
 @dataclass(frozen=True)
 class Param:
-    """One parameter a kit takes at creation (``NAME=VALUE`` on ``hakeeper create``)."""
+    """One parameter a kit takes at creation (``NAME=VALUE`` on ``hakeeper create``).
+
+    An ``integer`` parameter may say its bounds (``minimum``, ``maximum``, inclusive):
+    a value outside them is refused at creation (exit 6), naming the parameter.
+    """
 
     name: str
     description: str
     type: str = "string"
     required: bool = False
     default: str | None = None
+    minimum: int | None = None
+    maximum: int | None = None
 
     def parse(self, text: str) -> Any:
         """The value of ``text`` for this parameter; an error names the parameter."""
         if self.type == "integer":
             try:
-                return int(text)
+                value = int(text)
             except ValueError:
                 raise IllegalArgument(f"parameter {self.name}={text!r} is not a whole number") from None
+            too_low = self.minimum is not None and value < self.minimum
+            if too_low or (self.maximum is not None and value > self.maximum):
+                shown = text if len(text) <= 24 else text[:21] + "..."
+                raise OutOfRange(f"parameter {self.name}={shown} is outside {self.bounds}")
+            return value
         if self.type == "boolean":
             lowered = text.lower()
             if lowered in ("1", "true", "yes", "y", "on"):
@@ -130,14 +182,30 @@ class Param:
             if lowered in ("0", "false", "no", "n", "off"):
                 return False
             raise IllegalArgument(f"parameter {self.name}={text!r} is not a yes/no value")
+        check_text(text, f"parameter {self.name}")
         if self.type == "executable":
             path = Path(text)
             if not path.is_absolute():
                 raise IllegalArgument(f"parameter {self.name}={text!r} must be an absolute path")
-            if not path.is_file():
-                raise IllegalArgument(f"parameter {self.name}: no file {text}")
+            problem = runnable_problem(path)
+            if problem is not None:
+                raise IllegalArgument(f"parameter {self.name}={text}: {problem}")
             return str(path)
         return text
+
+    @property
+    def bounds(self) -> str:
+        """``1..3600`` for a bounded integer, else empty."""
+        if self.minimum is None and self.maximum is None:
+            return ""
+        low = "" if self.minimum is None else self.minimum
+        high = "" if self.maximum is None else self.maximum
+        return f"{low}..{high}"
+
+
+def seconds(name: str, description: str, default: int, *, minimum: int = 1, maximum: int = MAX_ACTION_SECONDS) -> Param:
+    """A timeout parameter, in whole seconds, bounded (1 s to an hour unless told)."""
+    return Param(name, description, "integer", default=str(default), minimum=minimum, maximum=maximum)
 
 
 @dataclass(frozen=True)
@@ -168,6 +236,8 @@ class KitMeta:
                     "type": p.type,
                     "required": p.required,
                     "default": p.default,
+                    "minimum": p.minimum,
+                    "maximum": p.maximum,
                     "description": p.description,
                 }
                 for p in self.params

@@ -64,7 +64,7 @@ import dns.reversename
 
 from hakeeper.db.model import Resource
 from hakeeper.errors import IllegalArgument, SystemCallFailed
-from hakeeper.kits.base import Created, Kit, KitMeta, Param, Policy, Result, install_files
+from hakeeper.kits.base import Created, Kit, KitMeta, Param, Policy, Result, install_files, seconds
 from hakeeper.kits.dnsupdate import (
     BACKOFF_FIRST,
     Change,
@@ -291,16 +291,21 @@ class DnsKit(Kit):
             Param("servers", "the zone's primary server(s), by address: ADDR[:PORT][,ADDR[:PORT]...]", required=True),
             Param("key", "TSIG key file in BIND's format (tsig-keygen output); copied, mode 0600", required=True),
             Param("addresses", "the address each node publishes: NODE=ADDR[,NODE=ADDR...]", required=True),
-            Param("ttl", "the records' TTL, seconds", "integer", default="60"),
+            Param("ttl", "the records' TTL, seconds", "integer", default="60", minimum=0, maximum=604800),
             Param("ptr", "also keep the PTR record of the address pointing at the name", "boolean", default="yes"),
             Param("reverse_zone", "the zone of the PTR records (default: ask the server)", default=""),
             Param("on_remove", "leave: keep the records; restore: put back what restore replaced", default="leave"),
             Param(
-                "tries", "tries per step when no server answers (with waits of 1, 2, 4 ... s)", "integer", default="4"
+                "tries",
+                "tries per step when no server answers (with waits of 1, 2, 4 ... s)",
+                "integer",
+                default="4",
+                minimum=1,
+                maximum=20,
             ),
-            Param("query_timeout", "seconds to wait for one answer", "integer", default="2"),
-            Param("timeout", "seconds restore, remove and recover may take", "integer", default="60"),
-            Param("check_timeout", "seconds quickCheck may take", "integer", default="20"),
+            seconds("query_timeout", "seconds to wait for one answer", 2, maximum=60),
+            seconds("timeout", "seconds restore, remove and recover may take", 60),
+            seconds("check_timeout", "seconds quickCheck may take", 20),
         ),
     )
 

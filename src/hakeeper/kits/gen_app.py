@@ -26,7 +26,18 @@ from typing import Any
 from hakeeper.db.model import Resource
 from hakeeper.errors import IllegalArgument, SystemCallFailed
 from hakeeper.kits.actions import executable, run_action_script
-from hakeeper.kits.base import Created, Kit, KitMeta, Param, Policy, Result, install_files, unchecked
+from hakeeper.kits.base import (
+    Created,
+    Kit,
+    KitMeta,
+    Param,
+    Policy,
+    Result,
+    install_files,
+    runnable_problem,
+    seconds,
+    unchecked,
+)
 from hakeeper.kits.process import action_result, check_result
 
 SCRIPTS = ("restore", "remove", "quickCheck", "recover")
@@ -53,8 +64,8 @@ class GenAppKit(Kit):
             Param("quickCheck", "script that checks it: exit 0 running, 7 stopped, other failed", "executable"),
             Param("recover", "script that repairs it in place (optional)", "executable"),
             Param("info", "a string handed to the scripts as HAKEEPER_INFO", default=""),
-            Param("timeout", "seconds restore, remove and recover may take", "integer", default="300"),
-            Param("check_timeout", "seconds quickCheck may take", "integer", default="60"),
+            seconds("timeout", "seconds restore, remove and recover may take", 300),
+            seconds("check_timeout", "seconds quickCheck may take", 60),
         ),
     )
 
@@ -141,6 +152,11 @@ class GenAppKit(Kit):
                 f"{resource.tag}: no {' or '.join(missing)} script in {self.instance_dir(resource.tag)}",
                 Policy.CONFIG,
             )
+        for name in SCRIPTS:
+            script = self._script(resource, name)
+            problem = runnable_problem(script) if script is not None else None
+            if problem is not None:
+                return Result.failure(f"{resource.tag}: the {name} script {script} is {problem}", Policy.CONFIG)
         return Result.success()
 
     async def restore(self, resource: Resource, args: tuple[str, ...] = ()) -> Result:

@@ -52,7 +52,7 @@ from pyroute2 import AsyncIPRoute, NetlinkError
 from hakeeper.db.model import Resource
 from hakeeper.errors import HakeeperError, IllegalArgument
 from hakeeper.kits import neighbour
-from hakeeper.kits.base import Created, Kit, KitMeta, Param, Policy, Result
+from hakeeper.kits.base import Created, Kit, KitMeta, Param, Policy, Result, seconds
 from hakeeper.kits.neighbour import Address
 from hakeeper.kits.ping import any_answers
 
@@ -442,10 +442,24 @@ class IpKit(Kit):
             Param("interface", "its interface (default: on each node, the one on that subnet)", default=""),
             Param("backup_interface", "where local recovery moves it when the interface fails", default=""),
             Param("ping_list", "hosts that always answer, comma-separated; quickCheck needs one answer", default=""),
-            Param("ping_timeout", "seconds the ping list has to answer", "integer", default="1"),
+            seconds("ping_timeout", "seconds the ping list has to answer", 1, maximum=60),
             Param("duplicate_check", "refuse to restore while another host answers for it", "boolean", default="yes"),
-            Param("probe_ms", "how long the duplicate probe waits for an answer, in ms", "integer", default="50"),
-            Param("announcements", "announcements after each restore (the first at once)", "integer", default="4"),
+            Param(
+                "probe_ms",
+                "how long the duplicate probe waits for an answer, in ms",
+                "integer",
+                default="50",
+                minimum=1,
+                maximum=5000,
+            ),
+            Param(
+                "announcements",
+                "announcements after each restore (the first at once)",
+                "integer",
+                default="4",
+                minimum=1,
+                maximum=MAX_ANNOUNCEMENTS,
+            ),
         ),
         timeouts={
             "restore": 10.0,

@@ -18,8 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from hakeeper.db.model import Resource
-from hakeeper.kits.actions import action_path, app_actions_dir, executable, run_action_script, type_actions_dir
-from hakeeper.kits.base import Created, Kit, KitContext, KitMeta, Param, Policy, Result, unchecked
+from hakeeper.kits.actions import (
+    SCRIPT_NAMES,
+    action_path,
+    app_actions_dir,
+    executable,
+    run_action_script,
+    type_actions_dir,
+)
+from hakeeper.kits.base import Created, Kit, KitContext, KitMeta, Param, Policy, Result, runnable_problem, unchecked
 from hakeeper.kits.process import action_result, check_result
 
 logger = logging.getLogger(__name__)
@@ -79,6 +86,11 @@ class ScriptKit(Kit):
         if missing:
             where = type_actions_dir(self.ctx.root, self.meta.app, self.meta.type)
             return Result.failure(f"no executable {' or '.join(missing)} in {where}", Policy.CONFIG)
+        for action in SCRIPT_NAMES:
+            path = self._path(action)
+            problem = runnable_problem(path) if path is not None else None
+            if problem is not None:
+                return Result.failure(f"the {SCRIPT_NAMES[action]} script {path} is {problem}", Policy.CONFIG)
         return Result.success()
 
     async def restore(self, resource: Resource, args: tuple[str, ...] = ()) -> Result:

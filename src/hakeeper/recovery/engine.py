@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hakeeper.db import Lcd, Resource, State, graph
+from hakeeper.db.model import as_reason
 from hakeeper.errors import HakeeperError
 from hakeeper.kits.base import Kit, Policy, Result
 from hakeeper.kits.registry import Kits
@@ -302,16 +303,16 @@ class Engine:
                 report.unchanged.append(resource.tag)
                 return True
             if resource.state is State.ISU:
-                self.lcd.set_state(resource.tag, State.ISP, reason)  # ISU -> ISP, nothing to run
+                self.lcd.set_state(resource.tag, State.ISP, as_reason(reason))  # ISU -> ISP, nothing to run
                 report.unchanged.append(resource.tag)
                 return True
             result = await self._act(kits, "restore", resource, args)
             if result.ok:
-                self.lcd.set_state(resource.tag, State.ISP, reason)  # OSU/OSF -> ISP
+                self.lcd.set_state(resource.tag, State.ISP, as_reason(reason))  # OSU/OSF -> ISP
                 restored.append(resource.tag)
                 report.done.append(resource.tag)
                 return True
-            self.lcd.set_state(resource.tag, State.OSF, result.message)  # -> OSF: restore failed
+            self.lcd.set_state(resource.tag, State.OSF, as_reason(result.message))  # -> OSF: restore failed
             self._fail(report, resource.tag, result)
             return False
 
@@ -405,7 +406,7 @@ class Engine:
         A resource that leaves service this way may leave ISP resources above
         it: the caller then runs :meth:`correct`.
         """
-        return self.lcd.set_state(tag, state, reason)
+        return self.lcd.set_state(tag, state, as_reason(reason))
 
     async def correct(self, *, reasons: Mapping[str, str] | None = None, alert: bool = True) -> Report:
         """Take out of service every ISP resource above one that is not in service (:func:`plan.parents_to_stop`).
@@ -474,10 +475,10 @@ class Engine:
             if result.ok:
                 report.finished[resource.tag] = time.monotonic() - report.started
                 why = (reasons or {}).get(resource.tag, reason)
-                self.lcd.set_state(resource.tag, State.OSU, why)  # ISP/ISU/OSF -> OSU
+                self.lcd.set_state(resource.tag, State.OSU, as_reason(why))  # ISP/ISU/OSF -> OSU
                 report.done.append(resource.tag)
                 return True
-            self.lcd.set_state(resource.tag, State.OSF, result.message)  # -> OSF: remove failed
+            self.lcd.set_state(resource.tag, State.OSF, as_reason(result.message))  # -> OSF: remove failed
             self._fail(report, resource.tag, result)
             return False
 
