@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import stat
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -221,3 +223,18 @@ def test_create_checks_parameters_and_leaves_nothing_behind_when_refused(cli: Cl
     missing = cli("create", "gen/app", "-t", "other", f"restore={script}")
     assert missing.code == 5 and "needs parameter remove=" in missing.err
     assert [r.split(":")[2] for r in cli("ins_list", "-f:").out.splitlines()] == ["web"]
+
+
+def test_a_dependency_cycle_is_an_error_not_an_empty_hierarchy(hierarchy: Cli, root: Path) -> None:
+    """An LCD with a cycle (two racing dep_create left one before their checks ran in the write transaction)."""
+    with closing(sqlite3.connect(root / "lcd.sqlite")) as db:
+        db.execute("INSERT INTO dependencies (parent, child) VALUES ('web-disk', 'web')")
+        db.commit()
+    for argv in (["lcdstatus", "-r", "web"], ["lcdstatus", "-e"], ["lcdstatus", "--json"]):
+        result = hierarchy(*argv)
+        assert (result.code, result.out) == (3, ""), argv
+        assert "dependency cycle among web, web-disk, web-fs" in result.err, argv
+    result = hierarchy("perform_action", "-t", "web-disk", "-a", "restore")
+    assert result.code == 1, result
+    assert "dependency cycle among web, web-disk, web-fs" in result.err
+    assert "OSU" in hierarchy("ins_list", "-t", "web-disk", "-f:").out

@@ -18,6 +18,7 @@ from hakeeper.db import graph
 from hakeeper.db.model import CommPath, Resource, info_text
 from hakeeper.db.states import State
 from hakeeper.db.store import Lcd
+from hakeeper.errors import InternalError
 
 DASHES = "--"
 PROBLEM_STATES = frozenset({State.OSF, State.ILLSTATE, State.ISU})
@@ -223,6 +224,12 @@ def _lcdstatus(ctx: Context, args: argparse.Namespace) -> int:
     full = args.json or not (args.quiet or args.short)
     snap = Snapshot.read(lcd, full=full)
     tags = _scope(snap, args.root_tag)
+    cycle = graph.cyclic(snap.edges, tags)
+    if cycle:  # no tree can show it: say so, rather than leave the resources out
+        raise InternalError(
+            f"dependency cycle among {', '.join(cycle)}: the LCD is damaged and these hierarchies cannot be shown; "
+            "remove one of these dependencies (see: dep_list, dep_remove)"
+        )
     if args.json:
         ctx.print(_dump(as_json(snap, tags), ctx.out))
     elif args.quiet:
