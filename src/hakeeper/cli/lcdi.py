@@ -153,26 +153,27 @@ def _ins_list(ctx: Context, args: argparse.Namespace) -> int:
 def _ins_remove(ctx: Context, args: argparse.Namespace) -> int:
     if not (args.roots or args.app or args.type or args.tag or args.id):
         raise UsageError("name what to remove with -R, -a, -r, -t or -i (see: ins_remove --help)")
-    if args.roots and not (args.app or args.type or args.tag or args.id):
-        tops = [t for group in args.roots for t in group.split("\x01") if t]
-        for top in tops:
+    rooted = bool(args.roots) and not (args.app or args.type or args.tag or args.id)
+    if rooted:
+        tags = [t for group in args.roots for t in group.split("\x01") if t]
+        for top in tags:
             ctx.lcd.resource(top)
-        tags = graph.rooted_at(ctx.lcd.edges(), tops)
     else:
         tags = [r.tag for r in _select(ctx, args)]
     if not tags:
         raise NotFound("no resource matches (see: ins_list)")
-    removed = remove_with_actions(ctx, tags, run_delete=not args.no_delete)
+    removed = remove_with_actions(ctx, tags, run_delete=not args.no_delete, rooted=rooted)
     if args.verbose:
         for tag in removed:
             ctx.print(tag)
     return 0
 
 
-def remove_with_actions(ctx: Context, tags: list[str], *, run_delete: bool) -> list[str]:
-    """Remove ``tags`` and their dependents, running each kit's delete action first.
+def remove_with_actions(ctx: Context, tags: list[str], *, run_delete: bool, rooted: bool = False) -> list[str]:
+    """Remove ``tags`` and their dependents (``rooted``: the hierarchies rooted at them), running delete actions first.
 
-    Without delete actions it is one transaction. With them, each resource is
+    Without delete actions it is one transaction, which decides what goes (what
+    depends on ``tags`` at that moment). With them, each resource is
     removed right after its delete action succeeded, parents first, so the LCD
     always matches what the actions have undone; a failing action stops there.
     """
@@ -183,12 +184,12 @@ def remove_with_actions(ctx: Context, tags: list[str], *, run_delete: bool) -> l
     from hakeeper.recovery.engine import call
 
     lcd = ctx.lcd
-    order = lcd.removal_order(tags)
+    order = lcd.removal_order(graph.rooted_at(lcd.edges(), tags) if rooted else tags)
     resources = {r.tag: r for r in lcd.resources()}
     kits = Kits(KitContext(ctx.root, lcd.local_node))
     with_kit = {tag: kit for tag in order if run_delete and (kit := kits.find(resources[tag].app, resources[tag].type))}
     if not with_kit:
-        return lcd.remove_resources(order)
+        return lcd.remove_resources(tags, rooted=rooted)
     removed: list[str] = []
     for tag in order:
         kit = with_kit.get(tag)
@@ -387,11 +388,7 @@ def _eqv_create(ctx: Context, args: argparse.Namespace) -> int:
 )
 def _eqv_remove(ctx: Context, args: argparse.Namespace) -> int:
     _check_kind(args.kind)
-    if args.other_tag is not None:
-        there = {e.node: e.remote_tag for e in ctx.lcd.equivalencies(tag=args.tag)}
-        if there.get(args.other_node) != args.other_tag:
-            raise NotFound(f"{args.tag!r} is not equivalent to {args.other_tag!r} on {args.other_node!r}")
-    ctx.lcd.remove_equivalency(args.tag, args.other_node, node=args.node)
+    ctx.lcd.remove_equivalency(args.tag, args.other_node, node=args.node, other_tag=args.other_tag)
     return 0
 
 
