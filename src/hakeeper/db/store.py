@@ -654,13 +654,18 @@ class Lcd:
         return graph.remove_order(edges, doomed)
 
     @_write
-    def remove_resources(self, tags: Iterable[str], *, rooted: bool = False) -> list[str]:
+    def remove_resources(
+        self, tags: Iterable[str], *, rooted: bool = False, check: Callable[[list[str]], None] | None = None
+    ) -> list[str]:
         """Remove ``tags`` and all their direct and indirect dependents, with their dependencies and equivalencies.
 
         ``rooted``: the hierarchies rooted at ``tags`` (:func:`graph.rooted_at`:
-        children that another resource still needs stay), decided in the
-        transaction like the dependents. Returns the removed tags, parents first.
-        All or nothing; the change log records every tag removed.
+        children that another resource still needs stay). ``check`` is called
+        with what would be removed, parents first, inside the transaction, and
+        may refuse by raising (``ins_remove`` makes sure that nothing with a
+        delete action it has not run is removed). Returns the removed tags,
+        parents first. All or nothing, one change; the change log records every
+        tag removed.
         """
         wanted = sorted(set(tags))
         if not wanted:
@@ -668,6 +673,8 @@ class Lcd:
         for tag in wanted:
             self.resource(tag)
         doomed = self.removal_order(graph.rooted_at(self.edges(), wanted) if rooted else wanted)
+        if check is not None:
+            check(doomed)
         with self._change("remove_resources", {"tags": sorted(doomed)}) as db:
             self._delete_resources(db, doomed)
         return doomed
