@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -104,6 +106,39 @@ def test_a_missing_kit_is_a_configuration_failure(lcd: Lcd) -> None:
     report = asyncio.run(Engine(lcd, kits).restore("orphan", reason="test"))
     assert not report.ok
     assert "no kit for nokit/none" in report.messages[0]
+
+
+def close_cycle(lcd: Lcd, parent: str, child: str) -> None:
+    """A dependency written behind the LCD's checks, as two racing dep_create could leave one before."""
+    with closing(sqlite3.connect(lcd.path)) as db:
+        db.execute("INSERT INTO dependencies (parent, child) VALUES (?, ?)", (parent, child))
+        db.commit()
+
+
+def test_a_restore_over_a_dependency_cycle_fails_and_runs_nothing(lcd: Lcd) -> None:
+    build(lcd, [("p", "q"), ("q", "base")])
+    close_cycle(lcd, "q", "p")
+    kits, kit = fake_kits(lcd)
+    report = asyncio.run(Engine(lcd, kits).restore("base", reason="test"))
+    assert not report.ok, report.summary()
+    assert "dependency cycle among p, q" in report.summary()
+    assert report.failed == ["p", "q"]
+    assert kit.calls == [], "not even base below the cycle: nothing is restored that would have to be undone"
+    assert set(states(lcd).values()) == {State.OSU}
+
+
+def test_a_remove_over_a_dependency_cycle_removes_what_it_can_order_and_fails(lcd: Lcd) -> None:
+    build(lcd, [("top", "p"), ("p", "q")])
+    kits, kit = fake_kits(lcd)
+    engine = Engine(lcd, kits)
+    assert asyncio.run(engine.restore("top", reason="test")).ok
+    close_cycle(lcd, "q", "p")
+    kit.calls.clear()
+    report = asyncio.run(engine.remove("q", reason="test"))
+    assert not report.ok, report.summary()
+    assert "dependency cycle among p, q" in report.summary()
+    assert kit.calls == [("remove", "top")]
+    assert states(lcd) == {"top": State.OSU, "p": State.ISP, "q": State.ISP}
 
 
 TAGS = [f"r{i}" for i in range(8)]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import stat
+import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -226,3 +229,48 @@ def test_create_checks_parameters_and_leaves_nothing_behind_when_refused(cli: Cl
     missing = cli("create", "gen/app", "-t", "other", f"restore={script}")
     assert missing.code == 5 and "needs parameter remove=" in missing.err
     assert [r.split(":")[2] for r in cli("ins_list", "-f:").out.splitlines()] == ["web"]
+
+
+def test_a_dependency_cycle_is_an_error_not_an_empty_hierarchy(hierarchy: Cli, root: Path) -> None:
+    """An LCD with a cycle (two racing dep_create left one before their checks ran in the write transaction)."""
+    with closing(sqlite3.connect(root / "lcd.sqlite")) as db:
+        db.execute("INSERT INTO dependencies (parent, child) VALUES ('web-disk', 'web')")
+        db.commit()
+    for argv in (["lcdstatus", "-r", "web"], ["lcdstatus", "-e"], ["lcdstatus", "--json"]):
+        result = hierarchy(*argv)
+        assert (result.code, result.out) == (3, ""), argv
+        assert "dependency cycle among web, web-disk, web-fs" in result.err, argv
+    result = hierarchy("perform_action", "-t", "web-disk", "-a", "restore")
+    assert result.code == 1, result
+    assert "dependency cycle among web, web-disk, web-fs" in result.err
+    assert "OSU" in hierarchy("ins_list", "-t", "web-disk", "-f:").out
+
+
+def _changes_since(cli: Cli, seq: int) -> list[dict[str, object]]:
+    records: list[dict[str, object]] = json.loads(cli("changes", "--since", str(seq), "--json").out)
+    return records
+
+
+def test_ins_remove_of_a_hierarchy_is_one_change(hierarchy: Cli, root: Path) -> None:
+    """With delete actions or without, the change log has one change for the removal, naming every tag."""
+    seq = _changes_since(hierarchy, 0)[-1]["seq"]
+    assert hierarchy("ins_remove", "-R", "web", "-N").code == 0
+    removed = _changes_since(hierarchy, int(seq))  # type: ignore[call-overload]
+    assert [(c["op"], c["args"]) for c in removed] == [("remove_resources", {"tags": ["web", "web-fs", "web-ip"]})]
+    _delete_action(root, "exit 0\n")
+    assert hierarchy("ins_remove", "-t", "web-disk").code == 0
+    removed = _changes_since(hierarchy, int(removed[-1]["seq"]))  # type: ignore[call-overload]
+    assert [(c["op"], c["args"]) for c in removed] == [("remove_resources", {"tags": ["db", "web-disk"]})]
+
+
+def test_a_dependent_made_while_delete_actions_run_refuses_the_removal(hierarchy: Cli, root: Path) -> None:
+    """Someone makes db depend on web-ip while ins_remove runs web-ip's delete action: db's never ran."""
+    code = 'from hakeeper.cli.main import run; run("dep_create", ["-p", "db", "-c", "web-ip"])'
+    make_dependent = f"{sys.executable} -c '{code}'"
+    _delete_action(root, f'if [ "$HAKEEPER_TAG" = web-ip ]; then {make_dependent}; fi\n')
+    before = hierarchy("ins_list", "-f:").out
+    result = hierarchy("ins_remove", "-t", "web-ip")
+    assert result.code == 8, result
+    assert "db" in result.err and "nothing was removed" in result.err
+    assert hierarchy("ins_list", "-f:").out == before
+    assert hierarchy("dep_list", "-c", "db", "-f:").out == "db:web-disk\ndb:web-ip\n"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -21,7 +24,9 @@ from hakeeper.errors import (
     OutOfRange,
     SchemaError,
     StateDirError,
+    SystemCallFailed,
 )
+from tests.conftest import Cli
 
 
 def sample(lcd: Lcd) -> None:
@@ -340,3 +345,87 @@ def test_an_equivalency_to_a_third_node_teaches_it_the_other_entries_where_repla
     assert rows["node1"] == rows["node2"] == rows["node3"] == [("node1", 1), ("node2", 5), ("node3", 2)]
     for lcd in lcds.values():
         lcd.close()
+
+
+# ---------------------------------------------------------------------- checks and writes in one transaction
+
+
+def test_a_constraint_a_check_missed_gives_that_checks_error_and_code(
+    cli: Cli, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Were a check to miss (or lose a race), SQLite's constraint answers as the check would: exit 4, 7, 8."""
+    for argv in (["app_create", "-a", "gen"], ["typ_create", "-a", "gen", "-r", "app"]):
+        assert cli(*argv).code == 0
+    assert cli("ins_create", "-a", "gen", "-r", "app", "-t", "web", "-i", "web-1").code == 0
+    before = dump(root)
+    exists = Lcd._exists
+    monkeypatch.setattr(Lcd, "_exists", lambda self, sql, params: "WHERE tag" not in sql and exists(self, sql, params))
+    result = cli("ins_create", "-a", "gen", "-r", "app", "-t", "web", "-i", "web-2")
+    assert result.code == AlreadyExists.exit_code, result
+    assert "a resource with that tag exists already" in result.err and "nothing was changed" in result.err
+    monkeypatch.setattr(Lcd, "resource", lambda self, tag: None)
+    result = cli("dep_create", "-p", "ghost", "-c", "web")
+    assert result.code == NotFound.exit_code, result
+    assert dump(root) == before
+
+
+@dataclass
+class Prepared:
+    """What a replicator hands back (the Replication protocol): no outbox rows; it notes how the change ended."""
+
+    outbox: list[tuple[str, str, int, str]] = field(default_factory=list)
+    finished: list[bool] = field(default_factory=list)
+
+    def finish(self, committed: bool) -> None:
+        self.finished.append(committed)
+
+
+def replicating(lcd: Lcd, meanwhile: Callable[[], None] = lambda: None) -> Prepared:
+    """Give ``lcd`` a replicator whose other nodes say yes, after ``meanwhile`` ran (another writer, here)."""
+    prepared = Prepared()
+
+    def replicator(op: str, args: dict[str, Any]) -> Prepared:
+        meanwhile()
+        return prepared
+
+    lcd.replicator = replicator
+    return prepared
+
+
+def another_writer(root: Path, change: Callable[[Lcd], object]) -> None:
+    with Lcd.open(root) as other:
+        change(other)
+
+
+def test_a_replicated_change_is_checked_again_when_it_commits(lcd: Lcd, root: Path) -> None:
+    """The other nodes prepare it without this LCD locked; a cycle closed meanwhile still refuses it."""
+    sample(lcd)
+    lcd.create_resource("db", "db-1", "gen", "app")
+    prepared = replicating(lcd, lambda: another_writer(root, lambda other: other.create_dependency("db", "web")))
+    seq = lcd.last_seq()
+    with pytest.raises(IllegalArgument, match="cycle"):
+        lcd.create_dependency("web", "db")
+    assert prepared.finished == [False], "the other nodes are told to drop it"
+    assert [c.op for c in lcd.changes(seq)] == ["create_dependency"]
+    assert ("web", "db") not in lcd.edges()
+
+
+def test_a_replicated_change_that_came_out_otherwise_is_refused_everywhere(lcd: Lcd, root: Path) -> None:
+    """web's next free priority was 3 when node3 was prepared; another eqv_create took it meanwhile."""
+    sample(lcd)
+    lcd.create_node("node4")
+    prepared = replicating(lcd, lambda: another_writer(root, lambda other: other.create_equivalency("web", "node4")))
+    with pytest.raises(SystemCallFailed, match="no longer applies") as refused:
+        lcd.create_equivalency("web", "node3")
+    assert refused.value.exit_code == 1
+    assert prepared.finished == [False]
+    assert {e.node: e.priority for e in lcd.equivalencies(tag="web")} == {"node1": 1, "node2": 2, "node4": 3}
+
+
+def test_a_replicated_change_commits_once_its_checks_pass_again(lcd: Lcd) -> None:
+    sample(lcd)
+    prepared = replicating(lcd)
+    seq = lcd.last_seq()
+    lcd.create_equivalency("web", "node3")
+    assert prepared.finished == [True]
+    assert [(c.op, c.args["other_priority"]) for c in lcd.changes(seq)] == [("create_equivalency", 3)]

@@ -18,7 +18,7 @@ from hakeeper.cli.base import Context, arg, command
 from hakeeper.db import graph
 from hakeeper.db.model import Resource, info_text, parse_info
 from hakeeper.db.states import SETTABLE_STATES, Init, State, Switchback
-from hakeeper.errors import IllegalArgument, NotFound, OutOfRange, SystemCallFailed, UsageError
+from hakeeper.errors import DeleteRefused, IllegalArgument, NotFound, OutOfRange, SystemCallFailed, UsageError
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -164,28 +164,31 @@ def _ins_remove(ctx: Context, args: argparse.Namespace) -> int:
     filters = (args.app, args.type, args.tag, args.id)
     if args.roots is None and all(f is None for f in filters):
         raise UsageError("name what to remove with -R, -a, -r, -t or -i (see: ins_remove --help)")
-    if args.roots is not None and all(f is None for f in filters):
-        tops = _tops(args.roots)
-        for top in tops:
+    rooted = args.roots is not None and all(f is None for f in filters)
+    if rooted:
+        tags = _tops(args.roots)
+        for top in tags:
             ctx.lcd.resource(top)
-        tags = graph.rooted_at(ctx.lcd.edges(), tops)
     else:
         tags = [r.tag for r in _select(ctx, args)]
     if not tags:
         raise NotFound("no resource matches (see: ins_list)")
-    removed = remove_with_actions(ctx, tags, run_delete=not args.no_delete)
+    removed = remove_with_actions(ctx, tags, run_delete=not args.no_delete, rooted=rooted)
     if args.verbose:
         for tag in removed:
             ctx.print(tag)
     return 0
 
 
-def remove_with_actions(ctx: Context, tags: list[str], *, run_delete: bool) -> list[str]:
-    """Remove ``tags`` and their dependents, running each kit's delete action first.
+def remove_with_actions(ctx: Context, tags: list[str], *, run_delete: bool, rooted: bool = False) -> list[str]:
+    """Remove ``tags`` and their dependents (``rooted``: the hierarchies rooted at them), one change in the LCD.
 
-    Without delete actions it is one transaction. With them, each resource is
-    removed right after its delete action succeeded, parents first, so the LCD
-    always matches what the actions have undone; a failing action stops there.
+    Each kit's delete action runs first, parents first; a failing action stops
+    there, and what was handled before it is removed (still one change), so the
+    LCD matches what the actions have undone. The removal is decided again in
+    the LCD's write transaction: a resource that came to depend on what is
+    removed after the actions were chosen is removed too if it has no delete
+    action, else the removal is refused and nothing is removed from the LCD.
     """
     import asyncio
 
@@ -194,21 +197,49 @@ def remove_with_actions(ctx: Context, tags: list[str], *, run_delete: bool) -> l
     from hakeeper.recovery.engine import call
 
     lcd = ctx.lcd
-    order = lcd.removal_order(tags)
+    order = lcd.removal_order(graph.rooted_at(lcd.edges(), tags) if rooted else tags)
     resources = {r.tag: r for r in lcd.resources()}
     kits = Kits(KitContext(ctx.root, lcd.local_node))
-    with_kit = {tag: kit for tag in order if run_delete and (kit := kits.find(resources[tag].app, resources[tag].type))}
-    if not with_kit:
-        return lcd.remove_resources(order)
-    removed: list[str] = []
+
+    def has_delete(tag: str) -> bool:
+        resource = resources.get(tag) or lcd.resource(tag)
+        return run_delete and kits.find(resource.app, resource.type) is not None
+
+    with_kit = {tag for tag in order if has_delete(tag)}
+    done: list[str] = []
+    failure = ""
     for tag in order:
-        kit = with_kit.get(tag)
-        if kit is not None:
-            result = asyncio.run(call(kit, "delete", resources[tag]))
+        if tag in with_kit:
+            result = asyncio.run(call(kits.get(resources[tag].app, resources[tag].type), "delete", resources[tag]))
             if not result.ok:
-                done = f"; removed before it: {', '.join(removed)}" if removed else "; nothing was removed"
-                raise SystemCallFailed(f"{result.message}{done} (fix it, or skip delete actions with -N)")
-        removed += lcd.remove_resources([tag])
+                failure = result.message
+                break
+        done.append(tag)
+
+    def as_planned(doomed: list[str]) -> None:  # in the LCD's write transaction
+        ran = set(done) & with_kit
+        if with_kit and set(doomed) != set(done):
+            changed = ", ".join(sorted(set(doomed) ^ set(done)))
+            raise DeleteRefused(
+                f"the hierarchy changed ({changed}) while the delete actions of {', '.join(sorted(ran))} ran; "
+                "nothing was removed from the LCD (run ins_remove again)"
+            )
+        late = [tag for tag in doomed if tag not in done and has_delete(tag)]
+        if late:
+            raise DeleteRefused(
+                f"{', '.join(late)} came to depend on what ins_remove removes, and has a delete action "
+                "that did not run; nothing was removed (run ins_remove again)"
+            )
+
+    removed: list[str] = []
+    if done:
+        if failure:
+            removed = lcd.remove_resources(done, check=as_planned)
+        else:
+            removed = lcd.remove_resources(tags, rooted=rooted, check=as_planned)
+    if failure:
+        gone = f"; removed before it: {', '.join(removed)}" if removed else "; nothing was removed"
+        raise SystemCallFailed(f"{failure}{gone} (fix it, or skip delete actions with -N)")
     return removed
 
 
@@ -406,11 +437,7 @@ def _eqv_create(ctx: Context, args: argparse.Namespace) -> int:
 )
 def _eqv_remove(ctx: Context, args: argparse.Namespace) -> int:
     _check_kind(args.kind)
-    if args.other_tag is not None:
-        there = {e.node: e.remote_tag for e in ctx.lcd.equivalencies(tag=args.tag)}
-        if there.get(args.other_node) != args.other_tag:
-            raise NotFound(f"{args.tag!r} is not equivalent to {args.other_tag!r} on {args.other_node!r}")
-    ctx.lcd.remove_equivalency(args.tag, args.other_node, node=args.node)
+    ctx.lcd.remove_equivalency(args.tag, args.other_node, node=args.node, other_tag=args.other_tag)
     return 0
 
 

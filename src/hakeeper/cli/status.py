@@ -18,6 +18,7 @@ from hakeeper.db import graph
 from hakeeper.db.model import CommPath, Resource, escape_controls, info_text
 from hakeeper.db.states import State
 from hakeeper.db.store import Lcd
+from hakeeper.errors import InternalError
 
 DASHES = "--"
 PROBLEM_STATES = frozenset({State.OSF, State.ILLSTATE, State.ISU})
@@ -227,6 +228,12 @@ def _lcdstatus(ctx: Context, args: argparse.Namespace) -> int:
     full = args.json or not (args.quiet or args.short)
     snap = Snapshot.read(lcd, full=full)
     tags = _scope(snap, args.root_tag)
+    cycle = graph.cyclic(snap.edges, tags)
+    if cycle:  # no tree can show it: say so, rather than leave the resources out
+        raise InternalError(
+            f"dependency cycle among {', '.join(cycle)}: the LCD is damaged and these hierarchies cannot be shown; "
+            "remove one of these dependencies (see: dep_list, dep_remove)"
+        )
     if args.quiet:
         tags = {tag for tag in tags if snap.summaries[tag][2] in PROBLEM_STATES}
     if args.json:

@@ -2,9 +2,10 @@
 
 A dependency is an edge ``parent -> child``: the parent needs the child, so a
 restore brings the child in service first and a remove takes the parent out of
-service first. The LCD keeps the graph acyclic (:func:`creates_cycle` is
-checked before every new edge); the functions here never touch the database,
-so the recovery engine and the tests can use them on any snapshot.
+service first. The LCD keeps the graph acyclic (the cycle check runs in the
+write transaction of every new edge); an LCD damaged otherwise is found by
+:func:`cyclic`. The functions here never touch the database, so the recovery
+engine and the tests can use them on any snapshot.
 
 Every order is deterministic: among resources that may go at the same time,
 tags are taken in sorted order.
@@ -63,6 +64,34 @@ def ancestors(edges: Iterable[Edge], tag: str) -> set[str]:
 def creates_cycle(edges: Iterable[Edge], parent: str, child: str) -> bool:
     """Whether adding ``parent -> child`` would close a cycle."""
     return parent == child or parent in descendants(edges, child)
+
+
+def unordered(edges: Iterable[Edge], tags: Iterable[str], *, children_first: bool = True) -> set[str]:
+    """The tags of ``tags`` that no order can reach: on a dependency cycle among them, or waiting on one.
+
+    ``children_first``: a tag waits on its children (a restore's order), else on
+    its parents (a remove's). Only edges between members of ``tags`` count.
+    Empty when ``tags`` can be ordered.
+    """
+    members = set(tags)
+    inner = {(p, c) for p, c in edges if p in members and c in members}
+    waits_on = children_of(inner) if children_first else parents_of(inner)
+    unblocks = parents_of(inner) if children_first else children_of(inner)
+    pending = {tag: len(waits_on.get(tag, ())) for tag in members}
+    ready = [tag for tag, count in pending.items() if count == 0]
+    while ready:
+        for nxt in unblocks.get(ready.pop(), ()):
+            pending[nxt] -= 1
+            if pending[nxt] == 0:
+                ready.append(nxt)
+    return {tag for tag, count in pending.items() if count > 0}
+
+
+def cyclic(edges: Iterable[Edge], tags: Iterable[str]) -> list[str]:
+    """The tags of ``tags`` on a dependency cycle among them (or between two cycles), sorted; empty if none."""
+    edge_list = list(edges)
+    members = set(tags)
+    return sorted(unordered(edge_list, members) & unordered(edge_list, members, children_first=False))
 
 
 def hierarchy(edges: Iterable[Edge], tag: str) -> set[str]:

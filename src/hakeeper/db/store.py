@@ -8,6 +8,12 @@ change, never half of it, and every committed change has a sequence number.
 
 Methods check their arguments and raise :mod:`hakeeper.errors` exceptions with
 a message that names the offending value; nothing is written when they raise.
+The checks against the LCD's contents (does the tag exist, would the dependency
+close a cycle, is the priority free) run inside the change's transaction
+(:func:`_write`): no other writer commits between a check and the write it
+allows, so changes made at the same time by several processes give the result
+of making them one after the other. A constraint SQLite enforces all the same
+gives the error and exit code of the check it backs (:func:`constraint_error`).
 The method names follow LifeKeeper's LCDI commands, and the change log records
 each change as ``(op, args)`` where ``op`` is the method name and ``args`` its
 keyword arguments, so :meth:`Lcd.replay` can apply a change again elsewhere.
@@ -16,6 +22,7 @@ keyword arguments, so :meth:`Lcd.replay` can apply a change again elsewhere.
 from __future__ import annotations
 
 import enum
+import functools
 import getpass
 import ipaddress
 import json
@@ -26,8 +33,9 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from hakeeper.db import graph
 from hakeeper.db.model import (
@@ -71,6 +79,8 @@ BUSY_TIMEOUT_MS = 10_000
 MEASURED = "measured:"  # meta keys of this node's measurements (measured:KIND:TAG), not settings
 
 E = TypeVar("E", bound=enum.Enum)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _RESOURCE_COLUMNS = "tag, id, app, type, info, state, reason, init, switchback, check_interval, local_recover"
 
@@ -104,6 +114,31 @@ def default_node_name() -> str:
     return check_name(name, "node name")
 
 
+class ChangedMeanwhile(SystemCallFailed):
+    """A replicated change no longer applies as the other nodes prepared it: another change came first."""
+
+
+@dataclass
+class _Transaction:
+    """The write transaction open on an :class:`Lcd`'s connection, and what its change must be."""
+
+    plan: bool = False  # only learn the change: stop at Lcd._change, write nothing, roll back
+    expected: str | None = None  # the change (op and args, as JSON) the other nodes prepared
+    pending: Replication | None = None
+    op: str = "the change"
+    committed: list[Callable[[], None]] = field(default_factory=list)  # to call once it has committed
+
+
+def _write(method: Callable[Concatenate[Lcd, P], R]) -> Callable[Concatenate[Lcd, P], R]:
+    """Make a method that changes the LCD one write transaction, its checks included (:meth:`Lcd._transaction`)."""
+
+    @functools.wraps(method)
+    def transactional(self: Lcd, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._transaction(lambda: method(self, *args, **kwargs))
+
+    return transactional
+
+
 class Lcd:
     """An open LCD. Use as a context manager, or call :meth:`close`."""
 
@@ -115,6 +150,7 @@ class Lcd:
         self.replicator: Callable[[str, dict[str, Any]], Replication | None] | None = None
         self._dry = False
         self._applying: str | None = None
+        self._txn: _Transaction | None = None
         try:
             self._conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
         except sqlite3.Error as exc:
@@ -181,52 +217,111 @@ class Lcd:
         if row is not None:
             return str(row[0])
         name = check_name(node, "node name") if node else default_node_name()
+        return self._transaction(lambda: self._init_node(name))
+
+    def _init_node(self, name: str) -> str:
+        row = self._conn.execute("SELECT name FROM nodes WHERE local = 1").fetchone()
+        if row is not None:  # another process created the LCD at the same moment
+            return str(row[0])
         with self._change("init_node", {"name": name}) as db:
             db.execute("INSERT INTO nodes (name, local) VALUES (?, 1)", (name,))
         return name
 
-    @contextmanager
-    def _change(self, op: str, args: dict[str, Any]) -> Iterator[sqlite3.Connection]:
-        """One write transaction that ends with its change-log record.
+    def _transaction(self, work: Callable[[], R]) -> R:
+        """Run ``work`` — a method's checks, then its writes through :meth:`_change` — as one write transaction.
+
+        The checks read inside ``BEGIN IMMEDIATE``, so no other writer commits
+        between a check and the write it allows. A method called inside another's
+        transaction (a replayed change) joins it. In a :meth:`try_change`,
+        everything runs and is then rolled back.
 
         With a :attr:`replicator`, the other nodes the change concerns prepare it
         first (refusing it changes nothing anywhere) and commit it after this node.
-        In a :meth:`try_change`, everything runs and is then rolled back.
+        Their answers can take seconds, longer than this LCD may stay locked; so
+        ``work`` runs twice. The first time it stops where it would write and is
+        rolled back: its checks passed, and the change (operation and arguments)
+        is known, for the other nodes to prepare. The second time it runs in a new
+        transaction, every check again, and must come to the same change; if
+        another writer committed in between and it does not, it is refused here
+        and everywhere (:class:`ChangedMeanwhile`), and nothing changes.
         """
-        pending = self.replicator(op, args) if self.replicator is not None and not self._dry else None
+        if self._txn is not None:
+            return work()
+        if self.replicator is None or self._dry:
+            return self._run(work, _Transaction())
+        try:
+            return self._run(work, _Transaction(plan=True))  # returned: it changes nothing
+        except _Planned as planned:
+            op, args = planned.op, planned.change
+        pending = self.replicator(op, args)
+        if pending is None:  # a change only this node has: nobody prepared it, this run decides alone
+            return self._run(work, _Transaction())
         committed = False
+        try:
+            result = self._run(work, _Transaction(expected=_as_json(op, args), pending=pending))
+            committed = True
+            return result
+        finally:
+            pending.finish(committed)
+
+    def _run(self, work: Callable[[], R], txn: _Transaction) -> R:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if pending is not None:
-                pending.finish(False)
             raise SystemCallFailed(f"the LCD {self.path} is busy or unwritable: {exc}") from None
+        self._txn = txn
         try:
-            yield self._conn
-            self._conn.execute(
-                "INSERT INTO changes (time, actor, op, args) VALUES (?, ?, ?, ?)",
-                (time.time(), self.actor, op, json.dumps(args, sort_keys=True, ensure_ascii=False)),
-            )
-            if pending is not None:  # what the other nodes must be told, kept until they have been
-                self._conn.executemany(
-                    "INSERT INTO outbox (txid, node, seq, message) VALUES (?, ?, ?, ?)", pending.outbox
-                )
-            if self._applying is not None:
-                self._conn.execute("INSERT INTO applied (txid, time) VALUES (?, ?)", (self._applying, time.time()))
-            self._conn.execute("ROLLBACK" if self._dry else "COMMIT")
-            committed = not self._dry
+            result = work()
+            if txn.plan or self._dry:
+                self._conn.execute("ROLLBACK")
+                return result
+            self._conn.execute("COMMIT")
         except BaseException as exc:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.IntegrityError):
-                raise InternalError(f"the LCD refused {op}: {exc}") from exc
+                raise constraint_error(txn.op, exc) from exc
             if isinstance(exc, sqlite3.Error):
-                raise SystemCallFailed(f"the LCD {self.path} failed during {op}: {exc}") from exc
+                raise SystemCallFailed(f"the LCD {self.path} failed during {txn.op}: {exc}") from exc
             raise
         finally:
-            if pending is not None:
-                pending.finish(committed)
+            self._txn = None
+        for told in txn.committed:
+            told()
+        return result
 
+    def _when_committed(self, call: Callable[[], None]) -> None:
+        """Call ``call`` once the open transaction has committed (to log what it changed); never if it does not."""
+        if self._txn is not None:
+            self._txn.committed.append(call)
+
+    @contextmanager
+    def _change(self, op: str, args: dict[str, Any]) -> Iterator[sqlite3.Connection]:
+        """The writes of a change, in the open transaction, then its change-log record (and outbox rows)."""
+        txn = self._txn
+        if txn is None:
+            raise InternalError(f"{op} outside a write transaction (a method that changes the LCD lacks @_write)")
+        if txn.plan:
+            raise _Planned(op, args)
+        if txn.expected is not None and txn.expected != _as_json(op, args):
+            raise ChangedMeanwhile(
+                f"{op} refused: another change to the LCD came while the other nodes prepared it, "
+                "and it no longer applies as they prepared it; nothing was changed (try again)"
+            )
+        txn.op = op
+        yield self._conn
+        self._conn.execute(
+            "INSERT INTO changes (time, actor, op, args) VALUES (?, ?, ?, ?)",
+            (time.time(), self.actor, op, json.dumps(args, sort_keys=True, ensure_ascii=False)),
+        )
+        if txn.pending is not None:  # what the other nodes must be told, kept until they have been
+            self._conn.executemany(
+                "INSERT INTO outbox (txid, node, seq, message) VALUES (?, ?, ?, ?)", txn.pending.outbox
+            )
+        if self._applying is not None:
+            self._conn.execute("INSERT INTO applied (txid, time) VALUES (?, ?)", (self._applying, time.time()))
+
+    @_write
     def apply_replicated(self, txid: str, op: str, args: dict[str, Any], actor: str) -> bool:
         """Apply a change another node committed, once: False if ``txid`` was applied here before."""
         if self._exists("SELECT 1 FROM applied WHERE txid = ?", (txid,)):
@@ -281,6 +376,7 @@ class Lcd:
     def nodes(self) -> list[Node]:
         return [Node(name, bool(local)) for name, local in self._query("SELECT name, local FROM nodes ORDER BY name")]
 
+    @_write
     def create_node(self, name: str) -> None:
         check_name(name, "node name")
         if self._exists("SELECT 1 FROM nodes WHERE name = ?", (name,)):
@@ -288,6 +384,7 @@ class Lcd:
         with self._change("create_node", {"name": name}) as db:
             db.execute("INSERT INTO nodes (name) VALUES (?)", (name,))
 
+    @_write
     def remove_node(self, name: str) -> None:
         self._require_node(name)
         if name == self._local:
@@ -311,6 +408,7 @@ class Lcd:
     def apps(self) -> list[str]:
         return [row[0] for row in self._query("SELECT name FROM apps ORDER BY name")]
 
+    @_write
     def create_app(self, app: str) -> None:
         check_name(app, "application")
         if self._exists("SELECT 1 FROM apps WHERE name = ?", (app,)):
@@ -318,6 +416,7 @@ class Lcd:
         with self._change("create_app", {"app": app}) as db:
             db.execute("INSERT INTO apps (name) VALUES (?)", (app,))
 
+    @_write
     def remove_app(self, app: str) -> None:
         if not self._exists("SELECT 1 FROM apps WHERE name = ?", (app,)):
             raise NotFound(f"no application named {app!r} (see: app_list)")
@@ -336,6 +435,7 @@ class Lcd:
             rows = self._query("SELECT app, name FROM types WHERE app = ? ORDER BY name", (app,))
         return [ResourceType(a, t) for a, t in rows]
 
+    @_write
     def create_type(self, app: str, type: str) -> None:
         check_name(type, "resource type")
         if not self._exists("SELECT 1 FROM apps WHERE name = ?", (app,)):
@@ -345,6 +445,7 @@ class Lcd:
         with self._change("create_type", {"app": app, "type": type}) as db:
             db.execute("INSERT INTO types (app, name) VALUES (?, ?)", (app, type))
 
+    @_write
     def remove_type(self, app: str, type: str) -> list[str]:
         """Remove a resource type with all its instances, their dependents, dependencies and equivalencies.
 
@@ -364,6 +465,7 @@ class Lcd:
 
     # ------------------------------------------------------------------ resources
 
+    @_write
     def create_resource(
         self,
         tag: str,
@@ -456,6 +558,7 @@ class Lcd:
         }
         return resource, args
 
+    @_write
     def create_resources(
         self, resources: Sequence[Mapping[str, Any]], dependencies: Iterable[Sequence[str]] = ()
     ) -> list[Resource]:
@@ -550,16 +653,29 @@ class Lcd:
             doomed |= graph.reachable(parents, tag)
         return graph.remove_order(edges, doomed)
 
-    def remove_resources(self, tags: Iterable[str]) -> list[str]:
+    @_write
+    def remove_resources(
+        self, tags: Iterable[str], *, rooted: bool = False, check: Callable[[list[str]], None] | None = None
+    ) -> list[str]:
         """Remove ``tags`` and all their direct and indirect dependents, with their dependencies and equivalencies.
 
-        Returns the removed tags, parents first. All or nothing.
+        ``rooted``: the hierarchies rooted at ``tags`` (:func:`graph.rooted_at`:
+        children that another resource still needs stay). ``check`` is called
+        with what would be removed, parents first, inside the transaction, and
+        may refuse by raising (``ins_remove`` makes sure that nothing with a
+        delete action it has not run is removed). Returns the removed tags,
+        parents first. All or nothing, one change; the change log records every
+        tag removed.
         """
         wanted = sorted(set(tags))
         if not wanted:
             raise IllegalArgument("no resource to remove")
-        doomed = self.removal_order(wanted)
-        with self._change("remove_resources", {"tags": wanted}) as db:
+        for tag in wanted:
+            self.resource(tag)
+        doomed = self.removal_order(graph.rooted_at(self.edges(), wanted) if rooted else wanted)
+        if check is not None:
+            check(doomed)
+        with self._change("remove_resources", {"tags": sorted(doomed)}) as db:
             self._delete_resources(db, doomed)
         return doomed
 
@@ -575,6 +691,7 @@ class Lcd:
                 (len(MEASURED), MEASURED, len(tag) + 1, f":{tag}"),
             )
 
+    @_write
     def set_state(self, tag: str, state: State, reason: str = "") -> State:
         """Record a new state for ``tag`` with its reason; returns the previous state.
 
@@ -585,33 +702,40 @@ class Lcd:
         old = self.resource(tag).state
         with self._change("set_state", {"tag": tag, "state": new.name, "reason": reason}) as db:
             db.execute("UPDATE resources SET state = ?, reason = ? WHERE tag = ?", (int(new), reason, tag))
-        logger.info("%s %s -> %s (%s)", tag, old.name, new.name, reason or "no reason given")
+        self._when_committed(
+            lambda: logger.info("%s %s -> %s (%s)", tag, old.name, new.name, reason or "no reason given")
+        )
         return old
 
+    @_write
     def set_info(self, tag: str, info: Any) -> None:
         info_json = dump_info(info)
         self.resource(tag)
         with self._change("set_info", {"tag": tag, "info": json.loads(info_json)}) as db:
             db.execute("UPDATE resources SET info = ? WHERE tag = ?", (info_json, tag))
 
+    @_write
     def set_switchback(self, tag: str, switchback: Switchback) -> None:
         value = Switchback(switchback)
         self.resource(tag)
         with self._change("set_switchback", {"tag": tag, "switchback": value.name}) as db:
             db.execute("UPDATE resources SET switchback = ? WHERE tag = ?", (int(value), tag))
 
+    @_write
     def set_init(self, tag: str, init: Init) -> None:
         value = Init(init)
         self.resource(tag)
         with self._change("set_init", {"tag": tag, "init": value.name}) as db:
             db.execute("UPDATE resources SET init = ? WHERE tag = ?", (int(value), tag))
 
+    @_write
     def set_check_interval(self, tag: str, seconds: int) -> None:
         value = check_interval_seconds(seconds)
         self.resource(tag)
         with self._change("set_check_interval", {"tag": tag, "seconds": value}) as db:
             db.execute("UPDATE resources SET check_interval = ? WHERE tag = ?", (value, tag))
 
+    @_write
     def set_local_recover(self, tag: str, enabled: bool) -> None:
         self.resource(tag)
         with self._change("set_local_recover", {"tag": tag, "enabled": bool(enabled)}) as db:
@@ -626,6 +750,7 @@ class Lcd:
         rows = self._query("SELECT parent, child FROM dependencies ORDER BY parent, child")
         return [Dependency(p, c) for p, c in rows]
 
+    @_write
     def create_dependency(self, parent: str, child: str) -> None:
         """Make ``parent`` depend on ``child``; refused if it would close a cycle."""
         self.resource(parent)
@@ -648,6 +773,7 @@ class Lcd:
         )
         return bool(rows)
 
+    @_write
     def remove_dependency(self, parent: str | None = None, child: str | None = None) -> list[Dependency]:
         """Remove one dependency (both given) or every dependency of a parent or of a child.
 
@@ -691,6 +817,7 @@ class Lcd:
         rows = self._query("SELECT tag, node, priority, remote_tag FROM equivalencies ORDER BY tag, priority")
         return [(t, n, p, r) for t, n, p, r in rows]
 
+    @_write
     def create_equivalency(
         self,
         tag: str,
@@ -770,18 +897,30 @@ class Lcd:
             )
         return Equivalency(tag, other_node, theirs, remote_tag)
 
-    def remove_equivalency(self, tag: str, other_node: str, *, node: str | None = None) -> None:
-        """Remove ``tag``'s equivalency on ``other_node``; ``node``'s own entry goes too when it is the last one."""
+    @_write
+    def remove_equivalency(
+        self, tag: str, other_node: str, *, node: str | None = None, other_tag: str | None = None
+    ) -> None:
+        """Remove ``tag``'s equivalency on ``other_node``; ``node``'s own entry goes too when it is the last one.
+
+        ``other_tag``: refused unless ``tag`` is that tag on ``other_node``.
+        """
         this = node if node is not None else self._local
         self.resource(tag)
         current = {e.node: e for e in self.equivalencies(tag=tag)}
         if other_node not in current or this not in current or this == other_node:
             raise NotFound(f"{tag!r} has no equivalency between {this!r} and {other_node!r} (see: eqv_list)")
-        with self._change("remove_equivalency", {"tag": tag, "other_node": other_node, "node": this}) as db:
+        if other_tag is not None and current[other_node].remote_tag != other_tag:
+            raise NotFound(f"{tag!r} is not equivalent to {other_tag!r} on {other_node!r} (see: eqv_list)")
+        args = {"tag": tag, "other_node": other_node, "node": this}
+        if other_tag is not None:
+            args["other_tag"] = other_tag
+        with self._change("remove_equivalency", args) as db:
             db.execute("DELETE FROM equivalencies WHERE tag = ? AND node = ?", (tag, other_node))
             if set(current) == {this, other_node}:
                 db.execute("DELETE FROM equivalencies WHERE tag = ? AND node = ?", (tag, this))
 
+    @_write
     def create_equivalencies(
         self,
         tags: Iterable[str],
@@ -849,6 +988,7 @@ class Lcd:
             )
         return theirs
 
+    @_write
     def remove_equivalencies(self, tags: Iterable[str], other_node: str, *, node: str | None = None) -> None:
         """:meth:`remove_equivalency` of every resource of ``tags`` on ``other_node``, in one transaction."""
         this = node if node is not None else self._local
@@ -876,12 +1016,14 @@ class Lcd:
         check_flag(flag)
         return self._exists("SELECT 1 FROM flags WHERE name = ?", (flag,))
 
+    @_write
     def create_flag(self, flag: str) -> None:
         if self.has_flag(flag):
             raise AlreadyExists(f"flag {flag!r} exists already")
         with self._change("create_flag", {"flag": flag}) as db:
             db.execute("INSERT INTO flags (name) VALUES (?)", (flag,))
 
+    @_write
     def remove_flag(self, flag: str) -> None:
         if not self.has_flag(flag):
             raise NotFound(f"no flag {flag!r} (see: flg_list)")
@@ -899,6 +1041,7 @@ class Lcd:
                 values[key] = text if setting.choices else setting.kind(text)
         return values
 
+    @_write
     def set_settings(self, assignments: dict[str, str]) -> dict[str, Any]:
         """Change settings together, after checking each one's bounds and the timing rules; all or nothing."""
         if not assignments:
@@ -955,6 +1098,7 @@ class Lcd:
         )
         return [CommPath(*row) for row in rows]
 
+    @_write
     def create_path(self, node: str, local: str, remote: str, priority: int | None = None) -> CommPath:
         """A TCP path to ``node`` from this node's ``local`` address to its ``remote`` address."""
         self._require_node(node)
@@ -981,6 +1125,7 @@ class Lcd:
             )
         return path
 
+    @_write
     def remove_path(self, node: str, local: str | None = None, remote: str | None = None) -> list[CommPath]:
         """Remove the paths to ``node`` that match the addresses given; refuses when none does."""
         self._require_node(node)
@@ -1032,6 +1177,57 @@ def _normal(text: str) -> str:
         return str(ipaddress.ip_address(text))
     except ValueError:
         return text
+
+
+class _Planned(Exception):  # a signal, not an error: raised by Lcd._change in a planning run
+    """What a change would be (its op and args), learned before it writes: see :meth:`Lcd._transaction`."""
+
+    def __init__(self, op: str, args: dict[str, Any]) -> None:
+        super().__init__(op)
+        self.op = op
+        self.change = args  # not .args: an exception's args become a tuple
+
+
+def _as_json(op: str, args: dict[str, Any]) -> str:
+    return json.dumps([op, args], sort_keys=True, ensure_ascii=False)
+
+
+#: What a UNIQUE constraint stands for, by the columns SQLite names: the words of the check it backs.
+_UNIQUE = {
+    "resources.tag": "a resource with that tag",
+    "resources.id": "a resource with that id",
+    "nodes.name": "a node of that name",
+    "apps.name": "that application",
+    "types.app, types.name": "that resource type",
+    "dependencies.parent, dependencies.child": "that dependency",
+    "equivalencies.tag, equivalencies.node": "an equivalency of that resource on that node",
+    "equivalencies.tag, equivalencies.priority": "that priority for that resource on another node",
+    "flags.name": "that flag",
+    "comm_paths.node, comm_paths.local_addr, comm_paths.remote_addr": "that communication path",
+    "comm_paths.node, comm_paths.priority": "that priority for another path to that node",
+}
+
+
+def constraint_error(op: str, exc: sqlite3.IntegrityError) -> HakeeperError:
+    """The error a check gives for what a constraint of the schema refused: the same kind, the same exit code.
+
+    The checks run in the change's transaction and should refuse first; a
+    constraint that fires means a check missed something, and the user sees the
+    code a script expects ("exists already" is 4 whichever refused it).
+    """
+    text = str(exc)
+    kind, _, columns = text.partition(" constraint failed")
+    columns = columns.lstrip(": ")
+    if kind in ("UNIQUE", "PRIMARY KEY"):
+        what = _UNIQUE.get(columns, columns or "it")
+        return AlreadyExists(f"{op} refused: {what} exists already ({text}); nothing was changed")
+    if kind == "FOREIGN KEY" and op.startswith("remove"):
+        return DeleteRefused(f"{op} refused: something still refers to what it removes ({text}); nothing was changed")
+    if kind == "FOREIGN KEY":
+        return NotFound(f"{op} refused: something it refers to does not exist ({text}); nothing was changed")
+    if kind in ("CHECK", "NOT NULL"):
+        return IllegalArgument(f"{op} refused: a value is not allowed ({text}); nothing was changed")
+    return InternalError(f"the LCD refused {op}: {text}")
 
 
 class Replication(Protocol):

@@ -296,6 +296,10 @@ class Engine:
         target: str,
     ) -> Report:  # fmt: skip
         report = Report("restore", target)
+        cycle = graph.cyclic(edges, members)
+        if cycle:  # no order exists: refused before anything runs, never "nothing to do"
+            self._cannot_order(report, cycle, sorted(graph.unordered(edges, members)), "nothing was restored")
+            return told(report)
         restored: list[str] = []
 
         async def one(resource: Resource) -> bool:
@@ -482,6 +486,10 @@ class Engine:
             self._fail(report, resource.tag, result)
             return False
 
+        stuck = graph.unordered(edges, members, children_first=False)
+        if stuck:  # the rest is removed, parents first; what waits on a cycle stays, and the run fails
+            self._cannot_order(report, graph.cyclic(edges, members), sorted(stuck), "they were left as they are")
+            members = members - stuck
         await self._walk(members, edges, one, children_first=False, stop=stop)
         self._note("remove", report.finished)
 
@@ -503,6 +511,16 @@ class Engine:
         if undo.failed:
             report.failed += undo.failed
             report.messages += undo.messages
+
+    @staticmethod
+    def _cannot_order(report: Report, cycle: list[str], stuck: list[str], outcome: str) -> None:
+        """A run over a dependency cycle (an LCD damaged outside hakeeper): a configuration error naming it."""
+        report.failed += stuck
+        report.messages.append(
+            f"dependency cycle among {', '.join(cycle)}: no order can {report.action} {', '.join(stuck)}, "
+            f"so {outcome}; remove one of these dependencies (see: dep_list, dep_remove)"
+        )
+        report.policy = report.policy or Policy.CONFIG
 
     @staticmethod
     def _fail(report: Report, tag: str, result: Result) -> None:
