@@ -92,15 +92,19 @@ def test_paths_come_alive_and_a_stopped_node_is_declared_dead_within_the_budget(
                 5, "every node to see every other ALIVE",
             )  # fmt: skip
             assert all(m.state.value == "ALIVE" for m in beats["node1"].monitors.values()), "both paths alive"
-            stopped = time.monotonic()
             await beats["node3"].stop()
             await until(
                 lambda: all(recorders[n].node_state("node3") == "DEAD" for n in ("node1", "node2")),
                 5, "node3 to be declared dead",
             )  # fmt: skip
             for n in ("node1", "node2"):
-                took = (recorders[n].when("node3", "DEAD") or 0) - stopped
-                assert took <= INTERVAL * MISSES + 0.3, f"{n} took {took:.2f} s"
+                # Never before the budget ran out since node3's last frame; on a busy machine (this test's
+                # heartbeats run at normal priority, not SCHED_FIFO) the loop may wake late, hence the wide bound.
+                heard = max(m.last_heard or 0.0 for k, m in beats[n].monitors.items() if k.startswith("node3/"))
+                took = (recorders[n].when("node3", "DEAD") or 0) - heard
+                assert INTERVAL * MISSES <= took <= INTERVAL * MISSES + 2.0, (
+                    f"{n}: DEAD {took:.2f} s after the last frame"
+                )
                 assert recorders[n].node_state("node2" if n == "node1" else "node1") == "ALIVE"
                 assert [
                     e["heard"] for _, e in recorders[n].events if e["event"] == "node" and e["state"] == "DEAD"
