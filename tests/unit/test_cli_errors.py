@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 
 from hakeeper.cli.base import build_parser
 from hakeeper.cli.main import load_all, run
+from hakeeper.db import DEFAULT_ROOT
 from hakeeper.db.model import MAX_INFO
 from tests.conftest import Cli, Result
 
@@ -78,11 +79,14 @@ def invoke(root: Path | str, name: str, argv: Sequence[str]) -> Result:
 BIN = Path(sys.executable).parent
 
 
-def script(program: str, *argv: str, state_dir: Path | str | None = None) -> Result:
-    """Run an installed console script; ``state_dir`` goes to it in HAKEEPER_ROOT."""
+def script(
+    program: str, *argv: str, state_dir: Path | str | None = None, environ: dict[str, str] | None = None
+) -> Result:
+    """Run an installed console script; ``state_dir`` goes to it in HAKEEPER_ROOT, ``environ`` on top."""
     env = {k: v for k, v in os.environ.items() if k not in ("HAKEEPER_DEBUG", "HAKEEPER_ROOT")}
     if state_dir is not None:
         env["HAKEEPER_ROOT"] = str(state_dir)
+    env.update(environ or {})
     proc = subprocess.run([BIN / program, *argv], capture_output=True, env=env, timeout=60, check=False)
     return Result(proc.returncode, os.fsdecode(proc.stdout), os.fsdecode(proc.stderr))
 
@@ -799,3 +803,67 @@ def test_unusable_state_dir(state_dir: str) -> None:
         assert_one_line(result.err, prefix)
         assert "/proc/nonexistent/" in result.err
         assert result.out == ""
+
+
+# ---------------------------------------------------------------------- the state directory and the node's name
+
+
+@pytest.fixture
+def default_root_untouched() -> Iterator[None]:
+    """The default state directory is not created by the test (and is removed if it was: it is the bug)."""
+    default = Path(DEFAULT_ROOT)
+    existed = default.exists()
+    yield
+    if not existed and default.exists():
+        shutil.rmtree(default)
+        pytest.fail(f"{default} was created")
+
+
+class EmptyRoot(NamedTuple):
+    argv: tuple[str, ...]
+    state_dir: str | None  # HAKEEPER_ROOT ("": set but empty)
+    prefix: str
+    named: str  # what the error names
+
+
+EMPTY_ROOTS = [
+    EmptyRoot(("hakeeper", "--root", "", "ins_list"), None, "hakeeper ins_list: ", "--root"),
+    EmptyRoot(("hakeeper", "--root=", "flg_create", "-f", "x"), None, "hakeeper flg_create: ", "--root"),
+    EmptyRoot(("ins_list", "--root", ""), None, "ins_list: ", "--root"),
+    EmptyRoot(("ins_list",), "", "ins_list: ", "HAKEEPER_ROOT"),
+    EmptyRoot(("flg_create", "-f", "x"), "", "flg_create: ", "HAKEEPER_ROOT"),
+    EmptyRoot(("hakeeper", "changes"), "", "hakeeper changes: ", "HAKEEPER_ROOT"),
+    EmptyRoot(("sendevent", "-C", "generic", "-E", "failure", "-n", "web"), "", "sendevent: ", "HAKEEPER_ROOT"),
+    EmptyRoot(("lkstart",), "", "lkstart: ", "HAKEEPER_ROOT"),
+    EmptyRoot(("hakeeperd",), "", "hakeeperd: ", "HAKEEPER_ROOT"),
+    EmptyRoot(("hakeeperd", "--root", ""), None, "hakeeperd: ", "--root"),
+]
+
+
+@pytest.mark.parametrize("case", EMPTY_ROOTS, ids=[" ".join(c.argv) for c in EMPTY_ROOTS])
+@pytest.mark.usefixtures("default_root_untouched")
+def test_empty_state_directory_is_refused(case: EmptyRoot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unset variable in a script (HAKEEPER_ROOT=, --root "$DIR") never reaches /var/lib/hakeeper, nor '.'."""
+    monkeypatch.chdir(tmp_path)
+    result = script(*case.argv, state_dir=case.state_dir)
+    assert result.code == ILLEGAL, result.err
+    assert_one_line(result.err, case.prefix)
+    assert case.named in result.err and "empty" in result.err
+    assert result.out == ""
+    assert list(tmp_path.iterdir()) == [], "something was written in the current directory"
+
+
+def test_root_option_without_its_value() -> None:
+    result = script("hakeeper", "--root")
+    assert result.code == SYNTAX, result.err
+    assert_one_line(result.err, "hakeeper: ")
+    assert "--root needs a value" in result.err
+
+
+@pytest.mark.parametrize("name", ["bad name", "", "a/b"], ids=["space", "empty", "slash"])
+def test_bad_node_name_in_the_environment_is_named(name: str, tmp_path: Path) -> None:
+    """HAKEEPER_NODE names this node when its LCD is created: a bad value says which variable is wrong."""
+    result = script("ins_list", state_dir=tmp_path / "state", environ={"HAKEEPER_NODE": name})
+    assert result.code == ILLEGAL, result.err
+    assert_one_line(result.err, "ins_list: ")
+    assert "HAKEEPER_NODE" in result.err

@@ -285,7 +285,8 @@ def run(
     ctx: Context | None = None
     try:
         cmd, args = parse(name, argv, shown)
-        ctx = Context(state_root(args.root or root), out, err, actor=actor, replicator=replicator)
+        chosen = args.root if args.root is not None else root
+        ctx = Context(state_root(chosen), out, err, actor=actor, replicator=replicator)
         if forward and not cmd.local:
             answer = forward_to_daemon(ctx.root, name, list(argv))
             if answer is not None:

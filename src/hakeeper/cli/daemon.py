@@ -94,6 +94,7 @@ def hakeeperd(argv: list[str] | None = None) -> NoReturn:
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
         _check_daemon_options(args)
+        root = state_root(args.root)
     except HakeeperError as exc:
         sys.stderr.write(f"hakeeperd: {one_line(str(exc))}\n")
         sys.exit(exc.exit_code)
@@ -101,7 +102,7 @@ def hakeeperd(argv: list[str] | None = None) -> NoReturn:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     config = Config(
-        root=state_root(args.root),
+        root=root,
         recover_attempts=args.recover_attempts,
         recover_window=args.recover_window,
         drain_timeout=args.drain_timeout,

@@ -76,8 +76,22 @@ _RESOURCE_COLUMNS = "tag, id, app, type, info, state, reason, init, switchback, 
 
 
 def state_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """The state directory: ``root`` if given, else ``$HAKEEPER_ROOT``, else /var/lib/hakeeper."""
-    chosen = root if root is not None else os.environ.get("HAKEEPER_ROOT") or DEFAULT_ROOT
+    """The state directory: ``root`` if given, else ``$HAKEEPER_ROOT``, else /var/lib/hakeeper.
+
+    An empty value is refused, never taken for "not given": a script whose
+    variable is unset must not reach the production LCD.
+    """
+    if root is not None:
+        if not os.fspath(root):
+            raise IllegalArgument("the state directory is empty (--root ''): name a directory, or leave --root out")
+        return Path(root)
+    chosen = os.environ.get("HAKEEPER_ROOT")
+    if chosen is None:
+        return Path(DEFAULT_ROOT)
+    if not chosen:
+        raise IllegalArgument(
+            f"HAKEEPER_ROOT is set but empty: set it to the state directory, or unset it to use {DEFAULT_ROOT}"
+        )
     return Path(chosen)
 
 
@@ -100,8 +114,19 @@ def ensure_state_dir(root: Path) -> Path:
 
 def default_node_name() -> str:
     """This node's name when the LCD is first created: ``$HAKEEPER_NODE`` or the short host name."""
-    name = os.environ.get("HAKEEPER_NODE") or socket.gethostname().split(".")[0]
-    return check_name(name, "node name")
+    chosen = os.environ.get("HAKEEPER_NODE")
+    if chosen is None:
+        host = socket.gethostname().split(".")[0]
+        try:
+            return check_name(host, "node name")
+        except IllegalArgument as exc:
+            raise IllegalArgument(f"this host's name will not do: {exc} (set HAKEEPER_NODE)") from None
+    if not chosen:
+        raise IllegalArgument("HAKEEPER_NODE is set but empty: set it to this node's name, or unset it")
+    try:
+        return check_name(chosen, "node name")
+    except IllegalArgument as exc:
+        raise IllegalArgument(f"HAKEEPER_NODE: {exc}") from None
 
 
 class Lcd:
