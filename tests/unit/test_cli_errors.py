@@ -867,3 +867,4 @@ def test_bad_node_name_in_the_environment_is_named(name: str, tmp_path: Path) ->
     assert result.code == ILLEGAL, result.err
     assert_one_line(result.err, "ins_list: ")
     assert "HAKEEPER_NODE" in result.err
+    assert not (tmp_path / "state" / "lcd.sqlite").exists()

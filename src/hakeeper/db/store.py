@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from hakeeper.db import graph
+from hakeeper.db import files, graph
 from hakeeper.db.model import (
     Change,
     CommPath,
@@ -130,9 +130,21 @@ def default_node_name() -> str:
 
 
 class Lcd:
-    """An open LCD. Use as a context manager, or call :meth:`close`."""
+    """An open LCD. Use as a context manager, or call :meth:`close`.
 
-    def __init__(self, path: Path, *, actor: str | None = None, node: str | None = None) -> None:
+    ``Lcd(path)`` creates the file if there is none (:meth:`open` creates it
+    whole, atomically) and refuses one that is there but damaged. ``verify``
+    runs ``PRAGMA quick_check`` (hakeeperd does, when it starts).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        actor: str | None = None,
+        node: str | None = None,
+        verify: bool = False,
+    ) -> None:
         self.path = path
         self.actor = actor if actor is not None else _current_user()
         #: Called with (op, args) before a change; returns what to call with "committed?" after it
@@ -140,12 +152,16 @@ class Lcd:
         self.replicator: Callable[[str, dict[str, Any]], Replication | None] | None = None
         self._dry = False
         self._applying: str | None = None
+        files.inspect(path)  # before SQLite sees it: it would take an empty file for a new database
         try:
             self._conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
         except sqlite3.Error as exc:
+            if files.is_damage(exc):
+                raise files.damaged(path, files.what_sqlite_says(exc)) from None
             raise StateDirError(f"cannot open the LCD {path}: {exc}") from None
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            files.require_lcd(self._conn, path)  # a damaged or foreign file fails here, before any write
             mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
                 raise SystemCallFailed(f"cannot put the LCD {path} in WAL mode (got {mode})")
@@ -153,23 +169,40 @@ class Lcd:
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._migrate()
             self._local = self._ensure_local_node(node)
+            if verify:
+                files.quick_check(self._conn, path)
         except sqlite3.Error as exc:
-            self._conn.close()
+            self.close()
+            if files.is_damage(exc):
+                raise files.damaged(path, files.what_sqlite_says(exc)) from None
             raise SystemCallFailed(f"cannot use the LCD {path}: {exc}") from None
         except HakeeperError:
-            self._conn.close()
+            self.close()
             raise
 
     @classmethod
     def open(
-        cls, root: str | os.PathLike[str] | None = None, *, actor: str | None = None, node: str | None = None
+        cls,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        actor: str | None = None,
+        node: str | None = None,
+        verify: bool = False,
     ) -> Lcd:
-        """Open (creating if needed) the LCD of the state directory ``root``."""
+        """Open the LCD of the state directory ``root``, creating it if there is none.
+
+        A file that is there but not whole is refused (:class:`LcdDamaged`) and
+        kept, never replaced by a new LCD.
+        """
         directory = ensure_state_dir(state_root(root))
-        return cls(directory / DB_NAME, actor=actor, node=node)
+        path = directory / DB_NAME
+        if not files.inspect(path):
+            files.create(path, lambda new: cls(new, actor=actor, node=node).close())
+        return cls(path, actor=actor, node=node, verify=verify)
 
     def close(self) -> None:
-        self._conn.close()
+        if hasattr(self, "_conn"):
+            self._conn.close()
 
     def __enter__(self) -> Lcd:
         return self
@@ -291,6 +324,8 @@ class Lcd:
         try:
             return self._conn.execute(sql, tuple(params)).fetchall()
         except sqlite3.Error as exc:
+            if files.is_damage(exc):
+                raise files.damaged(self.path, files.what_sqlite_says(exc)) from None
             raise SystemCallFailed(f"cannot read the LCD {self.path}: {exc}") from None
 
     def _exists(self, sql: str, params: Iterable[Any]) -> bool:
