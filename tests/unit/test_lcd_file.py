@@ -20,9 +20,9 @@ import pytest
 
 from hakeeper.cli.main import run
 from hakeeper.db import Lcd
-from hakeeper.errors import LcdDamaged
+from hakeeper.errors import LcdDamaged, SystemCallFailed
 from tests.conftest import Cli, Result
-from tests.unit.test_cli_errors import assert_one_line, script, stop_daemon
+from tests.unit.test_cli_errors import assert_one_line, lcd_dump, script, stop_daemon
 
 OK, SYSCALL, SYNTAX, INTERNAL, EXISTS, ILLEGAL, RANGE, MISSING = range(8)
 PAGE = 4096
@@ -215,6 +215,82 @@ def test_only_a_missing_lcd_is_created_and_never_seen_half_made(tmp_path: Path) 
     assert sorted(p.name for p in root.iterdir() if not p.name.startswith("lcd.sqlite-")) == ["lcd.sqlite"]
     with Lcd.open(root) as lcd:
         assert [c.op for c in lcd.changes()] == ["init_node"]
+
+
+# ---------------------------------------------------------------------- reads without write access
+
+
+def run_readonly(root: Path, *argv: str) -> Result:
+    """Run a console script where ``root`` cannot be written: a read-only bind mount (root), or mode 0555."""
+    env = {k: v for k, v in os.environ.items() if k != "HAKEEPER_DEBUG"}
+    env["HAKEEPER_ROOT"] = str(root)
+    program = str(Path(sys.executable).parent / argv[0])
+    if os.geteuid() == 0:
+        shell = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"'
+        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", shell, str(root), program, *argv[1:]]
+    else:
+        command = [program, *argv[1:]]
+    proc = subprocess.run(command, capture_output=True, env=env, timeout=60, check=False)
+    return Result(proc.returncode, os.fsdecode(proc.stdout), os.fsdecode(proc.stderr))
+
+
+@pytest.fixture
+def readonly_state(state: Path) -> Iterator[Path]:
+    if os.geteuid() == 0:
+        probe = subprocess.run(
+            [
+                "unshare",
+                "--mount",
+                "sh",
+                "-c",
+                'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0"',
+                str(state),
+            ],
+            capture_output=True,
+            check=False,
+        )
+        if probe.returncode != 0:
+            pytest.skip(f"no read-only bind mount here: {probe.stderr.decode().strip()}")
+        yield state
+        return
+    state.chmod(0o555)
+    lcd_of(state).chmod(0o444)
+    try:
+        yield state
+    finally:
+        lcd_of(state).chmod(0o644)
+        state.chmod(0o700)
+
+
+def test_a_read_only_state_directory_still_answers_reads(readonly_state: Path) -> None:
+    before = lcd_dump(readonly_state)
+    files_before = listing(readonly_state)
+    web = run_readonly(readonly_state, "ins_list", "-t", "web", "-f", ":")
+    assert web.code == OK, web.err
+    assert web.out.startswith("gen:app:web:web-id:OSU:"), web.out
+    status = run_readonly(readonly_state, "lcdstatus", "-e")
+    assert status.code == OK, status.err
+    assert "web" in status.out and "db" in status.out
+    changes = run_readonly(readonly_state, "hakeeper", "changes")
+    assert changes.code == OK, changes.err
+    assert len(changes.out.splitlines()) == len(SETUP) + 1
+    assert run_readonly(readonly_state, "flg_test", "-f", "maint") == Result(OK, "", "")
+    write = run_readonly(readonly_state, "flg_create", "-f", "new")
+    assert write.code == SYSCALL, write
+    assert_one_line(write.err, "flg_create: ")
+    assert "not writable" in write.err
+    assert lcd_dump(readonly_state) == before
+    assert listing(readonly_state) == files_before
+
+
+def test_a_read_only_open_cannot_write(state: Path) -> None:
+    before = lcd_dump(state)
+    with Lcd.open(state, readonly=True) as lcd:
+        assert lcd.local_node == "node1"
+        assert [r.tag for r in lcd.resources()] == ["db", "web"]
+        with pytest.raises(SystemCallFailed):
+            lcd.create_flag("new")
+    assert lcd_dump(state) == before
 
 
 def test_damage_is_an_error_of_its_own(state: Path) -> None:

@@ -124,6 +124,25 @@ COMMAND_MODULES: dict[str, str] = {
     "unextend": "hakeeper.cli.extend",
 }
 
+#: Commands that only read the LCD. They open it read-only: they work where the state
+#: directory cannot be written (a monitoring user, a read-only mount), and cannot change it.
+READ_ONLY = frozenset(
+    {
+        "ins_list",
+        "ins_gettag",
+        "dep_list",
+        "eqv_list",
+        "typ_list",
+        "app_list",
+        "flg_test",
+        "flg_list",
+        "sys_list",
+        "net_list",
+        "changes",
+        "lcdstatus",
+    }
+)
+
 
 def load(name: str) -> Command | None:
     """The command ``name``, importing its module on first use."""
@@ -178,8 +197,10 @@ class Context:
         lcd: Lcd | None = None,
         services: Any = None,
         replicator: Callable[[Lcd], Any] | None = None,
+        readonly: bool = False,
     ) -> None:
         self.root = root
+        self.readonly = readonly
         self.out = out
         self.err = err
         self.services = services
@@ -191,7 +212,7 @@ class Context:
     @property
     def lcd(self) -> Lcd:
         if self._lcd is None:
-            self._lcd = Lcd.open(self.root, actor=self._actor)
+            self._lcd = Lcd.open(self.root, actor=self._actor, readonly=self.readonly)
             if self._replicator is not None:
                 self._lcd.replicator = self._replicator(self._lcd)
         return self._lcd
@@ -286,7 +307,8 @@ def run(
     try:
         cmd, args = parse(name, argv, shown)
         chosen = args.root if args.root is not None else root
-        ctx = Context(state_root(chosen), out, err, actor=actor, replicator=replicator)
+        readonly = cmd.name in READ_ONLY
+        ctx = Context(state_root(chosen), out, err, actor=actor, replicator=replicator, readonly=readonly)
         if forward and not cmd.local:
             answer = forward_to_daemon(ctx.root, name, list(argv))
             if answer is not None:

@@ -12,6 +12,8 @@ damaged file is refused and kept as it is:
 - :func:`create` makes a new LCD whole in a temporary file and links it into
   place, so that no process ever sees a half-made one: an empty ``lcd.sqlite``
   can only be damage, never a neighbour's LCD being born;
+- :func:`connect_readonly` opens the LCD for a command that only reads, also
+  where the state directory cannot be written (another user, a read-only mount);
 - damage that the size does not show (a bad header, fewer pages than the
   header counts, a page overwritten) shows to SQLite: :func:`is_damage` tells
   its errors apart, and :func:`quick_check` is what hakeeperd runs when it starts.
@@ -24,8 +26,11 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import sqlite3
 import stat
+import tempfile
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,13 +40,21 @@ MIN_PAGE = 512  # every SQLite page size is a multiple of it
 SIDE_FILES = ("-wal", "-shm", "-journal")
 
 # SQLite's primary result codes (the low byte of sqlite3.Error.sqlite_errorcode).
+SQLITE_READONLY = 8
 SQLITE_CORRUPT = 11
+SQLITE_CANTOPEN = 14
 SQLITE_NOTADB = 26
 
 RESTORE_HINT = (
     "restore a backup of this node's LCD (kept here or on a peer) with 'hakeeper lcd restore FILE' "
     "(docs/lcd.md: Damage, backup and restore)"
 )
+
+Cleanup = Callable[[], None]
+
+
+class NeedsWrite(SystemCallFailed):
+    """A read-only open found work that needs writing first (a schema upgrade, the local node)."""
 
 
 def damaged(path: Path, what: str) -> LcdDamaged:
@@ -167,3 +180,80 @@ def fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def connect_readonly(path: Path, timeout: float) -> tuple[sqlite3.Connection, Cleanup | None]:
+    """A read-only connection to the LCD at ``path``, and what to call after closing it (or None).
+
+    Where this user may write, the connection is an ordinary one that SQLite
+    keeps from writing (``query_only``): closing it tidies the log away as
+    usual. Elsewhere it is opened read-only; but SQLite reads a WAL database
+    only with its shared-memory index (``-shm``), which a user who cannot write
+    the state directory cannot create. Then the connection reads a private
+    copy of the file and its log, taken while neither changed (no one writes a
+    directory that this user cannot write but its owner, and the copy is
+    checked against that).
+    """
+    if os.access(path.parent, os.W_OK) and os.access(path, os.W_OK):
+        conn = sqlite3.connect(path, isolation_level=None, timeout=timeout)
+        conn.execute("PRAGMA query_only = ON")
+        return conn, None
+    uri = "file:" + urllib.parse.quote(os.fsencode(path)) + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=timeout)
+    try:
+        conn.execute("PRAGMA user_version").fetchone()  # the first read opens the WAL index
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in (SQLITE_READONLY, SQLITE_CANTOPEN):
+            raise
+        return _private_copy(path, timeout)
+    except BaseException:
+        conn.close()
+        raise
+    return conn, None
+
+
+COPY_ATTEMPTS = 3
+
+
+def _private_copy(path: Path, timeout: float) -> tuple[sqlite3.Connection, Cleanup]:
+    directory = Path(tempfile.mkdtemp(prefix="hakeeper-lcd-"))
+
+    def cleanup() -> None:
+        shutil.rmtree(directory, ignore_errors=True)
+
+    try:
+        copy = directory / path.name
+        for _ in range(COPY_ATTEMPTS):
+            before = _copy_fingerprint(path)
+            remove_with_side_files(copy)
+            shutil.copyfile(path, copy)
+            with contextlib.suppress(FileNotFoundError):
+                shutil.copyfile(side_file(path, "-wal"), side_file(copy, "-wal"))
+            if before == _copy_fingerprint(path):
+                break
+        else:
+            raise SystemCallFailed(f"the LCD {path} kept changing while it was read: try again")
+        conn = sqlite3.connect(copy, isolation_level=None, timeout=timeout)
+        conn.execute("PRAGMA query_only = ON")
+    except PermissionError as exc:
+        cleanup()
+        raise SystemCallFailed(
+            f"cannot read the LCD {path}: {exc.strerror} (run the command as the owner of the state directory)"
+        ) from None
+    except BaseException:
+        cleanup()
+        raise
+    return conn, cleanup
+
+
+def _copy_fingerprint(path: Path) -> tuple[tuple[int, int, int, int] | None, ...]:
+    result: list[tuple[int, int, int, int] | None] = []
+    for name in (path, side_file(path, "-wal")):
+        try:
+            info = os.stat(name)
+        except FileNotFoundError:
+            result.append(None)
+        else:
+            result.append((info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns))
+    return tuple(result)

@@ -133,8 +133,9 @@ class Lcd:
     """An open LCD. Use as a context manager, or call :meth:`close`.
 
     ``Lcd(path)`` creates the file if there is none (:meth:`open` creates it
-    whole, atomically) and refuses one that is there but damaged. ``verify``
-    runs ``PRAGMA quick_check`` (hakeeperd does, when it starts).
+    whole, atomically) and refuses one that is there but damaged. ``readonly``
+    opens it for reading only: any change is refused by SQLite. ``verify`` runs
+    ``PRAGMA quick_check`` (hakeeperd does, when it starts).
     """
 
     def __init__(
@@ -143,18 +144,24 @@ class Lcd:
         *,
         actor: str | None = None,
         node: str | None = None,
+        readonly: bool = False,
         verify: bool = False,
     ) -> None:
         self.path = path
         self.actor = actor if actor is not None else _current_user()
+        self.readonly = readonly
         #: Called with (op, args) before a change; returns what to call with "committed?" after it
         #: (hakeeperd sets it to replicate configuration changes to the nodes they concern).
         self.replicator: Callable[[str, dict[str, Any]], Replication | None] | None = None
         self._dry = False
         self._applying: str | None = None
+        self._cleanup: files.Cleanup | None = None
         files.inspect(path)  # before SQLite sees it: it would take an empty file for a new database
         try:
-            self._conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+            if readonly:
+                self._conn, self._cleanup = files.connect_readonly(path, BUSY_TIMEOUT_MS / 1000)
+            else:
+                self._conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
         except sqlite3.Error as exc:
             if files.is_damage(exc):
                 raise files.damaged(path, files.what_sqlite_says(exc)) from None
@@ -162,10 +169,11 @@ class Lcd:
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             files.require_lcd(self._conn, path)  # a damaged or foreign file fails here, before any write
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode != "wal":
-                raise SystemCallFailed(f"cannot put the LCD {path} in WAL mode (got {mode})")
-            self._conn.execute("PRAGMA synchronous = FULL")
+            if not readonly:
+                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode != "wal":
+                    raise SystemCallFailed(f"cannot put the LCD {path} in WAL mode (got {mode})")
+                self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._migrate()
             self._local = self._ensure_local_node(node)
@@ -187,15 +195,26 @@ class Lcd:
         *,
         actor: str | None = None,
         node: str | None = None,
+        readonly: bool = False,
         verify: bool = False,
     ) -> Lcd:
         """Open the LCD of the state directory ``root``, creating it if there is none.
 
         A file that is there but not whole is refused (:class:`LcdDamaged`) and
-        kept, never replaced by a new LCD.
+        kept, never replaced by a new LCD. ``readonly`` needs no write access to
+        the state directory, unless the LCD must first be created or upgraded.
         """
-        directory = ensure_state_dir(state_root(root))
+        directory = state_root(root)
         path = directory / DB_NAME
+        if readonly and files.inspect(path):
+            try:
+                return cls(path, actor=actor, readonly=True)
+            except files.NeedsWrite as exc:
+                try:
+                    ensure_state_dir(directory)
+                except StateDirError:
+                    raise exc from None
+        directory = ensure_state_dir(directory)
         if not files.inspect(path):
             files.create(path, lambda new: cls(new, actor=actor, node=node).close())
         return cls(path, actor=actor, node=node, verify=verify)
@@ -203,6 +222,9 @@ class Lcd:
     def close(self) -> None:
         if hasattr(self, "_conn"):
             self._conn.close()
+        if self._cleanup is not None:
+            self._cleanup()
+            self._cleanup = None
 
     def __enter__(self) -> Lcd:
         return self
@@ -221,6 +243,11 @@ class Lcd:
                 f"the LCD {self.path} has schema version {version}, newer than this hakeeper knows "
                 f"({SCHEMA_VERSION}); upgrade hakeeper"
             )
+        if self.readonly:
+            raise files.NeedsWrite(
+                f"the LCD {self.path} has schema version {version} and must be upgraded to {SCHEMA_VERSION} "
+                "by a command that can write it (as the owner of the state directory)"
+            )
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
@@ -238,6 +265,8 @@ class Lcd:
         row = self._conn.execute("SELECT name FROM nodes WHERE local = 1").fetchone()
         if row is not None:
             return str(row[0])
+        if self.readonly:
+            raise files.NeedsWrite(f"the LCD {self.path} names no local node yet: run a command that can write it")
         name = check_name(node, "node name") if node else default_node_name()
         with self._change("init_node", {"name": name}) as db:
             db.execute("INSERT INTO nodes (name, local) VALUES (?, 1)", (name,))
