@@ -232,6 +232,7 @@ VALID: dict[str, tuple[str, ...]] = {
     "lk_confirmso": ("-y", "-s", "node2"),
     "extend": ("-t", "web", "-s", "node2"),  # vip is on node2 already: web goes, and depends on it there
     "unextend": ("-t", "vip", "-s", "node2"),
+    "lcd": ("check",),
 }
 
 #: Where a well-formed command line cannot succeed here: without hakeeperd, nothing takes an event,
@@ -515,6 +516,16 @@ SEMANTIC_CASES: list[Case] = [
     Case("cluster", ("join", "--token", JOIN_TOKEN, "127.0.0.1:1"), COMM, "member unreachable"),
     Case("cluster", ("serve-join", "--timeout", "0"), RANGE, "serve-join timeout 0"),
     Case("cluster", ("serve-join", "--listen", "127.0.0.1:0"), MISSING, "serve-join without a cluster identity"),
+    # lcd: backup, restore, check
+    Case("lcd", ("backup",), SYNTAX, "backup without a file"),
+    Case("lcd", ("restore",), SYNTAX, "restore without a file"),
+    Case("lcd", ("repair",), SYNTAX, "unknown action"),
+    Case("lcd", ("backup", "/"), EXISTS, "backup over an existing file"),
+    Case("lcd", ("backup", "/proc/nonexistent/lcd.bak"), SYSCALL, "backup into a missing directory"),
+    Case("lcd", ("restore", "/proc/nonexistent/lcd.bak"), MISSING, "restore of a missing file"),
+    Case("lcd", ("restore", TRUE), ILLEGAL, "restore of a file that is not an LCD"),
+    Case("lcd", ("restore", "/proc"), ILLEGAL, "restore of a directory"),
+    Case("lcd", ("check", "/proc/nonexistent/lcd.bak"), MISSING, "check of a missing file"),
 ]
 
 CASES = syntax_cases() + SEMANTIC_CASES
@@ -590,7 +601,8 @@ def test_state_dir_that_cannot_be_created(name: str, state_dir: str) -> None:
     if name == "lkstop":  # stopping what does not run succeeds, and lkstop creates nothing
         assert result == Result(OK, "hakeeperd is not running\n", "")
         return
-    assert result.code == SYSCALL, result.err
+    # 'lcd check' creates nothing either: there is no LCD to check there
+    assert result.code == (MISSING if name == "lcd" else SYSCALL), result.err
     assert_one_line(result.err, f"{name}: ")
     assert "/proc/nonexistent/" in result.err
     assert result.out == ""
@@ -661,6 +673,8 @@ def test_any_command_line(
         argv = [word.replace("\0", "") for word in argv]
     if name == "lcdremexec":  # it runs what it is given: let that be echo, whatever the words after it
         argv = ["echo", *argv]
+    if name == "lcd":  # 'lcd backup FILE' writes FILE: keep it in this test's directory
+        argv = [word.replace("/", "_") for word in argv]
     with tempfile.TemporaryDirectory(dir=tmp_path) as scratch:
         root = Path(scratch) / "state"
         shutil.copytree(populated, root)
@@ -677,6 +691,9 @@ def test_any_command_line(
             assert lcd_dump(root) == before
         elif result.code == SYSCALL and name in RECORDS_FAILURES:
             assert_one_line(result.err, f"{name}: ")
+        elif name == "lcd" and result.code == SYSCALL and result.out:  # 'lcd check' lists what is wrong, then fails
+            assert_one_line(result.err, f"{name}: ")
+            assert lcd_dump(root) == before
         elif result.code != OK:
             assert_refused(before, root, result, f"{name}: ")
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -20,6 +23,7 @@ import pytest
 
 from hakeeper.cli.main import run
 from hakeeper.db import Lcd
+from hakeeper.db.schema import SCHEMA_VERSION
 from hakeeper.errors import LcdDamaged, SystemCallFailed
 from tests.conftest import Cli, Result
 from tests.unit.test_cli_errors import assert_one_line, lcd_dump, script, stop_daemon
@@ -120,6 +124,7 @@ COMMANDS: list[tuple[str, ...]] = [
     ("flg_create", "-f", "new"),
     ("ins_create", "-a", "gen", "-r", "app", "-t", "new", "-i", "new-id"),
     ("dep_remove", "-p", "web", "-c", "db"),
+    ("lcd", "backup", "never-written.sqlite"),
 ]
 
 
@@ -291,6 +296,246 @@ def test_a_read_only_open_cannot_write(state: Path) -> None:
         with pytest.raises(SystemCallFailed):
             lcd.create_flag("new")
     assert lcd_dump(state) == before
+
+
+# ---------------------------------------------------------------------- backup
+
+
+def test_backup_is_a_whole_self_contained_copy(state: Path, tmp_path: Path) -> None:
+    target = tmp_path / "backups" / "lcd-1.sqlite"
+    target.parent.mkdir()
+    result = invoke(state, "lcd", "backup", str(target))
+    assert result.code == OK, result.err
+    assert result.err == "" and str(target) in result.out and "node node1" in result.out
+    with closing(sqlite3.connect(target)) as copy, closing(sqlite3.connect(lcd_of(state))) as live:
+        assert copy.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # no log to carry along
+        for table in ("nodes", "resources", "dependencies", "equivalencies", "flags", "changes"):
+            query = f"SELECT * FROM {table} ORDER BY 1"
+            assert copy.execute(query).fetchall() == live.execute(query).fetchall(), table
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in target.parent.iterdir()) == ["lcd-1.sqlite"]
+    assert invoke(state, "lcd", "check", str(target)).code == OK
+
+
+def test_backup_never_overwrites(state: Path, tmp_path: Path) -> None:
+    target = tmp_path / "lcd.bak"
+    target.write_text("keep me")
+    result = invoke(state, "lcd", "backup", str(target))
+    assert result.code == EXISTS
+    assert_one_line(result.err, "hakeeper lcd: ")
+    assert target.read_text() == "keep me"
+
+
+def test_backup_is_consistent_while_hakeeperd_writes(state: Path, tmp_path: Path) -> None:
+    """Backups taken while changes stream through hakeeperd each hold exactly a prefix of the change log."""
+    assert script("lkstart", state_dir=state).code == OK
+    stop = threading.Event()
+    written: list[int] = []
+    failed: list[Result] = []
+
+    def writer() -> None:
+        n = 0
+        while not stop.is_set() and n < 400:
+            n += 1
+            result = invoke(state, "flg_create", "-f", f"f{n}")
+            if result.code != OK:
+                failed.append(result)
+                return
+            written.append(n)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        backups = []
+        for i in range(6):
+            while len(written) < 10 * (i + 1) and thread.is_alive():
+                stop.wait(0.01)
+            target = tmp_path / f"b{i}.sqlite"
+            result = invoke(state, "lcd", "backup", str(target))
+            assert result.code == OK, result.err
+            backups.append(target)
+    finally:
+        stop.set()
+        thread.join()
+        stop_daemon(state)
+    assert not failed, failed
+    for target in backups:
+        assert invoke(state, "lcd", "check", str(target)).code == OK
+        with closing(sqlite3.connect(target)) as db:
+            seqs = [row[0] for row in db.execute("SELECT seq FROM changes ORDER BY seq")]
+            assert seqs == list(range(1, len(seqs) + 1)), "the change log is a prefix, with no gap"
+            changes = db.execute("SELECT args FROM changes WHERE op = 'create_flag'")
+            created = {json.loads(args)["flag"] for (args,) in changes}
+            flags = {row[0] for row in db.execute("SELECT name FROM flags")}
+            assert flags == created, "the flags are exactly those of the changes in the copy"
+
+
+# ---------------------------------------------------------------------- restore
+
+
+def backup_of(root: Path, target: Path) -> Path:
+    assert invoke(root, "lcd", "backup", str(target)).code == OK
+    return target
+
+
+def test_restore_replaces_a_healthy_lcd_and_keeps_it(state: Path, tmp_path: Path) -> None:
+    saved = backup_of(state, tmp_path / "saved.sqlite")
+    expected = lcd_dump(state)
+    assert invoke(state, "ins_remove", "-t", "web").code == OK
+    assert invoke(state, "flg_create", "-f", "later").code == OK
+    replaced = lcd_dump(state)
+    result = invoke(state, "lcd", "restore", str(saved))
+    assert result.code == OK, result.err
+    assert "replaced-" in result.out
+    assert lcd_dump(state) == expected
+    [kept] = [p for p in state.iterdir() if p.name.startswith("lcd.sqlite.replaced-")]
+    kept_dir = tmp_path / "kept"
+    kept_dir.mkdir()
+    shutil.copy(kept, kept_dir / "lcd.sqlite")
+    assert lcd_dump(kept_dir) == replaced
+    assert invoke(state, "ins_list", "-t", "web").code == OK
+    assert invoke(state, "lcd", "check").code == OK
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated at a page", "text", "missing, with its log"])
+def test_restore_over_a_damaged_lcd_keeps_the_damaged_file_as_it_was(kind: str, state: Path, tmp_path: Path) -> None:
+    saved = backup_of(state, tmp_path / "saved.sqlite")
+    expected = lcd_dump(state)
+    DAMAGE[kind][0](lcd_of(state))
+    damaged = sorted(digest for name, digest in listing(state).items() if name.startswith("lcd.sqlite"))
+    result = invoke(state, "lcd", "restore", str(saved))
+    assert result.code == OK, result.err
+    assert "damaged-" in result.out
+    assert lcd_dump(state) == expected
+    kept = sorted(digest for name, digest in listing(state).items() if name.startswith("lcd.sqlite.damaged-"))
+    assert kept == damaged, "the damaged file and its companions are kept, byte for byte"
+
+
+def test_restore_onto_a_node_without_an_lcd(state: Path, tmp_path: Path) -> None:
+    saved = backup_of(state, tmp_path / "saved.sqlite")
+    fresh = tmp_path / "fresh"
+    result = invoke(fresh, "lcd", "restore", str(saved))
+    assert result.code == OK, result.err
+    assert lcd_dump(fresh) == lcd_dump(state)
+
+
+def test_restore_is_refused_while_hakeeperd_runs(state: Path, tmp_path: Path) -> None:
+    saved = backup_of(state, tmp_path / "saved.sqlite")
+    assert script("lkstart", state_dir=state).code == OK
+    try:
+        assert invoke(state, "flg_create", "-f", "after").code == OK
+        before = lcd_dump(state)
+        result = invoke(state, "lcd", "restore", str(saved))
+        assert result.code == SYSCALL, result
+        assert_one_line(result.err, "hakeeper lcd: ")
+        assert "lkstop" in result.err
+        assert lcd_dump(state) == before
+    finally:
+        stop_daemon(state)
+
+
+def test_restore_refuses_another_nodes_backup(state: Path, tmp_path: Path) -> None:
+    other = tmp_path / "node2"
+    Lcd.open(other, node="node2").close()
+    theirs = backup_of(other, tmp_path / "node2.sqlite")
+    before = lcd_dump(state)
+    result = invoke(state, "lcd", "restore", str(theirs))
+    assert result.code == ILLEGAL, result
+    assert "node2" in result.err and "node1" in result.err
+    assert lcd_dump(state) == before
+    assert not [p for p in state.iterdir() if ".replaced-" in p.name or ".restore-" in p.name]
+
+
+def _older_schema(path: Path) -> None:
+    """Make ``path`` an LCD of schema version 2 (before the outbox of migration 3)."""
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript("DROP TABLE outbox; DROP TABLE applied; PRAGMA user_version = 2;")
+
+
+def _newer_schema(path: Path) -> None:
+    with closing(sqlite3.connect(path)) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+
+
+def _cycle(path: Path) -> None:
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("INSERT INTO dependencies (parent, child) VALUES ('db', 'web')")
+        db.commit()
+
+
+def _dangling(path: Path) -> None:
+    with closing(sqlite3.connect(path)) as db:  # foreign keys are off in a plain connection
+        db.execute("INSERT INTO dependencies (parent, child) VALUES ('web', 'ghost')")
+        db.commit()
+
+
+def _no_local_node(path: Path) -> None:
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("UPDATE nodes SET local = 0")
+        db.commit()
+
+
+def test_restore_upgrades_an_older_schema(state: Path, tmp_path: Path) -> None:
+    saved = backup_of(state, tmp_path / "saved.sqlite")
+    _older_schema(saved)
+    result = invoke(state, "lcd", "restore", str(saved))
+    assert result.code == OK, result.err
+    assert f"schema version {SCHEMA_VERSION}" in result.out
+    with closing(sqlite3.connect(lcd_of(state))) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+BAD_BACKUPS: dict[str, tuple[Callable[[Path], None], str]] = {
+    "newer schema": (_newer_schema, "newer than this hakeeper"),
+    "dependency cycle": (_cycle, "dependency cycle"),
+    "dangling dependency": (_dangling, "foreign key: dependencies"),
+    "no local node": (_no_local_node, "0 nodes are marked as this node"),
+    "corrupt page": (_corrupt_the_flags_table, "integrity:"),
+    "empty": (_empty, "empty: 0 bytes"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_BACKUPS))
+def test_restore_checks_the_backup_first(kind: str, state: Path, tmp_path: Path) -> None:
+    spoil, what = BAD_BACKUPS[kind]
+    saved = backup_of(state, tmp_path / "saved.sqlite")
+    spoil(saved)
+    before, files_before = lcd_dump(state), listing(state)
+    result = invoke(state, "lcd", "restore", str(saved))
+    assert result.code == ILLEGAL, result
+    assert_one_line(result.err, "hakeeper lcd: ")
+    assert what in result.err, result.err
+    assert lcd_dump(state) == before
+    assert {k: v for k, v in listing(state).items() if k != "hakeeperd.pid"} == files_before
+
+
+# ---------------------------------------------------------------------- check
+
+
+def test_check_passes_a_healthy_lcd(state: Path) -> None:
+    result = invoke(state, "lcd", "check")
+    assert result.code == OK, result.err
+    assert result.err == "" and len(result.out.splitlines()) == 1 and ": ok" in result.out
+
+
+@pytest.mark.parametrize("kind", sorted(set(BAD_BACKUPS) - {"empty"}))
+def test_check_lists_each_problem_of_the_lcd(kind: str, state: Path) -> None:
+    spoil, what = BAD_BACKUPS[kind]
+    spoil(lcd_of(state))
+    result = invoke(state, "lcd", "check")
+    assert result.code == SYSCALL, result
+    assert_one_line(result.err, "hakeeper lcd: ")
+    assert "problem" in result.err and "damaged" in result.err
+    assert result.out and all(line.startswith(f"{lcd_of(state)}: ") for line in result.out.splitlines())
+    assert what in result.out, result.out
+
+
+def test_check_of_a_damaged_file_says_what_is_wrong(state: Path) -> None:
+    _page_aligned(lcd_of(state))
+    result = invoke(state, "lcd", "check")
+    assert result.code == SYSCALL
+    assert result.out == f"{lcd_of(state)}: SQLite: database disk image is malformed\n"
+    assert_one_line(result.err, "hakeeper lcd: ")
 
 
 def test_damage_is_an_error_of_its_own(state: Path) -> None:

@@ -122,6 +122,7 @@ COMMAND_MODULES: dict[str, str] = {
     "lk_confirmso": "hakeeper.cli.failover",
     "extend": "hakeeper.cli.extend",
     "unextend": "hakeeper.cli.extend",
+    "lcd": "hakeeper.cli.lcd",
 }
 
 #: Commands that only read the LCD. They open it read-only: they work where the state
