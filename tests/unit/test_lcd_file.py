@@ -222,6 +222,18 @@ def test_only_a_missing_lcd_is_created_and_never_seen_half_made(tmp_path: Path) 
         assert [c.op for c in lcd.changes()] == ["init_node"]
 
 
+def test_what_a_killed_creation_left_is_removed(tmp_path: Path) -> None:
+    """A process killed while it made the LCD leaves a temporary file; the next creation removes it."""
+    root = tmp_path / "state"
+    root.mkdir()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    pid = int(gone.stdout)
+    for name in (f".lcd.sqlite.new-{pid}-0000", f".lcd.sqlite.new-{pid}-0000-wal", f".lcd.sqlite.new-{os.getpid()}-1"):
+        (root / name).write_bytes(b"half made")
+    Lcd.open(root, node="node1").close()
+    assert sorted(p.name for p in root.iterdir()) == [f".lcd.sqlite.new-{os.getpid()}-1", "lcd.sqlite"]
+
+
 # ---------------------------------------------------------------------- reads without write access
 
 

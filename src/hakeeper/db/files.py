@@ -153,6 +153,7 @@ def create(path: Path, build: Callable[[Path], None]) -> None:
     The link fails if a file appeared meanwhile: another process made the LCD
     first, and that one is kept. Nothing is left behind on failure.
     """
+    _remove_abandoned(path)
     new = path.with_name(f".{path.name}.new-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         build(new)
@@ -166,6 +167,25 @@ def create(path: Path, build: Callable[[Path], None]) -> None:
         fsync(path.parent)
     finally:
         remove_with_side_files(new)
+
+
+def _remove_abandoned(path: Path) -> None:
+    """Remove what a process killed while it made a new LCD left (``.lcd.sqlite.new-PID-*`` of a PID that is gone)."""
+    for leftover in path.parent.glob(f".{path.name}.new-*"):
+        pid = leftover.name[len(f".{path.name}.new-") :].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)) or leftover.name.endswith(SIDE_FILES):
+            continue
+        remove_with_side_files(leftover)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def remove_with_side_files(path: Path) -> None:
