@@ -77,7 +77,7 @@ class Daemon:
         self.config = config
         self.root = ensure_state_dir(config.root)
         self.dispatch = dispatch
-        self.lcd = Lcd.open(self.root, actor="hakeeperd")
+        self.lcd = Lcd.open(self.root, actor="hakeeperd", verify=True)  # a damaged LCD is refused at start
         self.node = self.lcd.local_node
         self.kits = Kits(KitContext(self.root, self.node))
         self.engine = Engine(self.lcd, self.kits, max_parallel=config.max_parallel)

@@ -97,6 +97,13 @@ class SchemaError(InternalError):
     """The database schema is newer than this program or damaged."""
 
 
+class LcdDamaged(SystemCallFailed):
+    """The LCD's file exists but is not a whole hakeeper LCD (empty, truncated, not SQLite, unreadable).
+
+    It is refused and kept as it is, never replaced by a new, empty LCD.
+    """
+
+
 def error_for(code: int, message: str) -> HakeeperError:
     """An error of the kind whose exit code is ``code`` (as another node answered), saying ``message``."""
     for kind in (

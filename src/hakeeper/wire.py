@@ -17,14 +17,19 @@ CONNECT_TIMEOUT = 5.0
 ANSWER_TIMEOUT = 3600.0  # a restore of a large hierarchy may take long; every action has its own timeout
 
 
-def root_of(argv: list[str]) -> str:
-    """The state directory a command line names: ``--root DIR``, else $HAKEEPER_ROOT, else the default."""
+def root_of(argv: list[str]) -> str | None:
+    """The state directory a command line names: ``--root DIR``, else $HAKEEPER_ROOT, else the default.
+
+    None when the value is empty: the full command refuses it (an unset variable
+    in a script must not reach the default state directory).
+    """
     for i, item in enumerate(argv):
         if item == "--root" and i + 1 < len(argv):
-            return argv[i + 1]
+            return argv[i + 1] or None
         if item.startswith("--root="):
-            return item.split("=", 1)[1]
-    return os.environ.get("HAKEEPER_ROOT") or DEFAULT_ROOT
+            return item.split("=", 1)[1] or None
+    chosen = os.environ.get("HAKEEPER_ROOT")
+    return DEFAULT_ROOT if chosen is None else chosen or None
 
 
 def request(command: str, argv: list[str]) -> bytes:

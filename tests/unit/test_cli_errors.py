@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 
 from hakeeper.cli.base import build_parser
 from hakeeper.cli.main import load_all, run
-from hakeeper.db import Lcd
+from hakeeper.db import DEFAULT_ROOT, Lcd
 from hakeeper.db.model import MAX_INFO
 from tests.conftest import Cli, Result
 
@@ -80,11 +80,14 @@ def invoke(root: Path | str, name: str, argv: Sequence[str]) -> Result:
 BIN = Path(sys.executable).parent
 
 
-def script(program: str, *argv: str, state_dir: Path | str | None = None) -> Result:
-    """Run an installed console script; ``state_dir`` goes to it in HAKEEPER_ROOT."""
+def script(
+    program: str, *argv: str, state_dir: Path | str | None = None, environ: dict[str, str] | None = None
+) -> Result:
+    """Run an installed console script; ``state_dir`` goes to it in HAKEEPER_ROOT, ``environ`` on top."""
     env = {k: v for k, v in os.environ.items() if k not in ("HAKEEPER_DEBUG", "HAKEEPER_ROOT")}
     if state_dir is not None:
         env["HAKEEPER_ROOT"] = str(state_dir)
+    env.update(environ or {})
     proc = subprocess.run([BIN / program, *argv], capture_output=True, env=env, timeout=60, check=False)
     return Result(proc.returncode, os.fsdecode(proc.stdout), os.fsdecode(proc.stderr))
 
@@ -232,6 +235,7 @@ VALID: dict[str, tuple[str, ...]] = {
     "lk_confirmso": ("-y", "-s", "node2"),
     "extend": ("-t", "web", "-s", "node2"),  # vip is on node2 already: web goes, and depends on it there
     "unextend": ("-t", "vip", "-s", "node2"),
+    "lcd": ("check",),
 }
 
 #: Where a well-formed command line cannot succeed here: without hakeeperd, nothing takes an event,
@@ -527,6 +531,16 @@ SEMANTIC_CASES: list[Case] = [
     Case("cluster", ("join", "--token", JOIN_TOKEN, "127.0.0.1:1"), COMM, "member unreachable"),
     Case("cluster", ("serve-join", "--timeout", "0"), RANGE, "serve-join timeout 0"),
     Case("cluster", ("serve-join", "--listen", "127.0.0.1:0"), MISSING, "serve-join without a cluster identity"),
+    # lcd: backup, restore, check
+    Case("lcd", ("backup",), SYNTAX, "backup without a file"),
+    Case("lcd", ("restore",), SYNTAX, "restore without a file"),
+    Case("lcd", ("repair",), SYNTAX, "unknown action"),
+    Case("lcd", ("backup", "/"), EXISTS, "backup over an existing file"),
+    Case("lcd", ("backup", "/proc/nonexistent/lcd.bak"), SYSCALL, "backup into a missing directory"),
+    Case("lcd", ("restore", "/proc/nonexistent/lcd.bak"), MISSING, "restore of a missing file"),
+    Case("lcd", ("restore", TRUE), ILLEGAL, "restore of a file that is not an LCD"),
+    Case("lcd", ("restore", "/proc"), ILLEGAL, "restore of a directory"),
+    Case("lcd", ("check", "/proc/nonexistent/lcd.bak"), MISSING, "check of a missing file"),
 ]
 
 CASES = syntax_cases() + SEMANTIC_CASES
@@ -602,7 +616,8 @@ def test_state_dir_that_cannot_be_created(name: str, state_dir: str) -> None:
     if name == "lkstop":  # stopping what does not run succeeds, and lkstop creates nothing
         assert result == Result(OK, "hakeeperd is not running\n", "")
         return
-    assert result.code == SYSCALL, result.err
+    # 'lcd check' creates nothing either: there is no LCD to check there
+    assert result.code == (MISSING if name == "lcd" else SYSCALL), result.err
     assert_one_line(result.err, f"{name}: ")
     assert "/proc/nonexistent/" in result.err
     assert result.out == ""
@@ -673,6 +688,8 @@ def test_any_command_line(
         argv = [word.replace("\0", "") for word in argv]
     if name == "lcdremexec":  # it runs what it is given: let that be echo, whatever the words after it
         argv = ["echo", *argv]
+    if name == "lcd":  # 'lcd backup FILE' writes FILE: keep it in this test's directory
+        argv = [word.replace("/", "_") for word in argv]
     with tempfile.TemporaryDirectory(dir=tmp_path) as scratch:
         root = Path(scratch) / "state"
         shutil.copytree(populated, root)
@@ -689,6 +706,9 @@ def test_any_command_line(
             assert lcd_dump(root) == before
         elif result.code == SYSCALL and name in RECORDS_FAILURES:
             assert_one_line(result.err, f"{name}: ")
+        elif name == "lcd" and result.code == SYSCALL and result.out:  # 'lcd check' lists what is wrong, then fails
+            assert_one_line(result.err, f"{name}: ")
+            assert lcd_dump(root) == before
         elif result.code != OK:
             assert_refused(before, root, result, f"{name}: ")
 
@@ -852,3 +872,68 @@ def test_unusable_state_dir(state_dir: str) -> None:
         assert_one_line(result.err, prefix)
         assert "/proc/nonexistent/" in result.err
         assert result.out == ""
+
+
+# ---------------------------------------------------------------------- the state directory and the node's name
+
+
+@pytest.fixture
+def default_root_untouched() -> Iterator[None]:
+    """The default state directory is not created by the test (and is removed if it was: it is the bug)."""
+    default = Path(DEFAULT_ROOT)
+    existed = default.exists()
+    yield
+    if not existed and default.exists():
+        shutil.rmtree(default)
+        pytest.fail(f"{default} was created")
+
+
+class EmptyRoot(NamedTuple):
+    argv: tuple[str, ...]
+    state_dir: str | None  # HAKEEPER_ROOT ("": set but empty)
+    prefix: str
+    named: str  # what the error names
+
+
+EMPTY_ROOTS = [
+    EmptyRoot(("hakeeper", "--root", "", "ins_list"), None, "hakeeper ins_list: ", "--root"),
+    EmptyRoot(("hakeeper", "--root=", "flg_create", "-f", "x"), None, "hakeeper flg_create: ", "--root"),
+    EmptyRoot(("ins_list", "--root", ""), None, "ins_list: ", "--root"),
+    EmptyRoot(("ins_list",), "", "ins_list: ", "HAKEEPER_ROOT"),
+    EmptyRoot(("flg_create", "-f", "x"), "", "flg_create: ", "HAKEEPER_ROOT"),
+    EmptyRoot(("hakeeper", "changes"), "", "hakeeper changes: ", "HAKEEPER_ROOT"),
+    EmptyRoot(("sendevent", "-C", "generic", "-E", "failure", "-n", "web"), "", "sendevent: ", "HAKEEPER_ROOT"),
+    EmptyRoot(("lkstart",), "", "lkstart: ", "HAKEEPER_ROOT"),
+    EmptyRoot(("hakeeperd",), "", "hakeeperd: ", "HAKEEPER_ROOT"),
+    EmptyRoot(("hakeeperd", "--root", ""), None, "hakeeperd: ", "--root"),
+]
+
+
+@pytest.mark.parametrize("case", EMPTY_ROOTS, ids=[" ".join(c.argv) for c in EMPTY_ROOTS])
+@pytest.mark.usefixtures("default_root_untouched")
+def test_empty_state_directory_is_refused(case: EmptyRoot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unset variable in a script (HAKEEPER_ROOT=, --root "$DIR") never reaches /var/lib/hakeeper, nor '.'."""
+    monkeypatch.chdir(tmp_path)
+    result = script(*case.argv, state_dir=case.state_dir)
+    assert result.code == ILLEGAL, result.err
+    assert_one_line(result.err, case.prefix)
+    assert case.named in result.err and "empty" in result.err
+    assert result.out == ""
+    assert list(tmp_path.iterdir()) == [], "something was written in the current directory"
+
+
+def test_root_option_without_its_value() -> None:
+    result = script("hakeeper", "--root")
+    assert result.code == SYNTAX, result.err
+    assert_one_line(result.err, "hakeeper: ")
+    assert "--root needs a value" in result.err
+
+
+@pytest.mark.parametrize("name", ["bad name", "", "a/b"], ids=["space", "empty", "slash"])
+def test_bad_node_name_in_the_environment_is_named(name: str, tmp_path: Path) -> None:
+    """HAKEEPER_NODE names this node when its LCD is created: a bad value says which variable is wrong."""
+    result = script("ins_list", state_dir=tmp_path / "state", environ={"HAKEEPER_NODE": name})
+    assert result.code == ILLEGAL, result.err
+    assert_one_line(result.err, "ins_list: ")
+    assert "HAKEEPER_NODE" in result.err
+    assert not (tmp_path / "state" / "lcd.sqlite").exists()

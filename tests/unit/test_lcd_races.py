@@ -38,7 +38,7 @@ from hakeeper.db import Lcd, graph
 from hakeeper.db.store import DB_NAME
 from hakeeper.errors import InternalError
 from tests.conftest import Result
-from tests.unit.lcd_racers import Racers
+from tests.unit.lcd_racers import Racers, agreed
 
 APP, TYPE = "x", "nokit"  # a type no kit serves: ins_remove has no delete action to run
 ROUNDS = 100
@@ -74,7 +74,7 @@ def lcd_with(root: Path, commands: Sequence[Sequence[str]]) -> Path:
 def execute(root: Path, argv: Sequence[str]) -> Result:
     """Run one command in this process, as a console script would."""
     out, err = io.StringIO(), io.StringIO()
-    code = run(argv[0], list(argv[1:]), root=str(root), out=out, err=err)
+    code = run(argv[0], list(argv[1:]), root=str(root), out=out, err=err, replicator=agreed)
     return Result(code, out.getvalue(), err.getvalue())
 
 

@@ -89,7 +89,9 @@ def test_a_newer_schema_is_refused_and_an_old_one_migrated(tmp_path: Path) -> No
         Lcd.open(newer)
     empty = tmp_path / "empty"
     empty.mkdir()
-    sqlite3.connect(empty / "lcd.sqlite").close()  # a version-0 file
+    db = sqlite3.connect(empty / "lcd.sqlite")  # a version-0 database (not a zero-byte file: that is damage)
+    db.executescript("CREATE TABLE scratch (x); DROP TABLE scratch;")
+    db.close()
     with Lcd.open(empty, node="n1") as lcd:
         assert lcd.nodes()[0].name == "n1"
 

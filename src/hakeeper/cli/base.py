@@ -127,7 +127,27 @@ COMMAND_MODULES: dict[str, str] = {
     "lk_confirmso": "hakeeper.cli.failover",
     "extend": "hakeeper.cli.extend",
     "unextend": "hakeeper.cli.extend",
+    "lcd": "hakeeper.cli.lcd",
 }
+
+#: Commands that only read the LCD. They open it read-only: they work where the state
+#: directory cannot be written (a monitoring user, a read-only mount), and cannot change it.
+READ_ONLY = frozenset(
+    {
+        "ins_list",
+        "ins_gettag",
+        "dep_list",
+        "eqv_list",
+        "typ_list",
+        "app_list",
+        "flg_test",
+        "flg_list",
+        "sys_list",
+        "net_list",
+        "changes",
+        "lcdstatus",
+    }
+)
 
 
 def load(name: str) -> Command | None:
@@ -183,8 +203,10 @@ class Context:
         lcd: Lcd | None = None,
         services: Any = None,
         replicator: Callable[[Lcd], Any] | None = None,
+        readonly: bool = False,
     ) -> None:
         self.root = root
+        self.readonly = readonly
         self.out = out
         self.err = err
         self.services = services
@@ -196,7 +218,7 @@ class Context:
     @property
     def lcd(self) -> Lcd:
         if self._lcd is None:
-            self._lcd = Lcd.open(self.root, actor=self._actor)
+            self._lcd = Lcd.open(self.root, actor=self._actor, readonly=self.readonly)
             if self._replicator is not None:
                 self._lcd.replicator = self._replicator(self._lcd)
         return self._lcd
@@ -341,7 +363,9 @@ def run(
     ctx: Context | None = None
     try:
         cmd, args = parse(name, argv, shown)
-        ctx = Context(state_root(args.root or root), out, err, actor=actor, replicator=replicator)
+        chosen = args.root if args.root is not None else root
+        readonly = cmd.name in READ_ONLY
+        ctx = Context(state_root(chosen), out, err, actor=actor, replicator=replicator, readonly=readonly)
         if forward and not cmd.local:
             answer = forward_to_daemon(ctx.root, name, list(argv))
             if answer is not None:

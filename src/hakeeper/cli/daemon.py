@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from hakeeper.cli.base import Context, arg, command, run_in_daemon
 from hakeeper.control import PID_NAME, Answer, forward_to_daemon
-from hakeeper.db.store import ensure_state_dir, state_root
+from hakeeper.db.store import Lcd, ensure_state_dir, state_root
 from hakeeper.errors import (
     CommunicationFailed,
     HakeeperError,
@@ -94,6 +94,7 @@ def hakeeperd(argv: list[str] | None = None) -> NoReturn:
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
         _check_daemon_options(args)
+        root = state_root(args.root)
     except HakeeperError as exc:
         sys.stderr.write(f"hakeeperd: {one_line(str(exc))}\n")
         sys.exit(exc.exit_code)
@@ -101,7 +102,7 @@ def hakeeperd(argv: list[str] | None = None) -> NoReturn:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     config = Config(
-        root=state_root(args.root),
+        root=root,
         recover_attempts=args.recover_attempts,
         recover_window=args.recover_window,
         drain_timeout=args.drain_timeout,
@@ -127,6 +128,7 @@ def _running(root: Path) -> Answer | None:
 def _lkstart(ctx: Context, args: argparse.Namespace) -> int:
     _check_daemon_options(args)
     root = ensure_state_dir(ctx.root)
+    Lcd.open(root, verify=True).close()  # a damaged LCD: said here, not in the log of a daemon that stopped at once
     if (answer := _running(root)) is not None:
         ctx.print(f"hakeeperd runs already (node and pid: {answer.out.strip()})")
         _lease_warnings(ctx)

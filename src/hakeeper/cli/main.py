@@ -43,7 +43,10 @@ def dispatch(argv: list[str]) -> int:
         if option == "--version":
             sys.stdout.write(f"hakeeper {__version__}\n")
             return 0
-        if option == "--root" and argv:
+        if option == "--root":
+            if not argv:
+                sys.stderr.write("hakeeper: --root needs a value: the state directory (see: hakeeper --help)\n")
+                return 2
             root = argv.pop(0)
         elif option.startswith("--root="):
             root = option.split("=", 1)[1]

@@ -18,9 +18,10 @@ from hakeeper.wire import SOCKET_NAME, exchange, request, root_of
 def main() -> None:
     # Imports are kept to the standard library's json, os, socket and sys: no typing, no logging.
     argv = sys.argv[1:]
-    if "-h" not in argv and "--help" not in argv:
+    root = root_of(argv)
+    if root is not None and "-h" not in argv and "--help" not in argv:
         try:
-            data = exchange(os.path.join(root_of(argv), SOCKET_NAME), request("sendevent", argv))
+            data = exchange(os.path.join(root, SOCKET_NAME), request("sendevent", argv))
         except OSError:
             data = None  # the full command reports the trouble properly
         if data:

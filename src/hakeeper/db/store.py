@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from hakeeper.db import graph
+from hakeeper.db import files, graph
 from hakeeper.db.model import (
     Change,
     CommPath,
@@ -86,8 +86,22 @@ _RESOURCE_COLUMNS = "tag, id, app, type, info, state, reason, init, switchback, 
 
 
 def state_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """The state directory: ``root`` if given, else ``$HAKEEPER_ROOT``, else /var/lib/hakeeper."""
-    chosen = root if root is not None else os.environ.get("HAKEEPER_ROOT") or DEFAULT_ROOT
+    """The state directory: ``root`` if given, else ``$HAKEEPER_ROOT``, else /var/lib/hakeeper.
+
+    An empty value is refused, never taken for "not given": a script whose
+    variable is unset must not reach the production LCD.
+    """
+    if root is not None:
+        if not os.fspath(root):
+            raise IllegalArgument("the state directory is empty (--root ''): name a directory, or leave --root out")
+        return Path(root)
+    chosen = os.environ.get("HAKEEPER_ROOT")
+    if chosen is None:
+        return Path(DEFAULT_ROOT)
+    if not chosen:
+        raise IllegalArgument(
+            f"HAKEEPER_ROOT is set but empty: set it to the state directory, or unset it to use {DEFAULT_ROOT}"
+        )
     return Path(chosen)
 
 
@@ -110,8 +124,19 @@ def ensure_state_dir(root: Path) -> Path:
 
 def default_node_name() -> str:
     """This node's name when the LCD is first created: ``$HAKEEPER_NODE`` or the short host name."""
-    name = os.environ.get("HAKEEPER_NODE") or socket.gethostname().split(".")[0]
-    return check_name(name, "node name")
+    chosen = os.environ.get("HAKEEPER_NODE")
+    if chosen is None:
+        host = socket.gethostname().split(".")[0]
+        try:
+            return check_name(host, "node name")
+        except IllegalArgument as exc:
+            raise IllegalArgument(f"this host's name will not do: {exc} (set HAKEEPER_NODE)") from None
+    if not chosen:
+        raise IllegalArgument("HAKEEPER_NODE is set but empty: set it to this node's name, or unset it")
+    try:
+        return check_name(chosen, "node name")
+    except IllegalArgument as exc:
+        raise IllegalArgument(f"HAKEEPER_NODE: {exc}") from None
 
 
 class ChangedMeanwhile(SystemCallFailed):
@@ -140,47 +165,102 @@ def _write(method: Callable[Concatenate[Lcd, P], R]) -> Callable[Concatenate[Lcd
 
 
 class Lcd:
-    """An open LCD. Use as a context manager, or call :meth:`close`."""
+    """An open LCD. Use as a context manager, or call :meth:`close`.
 
-    def __init__(self, path: Path, *, actor: str | None = None, node: str | None = None) -> None:
+    ``Lcd(path)`` creates the file if there is none (:meth:`open` creates it
+    whole, atomically) and refuses one that is there but damaged. ``readonly``
+    opens it for reading only: any change is refused by SQLite. ``verify`` runs
+    ``PRAGMA quick_check`` (hakeeperd does, when it starts).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        actor: str | None = None,
+        node: str | None = None,
+        readonly: bool = False,
+        verify: bool = False,
+    ) -> None:
         self.path = path
         self.actor = actor if actor is not None else _current_user()
+        self.readonly = readonly
         #: Called with (op, args) before a change; returns what to call with "committed?" after it
         #: (hakeeperd sets it to replicate configuration changes to the nodes they concern).
         self.replicator: Callable[[str, dict[str, Any]], Replication | None] | None = None
         self._dry = False
         self._applying: str | None = None
         self._txn: _Transaction | None = None
+        self._cleanup: files.Cleanup | None = None
+        files.inspect(path)  # before SQLite sees it: it would take an empty file for a new database
         try:
-            self._conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+            if readonly:
+                self._conn, self._cleanup = files.connect_readonly(path, BUSY_TIMEOUT_MS / 1000)
+            else:
+                self._conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
         except sqlite3.Error as exc:
+            if files.is_damage(exc):
+                raise files.damaged(path, files.what_sqlite_says(exc)) from None
             raise StateDirError(f"cannot open the LCD {path}: {exc}") from None
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode != "wal":
-                raise SystemCallFailed(f"cannot put the LCD {path} in WAL mode (got {mode})")
-            self._conn.execute("PRAGMA synchronous = FULL")
+            files.require_lcd(self._conn, path)  # a damaged or foreign file fails here, before any write
+            if not readonly:
+                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode != "wal":
+                    raise SystemCallFailed(f"cannot put the LCD {path} in WAL mode (got {mode})")
+                self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._migrate()
             self._local = self._ensure_local_node(node)
+            if verify:
+                files.quick_check(self._conn, path)
         except sqlite3.Error as exc:
-            self._conn.close()
+            self.close()
+            if files.is_damage(exc):
+                raise files.damaged(path, files.what_sqlite_says(exc)) from None
             raise SystemCallFailed(f"cannot use the LCD {path}: {exc}") from None
         except HakeeperError:
-            self._conn.close()
+            self.close()
             raise
 
     @classmethod
     def open(
-        cls, root: str | os.PathLike[str] | None = None, *, actor: str | None = None, node: str | None = None
+        cls,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        actor: str | None = None,
+        node: str | None = None,
+        readonly: bool = False,
+        verify: bool = False,
     ) -> Lcd:
-        """Open (creating if needed) the LCD of the state directory ``root``."""
-        directory = ensure_state_dir(state_root(root))
-        return cls(directory / DB_NAME, actor=actor, node=node)
+        """Open the LCD of the state directory ``root``, creating it if there is none.
+
+        A file that is there but not whole is refused (:class:`LcdDamaged`) and
+        kept, never replaced by a new LCD. ``readonly`` needs no write access to
+        the state directory, unless the LCD must first be created or upgraded.
+        """
+        directory = state_root(root)
+        path = directory / DB_NAME
+        if readonly and files.inspect(path):
+            try:
+                return cls(path, actor=actor, readonly=True)
+            except files.NeedsWrite as exc:
+                try:
+                    ensure_state_dir(directory)
+                except StateDirError:
+                    raise exc from None
+        directory = ensure_state_dir(directory)
+        if not files.inspect(path):
+            files.create(path, lambda new: cls(new, actor=actor, node=node).close())
+        return cls(path, actor=actor, node=node, verify=verify)
 
     def close(self) -> None:
-        self._conn.close()
+        if hasattr(self, "_conn"):
+            self._conn.close()
+        if self._cleanup is not None:
+            self._cleanup()
+            self._cleanup = None
 
     def __enter__(self) -> Lcd:
         return self
@@ -199,6 +279,11 @@ class Lcd:
                 f"the LCD {self.path} has schema version {version}, newer than this hakeeper knows "
                 f"({SCHEMA_VERSION}); upgrade hakeeper"
             )
+        if self.readonly:
+            raise files.NeedsWrite(
+                f"the LCD {self.path} has schema version {version} and must be upgraded to {SCHEMA_VERSION} "
+                "by a command that can write it (as the owner of the state directory)"
+            )
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
@@ -216,6 +301,8 @@ class Lcd:
         row = self._conn.execute("SELECT name FROM nodes WHERE local = 1").fetchone()
         if row is not None:
             return str(row[0])
+        if self.readonly:
+            raise files.NeedsWrite(f"the LCD {self.path} names no local node yet: run a command that can write it")
         name = check_name(node, "node name") if node else default_node_name()
         return self._transaction(lambda: self._init_node(name))
 
@@ -361,6 +448,8 @@ class Lcd:
         try:
             return self._conn.execute(sql, tuple(params)).fetchall()
         except sqlite3.Error as exc:
+            if files.is_damage(exc):
+                raise files.damaged(self.path, files.what_sqlite_says(exc)) from None
             raise SystemCallFailed(f"cannot read the LCD {self.path}: {exc}") from None
 
     def _exists(self, sql: str, params: Iterable[Any]) -> bool:
