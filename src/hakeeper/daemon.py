@@ -41,7 +41,7 @@ from hakeeper.events.local import Limits, LocalRecovery
 from hakeeper.events.monitor import Monitor
 from hakeeper.guard import GuardLink
 from hakeeper.kits.base import KitContext, Result
-from hakeeper.kits.registry import Kits
+from hakeeper.kits.registry import Kits, register_kits
 from hakeeper.recovery import plan
 from hakeeper.recovery.engine import DEFAULT_MAX_PARALLEL, Engine
 from hakeeper.recovery.engine import call as kit_call
@@ -192,7 +192,9 @@ class Daemon:
         """Import the kits of this node's resources at start, not in the first takeover that needs one.
 
         Importing a kit can take longer than the rest of its restore: the IP kit's pyroute2 takes ~0.15 s.
+        The application and type of a kit installed since the LCD last looked are registered too.
         """
+        register_kits(self.lcd, self.root)
         for app, rtype in sorted({(r.app, r.type) for r in self.lcd.resources()}):
             self.kits.find(app, rtype)
 

@@ -51,10 +51,7 @@ T = TypeVar("T")
 #: "spare" (an application without types) and node3 (a node no equivalency names)
 #: exist so that app_remove and sys_remove have something they may remove.
 SETUP: tuple[tuple[str, ...], ...] = (
-    ("app_create", "-a", "gen"),
-    ("app_create", "-a", "comm"),
-    ("app_create", "-a", "spare"),
-    ("typ_create", "-a", "gen", "-r", "app"),
+    ("app_create", "-a", "spare"),  # apps gen and comm, type gen/app: the kits' (the LCD knows them from the start)
     ("typ_create", "-a", "comm", "-r", "nokit"),  # a type no kit serves (comm/ip has one now)
     ("sys_create", "-s", "node2"),
     ("sys_create", "-s", "node3"),
@@ -165,7 +162,7 @@ def test_lcd_dump_sees_every_change(populated: Path, cli: Cli) -> None:
     """The check of "unchanged" can fail: even a change undone at once shows, in the change log."""
     before = lcd_dump(populated)
     assert set(before) >= {"nodes", "apps", "types", "resources", "dependencies", "equivalencies", "flags", "changes"}
-    assert len(before["changes"]) == len(SETUP) + 1  # and the creation of node1
+    assert len(before["changes"]) == len(SETUP) + 2  # and the creation of node1, and its kits' registration
     assert cli("flg_create", "-f", "passing").code == OK
     assert cli("flg_remove", "-f", "passing").code == OK
     after = lcd_dump(populated)

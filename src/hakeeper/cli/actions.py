@@ -43,6 +43,9 @@ def _kits(ctx: Context, args: argparse.Namespace) -> int:
         meta = KitMeta("ocf", "ra", f"OCF agent {agent.spec}", agent_meta(agent).params)
         metas = [meta]
     else:
+        from hakeeper.kits.registry import register_kits
+
+        register_kits(ctx.lcd, ctx.root)
         metas = kits_of(ctx, ctx.lcd).available()
     if args.json:
         ctx.print(json.dumps([m.as_json() for m in metas], indent=2))

@@ -192,6 +192,10 @@ class Context:
     def lcd(self) -> Lcd:
         if self._lcd is None:
             self._lcd = Lcd.open(self.root, actor=self._actor)
+            if self._lcd.registered_kits() is None:  # a fresh LCD learns its kits' applications and types
+                from hakeeper.kits.registry import register_kits
+
+                register_kits(self._lcd, self.root)
             if self._replicator is not None:
                 self._lcd.replicator = self._replicator(self._lcd)
         return self._lcd

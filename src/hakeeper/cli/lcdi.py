@@ -81,6 +81,8 @@ def _resource_row(r: Resource) -> list[object]:
     arg("-l", dest="local_recover", default="Y", help="local recovery Y (default) | N"),
 )
 def _ins_create(ctx: Context, args: argparse.Namespace) -> int:
+    if not any(t.type == args.type for t in ctx.lcd.types(args.app)):
+        learn_kits(ctx)  # a kit installed since the LCD last looked
     ctx.lcd.create_resource(
         args.tag,
         args.id,
@@ -95,8 +97,23 @@ def _ins_create(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def learn_kits(ctx: Context) -> None:
+    """Register the application and type of every kit installed since the LCD last looked (kits.registry)."""
+    from hakeeper.kits.registry import register_kits
+
+    register_kits(ctx.lcd, ctx.root)
+
+
+def _known(ctx: Context, app: str | None, rtype: str | None) -> bool:
+    if app is not None and app not in ctx.lcd.apps():
+        return False
+    return rtype is None or any(t.type == rtype and app in (None, t.app) for t in ctx.lcd.types())
+
+
 def require_app_type(ctx: Context, app: str | None, rtype: str | None) -> None:
     """An -a / -r filter must name something that exists: a typo is an error, not an empty list."""
+    if not _known(ctx, app, rtype):
+        learn_kits(ctx)  # unless a kit installed since the LCD last looked serves it
     if app is not None and app not in ctx.lcd.apps():
         raise NotFound(f"no application named {app!r} (see: app_list)")
     if rtype is not None and not any(t.type == rtype and app in (None, t.app) for t in ctx.lcd.types()):
@@ -466,6 +483,7 @@ def _typ_remove(ctx: Context, args: argparse.Namespace) -> int:
     listing=True,
 )
 def _typ_list(ctx: Context, args: argparse.Namespace) -> int:
+    learn_kits(ctx)
     require_app_type(ctx, args.app, None)
     types = ctx.lcd.types(args.app)
     ctx.rows(args, [[t.app, t.type] for t in types], [{"app": t.app, "type": t.type} for t in types])
@@ -486,6 +504,7 @@ def _app_remove(ctx: Context, args: argparse.Namespace) -> int:
 
 @command("app_list", "list applications", listing=True)
 def _app_list(ctx: Context, args: argparse.Namespace) -> int:
+    learn_kits(ctx)
     apps = ctx.lcd.apps()
     ctx.rows(args, [[a] for a in apps], apps)
     return 0

@@ -69,6 +69,7 @@ logger = logging.getLogger(__name__)
 DB_NAME = "lcd.sqlite"
 BUSY_TIMEOUT_MS = 10_000
 MEASURED = "measured:"  # meta keys of this node's measurements (measured:KIND:TAG), not settings
+KITS_KEY = "registered_kits"  # meta key: the kits whose application and type register_kits created (JSON list)
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -361,6 +362,48 @@ class Lcd:
     def _require_type(self, app: str, type: str) -> None:
         if not self._exists("SELECT 1 FROM types WHERE app = ? AND name = ?", (app, type)):
             raise NotFound(f"no resource type {app!r}/{type!r} (see: typ_list)")
+
+    def registered_kits(self) -> list[str] | None:
+        """The kits (``app/type``) :meth:`register_kits` has registered here; None if it never ran."""
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (KITS_KEY,))
+        return [str(k) for k in json.loads(rows[0][0])] if rows else None
+
+    def register_kits(self, kits: Iterable[str]) -> list[str]:
+        """Create the application and resource type of each kit ``app/type`` not registered before.
+
+        What a kit's installation does in LifeKeeper. Each kit is registered once:
+        a type the administrator removes later (``typ_remove``) stays removed. One
+        change, and none when nothing is new; returns the kits newly registered.
+        """
+        wanted = sorted(set(kits))
+        for kit in wanted:
+            app, sep, type = kit.partition("/")
+            if not sep:
+                raise IllegalArgument(f"kit {kit!r} is not APP/TYPE")
+            check_name(app, "application")
+            check_name(type, "resource type")
+        if not wanted:
+            return []
+        args: dict[str, Any] = {"kits": []}
+        try:
+            with self._change("register_kits", args) as db:
+                row = db.execute("SELECT value FROM meta WHERE key = ?", (KITS_KEY,)).fetchone()
+                known = set(json.loads(row[0])) if row else set()
+                new = [k for k in wanted if k not in known]
+                if not new and row is not None:
+                    raise _Unchanged
+                for kit in new:
+                    app, _, type = kit.partition("/")
+                    db.execute("INSERT OR IGNORE INTO apps (name) VALUES (?)", (app,))
+                    db.execute("INSERT OR IGNORE INTO types (app, name) VALUES (?, ?)", (app, type))
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    (KITS_KEY, json.dumps(sorted(known | set(new)))),
+                )
+                args["kits"] = new  # decided inside the transaction; the change log records it after this block
+        except _Unchanged:
+            return []
+        return new
 
     # ------------------------------------------------------------------ resources
 
@@ -1034,6 +1077,10 @@ def _normal(text: str) -> str:
         return text
 
 
+class _Unchanged(Exception):
+    """Raised inside a change that turns out to change nothing, to roll it back without a change-log record."""
+
+
 class Replication(Protocol):
     """What a replicator hands back for a change: outbox rows (txid, node, seq, message) and a finish step."""
 
@@ -1162,6 +1209,7 @@ _REPLAYABLE: dict[str, Callable[..., Any]] = {
     "create_app": Lcd.create_app,
     "remove_app": Lcd.remove_app,
     "create_type": Lcd.create_type,
+    "register_kits": Lcd.register_kits,
     "remove_type": Lcd.remove_type,
     "create_resource": _replay_create_resource,
     "create_resources": Lcd.create_resources,
