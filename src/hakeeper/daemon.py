@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -332,7 +333,10 @@ class Daemon:
     def send_event(self, event: Event) -> str:
         """Accept an event: run its handlers and, for a resource in service here, local recovery."""
         logger.warning("event %s", event.describe())
-        self.spawn(run_handlers(self.root, event, self.node), f"handlers of {event.describe()}")
+        told = dataclasses.replace(event, advisory=event.tag in self.engine.busy)  # handlers get -A then
+        self.spawn(run_handlers(self.root, told, self.node), f"handlers of {event.describe()}")
+        if event.system not in ("", self.node):
+            return f"event {event.describe()}: it happened on {event.system}, not here; handlers only"
         known = {r.tag: r for r in self.lcd.resources(tag=event.tag)}
         resource = known.get(event.tag)
         if resource is None:

@@ -457,6 +457,10 @@ SEMANTIC_CASES: list[Case] = [
     Case("sendevent", ("-C", "", "-E", "failure", "-n", "web"), ILLEGAL, "empty class"),
     Case("sendevent", ("-C", "generic", "-E", ".x", "-n", "web"), ILLEGAL, "event starting with a dot"),
     Case("sendevent", ("-C", "generic", "-E", "failure", "-n", "web", "-s", "HUGE"), ILLEGAL, "bad severity"),
+    Case("sendevent", ("-C", "generic", "-E", "failure", "-n", "web", "-s", "5"), ILLEGAL, "severity 5"),
+    Case("sendevent", ("-C", "generic", "-E", "failure", "-n", "web", "-t", "991399000000"), ILLEGAL, "month 13"),
+    Case("sendevent", ("-C", "generic", "-E", "failure", "-n", "web", "-O", "out.log"), ILLEGAL, "relative -O"),
+    Case("sendevent", ("-C", "generic", "-E", "failure", "-n", "web", "-S", "bad node"), ILLEGAL, "bad system"),
     Case("lkstart", ("--log", "/proc"), SYSCALL, "log is a directory"),
     Case("lkstart", ("--log", "/proc/nonexistent/hakeeperd.log"), SYSCALL, "log cannot be created"),
     # lcdremexec
@@ -551,7 +555,7 @@ def test_well_formed_command_lines_work(name: str, populated: Path) -> None:
 
 @pytest.mark.parametrize("name", sorted(VALID))
 def test_destination_of_this_node_is_served_here(name: str, populated: Path) -> None:
-    assert_well_formed(name, execute(populated, name, [*VALID[name], "-d", "node1"]))
+    assert_well_formed(name, execute(populated, name, [*VALID[name], COMMANDS[name].node_option, "node1"]))
 
 
 @pytest.mark.parametrize(("dest", "code"), [("node2", COMM), ("nosuch", MISSING)])
@@ -559,7 +563,7 @@ def test_destination_of_this_node_is_served_here(name: str, populated: Path) -> 
 def test_destination(name: str, dest: str, code: int, populated: Path) -> None:
     """-d of another node cannot be served yet (9); -d of no node is not found (7). Nothing happens."""
     before = lcd_dump(populated)
-    result = execute(populated, name, [*VALID[name], "-d", dest])
+    result = execute(populated, name, [*VALID[name], COMMANDS[name].node_option, dest])
     assert result.code == code, result.err
     assert_refused(before, populated, result, f"{name}: ")
     assert repr(dest) in result.err

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from pathlib import Path
 
 import pytest
 
+from hakeeper.cli.base import parse
+from hakeeper.cli.daemon import _event
 from hakeeper.cli.main import run
-from hakeeper.db import Lcd
+from hakeeper.daemon import Config, Daemon
+from hakeeper.db import Lcd, State
+from hakeeper.events.alarm import Event, run_handlers
 from tests.conftest import Cli, Result
+from tests.fakes import build, fake_kits
 
 OK, SYSCALL, SYNTAX, ILLEGAL, MISSING, COMM = 0, 1, 2, 5, 7, 9
 
@@ -78,3 +84,77 @@ def test_registering_kits_is_idempotent(lcd: Lcd) -> None:
     assert lcd.last_seq() == seq, "nothing new: no change recorded"
     assert lcd.register_kits(["gen/app", "lk/svc"]) == ["lk/svc"]
     assert lcd.registered_kits() == ["comm/ip", "gen/app", "lk/svc"]
+
+
+# ---------------------------------------------------------------------- sendevent
+
+
+def test_sendevent_takes_lifekeepers_options_and_passes_them_on_as_given() -> None:
+    argv = [
+        *("-C", "filesys", "-E", "diskfull", "-m", "fsmon", "-n", "fs", "-c", "filesys", "-i", "42"),
+        *("-t", "250102030405", "-T", "1735786800", "-s", "4", "-o", "-z", "-w", "-a", "alarm"),
+        *("-P", "space", "-p", "97", "-d", "/dev/sdb1 97%", "-x", "almost full", "-S", "node1", "-O", "/tmp/x"),
+    ]
+    _cmd, args = parse("sendevent", argv, "sendevent")
+    assert args.dest is None, "-d is the problem data, not a node"
+    event = _event(args)
+    assert (event.tag, event.level, event.system, event.outfile) == ("fs", "CRITICAL", "node1", "/tmp/x")
+    given = event.argv()
+    assert given[:8] == ["-C", "filesys", "-E", "diskfull", "-n", "fs", "-s", "4"]
+    for pair in (["-d", "/dev/sdb1 97%"], ["-t", "250102030405"], ["-p", "97"], ["-x", "almost full"]):
+        at = given.index(pair[0])
+        assert given[at : at + 2] == pair
+    assert {"-o", "-z", "-w"} <= set(given)
+    assert "-A" not in given
+
+
+@pytest.mark.parametrize(
+    ("severity", "name"), [("1", "INFO"), ("2", "WARNING"), ("3", "MAJOR"), ("4", "CRITICAL"), ("critical", "CRITICAL")]
+)
+def test_sendevent_severities_by_number_or_name(severity: str, name: str) -> None:
+    _cmd, args = parse("sendevent", ["-C", "generic", "-E", "failure", "-n", "web", "-s", severity], "sendevent")
+    assert _event(args).level == name
+
+
+def test_sendevent_d_is_problem_data_and_the_node_is_a_long_option(cli: Cli) -> None:
+    cli("sys_create", "-s", "node2")
+    data = cli("sendevent", "-C", "generic", "-E", "failure", "-n", "web", "-d", "node2")
+    assert data.code == SYSCALL, data.err  # well formed: only hakeeperd is missing
+    assert "hakeeperd is not running" in data.err
+    remote = cli("sendevent", "-C", "generic", "-E", "failure", "-n", "web", "--node", "node2")
+    assert remote.code == COMM, remote.err
+
+
+def test_handlers_get_A_while_an_action_runs_and_their_output_goes_to_O(tmp_path: Path) -> None:
+    handler = script(tmp_path / "events" / "generic" / "failure" / "note", 'echo "said $*"')
+    out = tmp_path / "handlers.out"
+    event = Event("generic", "failure", "web", "2", outfile=str(out), extra=("-d", "data"), advisory=True)
+    asyncio.run(run_handlers(tmp_path, event, "node1"))
+    assert out.read_text() == f"{handler}: exit 0\nsaid -C generic -E failure -n web -s 2 -O {out} -d data -A\n"
+
+
+def test_an_event_of_another_system_runs_its_handlers_only(root: Path) -> None:
+    log = root / "handled"
+    script(root / "events" / "allclass" / "note", f'echo "$*" >> {log}')
+    with Lcd.open(root) as lcd:
+        build(lcd, [("web", "vip")])
+
+    async def scenario() -> tuple[str, str]:
+        daemon = Daemon(Config(root), dispatch=None)  # type: ignore[arg-type]
+        try:
+            kits, _kit = fake_kits(daemon.lcd)
+            daemon.engine.kits = kits
+            await daemon.engine.restore("web", reason="test")
+            elsewhere = daemon.send_event(Event("generic", "failure", "web", system="node2"))
+            here = daemon.send_event(Event("generic", "failure", "web", system="node1"))
+            while daemon._work:
+                await asyncio.gather(*daemon._work)
+            return elsewhere, here
+        finally:
+            daemon.lcd.close()
+
+    elsewhere, here = asyncio.run(scenario())
+    assert elsewhere.endswith("it happened on node2, not here; handlers only")
+    assert here.endswith("local recovery of web started")
+    assert len(log.read_text().splitlines()) == 2, "both events' handlers ran"
+    assert states(root) == {"web": State.ISP.name, "vip": State.ISP.name}

@@ -62,6 +62,7 @@ class Command:
     intermixed: bool
     local: bool  # never forwarded to hakeeperd (the commands that start and stop it)
     in_daemon: AsyncRunner | None  # how hakeeperd runs it in its event loop; None: in a worker thread
+    node_option: str = "-d"  # the option naming another node's LCD (sendevent's -d is LifeKeeper's problem data)
 
 
 COMMANDS: dict[str, Command] = {}
@@ -148,14 +149,18 @@ def command(
     intermixed: bool = False,
     local: bool = False,
     in_daemon: AsyncRunner | None = None,
+    node_option: str = "-d",
 ) -> Callable[[Runner], Runner]:
     """Register a command; ``listing`` adds ``--json`` and ``-f C`` (field separator).
 
     ``intermixed`` lets positional arguments stand between options (``create gen/app -t web restore=...``).
+    ``node_option`` names the option that sends the command to another node's LCD.
     """
 
     def register(runner: Runner) -> Runner:
-        COMMANDS[name] = Command(name, summary, arguments, runner, listing, epilog, intermixed, local, in_daemon)
+        COMMANDS[name] = Command(
+            name, summary, arguments, runner, listing, epilog, intermixed, local, in_daemon, node_option
+        )
         return runner
 
     return register
@@ -243,7 +248,9 @@ def build_parser(cmd: Command, prog: str) -> Parser:
             help="field separator (default ^A, as LifeKeeper; e.g. -f:)",
         )
         parser.add_argument("--json", action="store_true", help="print JSON instead")
-    parser.add_argument("-d", dest="dest", metavar="NODE", help="run against NODE's LCD (default: this node)")
+    parser.add_argument(
+        cmd.node_option, dest="dest", metavar="NODE", help="run against NODE's LCD (default: this node)"
+    )
     parser.add_argument("--root", metavar="DIR", help="state directory (default: $HAKEEPER_ROOT or /var/lib/hakeeper)")
     return parser
 
