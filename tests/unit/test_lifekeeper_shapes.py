@@ -158,3 +158,25 @@ def test_an_event_of_another_system_runs_its_handlers_only(root: Path) -> None:
     assert here.endswith("local recovery of web started")
     assert len(log.read_text().splitlines()) == 2, "both events' handlers ran"
     assert states(root) == {"web": State.ISP.name, "vip": State.ISP.name}
+
+
+# ---------------------------------------------------------------------- tags beginning with '-'
+
+
+def test_tags_may_begin_with_a_dash_as_lifekeeper_allows(cli: Cli, kit: Path) -> None:
+    assert cli("ins_create", "-a", "lk", "-r", "svc", "-t", "-dash", "-i", "d1") == Result(OK, "", "")
+    assert cli("ins_create", "-a", "lk", "-r", "svc", "-t-top", "-i", "-d2") == Result(OK, "", "")
+    assert cli("dep_create", "-p", "-top", "-c", "-dash") == Result(OK, "", "")
+    assert cli("ins_list", "-t", "-dash", "-f:").out.split(":")[2:4] == ["-dash", "d1"]
+    assert cli("ins_list", "-t-dash", "-f:").out.split(":")[2] == "-dash"
+    assert cli("ins_gettag", "-i", "-d2").out == "-top\n"
+    assert cli("dep_list", "-c", "-top", "-f>").out == "-top>-dash\n"
+    assert cli("ins_remove", "-t", "-dash", "-v", "-N").out == "-top\n-dash\n"
+    _cmd, args = parse("sendevent", ["-C", "generic", "-E", "failure", "-n", "-dash", "-x", "-1 left"], "sendevent")
+    assert (args.tag, args.text) == ("-dash", "-1 left")
+
+
+def test_an_option_value_of_two_dashes_is_a_syntax_error(cli: Cli) -> None:
+    result = cli("ins_list", "-t--")
+    assert result.code == SYNTAX
+    assert result.err.startswith("ins_list: -t cannot take '--'")

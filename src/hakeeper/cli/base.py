@@ -267,10 +267,46 @@ def parse(name: str, argv: Sequence[str], shown: str) -> tuple[Command, argparse
     if cmd is None:
         raise UsageError(f"unknown command {name!r} (see: hakeeper --help)")
     parser = build_parser(cmd, shown)
-    args = parser.parse_intermixed_args(list(argv)) if cmd.intermixed else parser.parse_args(list(argv))
+    words = dash_values(argv, value_options(cmd), shown)
+    args = parser.parse_intermixed_args(words) if cmd.intermixed else parser.parse_args(words)
     if cmd.listing and len(args.field_sep) != 1:
         raise UsageError(f"-f takes one character, not {args.field_sep!r} (see: {shown} --help)")
     return cmd, args
+
+
+_NO_VALUE = frozenset({"store_true", "store_false", "store_const", "append_const", "count", "help", "version"})
+
+
+def value_options(cmd: Command) -> frozenset[str]:
+    """The short options (``-t``) of ``cmd`` that take a value."""
+    flags = {"-f"} if cmd.listing else set()
+    if len(cmd.node_option) == 2:
+        flags.add(cmd.node_option)
+    for a in cmd.arguments:
+        if a.options.get("action", "store") not in _NO_VALUE and a.options.get("nargs") != 0:
+            flags |= {f for f in a.flags if len(f) == 2 and f[0] == "-" and f[1] != "-"}
+    return frozenset(flags)
+
+
+def dash_values(argv: Sequence[str], flags: frozenset[str], shown: str) -> list[str]:
+    """Let a short option's value begin with '-', as LifeKeeper's getopt does: ``-t -dash`` is ``-t-dash``.
+
+    An option that takes a value takes the next word, whatever it is (a tag may begin
+    with '-'); only ``--`` still ends the options. argparse would read ``-dash`` as an
+    unknown option, so the two words are joined into the one it reads as option and value.
+    """
+    words: list[str] = []
+    rest = list(argv)
+    while rest:
+        word = rest.pop(0)
+        if word == "--":
+            return [*words, word, *rest]
+        if word in flags and rest and rest[0].startswith("-") and rest[0] != "--":
+            word += rest.pop(0)
+        if word[:2] in flags and word[2:] == "--":
+            raise UsageError(f"{word[:2]} cannot take '--' as its value (see: {shown} --help)")
+        words.append(word)
+    return words
 
 
 def run(
