@@ -327,6 +327,7 @@ SEMANTIC_CASES: list[Case] = [
     Case("ins_setstate", ("-t", "web", "-S", "OSF"), ILLEGAL, "OSF"),
     Case("ins_setstate", ("-t", "web", "-S", "ILLSTATE"), ILLEGAL, "ILLSTATE"),
     Case("ins_setstate", ("-t", "web", "-S", "UP"), ILLEGAL, "no such state"),
+    Case("ins_setstate", ("-t", "web", "-S", "isp"), ILLEGAL, "lower-case state"),
     Case("ins_setstate", ("-t", "nosuch", "-S", "ISP"), MISSING, "unknown tag"),
     Case("ins_setstate", ("-t", "web", "-S", "ISP", "-R", "two\nlines"), ILLEGAL, "reason of two lines"),
     Case("ins_setstate", ("-t", "web", "-S", "ISP", "-R", "r" * 1025), ILLEGAL, "reason too long"),

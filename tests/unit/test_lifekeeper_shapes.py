@@ -180,3 +180,28 @@ def test_an_option_value_of_two_dashes_is_a_syntax_error(cli: Cli) -> None:
     result = cli("ins_list", "-t--")
     assert result.code == SYNTAX
     assert result.err.startswith("ins_list: -t cannot take '--'")
+
+
+# ---------------------------------------------------------------------- states
+
+
+def test_states_are_lifekeepers_names_only(cli: Cli, kit: Path) -> None:
+    cli("ins_create", "-a", "lk", "-r", "svc", "-t", "web", "-i", "web")
+    for bad in ("isp", "Osu", "up"):
+        result = cli("ins_setstate", "-t", "web", "-S", bad)
+        assert result.code == ILLEGAL, bad
+    assert "upper case: ISP" in cli("ins_setstate", "-t", "web", "-S", "isp").err
+    assert cli("ins_setstate", "-t", "web", "-S", "ISU") == Result(OK, "", "")
+
+
+def test_ins_setstate_A_sets_the_hierarchy_as_restore_or_remove_would(cli: Cli, root: Path, kit: Path) -> None:
+    for tag in ("web", "ip", "fs", "disk", "db"):
+        cli("ins_create", "-a", "lk", "-r", "svc", "-t", tag, "-i", tag)
+    for parent, child in (("web", "ip"), ("web", "fs"), ("fs", "disk"), ("db", "disk")):
+        cli("dep_create", "-p", parent, "-c", child)
+    assert cli("ins_setstate", "-t", "fs", "-S", "ISP", "-A") == Result(OK, "", "")
+    assert states(root) == {"web": "ISP", "ip": "ISP", "fs": "ISP", "disk": "ISP", "db": "OSU"}
+    assert cli("ins_setstate", "-t", "fs", "-S", "OSU", "-A", "-R", "maintenance") == Result(OK, "", "")
+    assert states(root) == {"web": "OSU", "ip": "ISP", "fs": "OSU", "disk": "ISP", "db": "OSU"}
+    reasons = {r["tag"]: r["reason"] for r in json.loads(cli("ins_list", "--json").out)}
+    assert reasons["web"] == reasons["fs"] == "maintenance"

@@ -224,16 +224,44 @@ def _ins_gettag(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def state_value(value: str) -> State:
+    """A state ``ins_setstate -S`` may set, by LifeKeeper's name exactly (ISP, ISU, OSU)."""
+    names = "|".join(s.name for s in sorted(SETTABLE_STATES))
+    if value in State.__members__ and State[value] in SETTABLE_STATES:
+        return State[value]
+    if value in State.__members__:
+        raise IllegalArgument(f"state {value!r} is not one of {names}: hakeeper alone sets {value}")
+    hint = f" (LifeKeeper's state names are upper case: {value.upper()})" if value.upper() in names.split("|") else ""
+    raise IllegalArgument(f"state {value!r} is not one of {names}{hint}")
+
+
 @command(
     "ins_setstate",
     "set a resource's state (ISP, ISU or OSU) in the LCD, without running any action",
     TAG,
     arg("-S", dest="state", required=True, help="ISP | ISU | OSU"),
     arg("-R", dest="reason", default="", help="reason recorded with the state"),
-)
+    arg("-A", dest="all", action="store_true",
+        help="its hierarchy too: ISP or ISU for TAG, all above it and all they need (children first),\n"
+        "OSU for TAG and all above it (parents first), as perform_action -a restore or remove would"),
+)  # fmt: skip
 def _ins_setstate(ctx: Context, args: argparse.Namespace) -> int:
-    state = enum_value(State, args.state, "state", sorted(SETTABLE_STATES))
-    ctx.lcd.set_state(args.tag, state, args.reason or f"ins_setstate by {ctx.lcd.actor}")
+    state = state_value(args.state)
+    lcd = ctx.lcd
+    reason = args.reason or f"ins_setstate by {lcd.actor}"
+    if not args.all:
+        lcd.set_state(args.tag, state, reason)
+        return 0
+    from hakeeper.recovery import plan
+
+    lcd.resource(args.tag)
+    edges = lcd.edges()
+    if state is State.OSU:
+        order = graph.remove_order(edges, plan.remove_set(edges, args.tag))
+    else:
+        order = graph.restore_order(edges, plan.restore_set(edges, args.tag))
+    for tag in order:  # in this order no resource is ever ISP above one that is not in service
+        lcd.set_state(tag, state, reason)
     return 0
 
 
