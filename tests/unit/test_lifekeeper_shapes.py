@@ -205,3 +205,36 @@ def test_ins_setstate_A_sets_the_hierarchy_as_restore_or_remove_would(cli: Cli, 
     assert states(root) == {"web": "OSU", "ip": "ISP", "fs": "OSU", "disk": "ISP", "db": "OSU"}
     reasons = {r["tag"]: r["reason"] for r in json.loads(cli("ins_list", "--json").out)}
     assert reasons["web"] == reasons["fs"] == "maintenance"
+
+
+# ---------------------------------------------------------------------- ins_remove -I -G -U
+
+
+def test_ins_remove_I_takes_what_is_in_service_out_first(cli: Cli, root: Path, kit: Path) -> None:
+    for tag in ("web", "ip"):
+        cli("ins_create", "-a", "lk", "-r", "svc", "-t", tag, "-i", tag)
+    cli("dep_create", "-p", "web", "-c", "ip")
+    assert cli("perform_action", "-t", "web", "-a", "restore").code == OK
+    kit.unlink()
+    assert cli("ins_remove", "-I", "-t", "ip", "-v") == Result(OK, "web\nip\n", "")
+    assert kit.read_text().splitlines() == ["remove web", "remove ip", "delete web", "delete ip"]
+
+
+def test_ins_remove_G_skips_the_global_delete_scripts(cli: Cli, root: Path, kit: Path) -> None:
+    script(root / "subsys" / "lk" / "actions" / "predelete", f'echo "predelete $2" >> {kit}')
+    for tag in ("a", "b"):
+        cli("ins_create", "-a", "lk", "-r", "svc", "-t", tag, "-i", tag)
+    assert cli("ins_remove", "-t", "a").code == OK
+    assert cli("ins_remove", "-G", "-t", "b").code == OK
+    assert kit.read_text().splitlines() == ["predelete a", "delete a", "delete b"]
+
+
+def test_ins_remove_U_goes_on_past_a_failing_delete_action(cli: Cli, root: Path, kit: Path) -> None:
+    script(root / "subsys" / "lk" / "resources" / "svc" / "actions" / "delete", "echo cannot; exit 1")
+    cli("ins_create", "-a", "lk", "-r", "svc", "-t", "web", "-i", "web")
+    assert cli("ins_remove", "-t", "web").code == SYSCALL
+    assert "web" in states(root), "without -U a failing delete action stops the removal"
+    result = cli("ins_remove", "-U", "-t", "web")
+    assert result.code == OK
+    assert "removed all the same (-U)" in result.err
+    assert states(root) == {}

@@ -162,11 +162,16 @@ def _ins_list(ctx: Context, args: argparse.Namespace) -> int:
     "remove resource instances and everything that depends on them",
     *SELECTORS,
     arg("-v", dest="verbose", action="store_true", help="print the removed tags"),
+    arg("-I", dest="initialize", action="store_true",
+        help="take what is in service here out of service first (remove actions, parents first)"),
     arg("-N", dest="no_delete", action="store_true", help="do not run the types' delete actions"),
+    arg("-G", dest="no_globals", action="store_true", help="do not run the app-wide predelete/postdelete scripts"),
+    arg("-U", dest="unconditional", action="store_true",
+        help="a failing delete action is reported on stderr, and the removal goes on"),
     epilog="Dependents go first (parents before children); each type's delete action, if it has one,\n"
     "runs before its instance is removed. -R removes the hierarchies rooted at TOP, keeping\n"
     "children that other hierarchies still need.",
-)
+)  # fmt: skip
 def _ins_remove(ctx: Context, args: argparse.Namespace) -> int:
     if not (args.roots or args.app or args.type or args.tag or args.id):
         raise UsageError("name what to remove with -R, -a, -r, -t or -i (see: ins_remove --help)")
@@ -179,19 +184,45 @@ def _ins_remove(ctx: Context, args: argparse.Namespace) -> int:
         tags = [r.tag for r in _select(ctx, args)]
     if not tags:
         raise NotFound("no resource matches (see: ins_list)")
-    removed = remove_with_actions(ctx, tags, run_delete=not args.no_delete)
+    if args.initialize:
+        take_out_of_service(ctx, tags, run_globals=not args.no_globals)
+    removed = remove_with_actions(
+        ctx, tags, run_delete=not args.no_delete, run_globals=not args.no_globals, go_on=args.unconditional
+    )
     if args.verbose:
         for tag in removed:
             ctx.print(tag)
     return 0
 
 
-def remove_with_actions(ctx: Context, tags: list[str], *, run_delete: bool) -> list[str]:
+def take_out_of_service(ctx: Context, tags: list[str], *, run_globals: bool) -> None:
+    """``ins_remove -I``: what is to be removed and not OSU here is taken out of service first, parents first."""
+    import asyncio
+
+    from hakeeper.kits.base import KitContext
+    from hakeeper.kits.registry import Kits
+    from hakeeper.recovery.engine import Engine
+
+    lcd = ctx.lcd
+    doomed = set(lcd.removal_order(tags))
+    if all(r.state is State.OSU for r in lcd.resources() if r.tag in doomed):
+        return
+    engine = Engine(lcd, Kits(KitContext(ctx.root, lcd.local_node, run_globals)))
+    reason = f"ins_remove -I by {ctx.actor}"
+    report = asyncio.run(engine.remove_all_of(doomed, reason=reason, target=", ".join(sorted(tags))))
+    if not report.ok:
+        raise SystemCallFailed(f"{report.summary()}; nothing was removed")
+
+
+def remove_with_actions(
+    ctx: Context, tags: list[str], *, run_delete: bool, run_globals: bool = True, go_on: bool = False
+) -> list[str]:
     """Remove ``tags`` and their dependents, running each kit's delete action first.
 
     Without delete actions it is one transaction. With them, each resource is
     removed right after its delete action succeeded, parents first, so the LCD
-    always matches what the actions have undone; a failing action stops there.
+    always matches what the actions have undone; a failing action stops there,
+    unless ``go_on`` (``ins_remove -U``): then it is reported and the resource removed all the same.
     """
     import asyncio
 
@@ -202,7 +233,7 @@ def remove_with_actions(ctx: Context, tags: list[str], *, run_delete: bool) -> l
     lcd = ctx.lcd
     order = lcd.removal_order(tags)
     resources = {r.tag: r for r in lcd.resources()}
-    kits = Kits(KitContext(ctx.root, lcd.local_node))
+    kits = Kits(KitContext(ctx.root, lcd.local_node, run_globals))
     with_kit = {tag: kit for tag in order if run_delete and (kit := kits.find(resources[tag].app, resources[tag].type))}
     if not with_kit:
         return lcd.remove_resources(order)
@@ -211,7 +242,9 @@ def remove_with_actions(ctx: Context, tags: list[str], *, run_delete: bool) -> l
         kit = with_kit.get(tag)
         if kit is not None:
             result = asyncio.run(call(kit, "delete", resources[tag]))
-            if not result.ok:
+            if not result.ok and go_on:
+                ctx.warn(f"ins_remove: {result.message}; {tag} removed all the same (-U)")
+            elif not result.ok:
                 done = f"; removed before it: {', '.join(removed)}" if removed else "; nothing was removed"
                 raise SystemCallFailed(f"{result.message}{done} (fix it, or skip delete actions with -N)")
         removed += lcd.remove_resources([tag])
