@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -238,3 +239,34 @@ def test_ins_remove_U_goes_on_past_a_failing_delete_action(cli: Cli, root: Path,
     assert result.code == OK
     assert "removed all the same (-U)" in result.err
     assert states(root) == {}
+
+
+# ---------------------------------------------------------------------- perform_action -n and -b
+
+
+def test_perform_action_n_says_what_would_run_and_runs_nothing(cli: Cli, root: Path, kit: Path) -> None:
+    for tag in ("web", "ip", "db"):
+        cli("ins_create", "-a", "lk", "-r", "svc", "-t", tag, "-i", tag)
+    cli("dep_create", "-p", "web", "-c", "ip")
+    cli("ins_setstate", "-t", "ip", "-S", "ISU")
+    before = cli("changes", "--json").out
+    result = cli("perform_action", "-n", "-t", "ip", "-a", "restore")
+    assert result.out.splitlines() == ["ip: ISU -> ISP, no action runs", "web: restore (lk/svc): OSU -> ISP"]
+    assert cli("perform_action", "-n", "-t", "web", "-a", "remove").out == "web: OSU already: nothing to do\n"
+    assert not kit.exists(), "no action ran"
+    assert cli("changes", "--json").out == before, "nothing changed"
+
+
+def test_perform_action_b_returns_at_once_and_the_action_runs_on(cli: Cli, root: Path, kit: Path) -> None:
+    cli("ins_create", "-a", "lk", "-r", "svc", "-t", "web", "-i", "web")
+    result = cli("perform_action", "-b", "-t", "web", "-a", "restore")
+    assert result.code == OK
+    assert result.out.startswith("restore of web started in the background (pid ")
+    deadline = time.monotonic() + 60  # a bound on waiting, not an assertion about time
+    while states(root)["web"] != "ISP" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert states(root)["web"] == "ISP"
+    while "succeeded" not in (log := (root / "perform_action.log").read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "restore of web succeeded" in log
+    assert kit.read_text() == "restore web\n"
