@@ -270,3 +270,35 @@ def test_perform_action_b_returns_at_once_and_the_action_runs_on(cli: Cli, root:
         time.sleep(0.05)
     assert "restore of web succeeded" in log
     assert kit.read_text() == "restore web\n"
+
+
+# ---------------------------------------------------------------------- sys_getds, sys_getst, net_change
+
+
+def test_sys_getds_and_sys_getst_describe_a_node(cli: Cli) -> None:
+    cli("sys_create", "-s", "node2")
+    cli("sys_create", "-s", "node3")
+    cli("net_create", "-s", "node2", "-l", "198.18.0.11", "-r", "198.18.0.12")
+    assert cli("sys_getds", "-s", "node1").out == "node1: this node\n"
+    assert cli("sys_getds", "-s", "node2").out == "node2: 1 communication path 198.18.0.11/198.18.0.12\n"
+    assert cli("sys_getds", "-s", "node3").out == "node3: no communication path (see: net_create)\n"
+    assert cli("sys_getst", "-s", "node1").out == "DEAD\n", "no hakeeperd protects this node"
+    assert cli("sys_getst", "-s", "node2").out == "UNKNOWN\n", "nobody listens to its heartbeats"
+    assert cli("sys_getst", "-s", "nosuch").code == MISSING
+
+
+def test_net_change_moves_a_path_to_new_addresses_or_another_node(cli: Cli) -> None:
+    cli("sys_create", "-s", "node2")
+    cli("sys_create", "-s", "node3")
+    cli("net_create", "-s", "node2", "-l", "198.18.0.11", "-r", "198.18.0.12", "-p", "3")
+    cli("net_create", "-s", "node3", "-l", "198.18.0.11", "-r", "198.18.0.13", "-p", "3")
+    pair = "198.18.0.11/198.18.0.12"
+    assert cli("net_change", "-s", "node2", "-D", pair, "-P", "198.18.1.11/198.18.1.12") == Result(OK, "", "")
+    assert cli("net_list", "-s", "node2", "-f", " ").out == "node2 TCP 198.18.1.11 198.18.1.12 3 UNKNOWN\n"
+    assert cli("net_change", "-s", "node2", "-D", "198.18.1.11/198.18.1.12", "-N", "node3").code == OK
+    assert cli("net_list", "-s", "node2", "-f", " ").out == ""
+    assert cli("net_list", "-s", "node3", "-f", " ").out.splitlines() == [
+        "node3 TCP 198.18.1.11 198.18.1.12 1 UNKNOWN",  # priority 3 is taken on node3: the lowest free one
+        "node3 TCP 198.18.0.11 198.18.0.13 3 UNKNOWN",
+    ]
+    assert cli("net_change", "-s", "node3", "-D", pair, "-N", "node2").code == MISSING

@@ -193,14 +193,14 @@ def _lkstop(ctx: Context, args: argparse.Namespace) -> int:
         return 0
     deadline = time.monotonic() + STOP_TIMEOUT
     while time.monotonic() < deadline:
-        if not _holds_lock(root / PID_NAME):
+        if not holds_lock(root / PID_NAME):
             ctx.print("hakeeperd stopped" + ("" if args.leave else "; resources out of service"))
             return 0
         time.sleep(POLL)
     raise SystemCallFailed(f"hakeeperd (pid {pid_text or '?'}) did not stop within {STOP_TIMEOUT:g} s")
 
 
-def _holds_lock(pid_file: Path) -> bool:
+def holds_lock(pid_file: Path) -> bool:
     """Whether a hakeeperd still holds its pid file's lock (it holds it until its very end).
 
     Unlike ``kill -0``, this is not fooled by a zombie waiting to be reaped.

@@ -621,6 +621,57 @@ def _sys_list(ctx: Context, args: argparse.Namespace) -> int:
 
 
 @command(
+    "sys_getds",
+    "print a node's description (made from what the LCD knows of it: hakeeper keeps no free text)",
+    NODE,
+)
+def _sys_getds(ctx: Context, args: argparse.Namespace) -> int:
+    lcd = ctx.lcd
+    _require_node(ctx, args.node)
+    if args.node == lcd.local_node:
+        ctx.print(f"{args.node}: this node")
+        return 0
+    paths = lcd.paths(args.node)
+    if not paths:
+        ctx.print(f"{args.node}: no communication path (see: net_create)")
+    else:
+        pairs = ", ".join(f"{p.local}/{p.remote}" for p in paths)
+        ctx.print(f"{args.node}: {len(paths)} communication path{'s' if len(paths) > 1 else ''} {pairs}")
+    return 0
+
+
+@command(
+    "sys_getst",
+    "print a node's state: ALIVE, DEAD or UNKNOWN",
+    NODE,
+    epilog="This node is ALIVE while hakeeperd runs on it, else DEAD. Another node is ALIVE while one of\n"
+    "its communication paths is, DEAD once all are, UNKNOWN without paths or without hakeeperd here.",
+)
+def _sys_getst(ctx: Context, args: argparse.Namespace) -> int:
+    from hakeeper.cli.daemon import holds_lock
+    from hakeeper.comm.paths import PathState, read_states
+    from hakeeper.control import PID_NAME
+
+    lcd = ctx.lcd
+    _require_node(ctx, args.node)
+    if args.node == lcd.local_node:
+        ctx.print("ALIVE" if holds_lock(ctx.root / PID_NAME) else "DEAD")
+        return 0
+    states = read_states(ctx.root)
+    seen = {states.get(p.key, PathState.UNKNOWN) for p in lcd.paths(args.node)}
+    if PathState.ALIVE in seen:
+        ctx.print(PathState.ALIVE.value)
+    else:
+        ctx.print(PathState.DEAD.value if seen == {PathState.DEAD} else PathState.UNKNOWN.value)
+    return 0
+
+
+def _require_node(ctx: Context, node: str) -> None:
+    if node not in {n.name for n in ctx.lcd.nodes()}:
+        raise NotFound(f"no node named {node!r} (see: sys_list)")
+
+
+@command(
     "changes",
     "print the LCD's change log (every committed change, with its sequence number)",
     arg("--since", type=int, default=0, metavar="SEQ", help="only changes after SEQ"),
@@ -673,6 +724,38 @@ def _net_create(ctx: Context, args: argparse.Namespace) -> int:
 )
 def _net_remove(ctx: Context, args: argparse.Namespace) -> int:
     ctx.lcd.remove_path(args.node, args.local, args.remote)
+    return 0
+
+
+def _address_pair(text: str, option: str) -> tuple[str, str]:
+    local, sep, remote = text.partition("/")
+    if not sep or not local or not remote or "/" in remote:
+        raise IllegalArgument(f"{option} {text!r} is not LOCAL/REMOTE (an address pair, as net_list shows it)")
+    return local, remote
+
+
+@command(
+    "net_change",
+    "change a communication path: its address pair, or the node it goes to",
+    arg("-s", dest="node", required=True, help="the node the path goes to"),
+    arg("-D", dest="device", required=True, metavar="LOCAL/REMOTE", help="the path, by its address pair"),
+    arg("-N", dest="new_node", metavar="NODE", help="the node it goes to from now on"),
+    arg("-P", dest="new_device", metavar="LOCAL/REMOTE", help="its new address pair"),
+    arg("-n", dest="kind", default="TCP", help="TCP (the only kind; LifeKeeper's TTY paths do not exist here)"),
+    arg("-b", dest="baud", help="a TTY path's speed: refused, hakeeper has TCP paths only"),
+    epilog="example: net_change -s node2 -D 198.18.0.11/198.18.0.12 -P 198.18.1.11/198.18.1.12\n"
+    "The path keeps its priority (on another node: unless taken, then the lowest free one).",
+)
+def _net_change(ctx: Context, args: argparse.Namespace) -> int:
+    if args.kind != "TCP":
+        raise IllegalArgument(f"path kind {args.kind!r}: only TCP paths exist in hakeeper")
+    if args.baud is not None:
+        raise IllegalArgument("-b sets a TTY path's speed: hakeeper has TCP paths only")
+    local, remote = _address_pair(args.device, "-D")
+    new_local, new_remote = _address_pair(args.new_device, "-P") if args.new_device is not None else (None, None)
+    if args.new_node is None and args.new_device is None:
+        raise UsageError("nothing to change: give -P LOCAL/REMOTE, -N NODE or both (see: net_change --help)")
+    ctx.lcd.change_path(args.node, local, remote, new_node=args.new_node, new_local=new_local, new_remote=new_remote)
     return 0
 
 

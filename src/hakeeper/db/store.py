@@ -1024,6 +1024,57 @@ class Lcd:
             )
         return path
 
+    def change_path(
+        self,
+        node: str,
+        local: str,
+        remote: str,
+        *,
+        new_node: str | None = None,
+        new_local: str | None = None,
+        new_remote: str | None = None,
+    ) -> CommPath:
+        """Change the path to ``node`` from ``local`` to ``remote``: its addresses, or the node it goes to.
+
+        Its priority stays, unless the new node's paths use it already (then the
+        lowest free one). Every check runs inside the one write transaction.
+        """
+        for text, what in ((local, "local address"), (remote, "remote address"), (new_local, "new local address"),
+                           (new_remote, "new remote address")):  # fmt: skip
+            if text is not None:
+                check_address(text, what)
+        args = {
+            "node": node, "local": local, "remote": remote,
+            "new_node": new_node, "new_local": new_local, "new_remote": new_remote,
+        }  # fmt: skip
+        with self._change("change_path", args) as db:
+            self._require_node(node)
+            old = next((p for p in self.paths(node) if p.local == _normal(local) and p.remote == _normal(remote)), None)
+            if old is None:
+                raise NotFound(f"no communication path to {node!r} from {local} to {remote} (see: net_list)")
+            target = node if new_node is None else new_node
+            self._require_node(target)
+            if target == self._local:
+                raise IllegalArgument(f"a communication path goes to another node, not to this node {target!r}")
+            there = _normal(new_local) if new_local is not None else old.local
+            to = _normal(new_remote) if new_remote is not None else old.remote
+            if ipaddress.ip_address(there).version != ipaddress.ip_address(to).version:
+                raise IllegalArgument(f"local address {there} and remote address {to} are not of one IP version")
+            others = [p for p in self.paths(target) if p != old]
+            if any(p.local == there and p.remote == to for p in others):
+                raise AlreadyExists(f"a path to {target!r} from {there} to {to} exists already")
+            taken = {p.priority for p in others}
+            free = (p for p in range(1, MAX_PATH_PRIORITY + 1) if p not in taken)
+            priority = old.priority if old.priority not in taken else next(free, 0)
+            if not priority:
+                raise OutOfRange(f"{target!r} has no free path priority in 1..{MAX_PATH_PRIORITY}")
+            db.execute(
+                "UPDATE comm_paths SET node = ?, local_addr = ?, remote_addr = ?, priority = ? "
+                "WHERE node = ? AND local_addr = ? AND remote_addr = ?",
+                (target, there, to, priority, old.node, old.local, old.remote),
+            )
+        return CommPath(target, old.kind, there, to, priority)
+
     def remove_path(self, node: str, local: str | None = None, remote: str | None = None) -> list[CommPath]:
         """Remove the paths to ``node`` that match the addresses given; refuses when none does."""
         self._require_node(node)
@@ -1229,6 +1280,7 @@ _REPLAYABLE: dict[str, Callable[..., Any]] = {
     "create_flag": Lcd.create_flag,
     "set_settings": Lcd.set_settings,
     "create_path": Lcd.create_path,
+    "change_path": Lcd.change_path,
     "remove_path": Lcd.remove_path,
     "remove_flag": Lcd.remove_flag,
 }
