@@ -251,9 +251,8 @@ def build_parser(cmd: Command, prog: str) -> Parser:
             help="field separator (default ^A, as LifeKeeper; e.g. -f:)",
         )
         parser.add_argument("--json", action="store_true", help="print JSON instead")
-    parser.add_argument(
-        cmd.node_option, dest="dest", metavar="NODE", help="run against NODE's LCD (default: this node)"
-    )
+    where = "run against NODE's LCD" if cmd.node_option == "-d" else "send it to NODE's hakeeperd"
+    parser.add_argument(cmd.node_option, dest="dest", metavar="NODE", help=f"{where} (default: this node)")
     parser.add_argument("--root", metavar="DIR", help="state directory (default: $HAKEEPER_ROOT or /var/lib/hakeeper)")
     return parser
 
