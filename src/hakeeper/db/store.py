@@ -382,8 +382,9 @@ class Lcd:
                 raise IllegalArgument(f"kit {kit!r} is not APP/TYPE")
             check_name(app, "application")
             check_name(type, "resource type")
-        if not wanted:
-            return []
+        registered = self.registered_kits()
+        if not wanted or (registered is not None and set(wanted) <= set(registered)):
+            return []  # nothing new: no write lock taken (listings run it, on a read-only LCD too)
         args: dict[str, Any] = {"kits": []}
         try:
             with self._change("register_kits", args) as db:
