@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -42,7 +43,7 @@ from hakeeper.events.local import Limits, LocalRecovery
 from hakeeper.events.monitor import Monitor
 from hakeeper.guard import GuardLink
 from hakeeper.kits.base import KitContext, Result
-from hakeeper.kits.registry import Kits
+from hakeeper.kits.registry import Kits, register_kits
 from hakeeper.recovery import plan
 from hakeeper.recovery.engine import DEFAULT_MAX_PARALLEL, Engine
 from hakeeper.recovery.engine import call as kit_call
@@ -194,7 +195,9 @@ class Daemon:
         """Import the kits of this node's resources at start, not in the first takeover that needs one.
 
         Importing a kit can take longer than the rest of its restore: the IP kit's pyroute2 takes ~0.15 s.
+        The application and type of a kit installed since the LCD last looked are registered too.
         """
+        register_kits(self.lcd, self.root)
         for app, rtype in sorted({(r.app, r.type) for r in self.lcd.resources()}):
             self.kits.find(app, rtype)
 
@@ -333,7 +336,10 @@ class Daemon:
     def send_event(self, event: Event) -> str:
         """Accept an event: run its handlers and, for a resource in service here, local recovery."""
         logger.warning("event %s", event.describe())
-        self.spawn(run_handlers(self.root, event, self.node), f"handlers of {event.describe()}")
+        told = dataclasses.replace(event, advisory=event.tag in self.engine.busy)  # handlers get -A then
+        self.spawn(run_handlers(self.root, told, self.node), f"handlers of {event.describe()}")
+        if event.system not in ("", self.node):
+            return f"event {event.describe()}: it happened on {event.system}, not here; handlers only"
         known = {r.tag: r for r in self.lcd.resources(tag=event.tag)}
         resource = known.get(event.tag)
         if resource is None:

@@ -43,17 +43,13 @@ def equivalent(tag: str, node: str, priority: int | None = None, other_priority:
 
 STEPS: list[tuple[str, list[list[str] | Recorded]]] = [
     (
-        "The cluster's nodes (this LCD belongs to node1) and the kinds of resources it protects",
+        "The cluster's nodes (this LCD belongs to node1) and the kinds of resources: every kit's, and one more",
         [
             ["sys_create", "-s", "node2"],
             ["sys_create", "-s", "node3"],
-            ["app_create", "-a", "gen"],
-            ["typ_create", "-a", "gen", "-r", "app"],
-            ["app_create", "-a", "comm"],
-            ["typ_create", "-a", "comm", "-r", "ip"],
-            ["typ_create", "-a", "comm", "-r", "dns"],
             ["app_create", "-a", "filesys"],
             ["typ_create", "-a", "filesys", "-r", "volume"],
+            ["typ_list", "-f/"],
         ],
     ),
     (

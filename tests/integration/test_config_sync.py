@@ -26,10 +26,9 @@ def setup_web(ha: HaCluster) -> None:
     """web (and db, on node1 only) created on node1 and node2, then web extended: equivalent on node2."""
     for node in ("node1", "node2"):
         dest = [] if node == "node1" else ["-d", "node2"]
-        for argv in (["app_create", "-a", "gen"], ["typ_create", "-a", "gen", "-r", "app"],
-                     ["ins_create", "-a", "gen", "-r", "app", "-t", "web", "-i", "web-1"]):  # fmt: skip
-            done = ha.command("node1", *argv, *dest)
-            assert done.returncode == 0, (node, argv, done.stderr)
+        argv = ["ins_create", "-a", "gen", "-r", "app", "-t", "web", "-i", "web-1"]  # gen/app: a kit's, known
+        done = ha.command("node1", *argv, *dest)
+        assert done.returncode == 0, (node, argv, done.stderr)
     assert ha.command("node1", "ins_create", "-a", "gen", "-r", "app", "-t", "db", "-i", "db-1").returncode == 0
     done = ha.command("node1", "eqv_create", "-t", "web", "-S", "node2")
     assert (done.returncode, done.stderr) == (0, "")

@@ -16,9 +16,9 @@ TWO_NETWORKS = pytest.mark.parametrize("lan", [{"nodes": 3, "second_network": Tr
 @TWO_NETWORKS
 def test_lcdi_commands_and_lcdremexec_reach_another_node(ha_cluster: HaCluster, lan: Lan) -> None:
     for argv in (
-        ["app_create", "-a", "gen", "-d", "node2"],
-        ["typ_create", "-a", "gen", "-r", "app", "-d", "node2"],
-        ["ins_create", "-a", "gen", "-r", "app", "-t", "web", "-i", "web-1", "-d", "node2"],
+        ["app_create", "-a", "lk", "-d", "node2"],
+        ["typ_create", "-a", "lk", "-r", "svc", "-d", "node2"],
+        ["ins_create", "-a", "gen", "-r", "app", "-t", "web", "-i", "web-1", "-d", "node2"],  # gen/app: a kit's
     ):
         done = ha_cluster.command("node1", *argv)
         assert (done.returncode, done.stderr) == (0, ""), argv

@@ -54,10 +54,7 @@ T = TypeVar("T")
 #: "spare" (an application without types) and node3 (a node no equivalency names)
 #: exist so that app_remove and sys_remove have something they may remove.
 SETUP: tuple[tuple[str, ...], ...] = (
-    ("app_create", "-a", "gen"),
-    ("app_create", "-a", "comm"),
-    ("app_create", "-a", "spare"),
-    ("typ_create", "-a", "gen", "-r", "app"),
+    ("app_create", "-a", "spare"),  # apps gen and comm, type gen/app: the kits' (the LCD knows them from the start)
     ("typ_create", "-a", "comm", "-r", "nokit"),  # a type no kit serves (comm/ip has one now)
     ("sys_create", "-s", "node2"),
     ("sys_create", "-s", "node3"),
@@ -172,7 +169,7 @@ def test_lcd_dump_sees_every_change(populated: Path, cli: Cli) -> None:
     """The check of "unchanged" can fail: even a change undone at once shows, in the change log."""
     before = lcd_dump(populated)
     assert set(before) >= {"nodes", "apps", "types", "resources", "dependencies", "equivalencies", "flags", "changes"}
-    assert len(before["changes"]) == len(SETUP) + 2  # and the creation of node1, and vip's equivalency
+    assert len(before["changes"]) == len(SETUP) + 3  # and node1's creation, its kits' registration, vip's equivalency
     assert cli("flg_create", "-f", "passing").code == OK
     assert cli("flg_remove", "-f", "passing").code == OK
     after = lcd_dump(populated)
@@ -216,6 +213,8 @@ VALID: dict[str, tuple[str, ...]] = {
     "sys_create": ("-s", "node4"),
     "sys_remove": ("-s", "node3"),
     "sys_list": (),
+    "sys_getds": ("-s", "node2"),
+    "sys_getst": ("-s", "node2"),
     "changes": ("--since", "3"),
     "lcdstatus": ("-e",),
     "kits": (),
@@ -226,6 +225,7 @@ VALID: dict[str, tuple[str, ...]] = {
     "lkstop": (),
     "net_create": ("-s", "node2", "-l", "198.18.1.11", "-r", "198.18.1.12", "-p", "2"),
     "net_remove": ("-s", "node2", "-r", "198.18.0.12"),
+    "net_change": ("-s", "node2", "-D", "198.18.0.11/198.18.0.12", "-P", "198.18.1.11/198.18.1.12"),
     "net_list": ("-s", "node2"),
     "settings": ("heartbeat_interval=0.5", "takeover_delay=0.6"),
     "lcdremexec": ("true",),
@@ -350,6 +350,7 @@ SEMANTIC_CASES: list[Case] = [
     Case("ins_setstate", ("-t", "web", "-S", "OSF"), ILLEGAL, "OSF"),
     Case("ins_setstate", ("-t", "web", "-S", "ILLSTATE"), ILLEGAL, "ILLSTATE"),
     Case("ins_setstate", ("-t", "web", "-S", "UP"), ILLEGAL, "no such state"),
+    Case("ins_setstate", ("-t", "web", "-S", "isp"), ILLEGAL, "lower-case state"),
     Case("ins_setstate", ("-t", "nosuch", "-S", "ISP"), MISSING, "unknown tag"),
     Case("ins_setstate", ("-t", "web", "-S", "ISP", "-R", "two\nlines"), ILLEGAL, "reason of two lines"),
     Case("ins_setstate", ("-t", "web", "-S", "ISP", "-R", "r" * 1025), ILLEGAL, "reason too long"),
@@ -480,6 +481,10 @@ SEMANTIC_CASES: list[Case] = [
     Case("sendevent", ("-C", "", "-E", "failure", "-n", "web"), ILLEGAL, "empty class"),
     Case("sendevent", ("-C", "generic", "-E", ".x", "-n", "web"), ILLEGAL, "event starting with a dot"),
     Case("sendevent", ("-C", "generic", "-E", "failure", "-n", "web", "-s", "HUGE"), ILLEGAL, "bad severity"),
+    Case("sendevent", ("-C", "generic", "-E", "failure", "-n", "web", "-s", "5"), ILLEGAL, "severity 5"),
+    Case("sendevent", ("-C", "generic", "-E", "failure", "-n", "web", "-t", "991399000000"), ILLEGAL, "month 13"),
+    Case("sendevent", ("-C", "generic", "-E", "failure", "-n", "web", "-O", "out.log"), ILLEGAL, "relative -O"),
+    Case("sendevent", ("-C", "generic", "-E", "failure", "-n", "web", "-S", "bad node"), ILLEGAL, "bad system"),
     Case("lkstart", ("--log", "/proc"), SYSCALL, "log is a directory"),
     Case("lkstart", ("--log", "/proc/nonexistent/hakeeperd.log"), SYSCALL, "log cannot be created"),
     # lcdremexec
@@ -507,6 +512,16 @@ SEMANTIC_CASES: list[Case] = [
     Case("net_remove", ("-s", "node2", "-r", "198.18.9.9"), MISSING, "no such path"),
     Case("net_remove", ("-s", "nosuch"), MISSING, "unknown node"),
     Case("net_list", ("-s", "nosuch"), MISSING, "unknown node"),
+    Case("net_change", ("-s", "node2", "-D", "198.18.9.9/198.18.0.12", "-N", "node3"), MISSING, "no such path"),
+    Case("net_change", ("-s", "node2", "-D", "198.18.0.11", "-N", "node3"), ILLEGAL, "not an address pair"),
+    Case("net_change", ("-s", "node2", "-D", "198.18.0.11/198.18.0.12"), SYNTAX, "nothing to change"),
+    Case("net_change", ("-s", "node2", "-D", "198.18.0.11/198.18.0.12", "-N", "node1"), ILLEGAL, "to itself"),
+    Case("net_change", ("-s", "node2", "-D", "198.18.0.11/198.18.0.12", "-N", "nosuch"), MISSING, "unknown node"),
+    Case("net_change", ("-s", "node2", "-D", "198.18.0.11/198.18.0.12", "-P", "198.18.1.11/::1"), ILLEGAL, "mixed"),
+    Case("net_change", ("-s", "node2", "-D", "198.18.0.11/198.18.0.12", "-n", "TTY", "-N", "node3"), ILLEGAL, "TTY"),
+    Case("net_change", ("-s", "node2", "-D", "198.18.0.11/198.18.0.12", "-b", "9600", "-N", "node3"), ILLEGAL, "baud"),
+    Case("sys_getds", ("-s", "nosuch"), MISSING, "unknown node"),
+    Case("sys_getst", ("-s", "nosuch"), MISSING, "unknown node"),
     Case("sys_remove", ("-s", "node2", "-d", "node1"), REFUSED, "node with paths"),
     Case("settings", ("heartbeat_interval=0.01",), RANGE, "interval below the floor"),
     Case("settings", ("heartbeat_interval=0.05", "heartbeat_misses=2"), RANGE, "detection budget too short"),
@@ -584,7 +599,7 @@ def test_well_formed_command_lines_work(name: str, populated: Path) -> None:
 
 @pytest.mark.parametrize("name", sorted(VALID))
 def test_destination_of_this_node_is_served_here(name: str, populated: Path) -> None:
-    assert_well_formed(name, execute(populated, name, [*VALID[name], "-d", "node1"]))
+    assert_well_formed(name, execute(populated, name, [*VALID[name], COMMANDS[name].node_option, "node1"]))
 
 
 @pytest.mark.parametrize(("dest", "code"), [("node2", COMM), ("nosuch", MISSING)])
@@ -592,7 +607,7 @@ def test_destination_of_this_node_is_served_here(name: str, populated: Path) -> 
 def test_destination(name: str, dest: str, code: int, populated: Path) -> None:
     """-d of another node cannot be served yet (9); -d of no node is not found (7). Nothing happens."""
     before = lcd_dump(populated)
-    result = execute(populated, name, [*VALID[name], "-d", dest])
+    result = execute(populated, name, [*VALID[name], COMMANDS[name].node_option, dest])
     assert result.code == code, result.err
     assert_refused(before, populated, result, f"{name}: ")
     assert repr(dest) in result.err

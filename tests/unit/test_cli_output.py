@@ -27,8 +27,6 @@ OK, SYSCALL, SYNTAX, INTERNAL, EXISTS, ILLEGAL, RANGE, MISSING, REFUSED, COMM = 
 def web(cli: Cli) -> Cli:
     """gen/app web (id web-1) and vip (an IPv6 address as id: it holds the ':' separators scripts use)."""
     for argv in (
-        ["app_create", "-a", "gen"],
-        ["typ_create", "-a", "gen", "-r", "app"],
         ["ins_create", "-a", "gen", "-r", "app", "-t", "web", "-i", "web-1", "-v", "listen=[::1]:80"],
         ["ins_create", "-a", "gen", "-r", "app", "-t", "vip", "-i", "2001:db8::50"],
     ):

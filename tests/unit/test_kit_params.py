@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from hakeeper.db import Resource
+from hakeeper.db import Lcd, Resource
 from hakeeper.kits.base import KitContext
 from hakeeper.kits.gen_app import GenAppKit
-from hakeeper.kits.registry import BUILTIN, Kits
+from hakeeper.kits.registry import BUILTIN, Kits, register_kits
 from tests.conftest import Cli, Result
 from tests.unit.test_cli_errors import lcd_dump
 
@@ -29,6 +29,13 @@ def make(path: Path, content: bytes, mode: int = 0o755) -> str:
     path.write_bytes(content)
     path.chmod(mode)
     return str(path)
+
+
+@pytest.fixture(autouse=True)
+def kits_known(root: Path) -> None:
+    """The LCD knows its kits, as after the first command on it: what a refused create writes is nothing."""
+    with Lcd.open(root) as lcd:
+        register_kits(lcd, root)
 
 
 @pytest.fixture

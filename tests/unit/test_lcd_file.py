@@ -32,8 +32,6 @@ OK, SYSCALL, SYNTAX, INTERNAL, EXISTS, ILLEGAL, RANGE, MISSING = range(8)
 PAGE = 4096
 
 SETUP: tuple[tuple[str, ...], ...] = (
-    ("app_create", "-a", "gen"),
-    ("typ_create", "-a", "gen", "-r", "app"),
     ("sys_create", "-s", "node2"),
     ("ins_create", "-a", "gen", "-r", "app", "-t", "web", "-i", "web-id"),
     ("ins_create", "-a", "gen", "-r", "app", "-t", "db", "-i", "db-id"),
@@ -291,7 +289,7 @@ def test_a_read_only_state_directory_still_answers_reads(readonly_state: Path) -
     assert "web" in status.out and "db" in status.out
     changes = run_readonly(readonly_state, "hakeeper", "changes")
     assert changes.code == OK, changes.err
-    assert len(changes.out.splitlines()) == len(SETUP) + 2  # the LCD's creation and the equivalency
+    assert len(changes.out.splitlines()) == len(SETUP) + 3  # creation, kits, equivalency
     assert run_readonly(readonly_state, "flg_test", "-f", "maint") == Result(OK, "", "")
     write = run_readonly(readonly_state, "flg_create", "-f", "new")
     assert write.code == SYSCALL, write

@@ -63,8 +63,10 @@ def test_listings_speak_json(hierarchy: Cli) -> None:
         {"name": "node1", "local": True},
         {"name": "node2", "local": False},
     ]
-    assert json.loads(hierarchy("typ_list", "--json").out) == [{"app": "lk", "type": "svc"}]
-    assert json.loads(hierarchy("app_list", "--json").out) == ["lk"]
+    builtin = [("comm", "dns"), ("comm", "ip"), ("gen", "app"), ("ocf", "ra")]  # every LCD knows its kits
+    types = [{"app": a, "type": t} for a, t in sorted([*builtin, ("lk", "svc")])]
+    assert json.loads(hierarchy("typ_list", "--json").out) == types
+    assert json.loads(hierarchy("app_list", "--json").out) == ["comm", "gen", "lk", "ocf"]
     assert json.loads(hierarchy("flg_list", "--json").out) == []
     assert json.loads(hierarchy("eqv_list", "-t", "web-ip", "--json").out) == [
         {

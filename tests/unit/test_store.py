@@ -356,8 +356,6 @@ def test_a_constraint_a_check_missed_gives_that_checks_error_and_code(
     cli: Cli, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Were a check to miss (or lose a race), SQLite's constraint answers as the check would: exit 4, 7, 8."""
-    for argv in (["app_create", "-a", "gen"], ["typ_create", "-a", "gen", "-r", "app"]):
-        assert cli(*argv).code == 0
     assert cli("ins_create", "-a", "gen", "-r", "app", "-t", "web", "-i", "web-1").code == 0
     before = dump(root)
     exists = Lcd._exists

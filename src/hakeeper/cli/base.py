@@ -67,6 +67,7 @@ class Command:
     intermixed: bool
     local: bool  # never forwarded to hakeeperd (the commands that start and stop it)
     in_daemon: AsyncRunner | None  # how hakeeperd runs it in its event loop; None: in a worker thread
+    node_option: str = "-d"  # the option naming another node's LCD (sendevent's -d is LifeKeeper's problem data)
 
 
 COMMANDS: dict[str, Command] = {}
@@ -105,8 +106,11 @@ COMMAND_MODULES: dict[str, str] = {
             "sys_create",
             "sys_remove",
             "sys_list",
+            "sys_getds",
+            "sys_getst",
             "changes",
             "net_create",
+            "net_change",
             "net_remove",
             "net_list",
             "settings",
@@ -173,14 +177,18 @@ def command(
     intermixed: bool = False,
     local: bool = False,
     in_daemon: AsyncRunner | None = None,
+    node_option: str = "-d",
 ) -> Callable[[Runner], Runner]:
     """Register a command; ``listing`` adds ``--json`` and ``-f C`` (field separator).
 
     ``intermixed`` lets positional arguments stand between options (``create gen/app -t web restore=...``).
+    ``node_option`` names the option that sends the command to another node's LCD.
     """
 
     def register(runner: Runner) -> Runner:
-        COMMANDS[name] = Command(name, summary, arguments, runner, listing, epilog, intermixed, local, in_daemon)
+        COMMANDS[name] = Command(
+            name, summary, arguments, runner, listing, epilog, intermixed, local, in_daemon, node_option
+        )
         return runner
 
     return register
@@ -219,6 +227,10 @@ class Context:
     def lcd(self) -> Lcd:
         if self._lcd is None:
             self._lcd = Lcd.open(self.root, actor=self._actor, readonly=self.readonly)
+            if not self.readonly and self._lcd.registered_kits() is None:  # a fresh LCD learns its kits
+                from hakeeper.kits.registry import register_kits
+
+                register_kits(self._lcd, self.root)
             if self._replicator is not None:
                 self._lcd.replicator = self._replicator(self._lcd)
         return self._lcd
@@ -302,7 +314,8 @@ def build_parser(cmd: Command, prog: str) -> Parser:
             " the separator is written \\xHH (':' as \\x3a)",
         )
         parser.add_argument("--json", action="store_true", help="print JSON instead")
-    parser.add_argument("-d", dest="dest", metavar="NODE", help="run against NODE's LCD (default: this node)")
+    where = "run against NODE's LCD" if cmd.node_option == "-d" else "send it to NODE's hakeeperd"
+    parser.add_argument(cmd.node_option, dest="dest", metavar="NODE", help=f"{where} (default: this node)")
     parser.add_argument("--root", metavar="DIR", help="state directory (default: $HAKEEPER_ROOT or /var/lib/hakeeper)")
     return parser
 
@@ -319,7 +332,8 @@ def parse(name: str, argv: Sequence[str], shown: str) -> tuple[Command, argparse
     if cmd is None:
         raise UsageError(f"unknown command {name!r} (see: hakeeper --help)")
     parser = build_parser(cmd, shown)
-    args = parser.parse_intermixed_args(list(argv)) if cmd.intermixed else parser.parse_args(list(argv))
+    words = dash_values(argv, value_options(cmd), shown)
+    args = parser.parse_intermixed_args(words) if cmd.intermixed else parser.parse_args(words)
     if cmd.listing and (len(args.field_sep) != 1 or args.field_sep.isalnum() or args.field_sep == "\\"):
         raise UsageError(
             f"-f takes one character that is not a letter, a digit or a backslash, not {args.field_sep!r} "
@@ -338,6 +352,41 @@ def _undecodable(item: str) -> str:
         f"argument {text!r} cannot be read in this locale ({sys.getfilesystemencoding()}): "
         "run the command with LC_ALL=C.UTF-8"
     )
+
+
+_NO_VALUE = frozenset({"store_true", "store_false", "store_const", "append_const", "count", "help", "version"})
+
+
+def value_options(cmd: Command) -> frozenset[str]:
+    """The short options (``-t``) of ``cmd`` that take a value."""
+    flags = {"-f"} if cmd.listing else set()
+    if len(cmd.node_option) == 2:
+        flags.add(cmd.node_option)
+    for a in cmd.arguments:
+        if a.options.get("action", "store") not in _NO_VALUE and a.options.get("nargs") != 0:
+            flags |= {f for f in a.flags if len(f) == 2 and f[0] == "-" and f[1] != "-"}
+    return frozenset(flags)
+
+
+def dash_values(argv: Sequence[str], flags: frozenset[str], shown: str) -> list[str]:
+    """Let a short option's value begin with '-', as LifeKeeper's getopt does: ``-t -dash`` is ``-t-dash``.
+
+    An option that takes a value takes the next word, whatever it is (a tag may begin
+    with '-'); only ``--`` still ends the options. argparse would read ``-dash`` as an
+    unknown option, so the two words are joined into the one it reads as option and value.
+    """
+    words: list[str] = []
+    rest = list(argv)
+    while rest:
+        word = rest.pop(0)
+        if word == "--":
+            return [*words, word, *rest]
+        if word in flags and rest and rest[0].startswith("-") and rest[0] != "--":
+            word += rest.pop(0)
+        if word[:2] in flags and word[2:] == "--":
+            raise UsageError(f"{word[:2]} cannot take '--' as its value (see: {shown} --help)")
+        words.append(word)
+    return words
 
 
 def run(

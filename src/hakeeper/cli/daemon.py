@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from hakeeper.cli.base import Context, arg, command, run_in_daemon
+from hakeeper.cli.base import Arg, Context, arg, command, run_in_daemon
 from hakeeper.control import PID_NAME, Answer, forward_to_daemon
+from hakeeper.db.model import check_name
 from hakeeper.db.store import Lcd, ensure_state_dir, state_root
 from hakeeper.errors import (
     CommunicationFailed,
@@ -24,7 +25,7 @@ from hakeeper.errors import (
     OutOfRange,
     SystemCallFailed,
 )
-from hakeeper.events.alarm import SEVERITIES, Event
+from hakeeper.events.alarm import SEVERITIES, Event, severity_name
 
 if TYPE_CHECKING:
     from hakeeper.daemon import Daemon
@@ -194,14 +195,14 @@ def _lkstop(ctx: Context, args: argparse.Namespace) -> int:
         return 0
     deadline = time.monotonic() + STOP_TIMEOUT
     while time.monotonic() < deadline:
-        if not _holds_lock(root / PID_NAME):
+        if not holds_lock(root / PID_NAME):
             ctx.print("hakeeperd stopped" + ("" if args.leave else "; resources out of service"))
             return 0
         time.sleep(POLL)
     raise SystemCallFailed(f"hakeeperd (pid {pid_text or '?'}) did not stop within {STOP_TIMEOUT:g} s")
 
 
-def _holds_lock(pid_file: Path) -> bool:
+def holds_lock(pid_file: Path) -> bool:
     """Whether a hakeeperd still holds its pid file's lock (it holds it until its very end).
 
     Unlike ``kill -0``, this is not fooled by a zombie waiting to be reaped.
@@ -219,24 +220,71 @@ def _holds_lock(pid_file: Path) -> bool:
     return False
 
 
+def _flag(letter: str) -> Arg:
+    return arg(f"-{letter}", dest=f"flag_{letter}", action="store_true", help="passed on to the handlers")
+
+
 EVENT_ARGS = (
-    arg("-C", dest="cls", required=True, help="event class, e.g. generic"),
-    arg("-E", dest="event", required=True, help="event, e.g. failure"),
-    arg("-n", dest="tag", required=True, help="the object: a resource tag"),
-    arg("-m", dest="monitor", default="", help="who reports it"),
-    arg("-s", dest="severity", default="MAJOR", help="INFO | WARNING | MAJOR (default) | CRITICAL"),
-    arg("-x", dest="text", default="", help="problem text"),
-)
+    arg("-C", dest="cls", required=True, metavar="CLASS", help="class of the event, e.g. generic"),
+    arg("-E", dest="event", required=True, metavar="EVENT", help="the event, e.g. failure"),
+    arg("-m", dest="monitor", default="", metavar="MONITOR", help="the monitor that reports it"),
+    arg("-n", dest="tag", required=True, metavar="NAME", help="the object: a resource tag"),
+    arg("-c", dest="obj_class", metavar="CLASS", help="class of the object"),
+    arg("-i", dest="event_id", metavar="ID", help="id of the alarm/event"),
+    arg("-t", dest="time", metavar="YYMMDDHHMMSS", help="when it happened"),
+    arg("-T", dest="timestamp", metavar="TIMESTAMP", help="when it happened, as the monitor writes it"),
+    arg("-s", dest="severity", default="MAJOR", metavar="SEVERITY",
+        help="INFO | WARNING | MAJOR (default) | CRITICAL, or 1 | 2 | 3 | 4 for the same"),
+    _flag("o"),
+    _flag("z"),
+    _flag("w"),
+    arg("-a", dest="alarm_type", metavar="TYPE", help="alarm/event type"),
+    arg("-P", dest="problem_type", metavar="TYPE", help="problem type"),
+    arg("-p", dest="problem_code", metavar="CODE", help="problem code"),
+    arg("-d", dest="problem_data", metavar="DATA", help="problem data"),
+    arg("-x", dest="text", default="", metavar="TEXT", help="problem text"),
+    arg("-S", dest="system", default="", metavar="SYSTEM",
+        help="the system it happened on (default: this node; another: its handlers run, no recovery)"),
+    arg("-O", dest="outfile", default="", metavar="FILE", help="append the handlers' output to FILE (absolute path)"),
+)  # fmt: skip
+
+#: The options hakeeper only passes on to the handlers, in LifeKeeper's order: (option, attribute).
+PASSED_ON = (
+    ("-c", "obj_class"), ("-i", "event_id"), ("-t", "time"), ("-T", "timestamp"), ("-o", "flag_o"),
+    ("-z", "flag_z"), ("-w", "flag_w"), ("-a", "alarm_type"), ("-P", "problem_type"), ("-p", "problem_code"),
+    ("-d", "problem_data"),
+)  # fmt: skip
 
 
 def _event(args: argparse.Namespace) -> Event:
-    severity = args.severity.upper()
-    if severity not in SEVERITIES:
-        raise IllegalArgument(f"severity {args.severity!r} is not one of {' | '.join(SEVERITIES)}")
+    if severity_name(args.severity) is None:
+        raise IllegalArgument(
+            f"severity {args.severity!r} is not one of {' | '.join(SEVERITIES)} (or 1-4 for the same, in that order)"
+        )
     for what, value in (("class", args.cls), ("event", args.event)):
         if not value or "/" in value or value.startswith("."):
             raise IllegalArgument(f"event {what} {value!r} must be a plain name")
-    return Event(args.cls, args.event, args.tag, severity, args.monitor, args.text)
+    if args.time is not None:
+        try:
+            if not (len(args.time) == 12 and args.time.isdigit()):
+                raise ValueError
+            time.strptime(args.time, "%y%m%d%H%M%S")
+        except ValueError:
+            raise IllegalArgument(f"-t {args.time!r} is not a time as YYMMDDHHMMSS") from None
+    if args.system:
+        check_name(args.system, "system name")
+    if args.outfile and not os.path.isabs(args.outfile):
+        raise IllegalArgument(f"-O {args.outfile!r} must be an absolute path (hakeeperd writes it)")
+    extra: list[str] = []
+    for option, attribute in PASSED_ON:
+        value = getattr(args, attribute)
+        if value is True:
+            extra.append(option)
+        elif isinstance(value, str):
+            extra += [option, value]
+    return Event(
+        args.cls, args.event, args.tag, args.severity, args.monitor, args.text, args.system, args.outfile, tuple(extra)
+    )
 
 
 async def _sendevent_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
@@ -249,6 +297,11 @@ async def _sendevent_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
     "report an event (a failure) to hakeeperd: handlers run, and local recovery for a resource in service",
     *EVENT_ARGS,
     in_daemon=_sendevent_in_daemon,
+    node_option="--node",
+    epilog="LifeKeeper's options, so that its monitors run unchanged: every handler in\n"
+    "<root>/events/CLASS/EVENT/ (else events/genclass/), then events/allclass/, gets them all\n"
+    "(-A too while an action runs on the object). -o, -z and -w mean nothing to hakeeper itself.\n"
+    "The event goes to the hakeeperd of this node, or of another with --node NODE.",
 )
 def _sendevent(ctx: Context, args: argparse.Namespace) -> int:
     _event(args)  # bad input is reported before the missing daemon

@@ -81,6 +81,8 @@ def _resource_row(r: Resource) -> list[object]:
     arg("-l", dest="local_recover", default="Y", help="local recovery Y (default) | N"),
 )
 def _ins_create(ctx: Context, args: argparse.Namespace) -> int:
+    if not any(t.type == args.type for t in ctx.lcd.types(args.app)):
+        learn_kits(ctx)  # a kit installed since the LCD last looked
     ctx.lcd.create_resource(
         args.tag,
         args.id,
@@ -95,8 +97,36 @@ def _ins_create(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def learn_kits(ctx: Context) -> None:
+    """Register the application and type of every kit installed since the LCD last looked (kits.registry)."""
+    from hakeeper.kits.registry import register_kits
+
+    register_kits(ctx.lcd, ctx.root)
+
+
+def _kit_serves(ctx: Context, app: str | None, rtype: str | None) -> bool:
+    """Whether an installed kit serves ``app`` / ``rtype`` (registered in the LCD or not)."""
+    from hakeeper.kits.base import KitContext
+    from hakeeper.kits.registry import Kits
+
+    kits = [n.partition("/") for n in Kits(KitContext(ctx.root, ctx.lcd.local_node)).names()]
+    return any(app in (None, a) and rtype in (None, t) for a, _, t in kits)
+
+
+def _known(ctx: Context, app: str | None, rtype: str | None) -> bool:
+    if app is not None and app not in ctx.lcd.apps():
+        return False
+    return rtype is None or any(t.type == rtype and app in (None, t.app) for t in ctx.lcd.types())
+
+
 def require_app_type(ctx: Context, app: str | None, rtype: str | None) -> None:
     """An -a / -r filter must name something that exists: a typo is an error, not an empty list."""
+    if not _known(ctx, app, rtype):
+        if ctx.readonly:  # a listing cannot register a kit installed since: it names nothing yet, which is no error
+            if _kit_serves(ctx, app, rtype):
+                return
+        else:
+            learn_kits(ctx)  # unless a kit installed since the LCD last looked serves it
     if app is not None and app not in ctx.lcd.apps():
         raise NotFound(f"no application named {app!r} (see: app_list)")
     if rtype is not None and not any(t.type == rtype and app in (None, t.app) for t in ctx.lcd.types()):
@@ -155,11 +185,16 @@ def _ins_list(ctx: Context, args: argparse.Namespace) -> int:
     "remove resource instances and everything that depends on them",
     *SELECTORS,
     arg("-v", dest="verbose", action="store_true", help="print the removed tags"),
+    arg("-I", dest="initialize", action="store_true",
+        help="take what is in service here out of service first (remove actions, parents first)"),
     arg("-N", dest="no_delete", action="store_true", help="do not run the types' delete actions"),
+    arg("-G", dest="no_globals", action="store_true", help="do not run the app-wide predelete/postdelete scripts"),
+    arg("-U", dest="unconditional", action="store_true",
+        help="a failing delete action is reported on stderr, and the removal goes on"),
     epilog="Dependents go first (parents before children); each type's delete action, if it has one,\n"
     "runs before its instance is removed. -R removes the hierarchies rooted at TOP, keeping\n"
     "children that other hierarchies still need.",
-)
+)  # fmt: skip
 def _ins_remove(ctx: Context, args: argparse.Namespace) -> int:
     filters = (args.app, args.type, args.tag, args.id)
     if args.roots is None and all(f is None for f in filters):
@@ -173,22 +208,58 @@ def _ins_remove(ctx: Context, args: argparse.Namespace) -> int:
         tags = [r.tag for r in _select(ctx, args)]
     if not tags:
         raise NotFound("no resource matches (see: ins_list)")
-    removed = remove_with_actions(ctx, tags, run_delete=not args.no_delete, rooted=rooted)
+    if args.initialize:
+        doomed = graph.rooted_at(ctx.lcd.edges(), tags) if rooted else tags
+        take_out_of_service(ctx, doomed, run_globals=not args.no_globals)
+    removed = remove_with_actions(
+        ctx, tags, run_delete=not args.no_delete, rooted=rooted, run_globals=not args.no_globals,
+        go_on=args.unconditional,
+    )  # fmt: skip
     if args.verbose:
         for tag in removed:
             ctx.print(tag)
     return 0
 
 
-def remove_with_actions(ctx: Context, tags: list[str], *, run_delete: bool, rooted: bool = False) -> list[str]:
+def take_out_of_service(ctx: Context, tags: list[str], *, run_globals: bool) -> None:
+    """``ins_remove -I``: what is to be removed and not OSU here is taken out of service first, parents first."""
+    import asyncio
+
+    from hakeeper.kits.base import KitContext
+    from hakeeper.kits.registry import Kits
+    from hakeeper.recovery.engine import Engine
+
+    lcd = ctx.lcd
+    doomed = set(lcd.removal_order(tags))
+    if all(r.state is State.OSU for r in lcd.resources() if r.tag in doomed):
+        return
+    engine = Engine(lcd, Kits(KitContext(ctx.root, lcd.local_node, run_globals)))
+    reason = f"ins_remove -I by {ctx.actor}"
+    report = asyncio.run(engine.remove_all_of(doomed, reason=reason, target=", ".join(sorted(tags))))
+    if not report.ok:
+        raise SystemCallFailed(f"{report.summary()}; nothing was removed")
+
+
+def remove_with_actions(
+    ctx: Context,
+    tags: list[str],
+    *,
+    run_delete: bool,
+    rooted: bool = False,
+    run_globals: bool = True,
+    go_on: bool = False,
+) -> list[str]:
     """Remove ``tags`` and their dependents (``rooted``: the hierarchies rooted at them), one change in the LCD.
 
     Each kit's delete action runs first, parents first; a failing action stops
-    there, and what was handled before it is removed (still one change), so the
-    LCD matches what the actions have undone. The removal is decided again in
-    the LCD's write transaction: a resource that came to depend on what is
-    removed after the actions were chosen is removed too if it has no delete
-    action, else the removal is refused and nothing is removed from the LCD.
+    there (unless ``go_on``, ``ins_remove -U``: then it is reported and the
+    resource removed all the same), and what was handled before it is removed
+    (still one change), so the LCD matches what the actions have undone.
+    ``run_globals``: false for ``ins_remove -G`` (no app-wide scripts). The
+    removal is decided again in the LCD's write transaction: a resource that
+    came to depend on what is removed after the actions were chosen is removed
+    too if it has no delete action, else the removal is refused and nothing is
+    removed from the LCD.
     """
     import asyncio
 
@@ -199,7 +270,7 @@ def remove_with_actions(ctx: Context, tags: list[str], *, run_delete: bool, root
     lcd = ctx.lcd
     order = lcd.removal_order(graph.rooted_at(lcd.edges(), tags) if rooted else tags)
     resources = {r.tag: r for r in lcd.resources()}
-    kits = Kits(KitContext(ctx.root, lcd.local_node))
+    kits = Kits(KitContext(ctx.root, lcd.local_node, run_globals))
 
     def has_delete(tag: str) -> bool:
         resource = resources.get(tag) or lcd.resource(tag)
@@ -211,7 +282,9 @@ def remove_with_actions(ctx: Context, tags: list[str], *, run_delete: bool, root
     for tag in order:
         if tag in with_kit:
             result = asyncio.run(call(kits.get(resources[tag].app, resources[tag].type), "delete", resources[tag]))
-            if not result.ok:
+            if not result.ok and go_on:
+                ctx.warn(f"ins_remove: {result.message}; {tag} removed all the same (-U)")
+            elif not result.ok:
                 failure = result.message
                 break
         done.append(tag)
@@ -249,16 +322,44 @@ def _ins_gettag(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def state_value(value: str) -> State:
+    """A state ``ins_setstate -S`` may set, by LifeKeeper's name exactly (ISP, ISU, OSU)."""
+    names = "|".join(s.name for s in sorted(SETTABLE_STATES))
+    if value in State.__members__ and State[value] in SETTABLE_STATES:
+        return State[value]
+    if value in State.__members__:
+        raise IllegalArgument(f"state {value!r} is not one of {names}: hakeeper alone sets {value}")
+    hint = f" (LifeKeeper's state names are upper case: {value.upper()})" if value.upper() in names.split("|") else ""
+    raise IllegalArgument(f"state {value!r} is not one of {names}{hint}")
+
+
 @command(
     "ins_setstate",
     "set a resource's state (ISP, ISU or OSU) in the LCD, without running any action",
     TAG,
     arg("-S", dest="state", required=True, help="ISP | ISU | OSU"),
     arg("-R", dest="reason", default="", help="reason recorded with the state"),
-)
+    arg("-A", dest="all", action="store_true",
+        help="its hierarchy too: ISP or ISU for TAG, all above it and all they need (children first),\n"
+        "OSU for TAG and all above it (parents first), as perform_action -a restore or remove would"),
+)  # fmt: skip
 def _ins_setstate(ctx: Context, args: argparse.Namespace) -> int:
-    state = enum_value(State, args.state, "state", sorted(SETTABLE_STATES))
-    ctx.lcd.set_state(args.tag, state, args.reason or f"ins_setstate by {ctx.lcd.actor}")
+    state = state_value(args.state)
+    lcd = ctx.lcd
+    reason = args.reason or f"ins_setstate by {lcd.actor}"
+    if not args.all:
+        lcd.set_state(args.tag, state, reason)
+        return 0
+    from hakeeper.recovery import plan
+
+    lcd.resource(args.tag)
+    edges = lcd.edges()
+    if state is State.OSU:
+        order = graph.remove_order(edges, plan.remove_set(edges, args.tag))
+    else:
+        order = graph.restore_order(edges, plan.restore_set(edges, args.tag))
+    for tag in order:  # in this order no resource is ever ISP above one that is not in service
+        lcd.set_state(tag, state, reason)
     return 0
 
 
@@ -512,6 +613,7 @@ def _typ_remove(ctx: Context, args: argparse.Namespace) -> int:
     listing=True,
 )
 def _typ_list(ctx: Context, args: argparse.Namespace) -> int:
+    learn_kits(ctx)
     require_app_type(ctx, args.app, None)
     types = ctx.lcd.types(args.app)
     ctx.rows(args, [[t.app, t.type] for t in types], [{"app": t.app, "type": t.type} for t in types])
@@ -532,6 +634,7 @@ def _app_remove(ctx: Context, args: argparse.Namespace) -> int:
 
 @command("app_list", "list applications", listing=True)
 def _app_list(ctx: Context, args: argparse.Namespace) -> int:
+    learn_kits(ctx)
     apps = ctx.lcd.apps()
     ctx.rows(args, [[a] for a in apps], apps)
     return 0
@@ -587,6 +690,57 @@ def _sys_list(ctx: Context, args: argparse.Namespace) -> int:
 
 
 @command(
+    "sys_getds",
+    "print a node's description (made from what the LCD knows of it: hakeeper keeps no free text)",
+    NODE,
+)
+def _sys_getds(ctx: Context, args: argparse.Namespace) -> int:
+    lcd = ctx.lcd
+    _require_node(ctx, args.node)
+    if args.node == lcd.local_node:
+        ctx.print(f"{args.node}: this node")
+        return 0
+    paths = lcd.paths(args.node)
+    if not paths:
+        ctx.print(f"{args.node}: no communication path (see: net_create)")
+    else:
+        pairs = ", ".join(f"{p.local}/{p.remote}" for p in paths)
+        ctx.print(f"{args.node}: {len(paths)} communication path{'s' if len(paths) > 1 else ''} {pairs}")
+    return 0
+
+
+@command(
+    "sys_getst",
+    "print a node's state: ALIVE, DEAD or UNKNOWN",
+    NODE,
+    epilog="This node is ALIVE while hakeeperd runs on it, else DEAD. Another node is ALIVE while one of\n"
+    "its communication paths is, DEAD once all are, UNKNOWN without paths or without hakeeperd here.",
+)
+def _sys_getst(ctx: Context, args: argparse.Namespace) -> int:
+    from hakeeper.cli.daemon import holds_lock
+    from hakeeper.comm.paths import PathState, read_states
+    from hakeeper.control import PID_NAME
+
+    lcd = ctx.lcd
+    _require_node(ctx, args.node)
+    if args.node == lcd.local_node:
+        ctx.print("ALIVE" if holds_lock(ctx.root / PID_NAME) else "DEAD")
+        return 0
+    states = read_states(ctx.root)
+    seen = {states.get(p.key, PathState.UNKNOWN) for p in lcd.paths(args.node)}
+    if PathState.ALIVE in seen:
+        ctx.print(PathState.ALIVE.value)
+    else:
+        ctx.print(PathState.DEAD.value if seen == {PathState.DEAD} else PathState.UNKNOWN.value)
+    return 0
+
+
+def _require_node(ctx: Context, node: str) -> None:
+    if node not in {n.name for n in ctx.lcd.nodes()}:
+        raise NotFound(f"no node named {node!r} (see: sys_list)")
+
+
+@command(
     "changes",
     "print the LCD's change log (every committed change, with its sequence number)",
     arg("--since", type=int, default=0, metavar="SEQ", help="only changes after SEQ"),
@@ -639,6 +793,38 @@ def _net_create(ctx: Context, args: argparse.Namespace) -> int:
 )
 def _net_remove(ctx: Context, args: argparse.Namespace) -> int:
     ctx.lcd.remove_path(args.node, args.local, args.remote)
+    return 0
+
+
+def _address_pair(text: str, option: str) -> tuple[str, str]:
+    local, sep, remote = text.partition("/")
+    if not sep or not local or not remote or "/" in remote:
+        raise IllegalArgument(f"{option} {text!r} is not LOCAL/REMOTE (an address pair, as net_list shows it)")
+    return local, remote
+
+
+@command(
+    "net_change",
+    "change a communication path: its address pair, or the node it goes to",
+    arg("-s", dest="node", required=True, help="the node the path goes to"),
+    arg("-D", dest="device", required=True, metavar="LOCAL/REMOTE", help="the path, by its address pair"),
+    arg("-N", dest="new_node", metavar="NODE", help="the node it goes to from now on"),
+    arg("-P", dest="new_device", metavar="LOCAL/REMOTE", help="its new address pair"),
+    arg("-n", dest="kind", default="TCP", help="TCP (the only kind; LifeKeeper's TTY paths do not exist here)"),
+    arg("-b", dest="baud", help="a TTY path's speed: refused, hakeeper has TCP paths only"),
+    epilog="example: net_change -s node2 -D 198.18.0.11/198.18.0.12 -P 198.18.1.11/198.18.1.12\n"
+    "The path keeps its priority (on another node: unless taken, then the lowest free one).",
+)
+def _net_change(ctx: Context, args: argparse.Namespace) -> int:
+    if args.kind != "TCP":
+        raise IllegalArgument(f"path kind {args.kind!r}: only TCP paths exist in hakeeper")
+    if args.baud is not None:
+        raise IllegalArgument("-b sets a TTY path's speed: hakeeper has TCP paths only")
+    local, remote = _address_pair(args.device, "-D")
+    new_local, new_remote = _address_pair(args.new_device, "-P") if args.new_device is not None else (None, None)
+    if args.new_node is None and args.new_device is None:
+        raise UsageError("nothing to change: give -P LOCAL/REMOTE, -N NODE or both (see: net_change --help)")
+    ctx.lcd.change_path(args.node, local, remote, new_node=args.new_node, new_local=new_local, new_remote=new_remote)
     return 0
 
 

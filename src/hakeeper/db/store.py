@@ -77,6 +77,7 @@ logger = logging.getLogger(__name__)
 DB_NAME = "lcd.sqlite"
 BUSY_TIMEOUT_MS = 10_000
 MEASURED = "measured:"  # meta keys of this node's measurements (measured:KIND:TAG), not settings
+KITS_KEY = "registered_kits"  # meta key: the kits whose application and type register_kits created (JSON list)
 
 E = TypeVar("E", bound=enum.Enum)
 P = ParamSpec("P")
@@ -551,6 +552,54 @@ class Lcd:
     def _require_type(self, app: str, type: str) -> None:
         if not self._exists("SELECT 1 FROM types WHERE app = ? AND name = ?", (app, type)):
             raise NotFound(f"no resource type {app!r}/{type!r} (see: typ_list)")
+
+    def registered_kits(self) -> list[str] | None:
+        """The kits (``app/type``) :meth:`register_kits` has registered here; None if it never ran."""
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (KITS_KEY,))
+        return [str(k) for k in json.loads(rows[0][0])] if rows else None
+
+    def register_kits(self, kits: Iterable[str]) -> list[str]:
+        """Create the application and resource type of each kit ``app/type`` not registered before.
+
+        What a kit's installation does in LifeKeeper. Each kit is registered once:
+        a type the administrator removes later (``typ_remove``) stays removed. One
+        change, and none when nothing is new; returns the kits newly registered.
+        """
+        wanted = sorted(set(kits))
+        for kit in wanted:
+            app, sep, type = kit.partition("/")
+            if not sep:
+                raise IllegalArgument(f"kit {kit!r} is not APP/TYPE")
+            check_name(app, "application")
+            check_name(type, "resource type")
+        registered = self.registered_kits()
+        if not wanted or (registered is not None and set(wanted) <= set(registered)):
+            return []  # nothing new: no write lock taken (listings run it, on a read-only LCD too)
+        try:
+            return self._register_new(wanted)
+        except _Unchanged:
+            return []
+
+    @_write
+    def _register_new(self, wanted: list[str]) -> list[str]:
+        """:meth:`register_kits`'s writes: the kits of ``wanted`` not registered yet, decided in the transaction."""
+        args: dict[str, Any] = {"kits": []}
+        with self._change("register_kits", args) as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (KITS_KEY,)).fetchone()
+            known = set(json.loads(row[0])) if row else set()
+            new = [k for k in wanted if k not in known]
+            if not new and row is not None:
+                raise _Unchanged
+            for kit in new:
+                app, _, type = kit.partition("/")
+                db.execute("INSERT OR IGNORE INTO apps (name) VALUES (?)", (app,))
+                db.execute("INSERT OR IGNORE INTO types (app, name) VALUES (?, ?)", (app, type))
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                (KITS_KEY, json.dumps(sorted(known | set(new)))),
+            )
+            args["kits"] = new  # decided inside the transaction; the change log records it after this block
+        return new
 
     # ------------------------------------------------------------------ resources
 
@@ -1215,6 +1264,58 @@ class Lcd:
         return path
 
     @_write
+    def change_path(
+        self,
+        node: str,
+        local: str,
+        remote: str,
+        *,
+        new_node: str | None = None,
+        new_local: str | None = None,
+        new_remote: str | None = None,
+    ) -> CommPath:
+        """Change the path to ``node`` from ``local`` to ``remote``: its addresses, or the node it goes to.
+
+        Its priority stays, unless the new node's paths use it already (then the
+        lowest free one). Every check runs inside the one write transaction.
+        """
+        for text, what in ((local, "local address"), (remote, "remote address"), (new_local, "new local address"),
+                           (new_remote, "new remote address")):  # fmt: skip
+            if text is not None:
+                check_address(text, what)
+        args = {
+            "node": node, "local": local, "remote": remote,
+            "new_node": new_node, "new_local": new_local, "new_remote": new_remote,
+        }  # fmt: skip
+        with self._change("change_path", args) as db:
+            self._require_node(node)
+            old = next((p for p in self.paths(node) if p.local == _normal(local) and p.remote == _normal(remote)), None)
+            if old is None:
+                raise NotFound(f"no communication path to {node!r} from {local} to {remote} (see: net_list)")
+            target = node if new_node is None else new_node
+            self._require_node(target)
+            if target == self._local:
+                raise IllegalArgument(f"a communication path goes to another node, not to this node {target!r}")
+            there = _normal(new_local) if new_local is not None else old.local
+            to = _normal(new_remote) if new_remote is not None else old.remote
+            if ipaddress.ip_address(there).version != ipaddress.ip_address(to).version:
+                raise IllegalArgument(f"local address {there} and remote address {to} are not of one IP version")
+            others = [p for p in self.paths(target) if p != old]
+            if any(p.local == there and p.remote == to for p in others):
+                raise AlreadyExists(f"a path to {target!r} from {there} to {to} exists already")
+            taken = {p.priority for p in others}
+            free = (p for p in range(1, MAX_PATH_PRIORITY + 1) if p not in taken)
+            priority = old.priority if old.priority not in taken else next(free, 0)
+            if not priority:
+                raise OutOfRange(f"{target!r} has no free path priority in 1..{MAX_PATH_PRIORITY}")
+            db.execute(
+                "UPDATE comm_paths SET node = ?, local_addr = ?, remote_addr = ?, priority = ? "
+                "WHERE node = ? AND local_addr = ? AND remote_addr = ?",
+                (target, there, to, priority, old.node, old.local, old.remote),
+            )
+        return CommPath(target, old.kind, there, to, priority)
+
+    @_write
     def remove_path(self, node: str, local: str | None = None, remote: str | None = None) -> list[CommPath]:
         """Remove the paths to ``node`` that match the addresses given; refuses when none does."""
         self._require_node(node)
@@ -1266,6 +1367,10 @@ def _normal(text: str) -> str:
         return str(ipaddress.ip_address(text))
     except ValueError:
         return text
+
+
+class _Unchanged(Exception):
+    """Raised inside a change that turns out to change nothing, to roll it back without a change-log record."""
 
 
 class _Planned(Exception):  # a signal, not an error: raised by Lcd._change in a planning run
@@ -1447,6 +1552,7 @@ _REPLAYABLE: dict[str, Callable[..., Any]] = {
     "create_app": Lcd.create_app,
     "remove_app": Lcd.remove_app,
     "create_type": Lcd.create_type,
+    "register_kits": Lcd.register_kits,
     "remove_type": Lcd.remove_type,
     "create_resource": _replay_create_resource,
     "create_resources": Lcd.create_resources,
@@ -1466,6 +1572,7 @@ _REPLAYABLE: dict[str, Callable[..., Any]] = {
     "create_flag": Lcd.create_flag,
     "set_settings": Lcd.set_settings,
     "create_path": Lcd.create_path,
+    "change_path": Lcd.change_path,
     "remove_path": Lcd.remove_path,
     "remove_flag": Lcd.remove_flag,
 }

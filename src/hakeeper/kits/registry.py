@@ -6,6 +6,10 @@ group (``[project.entry-points."hakeeper.kits"] "myapp/mytype" = "pkg.mod:MyKit"
 Any ``<root>/subsys/<app>/resources/<type>/actions/restore`` makes
 ``<app>/<type>`` a script kit. A kit that cannot load is reported at WARNING
 with the reason and left out; it never stops the others.
+
+:func:`register_kits` puts each kit's application and resource type in the LCD,
+as installing a LifeKeeper kit does: a fresh LCD knows its kits, and a kit
+added later is registered the first time a command looks for it.
 """
 
 from __future__ import annotations
@@ -13,8 +17,11 @@ from __future__ import annotations
 import importlib
 import logging
 from importlib.metadata import entry_points
+from pathlib import Path
 
-from hakeeper.errors import NotFound
+from hakeeper.db.model import check_name
+from hakeeper.db.store import Lcd
+from hakeeper.errors import HakeeperError, IllegalArgument, NotFound
 from hakeeper.kits.base import Kit, KitContext, KitMeta
 from hakeeper.kits.script import ScriptKit
 
@@ -95,19 +102,50 @@ class Kits:
             raise NotFound(f"no kit for {app}/{type} (see: hakeeper kits)")
         return kit
 
-    def available(self) -> list[KitMeta]:
-        """Every kit that loads: built-ins, entry points, script directories."""
-        metas: list[KitMeta] = []
-        for name in sorted(self._classes()):
-            app, _, type = name.partition("/")
-            kit = self.find(app, type)
-            if kit is not None:
-                metas.append(kit.meta)
+    def names(self) -> list[str]:
+        """Every kit's ``app/type``, without loading any: built-ins, entry points, script directories."""
+        names = sorted(self._classes())
         subsys = self.ctx.root / "subsys"
         if subsys.is_dir():
             for restore in sorted(subsys.glob("*/resources/*/actions/restore")):
-                app, type = restore.parts[-5], restore.parts[-3]
-                kit = self.find(app, type)
-                if kit is not None and kit.meta not in metas:
-                    metas.append(kit.meta)
+                name = f"{restore.parts[-5]}/{restore.parts[-3]}"
+                if name not in names and ScriptKit.exists(self.ctx.root, restore.parts[-5], restore.parts[-3]):
+                    names.append(name)
+        return names
+
+    def available(self) -> list[KitMeta]:
+        """Every kit that loads: built-ins, entry points, script directories."""
+        metas: list[KitMeta] = []
+        for name in self.names():
+            app, _, type = name.partition("/")
+            kit = self.find(app, type)
+            if kit is not None and kit.meta not in metas:
+                metas.append(kit.meta)
         return metas
+
+
+def register_kits(lcd: Lcd, root: Path) -> list[str]:
+    """Register in ``lcd`` the application and type of every kit not registered before; returns those.
+
+    A kit whose name the LCD cannot hold is reported at WARNING and left out. A
+    failure to write (a read-only LCD) is reported at WARNING too: the command
+    that asked goes on with what the LCD has.
+    """
+    names = []
+    for name in Kits(KitContext(root, lcd.local_node)).names():
+        app, _, type = name.partition("/")
+        try:
+            check_name(app, "application")
+            check_name(type, "resource type")
+        except IllegalArgument as exc:
+            logger.warning("kit %s cannot be registered in the LCD: %s", name, exc)
+            continue
+        names.append(name)
+    try:
+        new = lcd.register_kits(names)
+    except HakeeperError as exc:
+        logger.warning("the kits' applications and types cannot be registered in the LCD: %s", exc)
+        return []
+    if new:
+        logger.info("registered the application and type of kits %s", ", ".join(new))
+    return new
