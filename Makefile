@@ -35,6 +35,7 @@ bench: venv
 	$(BIN)/python bench/failover.py
 	$(BIN)/python bench/dns_restore.py
 	$(BIN)/python bench/ip_kit.py
+	$(BIN)/python bench/cli_latency.py
 
 venv: $(STAMP)
 
