@@ -473,7 +473,7 @@ class Daemon:
             if done:
                 break
             others = sorted(t.get_name() for t in asyncio.all_tasks() if t is not task and not t.done())
-            owner = self.engine._owner.get_name() if self.engine._owner is not None else "nobody"
+            owner = self.engine.held_by or "nobody"
             logger.warning("hakeeperd stopping: still %s after %g s; the engine is held by %s; running: %s",
                            stage, STAGE_REPORT, owner, ", ".join(others))  # fmt: skip
         await task

@@ -572,13 +572,13 @@ class Heartbeats:
                 outgoing.drop_all()
         node = key.split("/", 1)[0]
         self.emit({"event": "path", "path": key, "node": node, "state": state.value})
-        states = [m.state for k, m in self.monitors.items() if k.split("/", 1)[0] == node]
-        now_state = node_state(states)
+        paths = [m for k, m in self.monitors.items() if k.split("/", 1)[0] == node]
+        now_state = node_state(m.state for m in paths)
         if now_state is not self._nodes.get(node):
             self._nodes[node] = now_state
-            alive = sum(s is PathState.ALIVE for s in states)
-            heard = any(m.last_heard is not None for k, m in self.monitors.items() if k.split("/", 1)[0] == node)
-            self.emit({"event": "node", "node": node, "state": now_state.value, "paths": len(states), "alive": alive,
+            alive = sum(m.state is PathState.ALIVE for m in paths)
+            heard = any(m.last_heard is not None for m in paths)
+            self.emit({"event": "node", "node": node, "state": now_state.value, "paths": len(paths), "alive": alive,
                        "heard": heard})  # fmt: skip
 
     def _explain_death(self, key: str) -> None:

@@ -232,7 +232,7 @@ def _keep(key: PoolKey, conn: Conn) -> None:
 
 
 def drop_kept() -> None:
-    """Close every kept connection of this event loop (hakeeperd stopping, a node's identity changing)."""
+    """Close every kept connection of this event loop (hakeeperd stopping)."""
     for pool in _kept.pop(asyncio.get_running_loop(), {}).values():
         for (_reader, writer), _since in pool:
             writer.transport.abort()
@@ -269,20 +269,20 @@ class _Unsent(Exception):
 
 async def _exchange(conn: Conn, key: PoolKey, path: CommPath, op: str, args: dict[str, Any], *,
                     timeout: float) -> Any:  # fmt: skip
-    """One request and its answer on ``conn``; the connection is kept for the next one when all went well."""
+    """One request and its answer on ``conn`` (within ``timeout``, all of it); the connection is kept for the
+    next one when all went well."""
     reader, writer = conn
     done = False
     try:
-        try:
-            writer.write(frame({"op": op, "args": args}))
-            await writer.drain()
-            async with asyncio.timeout(timeout):
-                first = await reader.read(1)
-        except (ConnectionResetError, BrokenPipeError) as exc:
-            raise _Unsent(str(exc)) from None
-        if not first:
-            raise _Unsent("end of connection")
         async with asyncio.timeout(timeout):
+            try:
+                writer.write(frame({"op": op, "args": args}))
+                await writer.drain()
+                first = await reader.read(1)
+            except (ConnectionResetError, BrokenPipeError) as exc:
+                raise _Unsent(str(exc)) from None
+            if not first:
+                raise _Unsent("end of connection")
             answer = await read_frame(reader, first)
         done = True
     finally:

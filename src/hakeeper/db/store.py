@@ -1240,14 +1240,9 @@ class Lcd:
     def create_path(self, node: str, local: str, remote: str, priority: int | None = None) -> CommPath:
         """A TCP path to ``node`` from this node's ``local`` address to its ``remote`` address."""
         self._require_node(node)
-        if node == self._local:
-            raise IllegalArgument(f"a communication path goes to another node, not to this node {node!r}")
         local_ip, remote_ip = check_address(local, "local address"), check_address(remote, "remote address")
-        if local_ip.version != remote_ip.version:
-            raise IllegalArgument(f"local address {local} and remote address {remote} are not of one IP version")
         current = self.paths(node)
-        if any(p.local == str(local_ip) and p.remote == str(remote_ip) for p in current):
-            raise AlreadyExists(f"a path to {node!r} from {local_ip} to {remote_ip} exists already")
+        self._check_path(node, str(local_ip), str(remote_ip), current)
         taken = {p.priority for p in current}
         chosen = priority if priority is not None else next(p for p in range(1, 101) if p not in taken)
         if not 1 <= chosen <= MAX_PATH_PRIORITY:
@@ -1262,6 +1257,15 @@ class Lcd:
                 (node, path.kind, path.local, path.remote, chosen),
             )
         return path
+
+    def _check_path(self, node: str, local: str, remote: str, others: list[CommPath]) -> None:
+        """A path to ``node`` from ``local`` to ``remote`` (addresses in normal form) may stand beside ``others``."""
+        if node == self._local:
+            raise IllegalArgument(f"a communication path goes to another node, not to this node {node!r}")
+        if ipaddress.ip_address(local).version != ipaddress.ip_address(remote).version:
+            raise IllegalArgument(f"local address {local} and remote address {remote} are not of one IP version")
+        if any(p.local == local and p.remote == remote for p in others):
+            raise AlreadyExists(f"a path to {node!r} from {local} to {remote} exists already")
 
     @_write
     def change_path(
@@ -1283,31 +1287,26 @@ class Lcd:
                            (new_remote, "new remote address")):  # fmt: skip
             if text is not None:
                 check_address(text, what)
+        self._require_node(node)
+        old = next((p for p in self.paths(node) if p.local == _normal(local) and p.remote == _normal(remote)), None)
+        if old is None:
+            raise NotFound(f"no communication path to {node!r} from {local} to {remote} (see: net_list)")
+        target = node if new_node is None else new_node
+        self._require_node(target)
+        there = _normal(new_local) if new_local is not None else old.local
+        to = _normal(new_remote) if new_remote is not None else old.remote
+        others = [p for p in self.paths(target) if p != old]
+        self._check_path(target, there, to, others)
+        taken = {p.priority for p in others}
+        free = (p for p in range(1, MAX_PATH_PRIORITY + 1) if p not in taken)
+        priority = old.priority if old.priority not in taken else next(free, 0)
+        if not priority:
+            raise OutOfRange(f"{target!r} has no free path priority in 1..{MAX_PATH_PRIORITY}")
         args = {
             "node": node, "local": local, "remote": remote,
             "new_node": new_node, "new_local": new_local, "new_remote": new_remote,
         }  # fmt: skip
         with self._change("change_path", args) as db:
-            self._require_node(node)
-            old = next((p for p in self.paths(node) if p.local == _normal(local) and p.remote == _normal(remote)), None)
-            if old is None:
-                raise NotFound(f"no communication path to {node!r} from {local} to {remote} (see: net_list)")
-            target = node if new_node is None else new_node
-            self._require_node(target)
-            if target == self._local:
-                raise IllegalArgument(f"a communication path goes to another node, not to this node {target!r}")
-            there = _normal(new_local) if new_local is not None else old.local
-            to = _normal(new_remote) if new_remote is not None else old.remote
-            if ipaddress.ip_address(there).version != ipaddress.ip_address(to).version:
-                raise IllegalArgument(f"local address {there} and remote address {to} are not of one IP version")
-            others = [p for p in self.paths(target) if p != old]
-            if any(p.local == there and p.remote == to for p in others):
-                raise AlreadyExists(f"a path to {target!r} from {there} to {to} exists already")
-            taken = {p.priority for p in others}
-            free = (p for p in range(1, MAX_PATH_PRIORITY + 1) if p not in taken)
-            priority = old.priority if old.priority not in taken else next(free, 0)
-            if not priority:
-                raise OutOfRange(f"{target!r} has no free path priority in 1..{MAX_PATH_PRIORITY}")
             db.execute(
                 "UPDATE comm_paths SET node = ?, local_addr = ?, remote_addr = ?, priority = ? "
                 "WHERE node = ? AND local_addr = ? AND remote_addr = ?",

@@ -195,6 +195,11 @@ class Engine:
     # ------------------------------------------------------------------ which resources have an action running
 
     @property
+    def held_by(self) -> str | None:
+        """The name of the task that runs a restore, remove or recovery now, if any."""
+        return self._owner.get_name() if self._owner is not None else None
+
+    @property
     def busy(self) -> frozenset[str]:
         """The resources that have an action (restore, remove, recover, local recovery) running now."""
         return frozenset(tag for tag, count in self._acting.items() if count > 0)
