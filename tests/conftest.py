@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from hakeeper.cli.main import run
+from hakeeper.cli.base import run
 from hakeeper.db import Lcd
 from tests.harness.cluster import ha_cluster_fixture  # noqa: F401 (fixtures)
 from tests.harness.fixtures import lan_fixture, make_lan_fixture, needs_lan_fixture  # noqa: F401 (fixtures)

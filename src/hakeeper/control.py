@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hakeeper.errors import CommunicationFailed
-from hakeeper.wire import SOCKET_NAME, exchange, request
+from hakeeper.wire import SOCKET_NAME, answer_line, exchange, read_answer, request
 
 PID_NAME = "hakeeperd.pid"
 MAX_REQUEST = 1 << 20
@@ -32,7 +32,7 @@ class Answer:
     err: str = ""
 
     def encode(self) -> bytes:
-        return json.dumps({"code": self.code, "out": self.out, "err": self.err}).encode() + b"\n"
+        return answer_line(self.code, self.out, self.err)
 
 
 def decode_request(line: bytes) -> tuple[str, list[str], dict[str, Any]]:
@@ -48,9 +48,8 @@ def decode_request(line: bytes) -> tuple[str, list[str], dict[str, Any]]:
 
 def decode_answer(data: bytes) -> Answer:
     try:
-        reply = json.loads(data)
-        return Answer(int(reply["code"]), str(reply.get("out", "")), str(reply.get("err", "")))
-    except (ValueError, KeyError, TypeError):
+        return Answer(*read_answer(data))
+    except ValueError:  # UnicodeDecodeError and json's errors are ValueErrors
         raise CommunicationFailed("hakeeperd gave a malformed answer (see its log)") from None
 
 

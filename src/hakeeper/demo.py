@@ -23,7 +23,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from hakeeper.cli.main import run
+from hakeeper.cli.base import run
 from hakeeper.db import Lcd, State
 
 #: A step of part 1 that is not a command: it does something and says what.

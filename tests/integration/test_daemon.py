@@ -142,7 +142,9 @@ def test_a_killed_server_comes_back_by_quickcheck_and_by_sendevent(node: Node, w
     done = node.run("sendevent", "-C", "generic", "-E", "failure", "-n", "web", "-m", "test-monitor")
     assert "local recovery of web started" in done.stdout
     wait_for(lambda: node.web_pid() not in (None, second) and serving(web), 15, "sendevent to restart the server")
-    assert node.run("ins_list", "-t", "web", "-f:").stdout.split(":")[4] == "ISP"
+    # The server answers before the recovery records its end: the state is ISP once it has.
+    wait_for(lambda: node.run("ins_list", "-t", "web", "-f:").stdout.split(":")[4] == "ISP", 15, "web to be ISP")
+    assert "web recovered in place (remove and restore of web) after: generic/failure" in node.log()
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from hakeeper.cli.main import run
+from hakeeper.cli.base import run
 from hakeeper.comm.join import (
     JoinService,
     Token,

@@ -2,7 +2,7 @@
 
 A racer is a real process (``multiprocessing``, started with ``spawn``: no
 inherited locks or connections) that runs commands exactly as a console script
-does — :func:`hakeeper.cli.main.run`, which opens its own connection to the LCD
+does — :func:`hakeeper.cli.base.run`, which opens its own connection to the LCD
 for each command. Starting a Python process per command costs a tenth of a
 second or more; a racer is started once and told what to run through a pipe,
 so that a race costs what its two commands cost.
@@ -38,7 +38,7 @@ WAIT_SECONDS = 60.0  # for a racer to answer, or for the others at the barrier: 
 
 def serve(conn: Connection, barrier: Any) -> None:
     """A racer's life: run each (root, argv) it is sent once every racer is ready; None ends it."""
-    from hakeeper.cli.main import run
+    from hakeeper.cli.base import run
 
     while True:
         try:

@@ -31,8 +31,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hakeeper.cli.base import build_parser
-from hakeeper.cli.main import load_all, run
+from hakeeper.cli.base import build_parser, load_all, run
 from hakeeper.db import DEFAULT_ROOT, Lcd
 from hakeeper.db.model import MAX_INFO
 from tests.conftest import Cli, Result

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from hakeeper.cli.main import run
+from hakeeper.cli.base import run
 from hakeeper.db import Lcd
 from hakeeper.db.schema import SCHEMA_VERSION
 from hakeeper.errors import LcdDamaged, SystemCallFailed

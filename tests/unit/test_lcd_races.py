@@ -33,7 +33,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hakeeper.cli.main import run
+from hakeeper.cli.base import run
 from hakeeper.db import Lcd, graph
 from hakeeper.db.store import DB_NAME
 from hakeeper.errors import InternalError

@@ -267,7 +267,7 @@ def test_ins_remove_of_a_hierarchy_is_one_change(hierarchy: Cli, root: Path) -> 
 
 def test_a_dependent_made_while_delete_actions_run_refuses_the_removal(hierarchy: Cli, root: Path) -> None:
     """Someone makes db depend on web-ip while ins_remove runs web-ip's delete action: db's never ran."""
-    code = 'from hakeeper.cli.main import run; run("dep_create", ["-p", "db", "-c", "web-ip"])'
+    code = 'from hakeeper.cli.base import run; run("dep_create", ["-p", "db", "-c", "web-ip"])'
     make_dependent = f"{sys.executable} -c '{code}'"
     _delete_action(root, f'if [ "$HAKEEPER_TAG" = web-ip ]; then {make_dependent}; fi\n')
     before = hierarchy("ins_list", "-f:").out

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hakeeper.cli.base import parse
+from hakeeper.cli.base import parse, run
 from hakeeper.cli.daemon import _event
-from hakeeper.cli.main import run
 from hakeeper.daemon import Config, Daemon
 from hakeeper.db import Lcd, State
 from hakeeper.events.alarm import Event, run_handlers

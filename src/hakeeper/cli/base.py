@@ -9,10 +9,7 @@ on stderr and LifeKeeper's exit code; it never lets a traceback reach the user.
 from __future__ import annotations
 
 import argparse
-import codecs
-import errno
 import importlib
-import io
 import json
 import logging
 import os
@@ -23,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from hakeeper.cli.console import as_shown, silence_stdout
 from hakeeper.control import forward_to_daemon
 from hakeeper.db.model import CONTROL_CHARS
 from hakeeper.db.store import Lcd, state_root
@@ -277,7 +275,7 @@ class Context:
         lines = []
         for row in rows:
             texts = [str(v) for v in row]
-            if texts:
+            if texts and inner.search("".join(texts)):  # rare: one search a row finds whether any field needs it
                 texts[:-1] = [_escape(inner, t) for t in texts[:-1]]
                 texts[-1] = _escape(last, texts[-1])
             lines.append(sep.join(texts) + "\n")
@@ -464,15 +462,6 @@ async def run_in_daemon(
         return failure(name, err, exc)
 
 
-def as_shown(err: str, name: str, shown: str) -> str:
-    """hakeeperd's error lines (``NAME: ...``) under the name the user typed (``hakeeper NAME: ...``)."""
-    if shown == name or not err:
-        return err
-    prefix = f"{name}: "
-    lines = err.splitlines(keepends=True)
-    return "".join(f"{shown}: {line[len(prefix) :]}" if line.startswith(prefix) else line for line in lines)
-
-
 def failure(shown: str, err: TextIO, exc: BaseException) -> int:
     """Turn an exception into one line on ``err`` and LifeKeeper's exit code; re-raise what is not ours."""
     if isinstance(exc, HakeeperError):
@@ -484,7 +473,7 @@ def failure(shown: str, err: TextIO, exc: BaseException) -> int:
         err.write(f"{shown}: interrupted\n")
         return 130
     if isinstance(exc, BrokenPipeError):
-        _silence_stdout()
+        silence_stdout()
         return 0
     if not isinstance(exc, Exception):
         raise exc
@@ -508,116 +497,3 @@ def other_node(lcd: Lcd, dest: str | None) -> str | None:
     if dest not in {n.name for n in lcd.nodes()}:
         raise NotFound(f"no node named {dest!r} (see: sys_list)")
     return dest
-
-
-#: The error handler of a console whose encoding cannot write every character (LANG=C without
-#: UTF-8 mode): ``\\uXXXX`` for each (a surrogate pair above U+FFFF), so that JSON stays valid JSON
-#: that reads back as the original text, and field output stays one line of the same fields.
-ESCAPE_ERRORS = "hakeeper-escape"
-
-
-def _escape_unencodable(exc: UnicodeError) -> tuple[str, int]:
-    if not isinstance(exc, UnicodeEncodeError):
-        raise exc
-    escaped = []
-    for char in exc.object[exc.start : exc.end]:
-        code = ord(char)
-        if code > 0xFFFF:
-            code -= 0x10000
-            escaped.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
-        else:
-            escaped.append(f"\\u{code:04x}")
-    return "".join(escaped), exc.end
-
-
-codecs.register_error(ESCAPE_ERRORS, _escape_unencodable)
-
-
-class QuietFd(io.RawIOBase):
-    """A standard output file descriptor whose reader may go away.
-
-    ``ins_list | head -1``: once the pipe is closed (EPIPE), or when the descriptor
-    cannot be written at all (EBADF: ``1</dev/null``), the rest of the output is
-    dropped without a word, as other Unix tools stop, and the command finishes with
-    its own exit code.
-    """
-
-    def __init__(self, fd: int) -> None:
-        super().__init__()
-        self._fd = fd
-        self.lost = False
-
-    def writable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def isatty(self) -> bool:
-        try:
-            return os.isatty(self._fd)
-        except OSError:
-            return False
-
-    def write(self, data: Any) -> int:
-        size = memoryview(data).nbytes
-        if self.lost:
-            return size
-        try:
-            return os.write(self._fd, data)
-        except OSError as exc:
-            if exc.errno not in (errno.EPIPE, errno.EBADF):
-                raise
-            self.lost = True
-            return size
-
-
-def _writes_everything(encoding: str) -> bool:
-    try:
-        "\u00e9\u2603\U0001f600".encode(encoding)
-    except (UnicodeError, LookupError):
-        return False
-    return True
-
-
-def _console_stream(fd: int, old: TextIO | None) -> io.TextIOWrapper:
-    encoding = getattr(old, "encoding", None) or "utf-8"
-    errors = getattr(old, "errors", None) or "strict"
-    if errors == "strict" or not _writes_everything(encoding):
-        errors = ESCAPE_ERRORS
-    return io.TextIOWrapper(
-        io.BufferedWriter(QuietFd(fd)),
-        encoding=encoding,
-        errors=errors,
-        line_buffering=bool(getattr(old, "line_buffering", False)),
-        write_through=bool(getattr(old, "write_through", False)),
-    )
-
-
-def console_streams() -> None:
-    """Make the standard streams of a command run from a shell safe to write, whatever they are.
-
-    A closed descriptor 0, 1 or 2 (``ins_list >&-``) is opened on /dev/null first, so
-    that no file the command opens can take its number and receive its output; then
-    stdout and stderr write through :class:`QuietFd` (a reader that went away is not
-    an error) with :data:`ESCAPE_ERRORS` where the locale cannot encode a character
-    (``LANG=C``: ``café`` prints as ``caf\\u00e9``, never a UnicodeEncodeError).
-    """
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
-    sys.stdout = _console_stream(1, sys.stdout)
-    sys.stderr = _console_stream(2, sys.stderr)
-
-
-def _silence_stdout() -> None:
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass

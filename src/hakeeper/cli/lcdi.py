@@ -177,7 +177,10 @@ SELECTORS = (
 @command("ins_list", "list resource instances", *SELECTORS, listing=True, epilog=f"fields: {RESOURCE_FIELDS}")
 def _ins_list(ctx: Context, args: argparse.Namespace) -> int:
     chosen = _select(ctx, args)
-    ctx.rows(args, [_resource_row(r) for r in chosen], [r.as_json() for r in chosen])
+    if args.json:
+        ctx.rows(args, [], [r.as_json() for r in chosen])
+    else:
+        ctx.rows(args, [_resource_row(r) for r in chosen], None)
     return 0
 
 

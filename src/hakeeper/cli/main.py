@@ -2,18 +2,34 @@
 
 Every command is registered once in :data:`hakeeper.cli.base.COMMANDS` and can
 be run two ways: ``hakeeper ins_list -t web`` or ``ins_list -t web``.
+
+LifeKeeper's commands are small C programs that administrators call in loops,
+so a command here starts as light as it can (:func:`front`): while hakeeperd
+runs on the state directory, the command line goes to it as it is, and this
+process imports nothing but :mod:`hakeeper.wire` and :mod:`hakeeper.cli.console`
+(the daemon parses, checks and runs it, and answers with the output and exit
+code). Only without a daemon, or for ``--help``, does the command load its
+parser and the LCD here (:func:`hakeeper.cli.base.run`).
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import NoReturn
 
 from hakeeper import __version__
-from hakeeper.cli.base import COMMANDS, console_streams, load_all, run
+from hakeeper.cli.console import as_shown, console_streams
+from hakeeper.wire import SOCKET_NAME, exchange, read_answer, request, root_of
 
-__all__ = ["COMMANDS", "load_all", "main", "run"]
+TYPE_CHECKING = False  # typing is not imported: see the module's docstring
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import NoReturn
+
+#: The commands that hakeeperd never runs: they start and stop it, or work on the state
+#: directory itself. (:data:`hakeeper.cli.base.COMMANDS` says the same with ``local``; a test
+#: keeps the two in step.)
+LOCAL = frozenset({"lkstart", "lkstop", "cluster", "lcd"})
 
 
 USAGE = """usage: hakeeper [--root DIR] COMMAND [ARGS...]
@@ -60,10 +76,41 @@ def dispatch(argv: list[str]) -> int:
     if name == "help":
         sys.stdout.write(usage())
         return 0
-    return run(name, argv, prog=f"hakeeper {name}", root=root)
+    return front(name, argv, prog=f"hakeeper {name}", root=root)
+
+
+def front(name: str, argv: list[str], *, prog: str, root: str | None = None) -> int:
+    """Run command ``name``: answered by hakeeperd when it listens, else in this process (see the module)."""
+    chosen = root_of(argv, root)
+    if name not in LOCAL and chosen is not None and "-h" not in argv and "--help" not in argv:
+        path = os.path.join(chosen, SOCKET_NAME)
+        try:
+            data = exchange(path, request(name, argv))
+        except OSError as exc:  # a daemon is there and took the command: never run it a second time here
+            return _failed(prog, f"hakeeperd at {path} did not answer ({exc.strerror or exc})")
+        if data is not None:
+            try:
+                code, out, err = read_answer(data)
+            except ValueError:
+                return _failed(prog, "hakeeperd gave a malformed answer (see its log)")
+            sys.stdout.write(out)
+            sys.stderr.write(as_shown(err, name, prog))
+            return code
+    from hakeeper.cli.base import run
+
+    return run(name, argv, prog=prog, root=root)
+
+
+def _failed(prog: str, message: str) -> int:
+    from hakeeper.errors import CommunicationFailed
+
+    sys.stderr.write(f"{prog}: {message}\n")
+    return CommunicationFailed.exit_code
 
 
 def usage() -> str:
+    from hakeeper.cli.base import load_all
+
     commands = load_all()
     width = max(len(name) for name in commands)
     lines = [f"  {name.ljust(width)}  {cmd.summary}" for name, cmd in sorted(commands.items())]
@@ -75,7 +122,7 @@ def entry(name: str) -> Callable[[], NoReturn]:
 
     def script() -> NoReturn:
         console_streams()
-        sys.exit(run(name, sys.argv[1:], prog=name))
+        sys.exit(front(name, sys.argv[1:], prog=name))
 
     script.__name__ = name
     return script
@@ -118,7 +165,7 @@ net_change = entry("net_change")
 net_remove = entry("net_remove")
 net_list = entry("net_list")
 perform_action = entry("perform_action")
-sendevent = entry("sendevent")
+sendevent = entry("sendevent")  # a monitor runs it the moment something failed
 lkstart = entry("lkstart")
 lkstop = entry("lkstop")
 lcdremexec = entry("lcdremexec")

@@ -25,12 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
-import shutil
 import sqlite3
 import stat
-import tempfile
-import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -154,7 +150,7 @@ def create(path: Path, build: Callable[[Path], None]) -> None:
     first, and that one is kept. Nothing is left behind on failure.
     """
     _remove_abandoned(path)
-    new = path.with_name(f".{path.name}.new-{os.getpid()}-{secrets.token_hex(4)}")
+    new = path.with_name(f".{path.name}.new-{os.getpid()}-{os.urandom(4).hex()}")
     try:
         build(new)
         fsync(new)
@@ -218,6 +214,8 @@ def connect_readonly(path: Path, timeout: float) -> tuple[sqlite3.Connection, Cl
         conn = sqlite3.connect(path, isolation_level=None, timeout=timeout)
         conn.execute("PRAGMA query_only = ON")
         return conn, None
+    import urllib.parse
+
     uri = "file:" + urllib.parse.quote(os.fsencode(path)) + "?mode=ro"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=timeout)
     try:
@@ -237,6 +235,9 @@ COPY_ATTEMPTS = 3
 
 
 def _private_copy(path: Path, timeout: float) -> tuple[sqlite3.Connection, Cleanup]:
+    import shutil
+    import tempfile
+
     directory = Path(tempfile.mkdtemp(prefix="hakeeper-lcd-"))
 
     def cleanup() -> None:

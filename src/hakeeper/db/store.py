@@ -23,19 +23,16 @@ from __future__ import annotations
 
 import enum
 import functools
-import getpass
-import ipaddress
 import json
 import logging
 import os
-import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from hakeeper.db import files, graph
 from hakeeper.db.model import (
@@ -71,6 +68,9 @@ from hakeeper.errors import (
     SystemCallFailed,
 )
 from hakeeper.wire import DEFAULT_ROOT
+
+if TYPE_CHECKING:
+    from ipaddress import IPv4Address, IPv6Address
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def default_node_name() -> str:
     """This node's name when the LCD is first created: ``$HAKEEPER_NODE`` or the short host name."""
     chosen = os.environ.get("HAKEEPER_NODE")
     if chosen is None:
-        host = socket.gethostname().split(".")[0]
+        host = os.uname().nodename.split(".")[0]
         try:
             return check_name(host, "node name")
         except IllegalArgument as exc:
@@ -1262,7 +1262,7 @@ class Lcd:
         """A path to ``node`` from ``local`` to ``remote`` (addresses in normal form) may stand beside ``others``."""
         if node == self._local:
             raise IllegalArgument(f"a communication path goes to another node, not to this node {node!r}")
-        if ipaddress.ip_address(local).version != ipaddress.ip_address(remote).version:
+        if _ip(local).version != _ip(remote).version:
             raise IllegalArgument(f"local address {local} and remote address {remote} are not of one IP version")
         if any(p.local == local and p.remote == remote for p in others):
             raise AlreadyExists(f"a path to {node!r} from {local} to {remote} exists already")
@@ -1354,16 +1354,22 @@ class Lcd:
 MAX_PATH_PRIORITY = 99
 
 
-def check_address(text: str, what: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def _ip(text: str) -> IPv4Address | IPv6Address:
+    import ipaddress  # only the commands that name addresses need it
+
+    return ipaddress.ip_address(text)
+
+
+def check_address(text: str, what: str) -> IPv4Address | IPv6Address:
     try:
-        return ipaddress.ip_address(text)
+        return _ip(text)
     except ValueError:
         raise IllegalArgument(f"{what} {text!r} is not an IP address") from None
 
 
 def _normal(text: str) -> str:
     try:
-        return str(ipaddress.ip_address(text))
+        return str(_ip(text))
     except ValueError:
         return text
 
@@ -1445,6 +1451,12 @@ def _lowest_free(taken: set[int]) -> int:
     return check_priority(priority)
 
 
+# A row's enum values by dictionary: calling the enum class costs a listing of 1,000 resources milliseconds.
+_STATES: dict[Any, State] = {s.value: s for s in State}
+_INITS: dict[Any, Init] = {i.value: i for i in Init}
+_SWITCHBACKS: dict[Any, Switchback] = {s.value: s for s in Switchback}
+
+
 def _resource(row: tuple[Any, ...]) -> Resource:
     tag, rid, app, rtype, info, state, reason, init, switchback, interval, local_recover = row
     return Resource(
@@ -1452,11 +1464,11 @@ def _resource(row: tuple[Any, ...]) -> Resource:
         id=rid,
         app=app,
         type=rtype,
-        info=json.loads(info),
-        state=State(state),
+        info="" if info == '""' else json.loads(info),
+        state=_STATES.get(state) or State(state),
         reason=reason,
-        init=Init(init),
-        switchback=Switchback(switchback),
+        init=_INITS.get(init) or Init(init),
+        switchback=_SWITCHBACKS.get(switchback) or Switchback(switchback),
         check_interval=interval,
         local_recover=bool(local_recover),
     )
@@ -1529,6 +1541,8 @@ def _insert_resource(db: sqlite3.Connection, resource: Resource, ensure_type: bo
 
 
 def _current_user() -> str:
+    import getpass
+
     try:
         return getpass.getuser()
     except (KeyError, OSError):
