@@ -221,6 +221,32 @@ def test_only_a_missing_lcd_is_created_and_never_seen_half_made(tmp_path: Path) 
         assert [c.op for c in lcd.changes()] == ["init_node"]
 
 
+def test_first_writes_at_once_on_a_fresh_state_directory_all_succeed(tmp_path: Path) -> None:
+    """Writers starting at once on a fresh state directory each create their resource, none sees 'locked'.
+
+    Each one's first write registers the kits in the new LCD: that happens once, whoever wins.
+    """
+    root = tmp_path / "state"
+    env = dict(os.environ, HAKEEPER_ROOT=str(root), HAKEEPER_NODE="node1")
+    env.pop("HAKEEPER_DEBUG", None)
+    program = Path(sys.executable).parent / "ins_create"
+    tags = [f"r{i}" for i in range(12)]
+    procs = [
+        subprocess.Popen([program, "-a", "gen", "-r", "app", "-t", tag, "-i", tag], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        for tag in tags
+    ]
+    results = [(*p.communicate(timeout=120), p.returncode) for p in procs]
+    assert all(code == 0 and err == b"" for _out, err, code in results), results
+    with Lcd.open(root) as lcd:
+        assert sorted(r.tag for r in lcd.resources()) == sorted(tags)
+        ops = [c.op for c in lcd.changes()]
+        assert lcd.integrity_ok()
+    assert ops.count("init_node") == 1
+    assert ops.count("register_kits") == 1, ops
+    assert ops.count("create_resource") == len(tags)
+
+
 def test_what_a_killed_creation_left_is_removed(tmp_path: Path) -> None:
     """A process killed while it made the LCD leaves a temporary file; the next creation removes it."""
     root = tmp_path / "state"
