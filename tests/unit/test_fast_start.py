@@ -101,10 +101,7 @@ HEAVY = ("typing", "dataclasses", "logging", "argparse", "sqlite3", "json", "soc
 
 def test_a_console_script_imports_nothing_heavy_before_the_daemon_answers(tmp_path: Path) -> None:
     """Importing the console scripts' module loads no module the fast path does not need."""
-    code = (
-        "import sys; import hakeeper.cli.main; "
-        f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
-    )
+    code = f"import sys; import hakeeper.cli.main; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONPATH"] = os.pathsep.join(sys.path)
     done = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True, check=True)
