@@ -231,7 +231,7 @@ def test_first_writes_at_once_on_a_fresh_state_directory_all_succeed(tmp_path: P
     env.pop("HAKEEPER_DEBUG", None)
     program = Path(sys.executable).parent / "ins_create"
     tags = [f"r{i}" for i in range(12)]
-    argvs = [[program, "-a", "gen", "-r", "app", "-t", tag, "-i", tag] for tag in tags]
+    argvs = [[str(program), "-a", "gen", "-r", "app", "-t", tag, "-i", tag] for tag in tags]
     procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for argv in argvs]
     results = [(*p.communicate(timeout=120), p.returncode) for p in procs]
     assert all(code == 0 and err == b"" for _out, err, code in results), results
