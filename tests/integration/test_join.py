@@ -27,15 +27,15 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from hakeeper.cli.base import run
+from hakeeper.comm.frames import read_frame, write_frame
 from hakeeper.comm.join import (
+    MAX_FRAME,
     JoinService,
     Token,
     TokenRefused,
     TokenStore,
     WrongCluster,
     join,
-    read_frame,
-    write_frame,
 )
 from hakeeper.comm.tls import (
     CA_CERT,
@@ -237,7 +237,9 @@ def test_a_joiner_refuses_a_server_that_only_relays_the_ca(member: Member, tmp_p
     received: list[bytes] = []
 
     async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await write_frame(writer, {"hakeeper": "join", "version": 1, "ca": cert_pem(member.identity.ca).decode()})
+        await write_frame(
+            writer, {"hakeeper": "join", "version": 1, "ca": cert_pem(member.identity.ca).decode()}, MAX_FRAME
+        )
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             received.append(await reader.read())
         writer.close()
@@ -279,7 +281,7 @@ def test_malformed_frames_are_refused_and_the_service_goes_on(
     async def send(port: int, payload: bytes) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
         try:
-            await read_frame(reader)  # the greeting
+            await read_frame(reader, MAX_FRAME)  # the greeting
             writer.write(payload)
             await writer.drain()
             with contextlib.suppress(ConnectionError, ssl.SSLError):

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from hakeeper.comm import rpc, tls
+from hakeeper.comm import frames, rpc, tls
 from hakeeper.db.model import CommPath
 from hakeeper.errors import CommunicationFailed
 from tests.certs import make_cluster
@@ -56,10 +56,11 @@ def test_calls_and_refusals(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
             with pytest.raises(CommunicationFailed, match="on any of its 1 paths"):
                 await rpc.call(ids["node1"], [dead_path], port, "echo", {}, timeout=2)
             # Strangers get nothing.
-            assert await raw(tls.client_context(stranger), rpc.frame({"op": "echo", "args": {}})) == b""
+            request = frames.encode({"op": "echo", "args": {}}, rpc.MAX_FRAME)
+            assert await raw(tls.client_context(stranger), request) == b""
             bare = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             bare.check_hostname, bare.verify_mode = False, ssl.CERT_NONE
-            assert await raw(bare, rpc.frame({"op": "echo", "args": {}})) == b""
+            assert await raw(bare, request) == b""
             # Members sending garbage or oversized frames get nothing either.
             member = tls.client_context(ids["node1"])
             assert await raw(member, struct.pack(">I", 5) + b"nope!") == b""

@@ -63,6 +63,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from hakeeper.comm import tls
+from hakeeper.comm.frames import FrameError, read_frame, write_frame
 from hakeeper.comm.tls import (
     CA_CERT,
     NODE_CERT,
@@ -122,10 +123,6 @@ class TokenRefused(IllegalArgument):
 
 class WrongCluster(CommunicationFailed):
     """The server asked to admit us is not a member of the token's cluster."""
-
-
-class FrameError(CommunicationFailed):
-    """A frame of the join exchange is malformed or too large."""
 
 
 # ---------------------------------------------------------------------- tokens
@@ -281,30 +278,6 @@ def public_reason(refusal: TokenRefused) -> str:
     return "unknown token" if text.startswith("unknown token") else text.split(" (", 1)[0]
 
 
-# ---------------------------------------------------------------------- frames
-
-
-async def write_frame(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
-    data = json.dumps(message).encode()
-    writer.write(len(data).to_bytes(4, "big") + data)
-    await writer.drain()
-
-
-async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
-    """One frame; :class:`asyncio.IncompleteReadError` when the peer hangs up before it."""
-    size = int.from_bytes(await reader.readexactly(4), "big")
-    if size > MAX_FRAME:
-        raise FrameError(f"a frame of {size} bytes is larger than {MAX_FRAME}")
-    data = await reader.readexactly(size)
-    try:
-        message = json.loads(data)
-    except (ValueError, RecursionError):
-        raise FrameError("a frame is not JSON") from None
-    if not isinstance(message, dict):
-        raise FrameError("a frame is not a JSON object")
-    return message
-
-
 # ---------------------------------------------------------------------- the member's side
 
 
@@ -395,10 +368,12 @@ class JoinService:
 
     async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str) -> None:
         await write_frame(
-            writer, {"hakeeper": "join", "version": PROTOCOL_VERSION, "ca": cert_pem(self.identity.ca).decode()}
+            writer,
+            {"hakeeper": "join", "version": PROTOCOL_VERSION, "ca": cert_pem(self.identity.ca).decode()},
+            MAX_FRAME,
         )
         try:
-            request = await read_frame(reader)
+            request = await read_frame(reader, MAX_FRAME)
         except asyncio.IncompleteReadError as exc:
             if exc.partial:
                 raise FrameError("the request stops in the middle") from None
@@ -408,24 +383,24 @@ class JoinService:
             token_id, secret, csr, node = _request_fields(request)
         except ValueError as exc:
             logger.warning("join from %s refused: malformed request (%s); nothing issued", address, exc)
-            await write_frame(writer, {"ok": False, "error": f"malformed request: {exc}"})
+            await write_frame(writer, {"ok": False, "error": f"malformed request: {exc}"}, MAX_FRAME)
             return
         try:
             cert = await asyncio.to_thread(self._admit, token_id, secret, csr, node)
         except TokenRefused as exc:
             logger.warning("join from %s refused: token %s: %s; nothing issued", address, token_id, exc)
             await write_frame(
-                writer, {"ok": False, "error": f"the member refused the join token: {public_reason(exc)}"}
+                writer, {"ok": False, "error": f"the member refused the join token: {public_reason(exc)}"}, MAX_FRAME
             )
             return
         except IllegalArgument as exc:
             logger.warning("join from %s refused: %s; nothing issued", address, exc)
-            await write_frame(writer, {"ok": False, "error": str(exc)})
+            await write_frame(writer, {"ok": False, "error": str(exc)}, MAX_FRAME)
             return
         logger.info(
             "admitted node %s from %s (token %s, certificate serial %x)", node, address, token_id, cert.serial_number
         )
-        await write_frame(writer, {"ok": True, "certificate": cert_pem(cert).decode()})
+        await write_frame(writer, {"ok": True, "certificate": cert_pem(cert).decode()}, MAX_FRAME)
         if self.on_join is not None:
             self.on_join(node)
 
@@ -505,7 +480,7 @@ async def request_join(
                 host, port, ssl=_join_client_context(), ssl_handshake_timeout=timeout
             )
             try:
-                greeting = await read_frame(reader)
+                greeting = await read_frame(reader, MAX_FRAME)
                 member_der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
                 try:
                     ca = _check_greeting(greeting, token, member_der, address)
@@ -514,8 +489,8 @@ async def request_join(
                     raise
                 member = node_of(x509.load_der_x509_certificate(member_der))
                 csr = make_csr(node, key).public_bytes(serialization.Encoding.PEM).decode()
-                await write_frame(writer, {"id": token.id, "secret": token.secret, "csr": csr})
-                answer = await read_frame(reader)
+                await write_frame(writer, {"id": token.id, "secret": token.secret, "csr": csr}, MAX_FRAME)
+                answer = await read_frame(reader, MAX_FRAME)
             finally:
                 await close_writer(writer)
     except TimeoutError:

@@ -24,16 +24,15 @@ every path failed is the node unreachable (:class:`CommunicationFailed`, exit 9)
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import ssl
-import struct
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from hakeeper.comm import tls
+from hakeeper.comm.frames import FrameError, encode, read_frame
 from hakeeper.db.model import CommPath
 from hakeeper.errors import CommunicationFailed, HakeeperError
 
@@ -45,36 +44,8 @@ CLIENT_IDLE = 20.0  # a kept connection idle longer is closed, not used (shorter
 SERVER_IDLE = 60.0  # the server closes a connection that sends no next request within this
 KEPT_PER_PATH = 4  # idle connections kept per (path, port)
 REUSE_MAX = 5.0  # only requests answered within this reuse a kept connection (a dead one costs at most that)
-HEADER = struct.Struct(">I")
 
 Handler = Callable[[tls.Peer, dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-class FrameError(CommunicationFailed):
-    """A frame that is malformed or too large."""
-
-
-async def read_frame(reader: asyncio.StreamReader, first: bytes = b"") -> dict[str, Any]:
-    """One frame; ``first``: its first bytes, already read."""
-    header = first + await reader.readexactly(HEADER.size - len(first))
-    (size,) = HEADER.unpack(header)
-    if size > MAX_FRAME:
-        raise FrameError(f"frame of {size} bytes is larger than {MAX_FRAME}")
-    data = await reader.readexactly(size)
-    try:
-        message = json.loads(data)
-    except ValueError:
-        raise FrameError("frame is not JSON") from None
-    if not isinstance(message, dict):
-        raise FrameError("frame is not a JSON object")
-    return message
-
-
-def frame(message: dict[str, Any]) -> bytes:
-    data = json.dumps(message, ensure_ascii=False).encode()
-    if len(data) > MAX_FRAME:
-        raise FrameError(f"message of {len(data)} bytes is larger than {MAX_FRAME}")
-    return HEADER.pack(len(data)) + data
 
 
 class RpcServer:
@@ -128,7 +99,7 @@ class RpcServer:
         """One request and its answer; False when the connection cannot carry another."""
         try:
             async with asyncio.timeout(self.timeout):
-                request = await read_frame(reader, first)
+                request = await read_frame(reader, MAX_FRAME, first)
         except (FrameError, asyncio.IncompleteReadError, TimeoutError) as exc:
             logger.warning("message from node %s at %s refused: %s", peer.node, peer.address, _why(exc))
             return False
@@ -147,7 +118,7 @@ class RpcServer:
                 logger.exception("%s from node %s failed", op, peer.node)
                 answer = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}", "code": 3}
         try:
-            writer.write(frame(answer))
+            writer.write(encode(answer, MAX_FRAME))
             await writer.drain()
         except (OSError, FrameError) as exc:
             logger.warning("answer to node %s at %s lost: %s", peer.node, peer.address, _why(exc))
@@ -276,14 +247,14 @@ async def _exchange(conn: Conn, key: PoolKey, path: CommPath, op: str, args: dic
     try:
         async with asyncio.timeout(timeout):
             try:
-                writer.write(frame({"op": op, "args": args}))
+                writer.write(encode({"op": op, "args": args}, MAX_FRAME))
                 await writer.drain()
                 first = await reader.read(1)
             except (ConnectionResetError, BrokenPipeError) as exc:
                 raise _Unsent(str(exc)) from None
             if not first:
                 raise _Unsent("end of connection")
-            answer = await read_frame(reader, first)
+            answer = await read_frame(reader, MAX_FRAME, first)
         done = True
     finally:
         if done:
