@@ -4,20 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hakeeper.comm.tls import (
+from hakeeper.comm.identity import (
     CA_CERT,
     NODE_CERT,
     NODE_KEY,
-    Authority,
     Identity,
-    cert_pem,
     init_cluster,
     install_identity,
-    key_pem,
     load_authority,
     load_identity,
-    new_key,
 )
+from hakeeper.comm.pki import Authority, cert_pem, key_pem, new_key
 
 
 def add_node(authority: Authority, root: Path, node: str) -> Identity:

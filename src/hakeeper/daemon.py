@@ -28,10 +28,11 @@ from typing import Any, TypeVar
 from hakeeper.cluster.configsync import ConfigSync, thread_replicator
 from hakeeper.cluster.extend import Adopter
 from hakeeper.cluster.failover import Failover
+from hakeeper.comm.identity import identity_exists, load_identity
 from hakeeper.comm.link import HeartbeatLink
 from hakeeper.comm.paths import PathState
 from hakeeper.comm.rpc import RemoteError, RpcServer, call, drop_kept
-from hakeeper.comm.tls import Peer, identity_exists, load_identity
+from hakeeper.comm.tls import Peer
 from hakeeper.control import MAX_REQUEST, PID_NAME, Answer, decode_request, socket_path
 from hakeeper.db import Lcd, Resource, State
 from hakeeper.db.model import as_reason

@@ -24,6 +24,7 @@ import pytest
 
 from hakeeper.comm import tls
 from hakeeper.comm.heartbeat import Config, Heartbeats
+from hakeeper.comm.identity import Identity
 from hakeeper.db.model import CommPath
 from tests.certs import make_cluster
 from tests.ports import free_port
@@ -72,12 +73,12 @@ async def until(predicate: Callable[[], bool], timeout: float, what: str) -> Non
 
 
 @pytest.fixture
-def identities(tmp_path: Path) -> dict[str, tls.Identity]:
+def identities(tmp_path: Path) -> dict[str, Identity]:
     return make_cluster(tmp_path, NODES)
 
 
 def test_paths_come_alive_and_a_stopped_node_is_declared_dead_within_the_budget(
-    identities: dict[str, tls.Identity],
+    identities: dict[str, Identity],
 ) -> None:
     port = free_port()
 
@@ -121,7 +122,7 @@ def test_paths_come_alive_and_a_stopped_node_is_declared_dead_within_the_budget(
 
 
 def test_a_peer_never_heard_is_dead_after_the_budget_and_said_to_be_never_heard(
-    identities: dict[str, tls.Identity],
+    identities: dict[str, Identity],
 ) -> None:
     """At start, a peer whose hakeeperd does not run yet is DEAD for quorum, but the event says it was never heard."""
 
@@ -140,7 +141,7 @@ def test_a_peer_never_heard_is_dead_after_the_budget_and_said_to_be_never_heard(
 
 
 def test_a_peer_with_other_timing_is_refused_and_logged(
-    identities: dict[str, tls.Identity], caplog: pytest.LogCaptureFixture
+    identities: dict[str, Identity], caplog: pytest.LogCaptureFixture
 ) -> None:
     port = free_port()
 
@@ -163,12 +164,12 @@ def test_a_peer_with_other_timing_is_refused_and_logged(
 
 
 def test_strangers_garbage_and_oversized_frames_are_refused_and_the_node_keeps_hearing(
-    identities: dict[str, tls.Identity], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    identities: dict[str, Identity], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = free_port()
     stranger = make_cluster(tmp_path / "other", ["node2"], cluster="other")["node2"]
 
-    async def send(identity: tls.Identity | None, payload: bytes) -> None:
+    async def send(identity: Identity | None, payload: bytes) -> None:
         context = tls.client_context(identity) if identity else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         if identity is None:
             context.check_hostname = False
@@ -239,7 +240,7 @@ def read_until(proc: subprocess.Popen[bytes], text: str, timeout: float) -> None
 
 @pytest.mark.parametrize("how", ["stdin closes", "hakeeperd killed", "stdout unread", "SIGTERM", "SIGINT"])
 def test_the_heartbeat_process_exits_cleanly_when_hakeeperd_goes(
-    identities: dict[str, tls.Identity], tmp_path: Path, how: str
+    identities: dict[str, Identity], tmp_path: Path, how: str
 ) -> None:
     """No traceback, exit code 0, while connections are live (which used to log CancelledError tracebacks)."""
     port = free_port()

@@ -28,6 +28,16 @@ from cryptography.x509.oid import NameOID
 
 from hakeeper.cli.base import run
 from hakeeper.comm.frames import read_frame, write_frame
+from hakeeper.comm.identity import (
+    CA_CERT,
+    NODE_CERT,
+    NODE_KEY,
+    Identity,
+    cluster_dir,
+    init_cluster,
+    load_authority,
+    load_identity,
+)
 from hakeeper.comm.join import (
     MAX_FRAME,
     JoinService,
@@ -37,20 +47,8 @@ from hakeeper.comm.join import (
     WrongCluster,
     join,
 )
-from hakeeper.comm.tls import (
-    CA_CERT,
-    NODE_CERT,
-    NODE_KEY,
-    Identity,
-    Peer,
-    accept_tls,
-    cert_pem,
-    cluster_dir,
-    init_cluster,
-    load_authority,
-    load_identity,
-    open_connection,
-)
+from hakeeper.comm.pki import cert_pem
+from hakeeper.comm.tls import Peer, accept_tls, open_connection
 from hakeeper.db import Lcd
 from hakeeper.errors import CommunicationFailed, HakeeperError
 from tests.conftest import Result

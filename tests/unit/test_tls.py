@@ -23,29 +23,22 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from hakeeper.comm.join import KEEP_SPENT, TOKEN_FILE, TokenRefused, TokenStore, parse_token
-from hakeeper.comm.tls import (
+from hakeeper.comm.addresses import parse_address
+from hakeeper.comm.identity import (
     CA_CERT,
     CA_KEY,
     NODE_CERT,
     NODE_KEY,
-    Authority,
     Identity,
-    Peer,
-    PeerRefused,
-    accept_tls,
-    cert_pem,
-    client_context,
     cluster_dir,
-    fingerprint,
     init_cluster,
     install_identity,
     load_authority,
     load_identity,
-    open_connection,
-    parse_address,
-    server_context,
 )
+from hakeeper.comm.join import KEEP_SPENT, TOKEN_FILE, TokenRefused, TokenStore, parse_token
+from hakeeper.comm.pki import Authority, PeerRefused, cert_pem, fingerprint
+from hakeeper.comm.tls import Peer, accept_tls, client_context, open_connection, server_context
 from hakeeper.errors import IllegalArgument
 from tests.certs import add_node
 from tests.conftest import Cli

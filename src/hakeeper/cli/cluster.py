@@ -20,6 +20,8 @@ import time
 
 from hakeeper.cli.base import Context, arg, command
 from hakeeper.cluster.extend import WITNESS_FLAG
+from hakeeper.comm.addresses import format_address, parse_address
+from hakeeper.comm.identity import cluster_dir, init_cluster, load_authority, load_identity
 from hakeeper.comm.join import (
     DEFAULT_TTL,
     JOIN_PORT,
@@ -30,15 +32,7 @@ from hakeeper.comm.join import (
     join,
     parse_token,
 )
-from hakeeper.comm.tls import (
-    DEFAULT_CLUSTER_NAME,
-    cluster_dir,
-    format_address,
-    init_cluster,
-    load_authority,
-    load_identity,
-    parse_address,
-)
+from hakeeper.comm.pki import DEFAULT_CLUSTER_NAME
 from hakeeper.db.model import check_name
 from hakeeper.db.store import ensure_state_dir
 from hakeeper.errors import IllegalArgument, OutOfRange, SystemCallFailed, UsageError

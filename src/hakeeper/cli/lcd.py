@@ -106,7 +106,7 @@ def _this_node(root: Path) -> str | None:
                 return lcd.local_node
     except HakeeperError:
         pass  # damaged: ask the other witnesses
-    from hakeeper.comm.tls import identity_exists, load_identity
+    from hakeeper.comm.identity import identity_exists, load_identity
 
     if identity_exists(root):
         try:

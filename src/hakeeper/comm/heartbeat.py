@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from hakeeper.comm import tls
+from hakeeper.comm.identity import Identity, load_identity
 from hakeeper.comm.paths import Dialer, PathMonitor, PathState, node_state
 from hakeeper.db.model import CommPath
 
@@ -362,7 +363,7 @@ class Heartbeats:
     """Sends and hears heartbeats on every path of ``config``; reports changes through ``emit``."""
 
     config: Config
-    identity: tls.Identity
+    identity: Identity
     emit: Emit
     clock: Callable[[], float] = time.monotonic
     monitors: dict[str, PathMonitor] = field(default_factory=dict)
@@ -612,7 +613,7 @@ def realtime() -> str:
     return ", ".join(notes)
 
 
-async def _main(identity: tls.Identity, guard_fd: int | None = None) -> str:
+async def _main(identity: Identity, guard_fd: int | None = None) -> str:
     """Run until hakeeperd is gone (stdin closes, or stdout does) or a signal asks; returns why it ended."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -709,7 +710,7 @@ def main() -> None:
     if args.guard_fd is not None:
         os.set_blocking(args.guard_fd, False)  # never wait on the guard
     try:
-        why = asyncio.run(_main(tls.load_identity(args.root), args.guard_fd))
+        why = asyncio.run(_main(load_identity(args.root), args.guard_fd))
     except KeyboardInterrupt:  # SIGINT before the loop took the signals over
         why = "SIGINT"
     logger.info("heartbeat process %d exits: %s", os.getpid(), why)

@@ -33,7 +33,7 @@ object of at most :data:`MAX_FRAME` bytes.
    token used and signs the request. Nothing is issued for a refused token.
 
 The joiner stores its key, its certificate and the CA certificate in
-``<root>/cluster/`` (:func:`hakeeper.comm.tls.install_identity`). It gets no CA
+``<root>/cluster/`` (:func:`hakeeper.comm.identity.install_identity`). It gets no CA
 key: only the node where ``cluster init`` ran makes tokens and admits nodes.
 """
 
@@ -63,32 +63,31 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from hakeeper.comm import tls
+from hakeeper.comm.addresses import format_address
 from hakeeper.comm.frames import FrameError, read_frame, write_frame
-from hakeeper.comm.tls import (
+from hakeeper.comm.identity import (
     CA_CERT,
     NODE_CERT,
     NODE_KEY,
-    Authority,
     Identity,
+    cluster_dir,
+    identity_exists,
+    install_identity,
+    load_identity,
+    write_private,
+)
+from hakeeper.comm.pki import (
+    Authority,
     PeerRefused,
     cert_pem,
     check_issued_by,
-    close_writer,
-    cluster_dir,
     fingerprint,
-    format_address,
-    identity_exists,
-    install_identity,
     key_pem,
-    load_identity,
     make_csr,
     new_key,
     node_of,
-    peer_address,
-    reason,
-    start_tls,
-    write_private,
 )
+from hakeeper.comm.tls import close_writer, peer_address, reason, start_tls
 from hakeeper.db.model import check_name
 from hakeeper.errors import (
     AlreadyExists,

@@ -32,7 +32,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from hakeeper.comm import tls
+from hakeeper.comm.addresses import format_address
 from hakeeper.comm.frames import FrameError, encode, read_frame
+from hakeeper.comm.identity import Identity
 from hakeeper.db.model import CommPath
 from hakeeper.errors import CommunicationFailed, HakeeperError
 
@@ -51,7 +53,7 @@ Handler = Callable[[tls.Peer, dict[str, Any]], Awaitable[dict[str, Any]]]
 class RpcServer:
     """Serves requests ``{"op": NAME, "args": {...}}`` with one handler per operation."""
 
-    def __init__(self, identity: tls.Identity, handlers: Mapping[str, Handler], *, timeout: float = 60.0) -> None:
+    def __init__(self, identity: Identity, handlers: Mapping[str, Handler], *, timeout: float = 60.0) -> None:
         self.identity = identity
         self.handlers = handlers
         self.timeout = timeout
@@ -68,7 +70,7 @@ class RpcServer:
                     tls.accept_tls(self.identity, self._serve), host, port, reuse_address=True
                 )
             except OSError as exc:
-                logger.error("cannot listen for messages on %s: %s", tls.format_address(host, port), exc.strerror)
+                logger.error("cannot listen for messages on %s: %s", format_address(host, port), exc.strerror)
 
     def close(self) -> None:
         """Stop listening and end every connection, idle or not (a request under way gets no answer)."""
@@ -143,7 +145,7 @@ class RemoteError(HakeeperError):
 
 
 async def call(
-    identity: tls.Identity,
+    identity: Identity,
     paths: list[CommPath],
     port: int,
     op: str,
