@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from hakeeper.errors import CommunicationFailed
-from hakeeper.wire import SOCKET_NAME, answer_line, exchange, read_answer, request
+from hakeeper.layout import SOCKET_NAME
+from hakeeper.wire import answer_line, exchange, read_answer, request
 
-PID_NAME = "hakeeperd.pid"
 MAX_REQUEST = 1 << 20
 
 

@@ -33,11 +33,10 @@ from hakeeper.comm.link import HeartbeatLink
 from hakeeper.comm.paths import PathState
 from hakeeper.comm.rpc import RemoteError, RpcServer, call, drop_kept
 from hakeeper.comm.tls import Peer
-from hakeeper.control import MAX_REQUEST, PID_NAME, Answer, decode_request, socket_path
+from hakeeper.control import MAX_REQUEST, Answer, decode_request, socket_path
 from hakeeper.db import Lcd, Resource, State
 from hakeeper.db.model import as_reason
 from hakeeper.db.settings import SHUTDOWN_STRATEGIES
-from hakeeper.db.store import ensure_state_dir
 from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, SystemCallFailed
 from hakeeper.events.alarm import Event, run_handlers
 from hakeeper.events.local import Limits, LocalRecovery
@@ -45,6 +44,7 @@ from hakeeper.events.monitor import Monitor
 from hakeeper.guard import GuardLink
 from hakeeper.kits.base import KitContext, Result
 from hakeeper.kits.registry import Kits, register_kits
+from hakeeper.layout import PID_NAME, ensure_state_dir
 from hakeeper.recovery import plan
 from hakeeper.recovery.engine import DEFAULT_MAX_PARALLEL, Engine
 from hakeeper.recovery.engine import call as kit_call

@@ -18,8 +18,8 @@ import os
 from _json import encode_basestring_ascii as _quoted
 from _json import scanstring as _scanstring
 
-DEFAULT_ROOT = "/var/lib/hakeeper"
-SOCKET_NAME = "hakeeperd.sock"
+from hakeeper.layout import DEFAULT_ROOT
+
 CONNECT_TIMEOUT = 5.0
 ANSWER_TIMEOUT = 3600.0  # a restore of a large hierarchy may take long; every action has its own timeout
 

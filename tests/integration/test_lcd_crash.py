@@ -48,7 +48,7 @@ import pytest
 
 from hakeeper.db import Lcd
 from hakeeper.db.schema import SCHEMA_VERSION
-from hakeeper.db.store import DB_NAME
+from hakeeper.layout import LCD_NAME
 from tests.integration.lcd_writer import LOCAL_NODE, OPEN_ACTOR, REMOVALS, apply, last_op_index, operation
 
 WRITER = Path(__file__).with_name("lcd_writer.py")
@@ -117,7 +117,7 @@ def inspect(root: Path, *, keep_wal: bool) -> Seen:
     With ``keep_wal`` a read-only connection stays open until the others have
     closed, so none of them checkpoints and the next writer finds the WAL as is.
     """
-    path = root / DB_NAME
+    path = root / LCD_NAME
     if not path.exists():
         return Seen("absent", -1, None)
     conn = sqlite3.connect(path)
@@ -156,7 +156,7 @@ class Reference:
 
     def __post_init__(self) -> None:
         self.lcd = Lcd.open(self.root, actor=OPEN_ACTOR, node=LOCAL_NODE)
-        self.conn = sqlite3.connect(self.root / DB_NAME)
+        self.conn = sqlite3.connect(self.root / LCD_NAME)
         self.initialized = dump(self.conn)
         self.migrated = migrated_only(self.initialized)
         self._dump = self.initialized
@@ -316,7 +316,7 @@ def test_sigkilled_writer_leaves_the_lcd_after_a_prefix_of_its_changes(tmp_path:
             assert time.monotonic() - began < TIME_LIMIT, f"only {kills.total()} kills in {TIME_LIMIT} s"
             aimed = round_ % AIMED_EVERY == AIMED_EVERY - 1
             context = f"seed {SEED}, kill {round_ + 1}"
-            wal = live / f"{DB_NAME}-wal"
+            wal = live / f"{LCD_NAME}-wal"
             wal_starts += wal.exists() and wal.stat().st_size > 0
             if aimed:
                 if rng.random() < 0.5:

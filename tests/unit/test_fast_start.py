@@ -25,7 +25,8 @@ from hakeeper.cli.base import load_all
 from hakeeper.cli.main import LOCAL, front
 from hakeeper.control import Answer, decode_answer
 from hakeeper.errors import CommunicationFailed
-from hakeeper.wire import SOCKET_NAME, answer_line, read_answer, request, root_of
+from hakeeper.layout import SOCKET_NAME
+from hakeeper.wire import answer_line, read_answer, request, root_of
 
 # Everything, including lone surrogates (an argument the locale could not decode arrives as one).
 TEXT = st.text(st.characters(blacklist_categories=()))

@@ -35,8 +35,8 @@ from hypothesis import strategies as st
 
 from hakeeper.cli.base import run
 from hakeeper.db import Lcd, graph
-from hakeeper.db.store import DB_NAME
 from hakeeper.errors import InternalError
+from hakeeper.layout import LCD_NAME
 from tests.conftest import Result
 from tests.unit.lcd_racers import Racers, agreed
 
@@ -82,14 +82,14 @@ def copy_lcd(source: Path, target: Path) -> Path:
     """A copy of the LCD of state directory ``source`` as the LCD of ``target`` (SQLite's backup API)."""
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(mode=0o700, parents=True)
-    with closing(sqlite3.connect(source / DB_NAME)) as src, closing(sqlite3.connect(target / DB_NAME)) as dst:
+    with closing(sqlite3.connect(source / LCD_NAME)) as src, closing(sqlite3.connect(target / LCD_NAME)) as dst:
         src.backup(dst)
     return target
 
 
 def contents(root: Path) -> Contents:
     """Every row of every table, the change log without its times: what must be equal to be the same LCD."""
-    with closing(sqlite3.connect(root / DB_NAME)) as db:
+    with closing(sqlite3.connect(root / LCD_NAME)) as db:
         tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
         out = []
         for table in tables:
@@ -103,7 +103,7 @@ def contents(root: Path) -> Contents:
 
 def assert_whole(root: Path, context: str) -> None:
     """The LCD's invariants: integrity, no dangling row, no cycle, unique priorities per resource."""
-    with closing(sqlite3.connect(root / DB_NAME)) as db:
+    with closing(sqlite3.connect(root / LCD_NAME)) as db:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)], context
         assert db.execute("PRAGMA foreign_key_check").fetchall() == [], f"{context}: a row refers to something missing"
         tags = {tag for (tag,) in db.execute("SELECT tag FROM resources")}
@@ -134,7 +134,7 @@ def without_local_node(root: Path) -> Path:
     in WAL mode, which SQLite may refuse with "database is locked".)
     """
     Lcd.open(root, node="node1").close()
-    with closing(sqlite3.connect(root / DB_NAME)) as db:
+    with closing(sqlite3.connect(root / LCD_NAME)) as db:
         db.executescript("DELETE FROM nodes; DELETE FROM changes; DELETE FROM sqlite_sequence;")
     return root
 

@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 
 from hakeeper.cluster import placement
 from hakeeper.cluster.placement import Answer, Ballot, Owner, Slot
+from hakeeper.layout import PLACEMENT_NAME
 
 VOTERS = ["v1", "v2", "v3", "v4", "v5"]
 CLAIMANTS = ["a", "b", "c"]
@@ -227,7 +228,7 @@ def test_a_voter_s_promises_and_records_survive_a_restart(tmp_path: Any) -> None
     assert not again.accept("web", Ballot(2, "node3"), Owner(5, "node3")).ok
     assert again.slot("web").value == Owner(4, "node2", ("node1",))
     assert again.held() == {"web": 4} and again.won() == {"web": 4}
-    assert (tmp_path / placement.DB_NAME).stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / PLACEMENT_NAME).stat().st_mode & 0o777 == 0o600
     again.close()
 
 

@@ -23,8 +23,9 @@ from typing import Any, NoReturn, TextIO
 from hakeeper.cli.console import as_shown, silence_stdout
 from hakeeper.control import forward_to_daemon
 from hakeeper.db.model import CONTROL_CHARS
-from hakeeper.db.store import Lcd, state_root
+from hakeeper.db.store import Lcd
 from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, NotFound, UsageError
+from hakeeper.layout import state_root
 
 # Commands print their own one-line errors; log records reach a terminal only where a
 # program (hakeeperd) configures logging, never through Python's last-resort handler.

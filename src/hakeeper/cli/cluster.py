@@ -34,8 +34,8 @@ from hakeeper.comm.join import (
 )
 from hakeeper.comm.pki import DEFAULT_CLUSTER_NAME
 from hakeeper.db.model import check_name
-from hakeeper.db.store import ensure_state_dir
 from hakeeper.errors import IllegalArgument, OutOfRange, SystemCallFailed, UsageError
+from hakeeper.layout import ensure_state_dir
 
 ACTIONS = ("init", "token", "join", "serve-join", "show")
 

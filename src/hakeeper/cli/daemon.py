@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from hakeeper.cli.base import Arg, Context, arg, command, run_in_daemon
-from hakeeper.control import PID_NAME, Answer, forward_to_daemon
+from hakeeper.control import Answer, forward_to_daemon
 from hakeeper.db.model import check_name
-from hakeeper.db.store import Lcd, ensure_state_dir, state_root
+from hakeeper.db.store import Lcd
 from hakeeper.errors import (
     CommunicationFailed,
     HakeeperError,
@@ -26,11 +26,11 @@ from hakeeper.errors import (
     SystemCallFailed,
 )
 from hakeeper.events.alarm import SEVERITIES, Event, severity_name
+from hakeeper.layout import LOG_NAME, PID_NAME, ensure_state_dir, state_root
 
 if TYPE_CHECKING:
     from hakeeper.daemon import Daemon
 
-LOG_NAME = "hakeeperd.log"
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 600.0
 POLL = 0.05

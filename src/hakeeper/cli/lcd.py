@@ -16,10 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hakeeper.cli.base import Context, arg, command
-from hakeeper.control import PID_NAME
 from hakeeper.db import backup, files
-from hakeeper.db.store import DB_NAME, Lcd, ensure_state_dir
+from hakeeper.db.store import Lcd
 from hakeeper.errors import HakeeperError, LcdDamaged, SystemCallFailed, UsageError
+from hakeeper.layout import LCD_NAME, PID_NAME, ensure_state_dir
 
 ACTIONS = ("backup", "restore", "check")
 
@@ -53,7 +53,7 @@ def _lcd(ctx: Context, args: argparse.Namespace) -> int:
     action: str = args.action
     if action in ("backup", "restore") and not args.file:
         raise UsageError(f"'lcd {action}' needs a FILE (see: hakeeper lcd --help)")
-    path = ctx.root / DB_NAME
+    path = ctx.root / LCD_NAME
     if action == "backup":
         facts = backup.backup(path, Path(args.file))
         ctx.print(f"backed up {path} to {args.file} ({facts})")
@@ -61,9 +61,9 @@ def _lcd(ctx: Context, args: argparse.Namespace) -> int:
     if action == "restore":
         root = ensure_state_dir(ctx.root)
         with _no_daemon(root):
-            done = backup.restore(root / DB_NAME, Path(args.file), node=_this_node(root), stamp=_stamp())
+            done = backup.restore(root / LCD_NAME, Path(args.file), node=_this_node(root), stamp=_stamp())
         kept = f"; the LCD it replaced is kept as {done.kept}" if done.kept else ""
-        ctx.print(f"restored {args.file} to {root / DB_NAME} ({done.facts}){kept}")
+        ctx.print(f"restored {args.file} to {root / LCD_NAME} ({done.facts}){kept}")
         return 0
     checked = Path(args.file) if args.file else path
     findings = backup.check(checked)
@@ -101,8 +101,8 @@ def _no_daemon(root: Path) -> Iterator[None]:
 def _this_node(root: Path) -> str | None:
     """This node's name, to refuse another node's backup: from its LCD, its certificate, or $HAKEEPER_NODE."""
     try:
-        if files.inspect(root / DB_NAME):
-            with Lcd(root / DB_NAME, readonly=True) as lcd:
+        if files.inspect(root / LCD_NAME):
+            with Lcd(root / LCD_NAME, readonly=True) as lcd:
                 return lcd.local_node
     except HakeeperError:
         pass  # damaged: ask the other witnesses

@@ -19,7 +19,8 @@ import sys
 
 from hakeeper import __version__
 from hakeeper.cli.console import as_shown, console_streams
-from hakeeper.wire import SOCKET_NAME, exchange, read_answer, request, root_of
+from hakeeper.layout import SOCKET_NAME
+from hakeeper.wire import exchange, read_answer, request, root_of
 
 TYPE_CHECKING = False  # typing is not imported: see the module's docstring
 if TYPE_CHECKING:

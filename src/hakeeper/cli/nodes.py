@@ -61,7 +61,7 @@ def _sys_getds(ctx: Context, args: argparse.Namespace) -> int:
 def _sys_getst(ctx: Context, args: argparse.Namespace) -> int:
     from hakeeper.cli.daemon import holds_lock
     from hakeeper.comm.paths import PathState, read_states
-    from hakeeper.control import PID_NAME
+    from hakeeper.layout import PID_NAME
 
     lcd = ctx.lcd
     _require_node(ctx, args.node)

@@ -51,9 +51,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from hakeeper.layout import PLACEMENT_NAME
+
 logger = logging.getLogger(__name__)
 
-DB_NAME = "placement.db"
 CLAIM_TRIES = 5  # rounds a claim tries when another claimant's ballot is higher
 PAUSE = (0.005, 0.03)  # s: the random pause before such a retry
 
@@ -322,7 +323,7 @@ class BallotBox:
     """
 
     def __init__(self, root: Path) -> None:
-        self.path = root / DB_NAME
+        self.path = root / PLACEMENT_NAME
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=2.0)
         self._conn.execute("PRAGMA journal_mode=WAL")

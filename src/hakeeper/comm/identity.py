@@ -43,12 +43,11 @@ from hakeeper.comm.pki import (
     node_of,
 )
 from hakeeper.db.model import check_name
-from hakeeper.db.store import ensure_state_dir
 from hakeeper.errors import AlreadyExists, NotFound, SystemCallFailed
+from hakeeper.layout import CLUSTER_DIR, ensure_state_dir
 
 logger = logging.getLogger(__name__)
 
-CLUSTER_DIR = "cluster"
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
 NODE_CERT = "node.crt"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from hakeeper.db.model import Change, Dependency, Equivalency, Node, Resource, ResourceType
 from hakeeper.db.states import SETTABLE_STATES, EqvKind, Init, State, Switchback
-from hakeeper.db.store import Lcd, state_root
-from hakeeper.wire import DEFAULT_ROOT
+from hakeeper.db.store import Lcd
+from hakeeper.layout import DEFAULT_ROOT, state_root
 
 __all__ = [
     "DEFAULT_ROOT",

@@ -67,14 +67,13 @@ from hakeeper.errors import (
     StateDirError,
     SystemCallFailed,
 )
-from hakeeper.wire import DEFAULT_ROOT
+from hakeeper.layout import LCD_NAME, ensure_state_dir, state_root
 
 if TYPE_CHECKING:
     from ipaddress import IPv4Address, IPv6Address
 
 logger = logging.getLogger(__name__)
 
-DB_NAME = "lcd.sqlite"
 BUSY_TIMEOUT_MS = 10_000
 MEASURED = "measured:"  # meta keys of this node's measurements (measured:KIND:TAG), not settings
 KITS_KEY = "registered_kits"  # meta key: the kits whose application and type register_kits created (JSON list)
@@ -84,43 +83,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _RESOURCE_COLUMNS = "tag, id, app, type, info, state, reason, init, switchback, check_interval, local_recover"
-
-
-def state_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """The state directory: ``root`` if given, else ``$HAKEEPER_ROOT``, else /var/lib/hakeeper.
-
-    An empty value is refused, never taken for "not given": a script whose
-    variable is unset must not reach the production LCD.
-    """
-    if root is not None:
-        if not os.fspath(root):
-            raise IllegalArgument("the state directory is empty (--root ''): name a directory, or leave --root out")
-        return Path(root)
-    chosen = os.environ.get("HAKEEPER_ROOT")
-    if chosen is None:
-        return Path(DEFAULT_ROOT)
-    if not chosen:
-        raise IllegalArgument(
-            f"HAKEEPER_ROOT is set but empty: set it to the state directory, or unset it to use {DEFAULT_ROOT}"
-        )
-    return Path(chosen)
-
-
-def ensure_state_dir(root: Path) -> Path:
-    """Create the state directory (mode 0700) if it does not exist, with a clear error if it cannot be."""
-    try:
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except FileExistsError:
-        raise StateDirError(f"state directory {root} exists but is not a directory") from None
-    except OSError as exc:
-        raise StateDirError(
-            f"cannot create state directory {root}: {exc.strerror} (choose another with --root DIR or HAKEEPER_ROOT)"
-        ) from None
-    if not root.is_dir():
-        raise StateDirError(f"state directory {root} exists but is not a directory")
-    if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
-        raise StateDirError(f"state directory {root} is not writable by this user (choose another with --root DIR)")
-    return root
 
 
 def default_node_name() -> str:
@@ -242,7 +204,7 @@ class Lcd:
         the state directory, unless the LCD must first be created or upgraded.
         """
         directory = state_root(root)
-        path = directory / DB_NAME
+        path = directory / LCD_NAME
         if readonly and files.inspect(path):
             try:
                 return cls(path, actor=actor, readonly=True)

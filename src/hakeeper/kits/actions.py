@@ -26,6 +26,7 @@ from pathlib import Path
 from hakeeper.db.model import Resource, info_text
 from hakeeper.kits.base import KitContext
 from hakeeper.kits.process import Completed, run_script
+from hakeeper.layout import SUBSYS_DIR
 
 #: hakeeper's action names and the names their scripts have on disk (LifeKeeper's).
 SCRIPT_NAMES = {
@@ -39,12 +40,12 @@ SCRIPT_NAMES = {
 
 def type_actions_dir(root: Path, app: str, type: str) -> Path:
     """LifeKeeper's layout: ``<root>/subsys/<app>/resources/<type>/actions``."""
-    return root / "subsys" / app / "resources" / type / "actions"
+    return root / SUBSYS_DIR / app / "resources" / type / "actions"
 
 
 def app_actions_dir(root: Path, app: str) -> Path:
     """App-wide actions (global pre/post scripts): ``<root>/subsys/<app>/actions``."""
-    return root / "subsys" / app / "actions"
+    return root / SUBSYS_DIR / app / "actions"
 
 
 def executable(path: Path) -> Path | None:

@@ -79,6 +79,7 @@ from hakeeper.kits.dnsupdate import (
     read_key,
     worst_step,
 )
+from hakeeper.layout import SUBSYS_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -312,7 +313,7 @@ class DnsKit(Kit):
     # ---- the instance directory
 
     def instance_dir(self, tag: str) -> Path:
-        return self.ctx.root / "subsys" / "comm" / "resources" / "dns" / "instances" / tag
+        return self.ctx.root / SUBSYS_DIR / "comm" / "resources" / "dns" / "instances" / tag
 
     def key_path(self, tag: str) -> Path:
         return self.instance_dir(tag) / KEY_FILE

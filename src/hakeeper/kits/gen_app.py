@@ -39,6 +39,7 @@ from hakeeper.kits.base import (
     unchecked,
 )
 from hakeeper.kits.process import action_result, check_result
+from hakeeper.layout import SUBSYS_DIR
 
 SCRIPTS = ("restore", "remove", "quickCheck", "recover")
 
@@ -70,7 +71,7 @@ class GenAppKit(Kit):
     )
 
     def instance_dir(self, tag: str) -> Path:
-        return self.ctx.root / "subsys" / "gen" / "resources" / "app" / "instances" / tag / "actions"
+        return self.ctx.root / SUBSYS_DIR / "gen" / "resources" / "app" / "instances" / tag / "actions"
 
     def _install(self, tag: str, scripts: Mapping[str, bytes]) -> None:
         """Write ``scripts`` (name -> content) as the instance's actions, mode 0700, all at once or not at all."""

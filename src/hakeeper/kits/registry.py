@@ -24,6 +24,7 @@ from hakeeper.db.store import Lcd
 from hakeeper.errors import HakeeperError, IllegalArgument, NotFound
 from hakeeper.kits.base import Kit, KitContext, KitMeta
 from hakeeper.kits.script import ScriptKit
+from hakeeper.layout import SUBSYS_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class Kits:
     def names(self) -> list[str]:
         """Every kit's ``app/type``, without loading any: built-ins, entry points, script directories."""
         names = sorted(self._classes())
-        subsys = self.ctx.root / "subsys"
+        subsys = self.ctx.root / SUBSYS_DIR
         if subsys.is_dir():
             for restore in sorted(subsys.glob("*/resources/*/actions/restore")):
                 name = f"{restore.parts[-5]}/{restore.parts[-3]}"
