@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import procs
-from tests.harness.lan import Lan
-from tests.harness.node import Node
-from tests.harness.probe import (
+from hakeeper.lab import procs
+from hakeeper.lab.lan import Lan
+from hakeeper.lab.node import Node
+from hakeeper.lab.probe import (
     Prober,
     Round,
     double_service,
@@ -27,8 +27,8 @@ from tests.harness.probe import (
     served_by,
     spacing,
 )
-from tests.harness.shell import read_line
-from tests.harness.webapp import script_env, write_scripts
+from hakeeper.lab.shell import read_line
+from hakeeper.lab.webapp import script_env, write_scripts
 
 PORT = 8080
 TWO_NODES = pytest.mark.parametrize("lan", [{"nodes": 2}], indirect=True)

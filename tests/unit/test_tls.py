@@ -47,7 +47,7 @@ from hakeeper.comm.tls import (
     server_context,
 )
 from hakeeper.errors import IllegalArgument
-from tests.certs import add_node
+from hakeeper.lab.cluster import add_node
 from tests.conftest import Cli
 from tests.ports import tracked_server
 

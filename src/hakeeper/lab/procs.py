@@ -151,7 +151,7 @@ def await_entry(proc: subprocess.Popen[Any], kind: str, namespace: NsId | None, 
 
 
 class ProcessTable:
-    """The child processes the harness started (holders, relays, hogs, ``node.popen``), by owner.
+    """The child processes the lab started (holders, relays, hogs, ``node.popen``), by owner.
 
     They are our children, so until we reap them their pids cannot be reused: ``Popen.kill`` is safe.
     """
