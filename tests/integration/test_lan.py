@@ -207,7 +207,7 @@ def test_with_ipv6_every_host_has_an_address_of_2001_2_and_no_other_ipv6_address
 def test_without_ipv6_a_node_has_no_ipv6_address_to_give(lan):
     with pytest.raises(LabError, match="without ipv6=True"):
         _ = lan.nodes[0].address6
-    with pytest.raises(ValueError, match="not an address of the test LAN"):
+    with pytest.raises(ValueError, match="not an address of the lab"):
         lan.nodes[0].ping("192.0.2.1")
 
 

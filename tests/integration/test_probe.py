@@ -116,7 +116,7 @@ def test_first_answer_and_who_served_when() -> None:
 
 def test_the_prober_refuses_targets_outside_the_test_lan(tmp_path: Path) -> None:
     for target in [("127.0.0.1", 80), ("8.8.8.8", 53), ("198.20.0.1", 80), ("198.18.0.11", 0)]:
-        with pytest.raises(ValueError, match="not a port of the test LAN"):
+        with pytest.raises(ValueError, match="not a port of the lab"):
             Prober(Lan(nodes=1), [target], tmp_path / "probe.jsonl")
 
 

@@ -1,4 +1,4 @@
-"""The test LAN: nodes and a client in namespaces on one or two bridged networks, and the faults to inject.
+"""The lab's LAN: nodes and a client in namespaces on one or two bridged networks, and the faults to inject.
 
     with Lan(nodes=3, second_network=True) as lan:
         node1, node2, node3 = lan.nodes
@@ -70,7 +70,7 @@ Hosts = Node | Iterable[Node] | None
 
 
 def unavailable_reason() -> str | None:
-    """Why this process cannot build a test LAN, or None when it can."""
+    """Why this process cannot build a LAN of namespaces, or None when it can."""
     if os.geteuid() != 0:
         return NEEDS_ROOT
     try:
@@ -172,7 +172,7 @@ class Lan:
         except LabError as error:
             if exc is None:
                 raise
-            exc.add_note(f"and the test LAN did not clean up: {error}")
+            exc.add_note(f"and the lab did not clean up: {error}")
 
     def start(self) -> Lan:
         """Build the LAN (removing stale LANs of dead test runs first); ``LanUnavailable`` if this machine can't."""
@@ -289,7 +289,7 @@ class Lan:
             finally:
                 state.unregister(self)
             if problems:
-                raise LabError(f"test LAN {self.prefix}: " + "; ".join(problems))
+                raise LabError(f"lab LAN {self.prefix}: " + "; ".join(problems))
 
     # ---- power --------------------------------------------------------------------------------------
 

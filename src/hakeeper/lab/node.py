@@ -1,4 +1,4 @@
-"""A host of the test LAN: a network namespace plus its own mount, UTS and IPC namespaces.
+"""A host of the lab's LAN: a network namespace plus its own mount, UTS and IPC namespaces.
 
 A *holder* process keeps the namespaces of a node: ``ip netns exec NS unshare --mount --uts --ipc
 --propagation private sh -c SETUP`` sets the hostname, sysctls and private tmpfs mounts, prints
@@ -182,7 +182,7 @@ class Node:
     def ping(self, address: str, *, count: int = 1, timeout: float = 1.0, interval: float = 0.2) -> list[float]:
         """ICMP echo from this node (like ``ping -c COUNT -W TIMEOUT``); round-trip times in ms of the answers.
 
-        IPv4 or IPv6 (on a ``Lan(ipv6=True)``); only addresses of the test LAN.
+        IPv4 or IPv6 (on a ``Lan(ipv6=True)``); only addresses of the lab.
         """
         return self._icmp([address], count=count, timeout=timeout, interval=interval)[address]
 
@@ -199,9 +199,7 @@ class Node:
             raise ValueError("ping: count 1..1000, timeout 0..60 s, interval 0..10 s")
         for address in addresses:
             if not any(ipaddress.ip_address(address) in net for net in LAN_RANGES):
-                raise ValueError(
-                    f"ping: {address} is not an address of the test LAN ({', '.join(map(str, LAN_RANGES))})"
-                )
+                raise ValueError(f"ping: {address} is not an address of the lab ({', '.join(map(str, LAN_RANGES))})")
         request = json.dumps({"targets": addresses, "count": count, "timeout": timeout, "interval": interval})
         budget = timeout + count * interval + 10
         proc = self.run([sys.executable, "-I", "-S", ICMP_SCRIPT, request], timeout=budget)

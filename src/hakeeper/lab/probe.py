@@ -188,12 +188,12 @@ class Prober:
 
 
 def check_targets(targets: Sequence[tuple[str, int]]) -> None:
-    """Refuse a target outside the test LAN: the probe never sends anything anywhere else."""
+    """Refuse a target outside the lab: the probe never sends anything anywhere else."""
     if not targets:
         raise ValueError("probe: no targets")
     for address, port in targets:
         if ipaddress.ip_address(address) not in LAN_NETWORK or not 1 <= int(port) <= 65535:
-            raise ValueError(f"probe: {address}:{port} is not a port of the test LAN ({LAN_NETWORK})")
+            raise ValueError(f"probe: {address}:{port} is not a port of the lab ({LAN_NETWORK})")
 
 
 def parse_round(line: str) -> Round:

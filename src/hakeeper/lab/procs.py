@@ -1,4 +1,4 @@
-"""Processes of the test LAN: which ones live in a namespace, and signalling them by PID without races.
+"""Processes of the lab: which ones live in a namespace, and signalling them by PID without races.
 
 A namespace is known by the identity of its nsfs inode (``st_dev``, ``st_ino``), exactly as
 ``ip netns pids NAME`` compares ``/proc/PID/ns/net`` with ``/run/netns/NAME``. Signals go through a

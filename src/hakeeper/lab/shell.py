@@ -26,7 +26,7 @@ def tool(name: str) -> str:
     path = shutil.which(name, path=f"{os.environ.get('PATH', '')}:{SBIN}")
     if path is None:
         package = PACKAGES.get(name, name)
-        raise LanUnavailable(f"needs {name} for the test LAN (apt-get install {package})")
+        raise LanUnavailable(f"needs {name} for the lab (apt-get install {package})")
     return path
 
 
