@@ -210,10 +210,10 @@ class Loopback:
                 proc.kill()
 
 
-class TestLan(Loopback):
-    """Three namespaces on the test LAN, and a client; failure = power off (every process, every cable)."""
+class LabLan(Loopback):
+    """Three namespaces on the lab's LAN, and a client; failure = power off (every process, every cable)."""
 
-    title = "three nodes on the test LAN (network namespaces), a client, a virtual address"
+    title = "three nodes on a LAN of network namespaces (the lab), a client, a virtual address"
     how_to_fail = "power it off: every process of the node dies and its cables are pulled"
 
     def __init__(self, base: Path) -> None:
@@ -326,7 +326,7 @@ def run_demo(interactive: bool | None = None) -> int:
         from hakeeper.lab.lan import unavailable_reason
 
         why = unavailable_reason()
-        cluster = Loopback(base) if why else TestLan(base)
+        cluster = Loopback(base) if why else LabLan(base)
     else:
         cluster = Loopback(base)
     print(f"\n=== Part 3: a live cluster — {cluster.title}\n    state directories in {base}\n")
@@ -335,7 +335,7 @@ def run_demo(interactive: bool | None = None) -> int:
     try:
         cluster.build()
         target = protect(cluster)
-        if isinstance(cluster, TestLan):
+        if isinstance(cluster, LabLan):
             cluster.watch(target)
         watcher = Watcher(cluster.ask).start()
         if not watcher.wait_for(lambda who: who == "node1"):
@@ -361,9 +361,9 @@ def protect(cluster: Loopback) -> str:
     print("\n# The service: a web server answering with its node's name, protected by a gen/app resource")
     params = [f"restore={scripts['restore']}", f"remove={scripts['remove']}", f"quickCheck={scripts['quickCheck']}"]
     cluster.hk("node1", "hakeeper", "create", "gen/app", "-t", "web", "-Q", "2", "-I", "INIT_OSU", *params)
-    target = "127.0.0.1" if not isinstance(cluster, TestLan) else "198.18.0.11-13 (whichever node runs it)"
+    target = "127.0.0.1" if not isinstance(cluster, LabLan) else "198.18.0.11-13 (whichever node runs it)"
     kits = cluster.hk("node1", "hakeeper", "kits", show=False)
-    if isinstance(cluster, TestLan) and "comm/ip" in kits:
+    if isinstance(cluster, LabLan) and "comm/ip" in kits:
         print("# ... behind a virtual address, which moves with it (the IP kit)")
         cluster.hk("node1", "hakeeper", "create", "comm/ip", "-t", "vip", "-I", "INIT_OSU", f"address={VIP}/24")
         cluster.hk("node1", "dep_create", "-p", "web", "-c", "vip")
