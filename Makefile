@@ -1,4 +1,4 @@
-# make demo  -- set up and run the demo (a sample hierarchy in a fresh state directory)
+# make demo  -- set up and run the demo (hakeeper demo: a sample configuration, a live node, a live cluster)
 # make test  -- set up and run lint and the whole test suite
 #
 # Both create .venv (or refresh it when pyproject.toml changes) and, when run
@@ -14,7 +14,7 @@ DEB_PACKAGES := iproute2 sqlite3 resource-agents nftables util-linux procps fenc
 .PHONY: demo test lint unit integration bench deps venv clean
 
 demo: venv
-	$(BIN)/python -m hakeeper.demo
+	$(BIN)/hakeeper demo
 
 test: venv deps lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests

@@ -22,11 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness.cluster import HaCluster
-from tests.harness.lan import Lan, unavailable_reason
-
 from hakeeper.comm.paths import PathState
 from hakeeper.db.settings import defaults, detection_budget
+from hakeeper.lab.cluster import HaCluster
+from hakeeper.lab.lan import Lan, unavailable_reason
 
 POLL = 0.005
 

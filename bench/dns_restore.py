@@ -1,6 +1,6 @@
 """DNS kit benchmark: how long the kit's restore takes against a real BIND 9, against the bare protocol.
 
-A one-node test LAN with named in the client (tests/harness/bind.py). Inside node1, one process (this
+A one-node test LAN with named in the client (tests/bind.py). Inside node1, one process (this
 file with ``--worker``) times, ``--runs`` times each, alternating:
 
 * **kit**: ``DnsKit.restore`` of ``app.example.test`` (addresses node1=198.18.0.11, node2=198.18.0.12,
@@ -116,9 +116,10 @@ def main() -> int:
         return 0
 
     sys.path.insert(0, str(ROOT))
-    from tests.harness.bind import Bind
-    from tests.harness.errors import LanUnavailable
-    from tests.harness.lan import Lan
+    from tests.bind import Bind
+
+    from hakeeper.lab.errors import LanUnavailable
+    from hakeeper.lab.lan import Lan
 
     with tempfile.TemporaryDirectory(prefix="hk-dns-bench-") as tmp:
         try:

@@ -4,9 +4,9 @@ Runs as root (it builds the test LAN of network namespaces: 3 nodes on two
 networks, so two communication paths per pair, and a client; and it runs
 keepalived, Debian's package, inside the nodes). The client sees one service
 at one virtual address, port 8080: the failover tests' web app
-(``tests/harness/webapp.py``), which answers every GET with its node's name. A
+(``hakeeper/lab/webapp.py``), which answers every GET with its node's name. A
 prober in the client asks the virtual address who serves, every 10 ms, each
-probe on a new connection (``tests/harness/probe.py``). The fault is the same
+probe on a new connection (``hakeeper/lab/probe.py``). The fault is the same
 for both contenders: node1, which serves, is powered off (its links dropped,
 then every process in it SIGKILLed). The **outage** is the start of the first
 probe round answered by another node minus the moment just before the
@@ -89,17 +89,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness.cluster import HaCluster
-from tests.harness.errors import HarnessError
-from tests.harness.lan import Lan, unavailable_reason
-from tests.harness.node import Node
-from tests.harness.probe import Prober, Round, double_service, served_by
-from tests.harness.webapp import script_env, write_scripts
-
 from bench.keepalived import Keepalived, KeepalivedFailed, holds, master_down_interval
 from bench.keepalived import unavailable_reason as keepalived_missing
 from hakeeper.db import Lcd, State
 from hakeeper.db.settings import detection_budget
+from hakeeper.lab.cluster import HaCluster
+from hakeeper.lab.errors import LabError, TimedOut
+from hakeeper.lab.lan import Lan, unavailable_reason
+from hakeeper.lab.node import Node
+from hakeeper.lab.probe import Prober, Round, double_service, served_by
+from hakeeper.lab.webapp import script_env, write_scripts
 
 BIN = Path(sys.executable).parent
 PORT = 8080
@@ -129,7 +128,7 @@ class Run:
     """One hakeeper failover."""
 
     taker: str
-    power_off: float  # s the harness's power_off() call took
+    power_off: float  # s the lab's power_off() call took
     outage: float  # s from power-off to the first round answered by another node
     detection: float
     decision: float
@@ -194,7 +193,7 @@ def power_off_and_watch(lan: Lan, prober: Prober, phase: float, what: str) -> tu
         raise BenchFailed(f"the client lost {VICTIM} before the power-off: {', '.join(who)}")
     try:
         prober.wait_for(lambda r: first_other(r, t0) is not None, TAKEOVER_LIMIT, "another node serving")
-    except AssertionError:
+    except TimedOut:
         raise BenchFailed(f"no other node served {what} within {TAKEOVER_LIMIT:g} s of powering off {VICTIM}") from None
     time.sleep(AFTER)
     rounds = prober.rounds()
@@ -505,7 +504,7 @@ def main() -> int:
             for advert_int in ADVERTS:
                 phase = f"keepalived advert_int {advert_int:g}"
                 vrrp[advert_int] = keepalived_phase(lan, base, scripts, advert_int, runs)
-        except (BenchFailed, KeepalivedFailed, HarnessError, AssertionError, subprocess.TimeoutExpired) as e:
+        except (BenchFailed, KeepalivedFailed, LabError, AssertionError, subprocess.TimeoutExpired) as e:
             logs = keepalived_logs(base) if phase.startswith("keepalived") else ha.logs()
             print(f"{phase} failed: {e}\n{logs}")
             return 1

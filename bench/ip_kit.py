@@ -1,6 +1,6 @@
 """The IP kit's part of a takeover: how long its restore takes, and how soon the client follows the address.
 
-Runs as root (it builds the test LAN: 2 nodes and a client; tests/harness). The kit runs inside
+Runs as root (it builds the test LAN: 2 nodes and a client; hakeeper.lab). The kit runs inside
 each node (tests/integration/ip_kit_runner.py: one event loop per node, as in hakeeperd), never
 in the benchmark's own namespace. One run moves 198.18.0.50/24 from the node that holds it to the
 other, as a switchover does: the client has just pinged the address, so its neighbour entry is
@@ -41,8 +41,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness.lan import Lan, unavailable_reason
-from tests.harness.node import ICMP_SCRIPT, Node
+from hakeeper.lab.lan import Lan, unavailable_reason
+from hakeeper.lab.node import ICMP_SCRIPT, Node
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = ROOT / "tests" / "integration" / "ip_kit_runner.py"

@@ -33,7 +33,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.harness.node import Node
+from hakeeper.lab.node import Node
 
 VRID = 51
 INTERFACE = "eth0"

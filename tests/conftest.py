@@ -13,8 +13,7 @@ import pytest
 
 from hakeeper.cli.base import run
 from hakeeper.db import Lcd
-from tests.harness.cluster import ha_cluster_fixture  # noqa: F401 (fixtures)
-from tests.harness.fixtures import lan_fixture, make_lan_fixture, needs_lan_fixture  # noqa: F401 (fixtures)
+from tests.lan_fixtures import ha_cluster_fixture, lan_fixture, make_lan_fixture, needs_lan_fixture  # noqa: F401
 
 REQUIRE_ALL = os.environ.get("HAKEEPER_REQUIRE_ALL") == "1"
 

@@ -1,4 +1,4 @@
-"""``make demo``: a tour of hakeeper on this machine, in fresh state directories.
+"""``hakeeper demo`` (and ``make demo``): a tour of hakeeper on this machine, in fresh state directories.
 
 Part 1 builds a sample cluster configuration with the LifeKeeper-style commands
 and shows it with ``lcdstatus``. Part 2 runs a live node: hakeeperd protects a
@@ -6,7 +6,9 @@ small web server (a gen/app resource on 127.0.0.1), which is killed with
 SIGKILL twice and comes back by itself — once found by quickCheck, once
 reported by a monitor with sendevent. Part 3 (:mod:`hakeeper.demo_cluster`)
 runs a live three-node cluster and fails nodes over. Every command is printed
-before it runs.
+before it runs. ``hakeeper demo --part N`` runs one part alone. Everything the
+demo needs is in the installed package: it runs from anywhere, not only from a
+checkout of the repository.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from hakeeper.cli.base import run
@@ -128,7 +130,26 @@ STEPS: list[tuple[str, list[list[str] | Recorded]]] = [
 ]
 
 
-def main() -> int:
+PARTS = (1, 2, 3)
+
+
+def main(parts: Collection[int] = PARTS) -> int:
+    """The demo's ``parts`` (1: a configuration, 2: a live node, 3: a live cluster), in order."""
+    if 1 in parts:
+        configuration()
+    if 2 in parts:
+        code = live()
+        if code:
+            return code
+    if 3 in parts:
+        from hakeeper.demo_cluster import run_demo
+
+        return run_demo()
+    return 0
+
+
+def configuration() -> None:
+    """Part 1: a sample configuration, made with the LifeKeeper-style commands and shown by lcdstatus."""
     root = Path(tempfile.mkdtemp(prefix="hakeeper-demo-"))
     base = ["--root", str(root)]
     print(f"hakeeper demo: a fresh state directory in {root}\n")
@@ -154,12 +175,6 @@ def main() -> int:
         "  lcdstatus -e; ins_list -f:; dep_list -C web -f:; eqv_list -f:; hakeeper changes -f' '\n"
         "  hakeeper --help   (every command; each also takes --help)\n"
     )
-    code = live()
-    if code:
-        return code
-    from hakeeper.demo_cluster import run_demo
-
-    return run_demo()
 
 
 RESTORE = """#!/bin/sh

@@ -1,6 +1,6 @@
-"""``make demo``, part 3: a live three-node cluster on this machine, and failovers you cause.
+"""``hakeeper demo``, part 3: a live three-node cluster on this machine, and failovers you cause.
 
-As root, the cluster runs on the test LAN (``tests/harness``: a network namespace
+As root, the cluster runs on the lab's LAN (:mod:`hakeeper.lab`: a network namespace
 per node, a bridge, a client): each node runs hakeeperd; a web service that
 answers with its node's name is protected on node1 behind a virtual address
 (the IP kit, ``comm/ip``, when it is there), extended to node2 and node3. The
@@ -13,9 +13,8 @@ server on 127.0.0.1. A "failure" is then a SIGKILL of hakeeperd: the guard
 takes the service down and another node takes it over.
 
 Interactive (a terminal): keys to fail and bring back nodes; ``q`` or Ctrl-C
-stops everything cleanly. Otherwise (``make demo < /dev/null``, CI): one
-scripted failover and return. Needs the repository checkout (it uses
-``tests/harness``).
+stops everything cleanly. Otherwise (``hakeeper demo < /dev/null``, CI): one
+scripted failover and return. Everything it uses is in the installed package.
 """
 
 from __future__ import annotations
@@ -184,7 +183,7 @@ class Loopback:
         return proc is not None and proc.poll() is None
 
     def service_scripts(self) -> dict[str, Path]:
-        from tests.harness.webapp import write_scripts
+        from hakeeper.lab.webapp import write_scripts
 
         return write_scripts(self.base / "webapp", self.port, address="127.0.0.1")
 
@@ -211,16 +210,16 @@ class Loopback:
                 proc.kill()
 
 
-class TestLan(Loopback):
-    """Three namespaces on the test LAN, and a client; failure = power off (every process, every cable)."""
+class LabLan(Loopback):
+    """Three namespaces on the lab's LAN, and a client; failure = power off (every process, every cable)."""
 
-    title = "three nodes on the test LAN (network namespaces), a client, a virtual address"
+    title = "three nodes on a LAN of network namespaces (the lab), a client, a virtual address"
     how_to_fail = "power it off: every process of the node dies and its cables are pulled"
 
     def __init__(self, base: Path) -> None:
         super().__init__(base)
         self.port = PORT
-        from tests.harness.lan import Lan
+        from hakeeper.lab.lan import Lan
 
         self.lan = Lan(nodes=3, second_network=True).start()
         self.addresses = {n.name: str(n.address) for n in self.lan.nodes}
@@ -228,7 +227,7 @@ class TestLan(Loopback):
         self._prober: Any = None
 
     def build(self) -> None:
-        from tests.harness.cluster import HaCluster
+        from hakeeper.lab.cluster import HaCluster
 
         print("# Namespaces node1-3 and a client on two bridged networks (198.18.0.0/24, 198.18.1.0/24);")
         print("# each node: a state directory, a certificate of one cluster CA, a path to each peer on each network")
@@ -254,12 +253,12 @@ class TestLan(Loopback):
         return self.lan.node(name).is_on
 
     def service_scripts(self) -> dict[str, Path]:
-        from tests.harness.webapp import write_scripts
+        from hakeeper.lab.webapp import write_scripts
 
         return write_scripts(self.base / "webapp", self.port)
 
     def watch(self, target: str) -> None:
-        from tests.harness.probe import Prober
+        from hakeeper.lab.probe import Prober
 
         self.target = target
         targets = [(target, PORT)] if target == VIP else [(a, PORT) for a in self.addresses.values()]
@@ -319,19 +318,15 @@ def _seen(cluster: Loopback) -> str:
 
 
 def run_demo(interactive: bool | None = None) -> int:
-    """Part 3 of ``make demo``."""
-    if not (Path.cwd() / "tests" / "harness").is_dir():
-        print("part 3 (a live cluster) needs the repository checkout: run make demo from it")
-        return 0
-    sys.path.insert(0, str(Path.cwd()))
+    """Part 3 of ``hakeeper demo``."""
     interactive = sys.stdin.isatty() if interactive is None else interactive
     base = Path(tempfile.mkdtemp(prefix="hakeeper-demo-cluster-"))
     cluster: Loopback
     if os.geteuid() == 0 and not os.environ.get("HAKEEPER_DEMO_LOOPBACK"):
-        from tests.harness.lan import unavailable_reason
+        from hakeeper.lab.lan import unavailable_reason
 
         why = unavailable_reason()
-        cluster = Loopback(base) if why else TestLan(base)
+        cluster = Loopback(base) if why else LabLan(base)
     else:
         cluster = Loopback(base)
     print(f"\n=== Part 3: a live cluster — {cluster.title}\n    state directories in {base}\n")
@@ -340,7 +335,7 @@ def run_demo(interactive: bool | None = None) -> int:
     try:
         cluster.build()
         target = protect(cluster)
-        if isinstance(cluster, TestLan):
+        if isinstance(cluster, LabLan):
             cluster.watch(target)
         watcher = Watcher(cluster.ask).start()
         if not watcher.wait_for(lambda who: who == "node1"):
@@ -366,9 +361,9 @@ def protect(cluster: Loopback) -> str:
     print("\n# The service: a web server answering with its node's name, protected by a gen/app resource")
     params = [f"restore={scripts['restore']}", f"remove={scripts['remove']}", f"quickCheck={scripts['quickCheck']}"]
     cluster.hk("node1", "hakeeper", "create", "gen/app", "-t", "web", "-Q", "2", "-I", "INIT_OSU", *params)
-    target = "127.0.0.1" if not isinstance(cluster, TestLan) else "198.18.0.11-13 (whichever node runs it)"
+    target = "127.0.0.1" if not isinstance(cluster, LabLan) else "198.18.0.11-13 (whichever node runs it)"
     kits = cluster.hk("node1", "hakeeper", "kits", show=False)
-    if isinstance(cluster, TestLan) and "comm/ip" in kits:
+    if isinstance(cluster, LabLan) and "comm/ip" in kits:
         print("# ... behind a virtual address, which moves with it (the IP kit)")
         cluster.hk("node1", "hakeeper", "create", "comm/ip", "-t", "vip", "-I", "INIT_OSU", f"address={VIP}/24")
         cluster.hk("node1", "dep_create", "-p", "web", "-c", "vip")

@@ -6,8 +6,8 @@ import pytest
 
 from hakeeper.comm.paths import PathState
 from hakeeper.db import Lcd
-from tests.harness.cluster import HaCluster
-from tests.harness.lan import Lan
+from hakeeper.lab.cluster import HaCluster
+from hakeeper.lab.lan import Lan
 
 
 def configuration(ha: HaCluster, node: str) -> list[str]:

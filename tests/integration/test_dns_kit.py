@@ -1,7 +1,7 @@
 """The DNS kit (comm/dns) against a real BIND 9 on the test LAN, run by hakeeperd on every node.
 
 named runs in the LAN's client (198.18.0.100), authoritative for ``example.test`` and
-``0.18.198.in-addr.arpa``, taking updates signed with one TSIG key (tests/harness/bind.py). The resource
+``0.18.198.in-addr.arpa``, taking updates signed with one TSIG key (tests/bind.py). The resource
 ``app-dns`` publishes ``app.example.test``: node1 publishes 198.18.0.11, node2 198.18.0.12. What the
 tests check, they ask BIND (dig inside the LAN), not the kit. Every test also checks that the TSIG
 secret appears in no daemon log, no ``ins_list`` output and no LCD file, and that the key kept on each
@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from hakeeper.db import Lcd, State
-from tests.harness.bind import Bind, reverse_name
-from tests.harness.bind import unavailable_reason as bind_unavailable
-from tests.harness.cluster import HaCluster
-from tests.harness.lan import Lan
+from hakeeper.lab.cluster import HaCluster
+from hakeeper.lab.lan import Lan
+from tests.bind import Bind, reverse_name
+from tests.bind import unavailable_reason as bind_unavailable
 
 TAG = "app-dns"
 NAME = "app.example.test"

@@ -17,8 +17,8 @@ import pytest
 
 from hakeeper.comm.paths import PathState
 from hakeeper.db import Lcd, State
-from tests.harness.cluster import HaCluster
-from tests.harness.lan import Lan
+from hakeeper.lab.cluster import HaCluster
+from hakeeper.lab.lan import Lan
 
 PRIVATE = "/srv"  # every node gets its own empty tmpfs here (the Lan's tmpfs option): a disk only it has
 OWN_DISK = pytest.mark.parametrize("lan", [{"tmpfs": [PRIVATE]}], indirect=True)

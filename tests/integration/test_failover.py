@@ -17,10 +17,10 @@ import pytest
 from hakeeper.comm.paths import PathState
 from hakeeper.db import Lcd, State
 from hakeeper.db.settings import defaults, detection_budget
-from tests.harness.cluster import HaCluster
-from tests.harness.lan import Lan
-from tests.harness.probe import Prober, Round, double_service, first_answer_from, outage, servers
-from tests.harness.webapp import write_scripts
+from hakeeper.lab.cluster import HaCluster
+from hakeeper.lab.lan import Lan
+from hakeeper.lab.probe import Prober, Round, double_service, first_answer_from, outage, servers
+from hakeeper.lab.webapp import write_scripts
 
 PORT = 8080
 BUDGET = detection_budget(defaults())  # heartbeat_interval x heartbeat_misses

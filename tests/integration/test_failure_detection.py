@@ -15,8 +15,8 @@ import pytest
 from hakeeper.comm.paths import PathState
 from hakeeper.db import Lcd
 from hakeeper.db.settings import defaults, detection_budget
-from tests.harness.cluster import HaCluster
-from tests.harness.lan import Lan
+from hakeeper.lab.cluster import HaCluster
+from hakeeper.lab.lan import Lan
 
 BUDGET = detection_budget(defaults())  # heartbeat_interval x heartbeat_misses
 SLACK = 0.7  # polling, process scheduling, and the heartbeat ticker's quarter interval

@@ -26,7 +26,7 @@ from hakeeper.comm import tls
 from hakeeper.comm.heartbeat import Config, Heartbeats
 from hakeeper.comm.identity import Identity
 from hakeeper.db.model import CommPath
-from tests.certs import make_cluster
+from hakeeper.lab.cluster import make_cluster
 from tests.ports import free_port
 
 NODES = ["node1", "node2", "node3"]

@@ -27,11 +27,11 @@ from typing import Any
 import pytest
 
 from hakeeper.db import Lcd, State
-from tests.harness.cluster import HaCluster
-from tests.harness.lan import Lan
-from tests.harness.node import Node
-from tests.harness.probe import Prober, double_service, first_answer_from, servers
-from tests.harness.webapp import write_scripts
+from hakeeper.lab.cluster import HaCluster
+from hakeeper.lab.lan import Lan
+from hakeeper.lab.node import Node
+from hakeeper.lab.probe import Prober, double_service, first_answer_from, servers
+from hakeeper.lab.webapp import write_scripts
 
 pytestmark = pytest.mark.needs_root
 

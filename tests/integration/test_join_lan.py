@@ -12,7 +12,7 @@ import pytest
 
 from hakeeper.comm.paths import PathState, read_states
 from hakeeper.db import Lcd
-from tests.harness.lan import Lan
+from hakeeper.lab.lan import Lan
 
 HAKEEPER = str(Path(sys.executable).parent / "hakeeper")
 

@@ -19,10 +19,10 @@ import pytest
 
 from hakeeper.db import State
 from hakeeper.db.settings import defaults, detection_budget
-from tests.harness.cluster import HaCluster
-from tests.harness.lan import Lan
-from tests.harness.probe import Prober, Round, double_service, first_answer_from, served_by, servers
-from tests.harness.webapp import write_scripts
+from hakeeper.lab.cluster import HaCluster
+from hakeeper.lab.lan import Lan
+from hakeeper.lab.probe import Prober, Round, double_service, first_answer_from, served_by, servers
+from hakeeper.lab.webapp import write_scripts
 from tests.integration.test_failover import setup_web, state, targets
 
 BUDGET = detection_budget(defaults())

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import procs
-from tests.harness.lan import Lan
-from tests.harness.node import Node
-from tests.harness.probe import (
+from hakeeper.lab import procs
+from hakeeper.lab.lan import Lan
+from hakeeper.lab.node import Node
+from hakeeper.lab.probe import (
     Prober,
     Round,
     double_service,
@@ -27,8 +27,8 @@ from tests.harness.probe import (
     served_by,
     spacing,
 )
-from tests.harness.shell import read_line
-from tests.harness.webapp import script_env, write_scripts
+from hakeeper.lab.shell import read_line
+from hakeeper.lab.webapp import script_env, write_scripts
 
 PORT = 8080
 TWO_NODES = pytest.mark.parametrize("lan", [{"nodes": 2}], indirect=True)
@@ -116,7 +116,7 @@ def test_first_answer_and_who_served_when() -> None:
 
 def test_the_prober_refuses_targets_outside_the_test_lan(tmp_path: Path) -> None:
     for target in [("127.0.0.1", 80), ("8.8.8.8", 53), ("198.20.0.1", 80), ("198.18.0.11", 0)]:
-        with pytest.raises(ValueError, match="not a port of the test LAN"):
+        with pytest.raises(ValueError, match="not a port of the lab"):
             Prober(Lan(nodes=1), [target], tmp_path / "probe.jsonl")
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.cluster import HaCluster
-from tests.harness.lan import Lan
+from hakeeper.lab.cluster import HaCluster
+from hakeeper.lab.lan import Lan
 
 TWO_NETWORKS = pytest.mark.parametrize("lan", [{"nodes": 3, "second_network": True}], indirect=True)
 

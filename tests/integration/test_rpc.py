@@ -14,7 +14,7 @@ import pytest
 from hakeeper.comm import frames, rpc, tls
 from hakeeper.db.model import CommPath
 from hakeeper.errors import CommunicationFailed
-from tests.certs import make_cluster
+from hakeeper.lab.cluster import make_cluster
 from tests.ports import free_port
 
 HOST_A, HOST_B = "127.0.0.21", "127.0.0.22"

@@ -41,6 +41,7 @@ COMMANDS = load_all()
 OK, SYSCALL, SYNTAX, INTERNAL, EXISTS, ILLEGAL, RANGE, MISSING, REFUSED, COMM = range(10)
 
 TRUE = shutil.which("true") or "/bin/true"
+NO_LAB = "/proc/nonexistent"  # a run directory without a lab's record: 'lab' finds no lab there
 
 T = TypeVar("T")
 
@@ -235,6 +236,8 @@ VALID: dict[str, tuple[str, ...]] = {
     "extend": ("-t", "web", "-s", "node2"),  # vip is on node2 already: web goes, and depends on it there
     "unextend": ("-t", "vip", "-s", "node2"),
     "lcd": ("check",),
+    "lab": ("status", "--run-dir", NO_LAB),
+    "demo": ("--part", "1"),
 }
 
 #: Where a well-formed command line cannot succeed here: without hakeeperd, nothing takes an event,
@@ -555,6 +558,20 @@ SEMANTIC_CASES: list[Case] = [
     Case("lcd", ("restore", TRUE), ILLEGAL, "restore of a file that is not an LCD"),
     Case("lcd", ("restore", "/proc"), ILLEGAL, "restore of a directory"),
     Case("lcd", ("check", "/proc/nonexistent/lcd.bak"), MISSING, "check of a missing file"),
+    # lab and demo: checked before anything is built
+    Case("lab", ("up", "--nodes", "0", "--run-dir", NO_LAB), RANGE, "a lab of no node"),
+    Case("lab", ("up", "--nodes", "81", "--run-dir", NO_LAB), RANGE, "a lab of too many nodes"),
+    Case("lab", ("up", "--networks", "3", "--run-dir", NO_LAB), RANGE, "three networks"),
+    Case("lab", ("up", "--dir", "", "--run-dir", NO_LAB), ILLEGAL, "an empty --dir"),
+    Case("lab", ("up", "--dir", "/", "--run-dir", NO_LAB), EXISTS, "a --dir that is not empty"),
+    Case("lab", ("up", "--run-dir", NO_LAB), SYSCALL, "a run directory that cannot be"),
+    Case("lab", ("status", "--run-dir", ""), ILLEGAL, "an empty --run-dir"),
+    Case("lab", ("status", "--nodes", "2"), SYNTAX, "--nodes is for up"),
+    Case("lab", ("down", "--bare"), SYNTAX, "--bare is for up"),
+    Case("lab", ("reboot",), SYNTAX, "unknown action"),
+    Case("lab", ("status", "--root", "/tmp"), SYNTAX, "a state directory it has not"),
+    Case("demo", ("--part", "4"), SYNTAX, "no part 4"),
+    Case("demo", ("-d", "node2"), SYNTAX, "a node it is not about"),
 ]
 
 CASES = syntax_cases() + SEMANTIC_CASES
@@ -591,18 +608,31 @@ def assert_well_formed(name: str, result: Result) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(VALID))
-def test_well_formed_command_lines_work(name: str, populated: Path) -> None:
+def test_well_formed_command_lines_work(
+    name: str, populated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The command lines the table and the -d cases start from are right: they work."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # demo --part 1 makes its state directory there
     assert_well_formed(name, execute(populated, name, VALID[name]))
 
 
-@pytest.mark.parametrize("name", sorted(VALID))
+#: Commands about no node's state directory (lab, demo): they take neither --root nor -d.
+ABOUT_A_NODE = sorted(name for name, cmd in COMMANDS.items() if not cmd.stateless)
+
+
+def test_stateless_commands_take_no_state_directory() -> None:
+    assert sorted(set(COMMANDS) - set(ABOUT_A_NODE)) == ["demo", "lab"]
+    for name in ("demo", "lab"):
+        assert {"--root", "-d"}.isdisjoint(a.flag for a in options(name))
+
+
+@pytest.mark.parametrize("name", ABOUT_A_NODE)
 def test_destination_of_this_node_is_served_here(name: str, populated: Path) -> None:
     assert_well_formed(name, execute(populated, name, [*VALID[name], COMMANDS[name].node_option, "node1"]))
 
 
 @pytest.mark.parametrize(("dest", "code"), [("node2", COMM), ("nosuch", MISSING)])
-@pytest.mark.parametrize("name", sorted(COMMANDS))
+@pytest.mark.parametrize("name", ABOUT_A_NODE)
 def test_destination(name: str, dest: str, code: int, populated: Path) -> None:
     """-d of another node cannot be served yet (9); -d of no node is not found (7). Nothing happens."""
     before = lcd_dump(populated)
@@ -624,7 +654,7 @@ UNUSABLE_ROOTS = ["/proc/nonexistent/x", "/proc/nonexistent/new\nline"]
 
 
 @pytest.mark.parametrize("state_dir", UNUSABLE_ROOTS, ids=["plain", "newline"])
-@pytest.mark.parametrize("name", sorted(COMMANDS))
+@pytest.mark.parametrize("name", ABOUT_A_NODE)
 def test_state_dir_that_cannot_be_created(name: str, state_dir: str) -> None:
     result = execute(state_dir, name, VALID[name])
     if name == "lkstop":  # stopping what does not run succeeds, and lkstop creates nothing
@@ -685,7 +715,9 @@ def argv_for(name: str) -> st.SearchStrategy[list[str]]:
 RECORDS_FAILURES = {"perform_action"}
 
 
-@pytest.mark.parametrize("name", sorted(COMMANDS))
+# Not lab and demo: what they do with a well-formed line is build a LAN or run the live demo (their bad input
+# is in the table). A generated line could be one of those.
+@pytest.mark.parametrize("name", ABOUT_A_NODE)
 @settings(
     max_examples=25,
     deadline=None,

@@ -40,7 +40,7 @@ from hakeeper.comm.join import KEEP_SPENT, TOKEN_FILE, TokenRefused, TokenStore,
 from hakeeper.comm.pki import Authority, PeerRefused, cert_pem, fingerprint
 from hakeeper.comm.tls import Peer, accept_tls, client_context, open_connection, server_context
 from hakeeper.errors import IllegalArgument
-from tests.certs import add_node
+from hakeeper.lab.cluster import add_node
 from tests.conftest import Cli
 from tests.ports import tracked_server
 

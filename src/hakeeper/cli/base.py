@@ -67,6 +67,7 @@ class Command:
     local: bool  # never forwarded to hakeeperd (the commands that start and stop it)
     in_daemon: AsyncRunner | None  # how hakeeperd runs it in its event loop; None: in a worker thread
     node_option: str = "-d"  # the option naming another node's LCD (sendevent's -d is LifeKeeper's problem data)
+    stateless: bool = False  # works on no state directory (lab, demo): takes neither --root nor the node option
 
 
 COMMANDS: dict[str, Command] = {}
@@ -136,6 +137,8 @@ COMMAND_MODULES: dict[str, str] = {
     "extend": "hakeeper.cli.extend",
     "unextend": "hakeeper.cli.extend",
     "lcd": "hakeeper.cli.lcd",
+    "lab": "hakeeper.cli.lab",
+    "demo": "hakeeper.cli.lab",
 }
 
 #: Commands that only read the LCD. They open it read-only: they work where the state
@@ -182,17 +185,21 @@ def command(
     local: bool = False,
     in_daemon: AsyncRunner | None = None,
     node_option: str = "-d",
+    stateless: bool = False,
 ) -> Callable[[Runner], Runner]:
     """Register a command; ``listing`` adds ``--json`` and ``-f C`` (field separator).
 
     ``intermixed`` lets positional arguments stand between options (``create gen/app -t web restore=...``).
-    ``node_option`` names the option that sends the command to another node's LCD.
+    ``node_option`` names the option that sends the command to another node's LCD. A ``stateless``
+    command works on no node's state directory (``lab``, ``demo``): it has neither ``--root`` nor
+    ``node_option``, and is never forwarded (it is ``local``).
     """
 
     def register(runner: Runner) -> Runner:
         COMMANDS[name] = Command(
-            name, summary, arguments, runner, listing, epilog, intermixed, local, in_daemon, node_option
-        )
+            name, summary, arguments, runner, listing, epilog, intermixed, local or stateless, in_daemon,
+            node_option, stateless,
+        )  # fmt: skip
         return runner
 
     return register
@@ -318,6 +325,9 @@ def build_parser(cmd: Command, prog: str) -> Parser:
             " the separator is written \\xHH (':' as \\x3a)",
         )
         parser.add_argument("--json", action="store_true", help="print JSON instead")
+    if cmd.stateless:
+        parser.set_defaults(dest=None, root=None)
+        return parser
     where = "run against NODE's LCD" if cmd.node_option == "-d" else "send it to NODE's hakeeperd"
     parser.add_argument(cmd.node_option, dest="dest", metavar="NODE", help=f"{where} (default: this node)")
     parser.add_argument("--root", metavar="DIR", help="state directory (default: $HAKEEPER_ROOT or /var/lib/hakeeper)")
@@ -364,7 +374,7 @@ _NO_VALUE = frozenset({"store_true", "store_false", "store_const", "append_const
 def value_options(cmd: Command) -> frozenset[str]:
     """The short options (``-t``) of ``cmd`` that take a value."""
     flags = {"-f"} if cmd.listing else set()
-    if len(cmd.node_option) == 2:
+    if len(cmd.node_option) == 2 and not cmd.stateless:
         flags.add(cmd.node_option)
     for a in cmd.arguments:
         if a.options.get("action", "store") not in _NO_VALUE and a.options.get("nargs") != 0:
@@ -418,7 +428,8 @@ def run(
         cmd, args = parse(name, argv, shown)
         chosen = args.root if args.root is not None else root
         readonly = cmd.name in READ_ONLY
-        ctx = Context(state_root(chosen), out, err, actor=actor, replicator=replicator, readonly=readonly)
+        where = Path(os.devnull) if cmd.stateless else state_root(chosen)  # lab and demo never open an LCD
+        ctx = Context(where, out, err, actor=actor, replicator=replicator, readonly=readonly)
         if forward and not cmd.local:
             answer = forward_to_daemon(ctx.root, name, list(argv))
             if answer is not None:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 #: The commands that hakeeperd never runs: they start and stop it, or work on the state
 #: directory itself. (:data:`hakeeper.cli.base.COMMANDS` says the same with ``local``; a test
 #: keeps the two in step.)
-LOCAL = frozenset({"lkstart", "lkstop", "cluster", "lcd"})
+LOCAL = frozenset({"lkstart", "lkstop", "cluster", "lcd", "lab", "demo"})
 
 
 USAGE = """usage: hakeeper [--root DIR] COMMAND [ARGS...]

@@ -1,4 +1,5 @@
-"""A real BIND 9 (Debian's ``bind9``) on the test LAN: authoritative for a zone and its reverse zone, updates by TSIG.
+"""A real BIND 9 (Debian's ``bind9``) on the test LAN (:mod:`hakeeper.lab`): authoritative for a zone and its
+reverse zone, updates by TSIG.
 
     with Bind(lan.client, tmp_path / "bind") as bind:          # named in the client namespace, 198.18.0.100
         bind.key_file                                          # tsig-keygen's format: key "ddns-key" { ... };
@@ -31,8 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .errors import HarnessError, LanUnavailable
-from .node import Node
+from hakeeper.lab import LabError, LanUnavailable, Node
 
 NAMED = "/usr/sbin/named"
 DIG = "/usr/bin/dig"
@@ -139,7 +139,7 @@ class Bind:
             for zone in (ZONE, REVERSE_ZONE)
         )
         return (
-            "// private named.conf of the hakeeper test LAN (tests/harness/bind.py)\n"
+            "// private named.conf of the hakeeper test LAN (tests/bind.py)\n"
             f'include "{self.key_file}";\n'
             "options {\n"
             f'    directory "{d}";\n'
@@ -174,12 +174,12 @@ class Bind:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise HarnessError(f"named exited ({self.proc.returncode}) at start:\n{self.log()[-3000:]}")
+                raise LabError(f"named exited ({self.proc.returncode}) at start:\n{self.log()[-3000:]}")
             if self._answers():
                 return
             time.sleep(0.05)
         self.stop()
-        raise HarnessError(f"named did not answer within {timeout} s:\n{self.log()[-3000:]}")
+        raise LabError(f"named did not answer within {timeout} s:\n{self.log()[-3000:]}")
 
     def _answers(self) -> bool:
         done = self.host.run([DIG, "+short", "+norecurse", "+time=1", "+tries=1", f"@{self.address}", ZONE, "SOA"])
@@ -226,16 +226,16 @@ class Bind:
     def query(self, name: str, rdtype: str = "A", *, via: Node | None = None) -> list[str]:
         """The records named answers for ``name`` (sorted, as dig prints them), asked from ``via`` (default: its host).
 
-        Raises HarnessError when named does not answer (dig's exit status 9) or answers an error.
+        Raises LabError when named does not answer (dig's exit status 9) or answers an error.
         """
         host = via or self.host
         argv = [DIG, "+norecurse", "+time=2", "+tries=2", "+noall", "+answer", "+comments", f"@{self.address}"]
         done = host.run([*argv, name, rdtype], timeout=15)
         if done.returncode != 0:
-            raise HarnessError(f"dig @{self.address} {name} {rdtype}: exit {done.returncode}: {done.stdout.strip()}")
+            raise LabError(f"dig @{self.address} {name} {rdtype}: exit {done.returncode}: {done.stdout.strip()}")
         status = next((line for line in done.stdout.splitlines() if "status:" in line), "")
         if "status: NOERROR" not in status and "status: NXDOMAIN" not in status:
-            raise HarnessError(f"dig @{self.address} {name} {rdtype}: {status.strip()}")
+            raise LabError(f"dig @{self.address} {name} {rdtype}: {status.strip()}")
         answers = []
         for line in done.stdout.splitlines():
             fields = line.split()

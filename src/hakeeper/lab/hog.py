@@ -7,7 +7,7 @@ import sys
 from types import TracebackType
 
 from . import procs, shell
-from .errors import HarnessError
+from .errors import LabError
 
 HOG_MAX_SECONDS = 1800.0  # a hog without a duration still stops by itself after this
 HOG_CODE = """\
@@ -37,7 +37,7 @@ class CpuHog:
         for proc in self.processes:  # inside the namespace, where cleanup looks for them
             if not procs.await_entry(proc, "net", procs.netns_id(netns)):
                 self.stop()
-                raise HarnessError(f"a CPU hog did not enter {netns} within 5 s")
+                raise LabError(f"a CPU hog did not enter {netns} within 5 s")
 
     @property
     def pids(self) -> list[int]:

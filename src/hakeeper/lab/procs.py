@@ -1,4 +1,4 @@
-"""Processes of the test LAN: which ones live in a namespace, and signalling them by PID without races.
+"""Processes of the lab: which ones live in a namespace, and signalling them by PID without races.
 
 A namespace is known by the identity of its nsfs inode (``st_dev``, ``st_ino``), exactly as
 ``ip netns pids NAME`` compares ``/proc/PID/ns/net`` with ``/run/netns/NAME``. Signals go through a
@@ -151,7 +151,7 @@ def await_entry(proc: subprocess.Popen[Any], kind: str, namespace: NsId | None, 
 
 
 class ProcessTable:
-    """The child processes the harness started (holders, relays, hogs, ``node.popen``), by owner.
+    """The child processes the lab started (holders, relays, hogs, ``node.popen``), by owner.
 
     They are our children, so until we reap them their pids cannot be reused: ``Popen.kill`` is safe.
     """

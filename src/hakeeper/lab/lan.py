@@ -1,4 +1,4 @@
-"""The test LAN: nodes and a client in namespaces on one or two bridged networks, and the faults to inject.
+"""The lab's LAN: nodes and a client in namespaces on one or two bridged networks, and the faults to inject.
 
     with Lan(nodes=3, second_network=True) as lan:
         node1, node2, node3 = lan.nodes
@@ -42,7 +42,7 @@ from pathlib import Path
 from types import TracebackType
 
 from . import procs, shell, state, topology
-from .errors import HarnessError, LanUnavailable
+from .errors import LabError, LanUnavailable
 from .hog import CpuHog
 from .netem import Impairment, Relay, detour_lines
 from .node import Node
@@ -59,7 +59,7 @@ DEFAULT_SYSCTLS = {
 # Interfaces created after this (eth0, eth1, the bridges) get no IPv6, so nothing but 198.18.0.0/15 ever
 # goes on the wire; lo exists already and keeps ::1 for daemons that listen on localhost.
 NO_IPV6 = {"net.ipv6.conf.default.disable_ipv6": "1"}
-# With Lan(ipv6=True): only the addresses of 2001:2::/48 the harness adds; no link-local, no router discovery.
+# With Lan(ipv6=True): only the addresses of 2001:2::/48 the lab adds; no link-local, no router discovery.
 IPV6_ONLY_OURS = {
     "net.ipv6.conf.default.addr_gen_mode": "1",
     "net.ipv6.conf.default.accept_ra": "0",
@@ -70,7 +70,7 @@ Hosts = Node | Iterable[Node] | None
 
 
 def unavailable_reason() -> str | None:
-    """Why this process cannot build a test LAN, or None when it can."""
+    """Why this process cannot build a LAN of namespaces, or None when it can."""
     if os.geteuid() != 0:
         return NEEDS_ROOT
     try:
@@ -94,7 +94,7 @@ class Lan:
     ``tmpfs``: directories that every node gets as an empty private tmpfs (its RAM: gone at power-off).
     ``sysctls``: extra or overriding ``net.*`` settings for every host. ``ipv6``: IPv6 on the hosts' links too,
     an address of 2001:2::/48 on each (``node.address6``; see the module's docstring).
-    ``state_dir``: where the state file goes (``/run``; tests of the harness itself use their tmp dir).
+    ``state_dir``: where the state file goes (``/run``; tests of the lab itself use their tmp dir).
     """
 
     def __init__(
@@ -140,7 +140,7 @@ class Lan:
     def client(self) -> Node:
         """The host that plays the users (198.18.0.100)."""
         if self._client is None:
-            raise HarnessError(f"{self!r} has not been started")
+            raise LabError(f"{self!r} has not been started")
         return self._client
 
     @property
@@ -169,15 +169,15 @@ class Lan:
     ) -> None:
         try:
             self.close()
-        except HarnessError as error:
+        except LabError as error:
             if exc is None:
                 raise
-            exc.add_note(f"and the test LAN did not clean up: {error}")
+            exc.add_note(f"and the lab did not clean up: {error}")
 
     def start(self) -> Lan:
         """Build the LAN (removing stale LANs of dead test runs first); ``LanUnavailable`` if this machine can't."""
         if self._open or self.prefix:
-            raise HarnessError(f"{self!r} was started already")
+            raise LabError(f"{self!r} was started already")
         reason = unavailable_reason()
         if reason:
             raise LanUnavailable(reason)
@@ -208,7 +208,7 @@ class Lan:
         if proc.returncode != 0:
             if "permitted" in proc.stderr or "denied" in proc.stderr:
                 raise LanUnavailable(f"{NEEDS_ROOT}: ip netns add: {proc.stderr.strip()}")
-            raise HarnessError(f"ip netns add: {proc.stderr.strip()}")
+            raise LabError(f"ip netns add: {proc.stderr.strip()}")
         self._boot(self.hosts)
         # the switches: bridge, then every host's port (the host's sysctls are set: no IPv6 on its new eth)
         commands = []
@@ -289,7 +289,7 @@ class Lan:
             finally:
                 state.unregister(self)
             if problems:
-                raise HarnessError(f"test LAN {self.prefix}: " + "; ".join(problems))
+                raise LabError(f"lab LAN {self.prefix}: " + "; ".join(problems))
 
     # ---- power --------------------------------------------------------------------------------------
 
@@ -320,7 +320,7 @@ class Lan:
             unreaped = self._table.finish(node.name)
             shell.run([shell.tool("ip"), "netns", "del", node.netns])
             if stuck or unreaped:
-                raise HarnessError(f"{node.name}: processes {stuck or unreaped} survived the power-off")
+                raise LabError(f"{node.name}: processes {stuck or unreaped} survived the power-off")
 
     def power_on(self, node: Node) -> None:
         """Boot the node again: fresh namespaces, same addresses and MACs, the LAN's faults applying."""
@@ -468,7 +468,7 @@ class Lan:
         """Start one busy loop per core (or ``processes``) at nice 0, for ``seconds`` or until ``stop()``."""
         with self._lock:
             if not self._open:
-                raise HarnessError(f"{self!r} is not running")
+                raise LabError(f"{self!r} is not running")
             count = processes if processes is not None else len(os.sched_getaffinity(0))
             hog = CpuHog(self.networks[0].netns, count, seconds, self._table, nice)
             self._hogs.append(hog)
@@ -478,7 +478,7 @@ class Lan:
 
     def _own(self, host: Node) -> None:
         if not self._open or all(h is not host for h in self.hosts):
-            raise HarnessError(f"{host!r} is not a host of {self!r}")
+            raise LabError(f"{host!r} is not a host of {self!r}")
 
     def _iface(self, host: Node, iface: str) -> topology.Iface:
         self._own(host)

@@ -1,11 +1,15 @@
-"""A hakeeper cluster on the test LAN: one hakeeperd per node, with identities and communication paths.
+"""A hakeeper cluster on the lab's LAN: one hakeeperd per node, with identities and communication paths.
 
 ``HaCluster(lan, base)`` gives every node a state directory ``base/<node>``
 (an LCD naming the node, a certificate of one cluster CA, the other nodes and a
 path to each on every network of the LAN), starts ``hakeeperd`` inside each
-node, and offers what tests and benchmarks ask of it: path and node states as
-each node sees them, waiting for a state, the daemons' logs. The daemons are
-processes of their nodes, so the LAN's cleanup (and power-off) kills them.
+node, and offers what the demo, ``hakeeper lab up``, the tests and the benchmarks
+ask of it: path and node states as each node sees them, waiting for a state, the
+daemons' logs. The daemons are processes of their nodes, so the LAN's cleanup
+(and power-off) kills them.
+
+The identities are made here, in one process, as ``hakeeper cluster init`` and
+``join`` would make them (:func:`make_cluster`): a lab needs no join service.
 """
 
 from __future__ import annotations
@@ -18,17 +22,46 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from hakeeper.comm.identity import (
+    CA_CERT,
+    NODE_CERT,
+    NODE_KEY,
+    Identity,
+    init_cluster,
+    install_identity,
+    load_authority,
+    load_identity,
+)
 from hakeeper.comm.paths import PathState, node_state, read_states
+from hakeeper.comm.pki import Authority, cert_pem, key_pem, new_key
 from hakeeper.db import Lcd
-from tests.certs import make_cluster
 
+from .errors import LabError, TimedOut
 from .lan import Lan
 from .node import Node
 
 ALIVE_TIMEOUT = 20.0
 BIN = Path(sys.executable).parent  # the console scripts of this environment
+
+
+def add_node(authority: Authority, root: Path, node: str) -> Identity:
+    """A node of ``authority``'s cluster, as a join would make it."""
+    key = new_key()
+    cert = authority.issue(node, key.public_key())
+    install_identity(
+        root, {CA_CERT: cert_pem(authority.certificate), NODE_CERT: cert_pem(cert), NODE_KEY: key_pem(key)}
+    )
+    return load_identity(root)
+
+
+def make_cluster(base: Path, nodes: list[str], cluster: str = "prod") -> dict[str, Identity]:
+    """Identities for ``nodes`` in state directories ``base/<node>``; the first holds the CA."""
+    first = nodes[0]
+    identities = {first: init_cluster(base / first, first, cluster)}
+    authority = load_authority(base / first)
+    for node in nodes[1:]:
+        identities[node] = add_node(authority, base / node, node)
+    return identities
 
 
 class HaCluster:
@@ -65,9 +98,12 @@ class HaCluster:
         )  # fmt: skip
 
     def ok(self, node: str, *argv: str, timeout: float = 180.0) -> str:
-        """:meth:`command`, which must succeed; its output."""
+        """:meth:`command`, which must succeed (else :class:`LabError`, with its output and the logs); its output."""
         done = self.command(node, *argv, timeout=timeout)
-        assert done.returncode == 0, (node, argv, done.stdout, done.stderr, self.logs())
+        if done.returncode != 0:
+            raise LabError(
+                f"{node}: {' '.join(argv)} exited {done.returncode}\n{done.stdout}{done.stderr}\n{self.logs()}"
+            )
         return done.stdout
 
     def start(self, node: Node) -> subprocess.Popen[Any]:
@@ -96,13 +132,13 @@ class HaCluster:
         return node_state(states)
 
     def wait(self, predicate: Callable[[], bool], timeout: float, what: str, *, step: float = 0.01) -> float:
-        """Poll ``predicate`` until true; returns when (monotonic). Raises AssertionError after ``timeout``."""
+        """Poll ``predicate`` until true; returns when (monotonic). Raises :class:`TimedOut` after ``timeout``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if predicate():
                 return time.monotonic()
             time.sleep(step)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{self.logs()}")
+        raise TimedOut(f"timed out after {timeout} s waiting for {what}\n{self.logs()}")
 
     def all_alive(self, names: list[str] | None = None) -> bool:
         names = names or self.names
@@ -123,12 +159,3 @@ class HaCluster:
     def declared_dead(self, observer: str, other: str) -> int:
         """How often ``observer``'s log says ``other`` was declared dead."""
         return self.log(observer).count(f"{other} DEAD: all")
-
-
-@pytest.fixture(name="ha_cluster")
-def ha_cluster_fixture(lan: Lan, tmp_path: Path) -> HaCluster:
-    """hakeeperd running on every node of ``lan``, every path ALIVE."""
-    ha = HaCluster(lan, tmp_path)
-    ha.start_all()
-    ha.wait(ha.all_alive, ALIVE_TIMEOUT, "every path ALIVE on every node")
-    return ha

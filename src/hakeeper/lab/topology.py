@@ -1,4 +1,4 @@
-"""The address plan and names of a test LAN — pure data, no processes.
+"""The address plan and names of a lab's LAN — pure data, no processes.
 
 Network A is 198.18.0.0/24 (eth0), network B 198.18.1.0/24 (eth1); node i is .(10+i), the
 client .100. Addresses .50-.99 are free for tests (VIPs). Every MAC is derived from the address
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 PREFIXLEN = 24
 PREFIXLEN6 = 64
-IPV6_RANGE = ipaddress.IPv6Network("2001:2::/48")  # every IPv6 address of a test LAN is in here
+IPV6_RANGE = ipaddress.IPv6Network("2001:2::/48")  # every IPv6 address of a lab is in here
 FIRST_NODE_OCTET = 10
 CLIENT_OCTET = 100
 MAX_NODES = 80
@@ -106,7 +106,7 @@ def ifaces(host: str, octet: int, nets: tuple[Network, ...], *, ipv6: bool = Fal
 def node_names(nodes: int | list[str] | tuple[str, ...]) -> list[str]:
     names = [f"node{i}" for i in range(1, nodes + 1)] if isinstance(nodes, int) else list(nodes)
     if not 1 <= len(names) <= MAX_NODES:
-        raise ValueError(f"a test LAN has 1..{MAX_NODES} nodes, not {len(names)}")
+        raise ValueError(f"a lab has 1..{MAX_NODES} nodes, not {len(names)}")
     for name in names:
         if not NAME_RE.match(name) or name == CLIENT:
             raise ValueError(f"bad node name {name!r}: lower-case letters and digits, at most 12, not 'client'")

@@ -1,4 +1,4 @@
-"""Delay, jitter and loss on a host's link: the harness side of the user-space relay (see relay.py).
+"""Delay, jitter and loss on a host's link: the lab side of the user-space relay (see relay.py).
 
 This kernel has no ``sch_netem`` (CONFIG_NET_SCH_NETEM is not set), so ``tc qdisc ... netem`` cannot
 work; a relay process per network does the same job on the switch side of the host's port.
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import procs, shell
-from .errors import HarnessError
+from .errors import LabError
 from .topology import BRIDGE, Iface, Network
 
 RELAY_SCRIPT = str(Path(__file__).with_name("relay.py"))
@@ -100,7 +100,7 @@ class Relay:
             self._proc.stdin.write(json.dumps(command).encode() + b"\n")
             self._proc.stdin.flush()
         except OSError as e:
-            raise HarnessError(f"network {self.network.name}: the delay relay is gone: {e}") from e
+            raise LabError(f"network {self.network.name}: the delay relay is gone: {e}") from e
         self._expect("ok")
 
     def _expect(self, word: str) -> None:
@@ -110,4 +110,4 @@ class Relay:
             detail = line
             if self._proc.poll() is not None and self._proc.stderr is not None:
                 detail += " " + self._proc.stderr.read().decode(errors="replace")
-            raise HarnessError(f"network {self.network.name}: delay relay: expected {word!r}, got {detail.strip()!r}")
+            raise LabError(f"network {self.network.name}: delay relay: expected {word!r}, got {detail.strip()!r}")

@@ -24,6 +24,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from . import procs, shell
+from .errors import LabError
 from .topology import NETNS_RE, PREFIX_RE
 
 STATE_DIR = Path("/run")
@@ -57,7 +58,7 @@ def claim(state_dir: Path, namespaces: list[str], *, tries: int = 100) -> tuple[
         with os.fdopen(fd, "w") as f:
             json.dump(record, f)
         return prefix, path
-    raise RuntimeError(f"no free test LAN prefix after {tries} tries")
+    raise LabError(f"no free LAN prefix after {tries} tries")
 
 
 def teardown(namespaces: Iterable[str], *, timeout: float = 5.0) -> list[int]:

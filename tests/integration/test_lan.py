@@ -1,5 +1,5 @@
 """The test LAN itself: every later integration test trusts that its nodes are separate machines, that
-its faults are real, and that it leaves nothing behind. Each test here fails if the harness lies."""
+its faults are real, and that it leaves nothing behind. Each test here fails if the lab lies."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.harness import NEEDS_ROOT, HarnessError, Lan, LanUnavailable, NodeDown, cleanup_stale, procs
-from tests.harness.fixtures import lan_fixture, make_lan_fixture, needs_lan_fixture, start_or_skip  # noqa: F401
-from tests.harness.shell import read_line
+from hakeeper.lab import NEEDS_ROOT, LabError, Lan, LanUnavailable, NodeDown, cleanup_stale, procs
+from hakeeper.lab.shell import read_line
+from tests.lan_fixtures import lan_fixture, make_lan_fixture, needs_lan_fixture, start_or_skip  # noqa: F401
 
 pytestmark = pytest.mark.needs_root
 
@@ -30,7 +30,7 @@ PATIENT = 3.0  # s to wait for an answer that must come (covers ARP retries afte
 # goes to the test's own directory, so that a test run in parallel does not clean it up first.
 CHILD = """
 import json, sys, time
-from tests.harness import Lan
+from hakeeper.lab import Lan
 with Lan(nodes=2, state_dir=sys.argv[1]) as lan:
     lan.nodes[0].popen(["sleep", "300"])
     lan.nodes[1].run(["sh", "-c", "setsid sleep 300 </dev/null >/dev/null 2>&1 &"])
@@ -205,9 +205,9 @@ def test_with_ipv6_every_host_has_an_address_of_2001_2_and_no_other_ipv6_address
 
 
 def test_without_ipv6_a_node_has_no_ipv6_address_to_give(lan):
-    with pytest.raises(HarnessError, match="without ipv6=True"):
+    with pytest.raises(LabError, match="without ipv6=True"):
         _ = lan.nodes[0].address6
-    with pytest.raises(ValueError, match="not an address of the test LAN"):
+    with pytest.raises(ValueError, match="not an address of the lab"):
         lan.nodes[0].ping("192.0.2.1")
 
 
@@ -378,7 +378,7 @@ def test_kill_daemon_freeze_and_thaw_touch_only_processes_of_the_node(lan):
 
     other = node2.popen(["sleep", "300"])
     for pid in (os.getpid(), other.pid, node1.holder_pid):
-        with pytest.raises(HarnessError):
+        with pytest.raises(LabError):
             node1.kill_daemon(pid)
     assert procs.alive(other.pid)
     assert node2.holder_pid is not None and procs.alive(node2.holder_pid)

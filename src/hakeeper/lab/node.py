@@ -1,8 +1,8 @@
-"""A host of the test LAN: a network namespace plus its own mount, UTS and IPC namespaces.
+"""A host of the lab's LAN: a network namespace plus its own mount, UTS and IPC namespaces.
 
 A *holder* process keeps the namespaces of a node: ``ip netns exec NS unshare --mount --uts --ipc
 --propagation private sh -c SETUP`` sets the hostname, sysctls and private tmpfs mounts, prints
-``ready`` and execs ``sleep``. The harness then opens ``/proc/HOLDER/ns/{mnt,uts,ipc,net}`` and keeps
+``ready`` and execs ``sleep``. The lab then opens ``/proc/HOLDER/ns/{mnt,uts,ipc,net}`` and keeps
 these file descriptors: every command enters the node through them (``nsenter --mount=/proc/self/fd/N
 ...``), never through a PID that could be recycled, so a command can never land in the root namespace.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import procs, shell
-from .errors import HarnessError, NodeDown
+from .errors import LabError, NodeDown
 from .topology import IPV6_RANGE, Iface
 
 HOLDER_SECONDS = 86_400  # a holder outlives any test run; a crashed run's holders go with cleanup_stale()
@@ -74,7 +74,7 @@ class Node:
         """The IPv6 address on network A (eth0), on a ``Lan(ipv6=True)``: ``2001:2::11``."""
         address = self.ifaces["eth0"].address6
         if address is None:
-            raise HarnessError(f"{self.name} has no IPv6 address: the LAN was built without ipv6=True")
+            raise LabError(f"{self.name} has no IPv6 address: the LAN was built without ipv6=True")
         return address
 
     @property
@@ -129,7 +129,7 @@ class Node:
         self._table.add(self.name, proc)
         # nsenter enters the mount namespace last
         if not procs.await_entry(proc, "mnt", procs.ns_id(f"/proc/self/fd/{self._require_fds()['mnt']}")):
-            raise HarnessError(f"{self.name}: {argv[0]} did not enter the node within 5 s")
+            raise LabError(f"{self.name}: {argv[0]} did not enter the node within 5 s")
         return proc
 
     def pids(self) -> list[int]:
@@ -154,9 +154,9 @@ class Node:
             try:
                 tracked.wait(timeout=timeout)
             except subprocess.TimeoutExpired as e:
-                raise HarnessError(f"{self.name}: pid {pid} survived SIGKILL for {timeout} s") from e
+                raise LabError(f"{self.name}: pid {pid} survived SIGKILL for {timeout} s") from e
         if procs.wait_gone([pid], timeout=timeout):
-            raise HarnessError(f"{self.name}: pid {pid} survived SIGKILL for {timeout} s")
+            raise LabError(f"{self.name}: pid {pid} survived SIGKILL for {timeout} s")
 
     def freeze(self, pid: int, *, timeout: float = 5.0) -> None:
         """SIGSTOP a process of this node (a hung daemon); return once it is stopped."""
@@ -172,17 +172,17 @@ class Node:
     def _signal(self, pid: int, sig: int) -> None:
         fds = self._require_fds()
         if self._holder is not None and pid == self._holder.pid:
-            raise HarnessError(f"{self.name}: pid {pid} holds the node's namespaces; use lan.power_off({self.name})")
+            raise LabError(f"{self.name}: pid {pid} holds the node's namespaces; use lan.power_off({self.name})")
         ident = procs.ns_id(f"/proc/self/fd/{fds['net']}")
         if ident is None or not procs.signal_in(pid, ident, sig):
-            raise HarnessError(f"pid {pid} is not a process of {self.name}")
+            raise LabError(f"pid {pid} is not a process of {self.name}")
 
     # ---- reachability ---------------------------------------------------------------------------
 
     def ping(self, address: str, *, count: int = 1, timeout: float = 1.0, interval: float = 0.2) -> list[float]:
         """ICMP echo from this node (like ``ping -c COUNT -W TIMEOUT``); round-trip times in ms of the answers.
 
-        IPv4 or IPv6 (on a ``Lan(ipv6=True)``); only addresses of the test LAN.
+        IPv4 or IPv6 (on a ``Lan(ipv6=True)``); only addresses of the lab.
         """
         return self._icmp([address], count=count, timeout=timeout, interval=interval)[address]
 
@@ -199,14 +199,12 @@ class Node:
             raise ValueError("ping: count 1..1000, timeout 0..60 s, interval 0..10 s")
         for address in addresses:
             if not any(ipaddress.ip_address(address) in net for net in LAN_RANGES):
-                raise ValueError(
-                    f"ping: {address} is not an address of the test LAN ({', '.join(map(str, LAN_RANGES))})"
-                )
+                raise ValueError(f"ping: {address} is not an address of the lab ({', '.join(map(str, LAN_RANGES))})")
         request = json.dumps({"targets": addresses, "count": count, "timeout": timeout, "interval": interval})
         budget = timeout + count * interval + 10
         proc = self.run([sys.executable, "-I", "-S", ICMP_SCRIPT, request], timeout=budget)
         if proc.returncode != 0:
-            raise HarnessError(f"{self.name}: ping failed: {proc.stderr.strip()}")
+            raise LabError(f"{self.name}: ping failed: {proc.stderr.strip()}")
         answers: dict[str, list[float]] = json.loads(proc.stdout)
         return answers
 
@@ -263,7 +261,7 @@ class Node:
             if holder.poll() is None:
                 holder.kill()
             _, err = holder.communicate(timeout=5)
-            raise HarnessError(f"{self.name}: the namespace holder did not start: {err.decode(errors='replace')}")
+            raise LabError(f"{self.name}: the namespace holder did not start: {err.decode(errors='replace')}")
         holder.stdout.close()
         holder.stderr.close()
         fds: dict[str, int] = {}
@@ -271,7 +269,7 @@ class Node:
             for kind in NS_KINDS:
                 fds[kind] = os.open(f"/proc/{holder.pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
             if procs.ns_id(f"/proc/self/fd/{fds['net']}") != procs.netns_id(self.netns):
-                raise HarnessError(f"{self.name}: the holder is not in network namespace {self.netns}")
+                raise LabError(f"{self.name}: the holder is not in network namespace {self.netns}")
         except BaseException:
             for fd in fds.values():
                 os.close(fd)

@@ -1,6 +1,6 @@
-"""pytest fixtures for the test LAN. Import them into a conftest (or a test module) to use them:
+"""pytest fixtures for the test LAN (:mod:`hakeeper.lab`). tests/conftest.py imports them for every test:
 
-    from tests.harness.fixtures import lan_fixture, make_lan_fixture, needs_lan_fixture  # noqa: F401
+    from tests.lan_fixtures import ha_cluster_fixture, lan_fixture, make_lan_fixture, needs_lan_fixture
 
 ``lan``: a started 3-node LAN, closed after the test. Other shapes by indirect parametrization::
 
@@ -9,6 +9,7 @@
 
 ``make_lan(**kwargs)``: build LANs inside the test (several, or with arguments computed there).
 ``needs_lan``: skip a test that builds LANs by other means (a subprocess) where no LAN can be built.
+``ha_cluster``: hakeeperd running on every node of ``lan``, every path ALIVE.
 Where this machine cannot build one, each skips with the reason (e.g. "needs root (network
 namespaces)"); with HAKEEPER_REQUIRE_ALL=1 the conftest turns that skip into a failure.
 """
@@ -16,12 +17,13 @@ namespaces)"); with HAKEEPER_REQUIRE_ALL=1 the conftest turns that skip into a f
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .errors import HarnessError, LanUnavailable
-from .lan import Lan, unavailable_reason
+from hakeeper.lab import LabError, Lan, LanUnavailable, unavailable_reason
+from hakeeper.lab.cluster import ALIVE_TIMEOUT, HaCluster
 
 
 def start_or_skip(lan: Lan) -> Lan:
@@ -60,11 +62,20 @@ def make_lan_fixture() -> Iterator[Callable[..., Lan]]:
     try:
         yield make
     finally:
-        errors: list[HarnessError] = []
+        errors: list[LabError] = []
         for lan in reversed(lans):
             try:
                 lan.close()
-            except HarnessError as e:  # close every LAN, then report
+            except LabError as e:  # close every LAN, then report
                 errors.append(e)
         if errors:
             raise errors[0]
+
+
+@pytest.fixture(name="ha_cluster")
+def ha_cluster_fixture(lan: Lan, tmp_path: Path) -> HaCluster:
+    """hakeeperd running on every node of ``lan``, every path ALIVE."""
+    ha = HaCluster(lan, tmp_path)
+    ha.start_all()
+    ha.wait(ha.all_alive, ALIVE_TIMEOUT, "every path ALIVE on every node")
+    return ha

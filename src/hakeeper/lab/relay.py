@@ -10,7 +10,7 @@ reorders, as netem's does) and dropped with ``loss`` percent. Raw ``AF_PACKET`` 
 Commands, one JSON object a line on stdin, each answered ``ok`` or ``error: ...`` on stdout:
 ``{"op": "add", "port": "v-n1", "relay": "d-n1"}`` (bind, discard until "set"),
 ``{"op": "set", "port": "v-n1", "delay_ms": 20, "jitter_ms": 10, "loss_pct": 0, "seed": null}``,
-``{"op": "remove", "port": "v-n1"}``. End of stdin (the harness closed it, or died) ends the relay.
+``{"op": "remove", "port": "v-n1"}``. End of stdin (the lab closed it, or died) ends the relay.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class Relay:
             except BlockingIOError:
                 return
             except OSError:
-                return  # the interface went away (power-off); the harness removes the port
+                return  # the interface went away (power-off); the lab removes the port
             if not port.forwarding:
                 continue
             if from_host:

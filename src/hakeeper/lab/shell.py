@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import HarnessError, LanUnavailable
+from .errors import LabError, LanUnavailable
 
 SBIN = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -26,7 +26,7 @@ def tool(name: str) -> str:
     path = shutil.which(name, path=f"{os.environ.get('PATH', '')}:{SBIN}")
     if path is None:
         package = PACKAGES.get(name, name)
-        raise LanUnavailable(f"needs {name} for the test LAN (apt-get install {package})")
+        raise LanUnavailable(f"needs {name} for the lab (apt-get install {package})")
     return path
 
 
@@ -38,7 +38,7 @@ def run(
     pass_fds: Sequence[int] = (),
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a tool and capture its output; ``HarnessError`` with its stderr when it fails or hangs."""
+    """Run a tool and capture its output; ``LabError`` with its stderr when it fails or hangs."""
     try:
         proc = subprocess.run(
             list(argv),
@@ -50,9 +50,9 @@ def run(
             check=False,
         )
     except subprocess.TimeoutExpired as e:
-        raise HarnessError(f"{_show(argv)}: no answer within {timeout} s") from e
+        raise LabError(f"{_show(argv)}: no answer within {timeout} s") from e
     if check and proc.returncode != 0:
-        raise HarnessError(f"{_show(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
+        raise LabError(f"{_show(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc
 
 
@@ -68,7 +68,7 @@ class Command:
 def run_all(commands: Sequence[Command], *, timeout: float = 10.0, check: bool = True) -> list[str]:
     """Start every command at once, wait for all (one deadline), and return their outputs.
 
-    With ``check`` the first failure raises ``HarnessError`` — after every command has finished, so
+    With ``check`` the first failure raises ``LabError`` — after every command has finished, so
     nothing keeps running behind the caller's back.
     """
     deadline = time.monotonic() + timeout
@@ -106,7 +106,7 @@ def run_all(commands: Sequence[Command], *, timeout: float = 10.0, check: bool =
         if proc.returncode != 0:
             errors.append(f"{_show(command.argv)} failed ({proc.returncode}): {err.strip()}")
     if check and errors:
-        raise HarnessError("; ".join(errors))
+        raise LabError("; ".join(errors))
     return outputs
 
 

@@ -130,9 +130,9 @@ class Prober:
                 proc.kill()
                 proc.wait(timeout=5)
         if check and proc.returncode != 0:
-            from .errors import HarnessError
+            from .errors import LabError
 
-            raise HarnessError(f"the probe exited with {proc.returncode}: {self.stderr()}")
+            raise LabError(f"the probe exited with {proc.returncode}: {self.stderr()}")
 
     def __enter__(self) -> Prober:
         return self.start()
@@ -167,7 +167,7 @@ class Prober:
     def wait_for(
         self, predicate: Callable[[list[Round]], object], timeout: float, what: str, *, step: float = 0.02
     ) -> list[Round]:
-        """Poll ``rounds()`` until ``predicate(rounds)`` is true; return them. AssertionError after ``timeout``."""
+        """Poll ``rounds()`` until ``predicate(rounds)`` is true; return them. :class:`TimedOut` after ``timeout``."""
         deadline = time.monotonic() + timeout
         for _ in range(int(timeout / step) + 2):
             ended = not self.running  # before reading: an ended probe has written all it will
@@ -178,7 +178,9 @@ class Prober:
                 break
             time.sleep(step)
         state = "running" if self.running else f"exited with {self.proc.returncode if self.proc else None}"
-        raise AssertionError(f"waited {timeout} s for {what}; the probe is {state}: {self.stderr()}")
+        from .errors import TimedOut
+
+        raise TimedOut(f"waited {timeout} s for {what}; the probe is {state}: {self.stderr()}")
 
     def wait_past(self, t: float, timeout: float = 5.0) -> list[Round]:
         """Wait until a round that started after ``t`` is recorded; return the rounds."""
@@ -186,12 +188,12 @@ class Prober:
 
 
 def check_targets(targets: Sequence[tuple[str, int]]) -> None:
-    """Refuse a target outside the test LAN: the probe never sends anything anywhere else."""
+    """Refuse a target outside the lab: the probe never sends anything anywhere else."""
     if not targets:
         raise ValueError("probe: no targets")
     for address, port in targets:
         if ipaddress.ip_address(address) not in LAN_NETWORK or not 1 <= int(port) <= 65535:
-            raise ValueError(f"probe: {address}:{port} is not a port of the test LAN ({LAN_NETWORK})")
+            raise ValueError(f"probe: {address}:{port} is not a port of the lab ({LAN_NETWORK})")
 
 
 def parse_round(line: str) -> Round:

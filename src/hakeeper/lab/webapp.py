@@ -47,7 +47,7 @@ LIFETIME = 3600.0  # s: a server that nobody removes stops by itself (the LAN ki
 
 COMMON = """\
 #!/bin/sh
-# {action} of the test web app on port {port} (tests/harness/webapp.py)
+# {action} of the test web app on port {port} (hakeeper/lab/webapp.py)
 [ -n "$HAKEEPER_ROOT" ] || {{ echo "webapp: HAKEEPER_ROOT is not set"; exit 6; }}
 pidfile="$HAKEEPER_ROOT/webapp-{port}.pid"
 log="$HAKEEPER_ROOT/webapp-{port}.log"

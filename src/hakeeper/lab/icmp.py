@@ -1,7 +1,7 @@
 """ICMP echo (ping), run inside a node: ``python icmp.py '{"targets": [...], "count": 1, "timeout": 1, ...}'``.
 
 Prints ``{"198.18.0.12": [0.07], ...}``: the round-trip times in ms of the echoes that were answered.
-The harness uses it so that tests need no ping binary; it needs root (a raw socket). Every loop is
+The lab uses it so that nothing needs a ping binary; it needs root (a raw socket). Every loop is
 bounded: ``count`` echoes per target, then at most ``timeout`` seconds of waiting for answers.
 IPv6 targets (``2001:2::12``) get ICMPv6 echoes on a socket of their own (the kernel fills in the checksum).
 """
