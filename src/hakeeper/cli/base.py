@@ -54,6 +54,10 @@ def arg(*flags: str, **options: Any) -> Arg:
 
 Runner = Callable[["Context", argparse.Namespace], int]
 AsyncRunner = Callable[["Context", argparse.Namespace], Awaitable[int]]
+#: What a command does where it was typed, with what only that process has (``apply`` reads FILE or its
+#: standard input: hakeeperd may not be able to), before it is run here or sent to hakeeperd. Returns
+#: the argv to send instead of the one typed.
+ClientStep = Callable[[argparse.Namespace, list[str]], list[str]]
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class Command:
     local: bool  # never forwarded to hakeeperd (the commands that start and stop it)
     in_daemon: AsyncRunner | None  # how hakeeperd runs it in its event loop; None: in a worker thread
     node_option: str = "-d"  # the option naming another node's LCD (sendevent's -d is LifeKeeper's problem data)
+    client: ClientStep | None = None  # run where the command was typed, before it may go to hakeeperd
 
 
 COMMANDS: dict[str, Command] = {}
@@ -137,6 +142,8 @@ COMMAND_MODULES: dict[str, str] = {
     "extend": "hakeeper.cli.extend",
     "unextend": "hakeeper.cli.extend",
     "lcd": "hakeeper.cli.lcd",
+    "apply": "hakeeper.cli.apply",
+    "export": "hakeeper.cli.apply",
 }
 
 #: Commands that only read the LCD. They open it read-only: they work where the state
@@ -155,6 +162,7 @@ READ_ONLY = frozenset(
         "net_list",
         "changes",
         "lcdstatus",
+        "export",
     }
 )
 
@@ -183,16 +191,18 @@ def command(
     local: bool = False,
     in_daemon: AsyncRunner | None = None,
     node_option: str = "-d",
+    client: ClientStep | None = None,
 ) -> Callable[[Runner], Runner]:
     """Register a command; ``listing`` adds ``--json`` and ``-f C`` (field separator).
 
     ``intermixed`` lets positional arguments stand between options (``create gen/app -t web restore=...``).
-    ``node_option`` names the option that sends the command to another node's LCD.
+    ``node_option`` names the option that sends the command to another node's LCD. ``client``: see
+    :data:`ClientStep`.
     """
 
     def register(runner: Runner) -> Runner:
         COMMANDS[name] = Command(
-            name, summary, arguments, runner, listing, epilog, intermixed, local, in_daemon, node_option
+            name, summary, arguments, runner, listing, epilog, intermixed, local, in_daemon, node_option, client
         )
         return runner
 
@@ -420,8 +430,9 @@ def run(
         chosen = args.root if args.root is not None else root
         readonly = cmd.name in READ_ONLY
         ctx = Context(state_root(chosen), out, err, actor=actor, replicator=replicator, readonly=readonly)
+        sent = cmd.client(args, list(argv)) if cmd.client is not None else list(argv)
         if forward and not cmd.local:
-            answer = forward_to_daemon(ctx.root, name, list(argv))
+            answer = forward_to_daemon(ctx.root, name, sent)
             if answer is not None:
                 out.write(answer.out)
                 err.write(as_shown(answer.err, name, shown))
