@@ -42,6 +42,8 @@ COMMANDS = load_all()
 OK, SYSCALL, SYNTAX, INTERNAL, EXISTS, ILLEGAL, RANGE, MISSING, REFUSED, COMM = range(10)
 
 TRUE = shutil.which("true") or "/bin/true"
+#: A file for hakeeper apply that the populated LCD holds already: applying it changes nothing.
+APPLY_NOOP = str(Path(__file__).with_name("apply_noop.json"))
 
 T = TypeVar("T")
 
@@ -236,6 +238,8 @@ VALID: dict[str, tuple[str, ...]] = {
     "extend": ("-t", "web", "-s", "node2"),  # vip is on node2 already: web goes, and depends on it there
     "unextend": ("-t", "vip", "-s", "node2"),
     "lcd": ("check",),
+    "apply": (APPLY_NOOP,),
+    "export": ("--format", "json"),
 }
 
 #: Where a well-formed command line cannot succeed here: without hakeeperd, nothing takes an event,
@@ -556,6 +560,12 @@ SEMANTIC_CASES: list[Case] = [
     Case("lcd", ("restore", TRUE), ILLEGAL, "restore of a file that is not an LCD"),
     Case("lcd", ("restore", "/proc"), ILLEGAL, "restore of a directory"),
     Case("lcd", ("check", "/proc/nonexistent/lcd.bak"), MISSING, "check of a missing file"),
+    # apply, export (the contents of a file: tests/unit/test_apply.py)
+    Case("apply", ("/proc/nonexistent/cluster.json",), MISSING, "no such file"),
+    Case("apply", ("/proc",), ILLEGAL, "a directory"),
+    Case("apply", (TRUE,), ILLEGAL, "not UTF-8 text"),
+    Case("apply", ("--prune", "-n"), SYNTAX, "no file"),
+    Case("export", ("--format", "xml"), SYNTAX, "unknown format"),
 ]
 
 CASES = syntax_cases() + SEMANTIC_CASES
