@@ -21,8 +21,8 @@ from hakeeper.db.desired import Desired, document, dump, load
 from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, NotFound, SystemCallFailed, UsageError
 from hakeeper.wire import request
 
-#: The largest file apply reads: some three times what 1,000 resources take (docs/apply.md). Its
-#: content travels to hakeeperd in one request, and its change to other nodes in one message.
+#: The largest file apply reads: 3,000 to 8,000 resources (docs/apply.md). Its content travels to
+#: hakeeperd in one request, and its change to other nodes in one message.
 MAX_FILE = 1 << 20
 
 
