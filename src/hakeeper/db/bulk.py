@@ -306,9 +306,10 @@ def _equivalency_steps(lcd: Lcd, desired: Desired, prune: bool, gone: set[str], 
                 args["priority"] = want[anchor].priority
             anchored = True
             there = f" as {row.remote}" if row.remote != tag else ""
+            own = f"; {anchor}: priority {args['priority']}" if "priority" in args else ""
             place = places.get((tag, node), f"the equivalencies of {tag}")
             steps.append(Step("create_equivalency", args, f"{place} ({tag} on {node})",
-                              f"create equivalency {tag} on {node}{there} (priority {row.priority})"))  # fmt: skip
+                              f"create equivalency {tag} on {node}{there} (priority {row.priority}{own})"))  # fmt: skip
     return steps
 
 
