@@ -18,7 +18,7 @@ from hakeeper.errors import CommunicationFailed
 from hakeeper.layout import SOCKET_NAME
 from hakeeper.wire import answer_line, exchange, read_answer, request
 
-MAX_REQUEST = 1 << 20
+MAX_REQUEST = 8 << 20  # a command line, or hakeeper apply's file (at most 1 MiB) once JSON has escaped it
 
 
 def socket_path(root: Path) -> Path:

@@ -42,6 +42,8 @@ OK, SYSCALL, SYNTAX, INTERNAL, EXISTS, ILLEGAL, RANGE, MISSING, REFUSED, COMM = 
 
 TRUE = shutil.which("true") or "/bin/true"
 NO_LAB = "/proc/nonexistent"  # a run directory without a lab's record: 'lab' finds no lab there
+#: A file for hakeeper apply that the populated LCD holds already: applying it changes nothing.
+APPLY_NOOP = str(Path(__file__).with_name("apply_noop.json"))
 
 T = TypeVar("T")
 
@@ -238,6 +240,8 @@ VALID: dict[str, tuple[str, ...]] = {
     "lcd": ("check",),
     "lab": ("status", "--run-dir", NO_LAB),
     "demo": ("--part", "1"),
+    "apply": (APPLY_NOOP,),
+    "export": ("--format", "json"),
 }
 
 #: Where a well-formed command line cannot succeed here: without hakeeperd, nothing takes an event,
@@ -572,6 +576,12 @@ SEMANTIC_CASES: list[Case] = [
     Case("lab", ("status", "--root", "/tmp"), SYNTAX, "a state directory it has not"),
     Case("demo", ("--part", "4"), SYNTAX, "no part 4"),
     Case("demo", ("-d", "node2"), SYNTAX, "a node it is not about"),
+    # apply, export (the contents of a file: tests/unit/test_apply.py)
+    Case("apply", ("/proc/nonexistent/cluster.json",), MISSING, "no such file"),
+    Case("apply", ("/proc",), ILLEGAL, "a directory"),
+    Case("apply", (TRUE,), ILLEGAL, "not UTF-8 text"),
+    Case("apply", ("--prune", "-n"), SYNTAX, "no file"),
+    Case("export", ("--format", "xml"), SYNTAX, "unknown format"),
 ]
 
 CASES = syntax_cases() + SEMANTIC_CASES

@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hakeeper.cli.base import load_all
-from hakeeper.cli.main import LOCAL, front
+from hakeeper.cli.main import CLIENT_STEP, LOCAL, front
 from hakeeper.control import Answer, decode_answer
 from hakeeper.errors import CommunicationFailed
 from hakeeper.layout import SOCKET_NAME
@@ -73,6 +73,10 @@ def test_the_daemons_answer_is_read_by_the_full_client_too() -> None:
 
 def test_the_local_commands_are_the_ones_hakeeperd_never_runs() -> None:
     assert {name for name, cmd in load_all().items() if cmd.local} == LOCAL
+
+
+def test_the_commands_with_a_step_where_they_are_typed_take_the_full_path() -> None:
+    assert {name for name, cmd in load_all().items() if cmd.client is not None} == CLIENT_STEP
 
 
 @pytest.mark.parametrize(

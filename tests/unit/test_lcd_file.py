@@ -124,6 +124,7 @@ COMMANDS: list[tuple[str, ...]] = [
     ("ins_create", "-a", "gen", "-r", "app", "-t", "new", "-i", "new-id"),
     ("dep_remove", "-p", "web", "-c", "db"),
     ("lcd", "backup", "never-written.sqlite"),
+    ("export",),
 ]
 
 
@@ -314,6 +315,9 @@ def test_a_read_only_state_directory_still_answers_reads(readonly_state: Path) -
     assert changes.code == OK, changes.err
     assert len(changes.out.splitlines()) == len(SETUP) + 3  # creation, kits, equivalency
     assert run_readonly(readonly_state, "flg_test", "-f", "maint") == Result(OK, "", "")
+    exported = run_readonly(readonly_state, "hakeeper", "export")
+    assert exported.code == OK, exported.err
+    assert '"tag": "web"' in exported.out
     write = run_readonly(readonly_state, "flg_create", "-f", "new")
     assert write.code == SYSCALL, write
     assert_one_line(write.err, "flg_create: ")

@@ -9,6 +9,8 @@ import json
 import logging
 import subprocess
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 from hakeeper.cli.base import Context, arg, command
 from hakeeper.cli.lcdi import enum_value, yes_no
@@ -16,7 +18,7 @@ from hakeeper.db import Lcd, Resource, State, graph
 from hakeeper.db.model import check_id, check_tag
 from hakeeper.db.states import Init, Switchback
 from hakeeper.errors import AlreadyExists, HakeeperError, IllegalArgument, SystemCallFailed
-from hakeeper.kits.base import Health, Kit, KitContext, KitMeta
+from hakeeper.kits.base import Created, Health, Kit, KitContext, KitMeta
 from hakeeper.kits.registry import Kits
 from hakeeper.recovery import plan
 from hakeeper.recovery.engine import Engine, call
@@ -101,13 +103,8 @@ def _create(ctx: Context, args: argparse.Namespace) -> int:
     if any(r.tag == args.tag for r in lcd.resources(tag=args.tag)):
         raise AlreadyExists(f"a resource tagged {args.tag!r} exists already")
     kit = kits_of(ctx, lcd).get(app, rtype)
-    values = kit.check_params(params)
-    created = kit.create(args.tag, values, args.id)
+    created = prepare_with_kit(kit, app, rtype, args.tag, kit.check_params(params), id=args.id)
     try:
-        probe = Resource(args.tag, check_id(created.id), app, rtype, info=created.info)
-        result = asyncio.run(call(kit, "validate", probe))
-        if not result.ok:
-            raise IllegalArgument(f"{kit.meta.name} refuses these parameters: {result.message}")
         lcd.create_resource(
             args.tag,
             created.id,
@@ -124,6 +121,25 @@ def _create(ctx: Context, args: argparse.Namespace) -> int:
         kit.discard(args.tag)
         raise
     return 0
+
+
+def prepare_with_kit(kit: Kit, app: str, rtype: str, tag: str, values: Mapping[str, Any], *, id: str | None) -> Created:
+    """What ``kit`` makes of checked parameters for a new resource (its id and info, and what it installs
+    here, as gen/app's copied scripts), validated on this node; refused, it leaves nothing behind.
+
+    The first half of ``hakeeper create`` (and of a resource ``hakeeper apply`` creates from parameters):
+    the caller records the resource, and calls ``kit.discard(tag)`` if it cannot.
+    """
+    created = kit.create(tag, values, id)
+    try:
+        probe = Resource(tag, check_id(created.id), app, rtype, info=created.info)
+        result = asyncio.run(call(kit, "validate", probe))
+        if not result.ok:
+            raise IllegalArgument(f"{kit.meta.name} refuses these parameters: {result.message}")
+    except BaseException:
+        kit.discard(tag)
+        raise
+    return created
 
 
 ACTIONS = {"restore": "restore", "remove": "remove", "quickCheck": "quick_check", "recover": "recover"}

@@ -53,6 +53,10 @@ def arg(*flags: str, **options: Any) -> Arg:
 
 Runner = Callable[["Context", argparse.Namespace], int]
 AsyncRunner = Callable[["Context", argparse.Namespace], Awaitable[int]]
+#: What a command does where it was typed, with what only that process has (``apply`` reads FILE or its
+#: standard input: hakeeperd may not be able to), before it is run here or sent to hakeeperd. Returns
+#: the argv to send instead of the one typed.
+ClientStep = Callable[[argparse.Namespace, list[str]], list[str]]
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class Command:
     in_daemon: AsyncRunner | None  # how hakeeperd runs it in its event loop; None: in a worker thread
     node_option: str = "-d"  # the option naming another node's LCD (sendevent's -d is LifeKeeper's problem data)
     stateless: bool = False  # works on no state directory (lab, demo): takes neither --root nor the node option
+    client: ClientStep | None = None  # run where the command was typed, before it may go to hakeeperd
 
 
 COMMANDS: dict[str, Command] = {}
@@ -137,6 +142,8 @@ COMMAND_MODULES: dict[str, str] = {
     "extend": "hakeeper.cli.extend",
     "unextend": "hakeeper.cli.extend",
     "lcd": "hakeeper.cli.lcd",
+    "apply": "hakeeper.cli.apply",
+    "export": "hakeeper.cli.apply",
     "lab": "hakeeper.cli.lab",
     "demo": "hakeeper.cli.lab",
 }
@@ -157,6 +164,7 @@ READ_ONLY = frozenset(
         "net_list",
         "changes",
         "lcdstatus",
+        "export",
     }
 )
 
@@ -186,19 +194,21 @@ def command(
     in_daemon: AsyncRunner | None = None,
     node_option: str = "-d",
     stateless: bool = False,
+    client: ClientStep | None = None,
 ) -> Callable[[Runner], Runner]:
     """Register a command; ``listing`` adds ``--json`` and ``-f C`` (field separator).
 
     ``intermixed`` lets positional arguments stand between options (``create gen/app -t web restore=...``).
     ``node_option`` names the option that sends the command to another node's LCD. A ``stateless``
     command works on no node's state directory (``lab``, ``demo``): it has neither ``--root`` nor
-    ``node_option``, and is never forwarded (it is ``local``).
+    ``node_option``, and is never forwarded (it is ``local``). ``client``: see
+    :data:`ClientStep`.
     """
 
     def register(runner: Runner) -> Runner:
         COMMANDS[name] = Command(
             name, summary, arguments, runner, listing, epilog, intermixed, local or stateless, in_daemon,
-            node_option, stateless,
+            node_option, stateless, client,
         )  # fmt: skip
         return runner
 
@@ -430,8 +440,9 @@ def run(
         readonly = cmd.name in READ_ONLY
         where = Path(os.devnull) if cmd.stateless else state_root(chosen)  # lab and demo never open an LCD
         ctx = Context(where, out, err, actor=actor, replicator=replicator, readonly=readonly)
+        sent = cmd.client(args, list(argv)) if cmd.client is not None else list(argv)
         if forward and not cmd.local:
-            answer = forward_to_daemon(ctx.root, name, list(argv))
+            answer = forward_to_daemon(ctx.root, name, sent)
             if answer is not None:
                 out.write(answer.out)
                 err.write(as_shown(answer.err, name, shown))

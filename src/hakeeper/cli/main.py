@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 #: keeps the two in step.)
 LOCAL = frozenset({"lkstart", "lkstop", "cluster", "lcd", "lab", "demo"})
 
+#: The commands with a step of their own where they are typed, before hakeeperd runs them
+#: (``apply`` reads its file here): they go to the daemon through :func:`hakeeper.cli.base.run`.
+#: (``client`` in :data:`hakeeper.cli.base.COMMANDS`; the same test keeps them in step.)
+CLIENT_STEP = frozenset({"apply"})
+
 
 USAGE = """usage: hakeeper [--root DIR] COMMAND [ARGS...]
 
@@ -83,7 +88,8 @@ def dispatch(argv: list[str]) -> int:
 def front(name: str, argv: list[str], *, prog: str, root: str | None = None) -> int:
     """Run command ``name``: answered by hakeeperd when it listens, else in this process (see the module)."""
     chosen = root_of(argv, root)
-    if name not in LOCAL and chosen is not None and "-h" not in argv and "--help" not in argv:
+    light = name not in LOCAL and name not in CLIENT_STEP
+    if light and chosen is not None and "-h" not in argv and "--help" not in argv:
         path = os.path.join(chosen, SOCKET_NAME)
         try:
             data = exchange(path, request(name, argv))

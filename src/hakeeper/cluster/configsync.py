@@ -67,6 +67,7 @@ REPLICATED = frozenset(
         "create_equivalencies",
         "remove_equivalencies",
         "remove_resources",
+        "apply",  # hakeeper apply: one change of several steps, each naming the nodes it concerns
     }
 )
 
@@ -87,6 +88,9 @@ def participants(lcd: Lcd, op: str, args: dict[str, Any]) -> list[str]:
         return sorted(n.name for n in lcd.nodes() if n.name != lcd.local_node)
     if op not in REPLICATED:
         return []
+    if op == "apply":  # each step names the nodes it concerned when it was made (hakeeper.db.bulk)
+        named = {str(n) for step in args.get("steps", []) if isinstance(step, dict) for n in step.get("nodes", [])}
+        return sorted(named - {lcd.local_node})
     nodes = {e.node for tag in involved_tags(op, args) for e in lcd.equivalencies(tag=tag)}
     if op in ("create_equivalency", "create_equivalencies"):  # the new node too
         nodes.add(str(args["other_node"]))

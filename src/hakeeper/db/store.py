@@ -115,6 +115,7 @@ class _Transaction:
     pending: Replication | None = None
     op: str = "the change"
     committed: list[Callable[[], None]] = field(default_factory=list)  # to call once it has committed
+    steps: list[tuple[str, dict[str, Any]]] | None = None  # in Lcd.in_one_change: its steps so far (op, args)
 
 
 def _write(method: Callable[Concatenate[Lcd, P], R]) -> Callable[Concatenate[Lcd, P], R]:
@@ -351,6 +352,11 @@ class Lcd:
         txn = self._txn
         if txn is None:
             raise InternalError(f"{op} outside a write transaction (a method that changes the LCD lacks @_write)")
+        if txn.steps is not None:  # a step of a change made of several (in_one_change): that change records it
+            txn.op = op
+            txn.steps.append((op, args))
+            yield self._conn
+            return
         if txn.plan:
             raise _Planned(op, args)
         if txn.expected is not None and txn.expected != _as_json(op, args):
@@ -406,6 +412,62 @@ class Lcd:
             self.replay(op, args)
         finally:
             self._dry = False
+
+    def in_one_change(
+        self, op: str, work: Callable[[], dict[str, Any] | None], *, dry: bool = False
+    ) -> dict[str, Any] | None:
+        """Run ``work`` as ONE change ``op`` (``hakeeper apply``: hakeeper.db.bulk).
+
+        Every change ``work`` makes through this Lcd's methods is a step of it:
+        each runs its own checks, in the one write transaction, and writes, but
+        records nothing; :meth:`steps_made` lists them. The change log then
+        records one change, ``op`` with the arguments ``work`` returns (None:
+        it made no step, and nothing is recorded); replication, the planning
+        pass and :class:`ChangedMeanwhile` treat it as any other change. ``dry``:
+        all of it runs, then is rolled back. Returns what ``work`` returned.
+        """
+
+        def steps() -> dict[str, Any] | None:
+            txn = self._txn
+            assert txn is not None
+            outer, txn.steps = txn.steps, []
+            try:
+                args = work()
+            finally:
+                txn.steps = outer
+            if args is not None:
+                with self._change(op, args):
+                    pass
+            return args
+
+        if not dry:
+            return self._transaction(steps)
+        if self._txn is not None:  # a dry run inside a change would leave its writes to that change's commit
+            raise InternalError(f"a dry run of {op} inside another change")
+        self._dry = True
+        try:
+            return self._transaction(steps)
+        finally:
+            self._dry = False
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Lcd]:
+        """Read in one read transaction: every read sees the LCD as one committed change left it."""
+        if self._conn.in_transaction:  # inside a change already: its transaction is the snapshot
+            yield self
+            return
+        self._query("BEGIN")
+        try:
+            yield self
+        finally:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+
+    def steps_made(self) -> list[tuple[str, dict[str, Any]]]:
+        """The steps the open :meth:`in_one_change` has made so far, as each records itself: (op, args)."""
+        if self._txn is None or self._txn.steps is None:
+            raise InternalError("steps_made outside in_one_change")
+        return list(self._txn.steps)
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         try:
@@ -1517,6 +1579,12 @@ def _replay_create_resource(lcd: Lcd, **args: Any) -> None:
     lcd.create_resource(**args)
 
 
+def _replay_steps(lcd: Lcd, origin: str, steps: list[dict[str, Any]]) -> None:
+    from hakeeper.db import bulk  # the change of hakeeper apply, made of steps
+
+    bulk.replay(lcd, origin, steps)
+
+
 def _replay_set_state(lcd: Lcd, tag: str, state: str, reason: str) -> None:
     lcd.set_state(tag, State[state], reason)
 
@@ -1550,4 +1618,5 @@ _REPLAYABLE: dict[str, Callable[..., Any]] = {
     "change_path": Lcd.change_path,
     "remove_path": Lcd.remove_path,
     "remove_flag": Lcd.remove_flag,
+    "apply": _replay_steps,
 }
