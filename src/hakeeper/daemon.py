@@ -2,10 +2,19 @@
 
 One asyncio process per node. It owns the LCD (commands sent to its Unix
 socket are run by it, so it is the only writer), runs the quickCheck
-scheduler, receives events, and runs local recovery. It shuts down in stages
-on SIGTERM or ``lkstop``: stop accepting commands, let running work finish
-within ``drain_timeout`` then cancel it, take resources out of service only
-when asked to (``lkstop`` without ``-f``), close the LCD.
+scheduler, receives events, and runs local recovery. Its long-running services
+(the quickCheck scheduler, the heartbeat and guard links, the message listener,
+the catch-up and anti-entropy loops) run under a :class:`~hakeeper.supervise.Supervisor`
+that restarts a dead one or, for those the node cannot live without, ends
+hakeeperd (see hakeeper.supervise for which and why).
+
+It shuts down in stages on SIGTERM or ``lkstop``: stop accepting commands, let
+running work finish within ``drain_timeout`` then cancel it, take resources out
+of service only when asked to (``lkstop`` without ``-f``), close the LCD. After a
+fatal failure it exits with :data:`FATAL_EXIT` in another order (``_die``): stop
+acting, let the guard take this node's resources out of service, and only then
+let its heartbeats stop, so that the peers take over from a node that serves
+nothing.
 """
 
 from __future__ import annotations
@@ -41,13 +50,14 @@ from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument,
 from hakeeper.events.alarm import Event, run_handlers
 from hakeeper.events.local import Limits, LocalRecovery
 from hakeeper.events.monitor import Monitor
-from hakeeper.guard import GuardLink
+from hakeeper.guard import GuardLink, take_down
 from hakeeper.kits.base import KitContext, Result
 from hakeeper.kits.registry import Kits, register_kits
 from hakeeper.layout import PID_NAME, ensure_state_dir
 from hakeeper.recovery import plan
 from hakeeper.recovery.engine import DEFAULT_MAX_PARALLEL, Engine
 from hakeeper.recovery.engine import call as kit_call
+from hakeeper.supervise import FATAL, FAULTS_ENV, RESTART, Failure, Service, Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +67,9 @@ CATCH_UP_EVERY = 5.0  # besides at once when a node comes back
 STAGE_REPORT, STAGE_REPORTS = 10.0, 60  # a stop stage that takes long says so every 10 s (10 minutes at most)
 SYNC_TIMEOUT = 30.0  # a participant's answer to prepare / commit / abort
 REMOTE_TIMEOUT = 900.0  # LifeKeeper's REMOTETIMEOUT: a command on another node may take this long
+FATAL_EXIT = 70  # EX_SOFTWARE (sysexits.h): a service hakeeperd cannot live without failed
+FATAL_STOP = 5.0  # on a fatal exit: how long the services and running work may take to end once cancelled
+FATAL_GUARD_WAIT = 120.0  # ... and the guard's remove actions; past it the heartbeats stop all the same
 
 
 @dataclass(frozen=True)
@@ -127,10 +140,12 @@ class Daemon:
             if self.identity
             else None
         )
-        self._services: set[asyncio.Task[Any]] = set()
+        #: The long-running services (see _services and hakeeper.supervise); a fatal failure stops hakeeperd.
+        self.services = Supervisor(lambda _failure: self._stopping.set(), faults=os.environ.get(FAULTS_ENV) == "1")
         self._stopping = asyncio.Event()
         self._take_out_of_service = False
         self._work: set[asyncio.Task[Any]] = set()
+        self._clients: set[asyncio.Task[Any]] = set()  # commands from the control socket under way
         self._pid_file: int | None = None
 
     # ------------------------------------------------------------------ work
@@ -147,11 +162,21 @@ class Daemon:
         if not task.cancelled() and task.exception() is not None:
             logger.error("%s failed", task.get_name(), exc_info=task.exception())
 
-    def spawn_service(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
-        """Start a long-lived service; it is cancelled at shutdown (not drained like work)."""
-        task = asyncio.create_task(coro, name=name)
-        self._services.add(task)
-        task.add_done_callback(self._services.discard)
+    def _services(self) -> list[Service]:
+        """The long-running services of this node, each with its policy when it dies (why: hakeeper.supervise)."""
+        services = [Service("monitor", self.monitor.run, RESTART)]
+        if self.guard is not None:
+            services.append(Service("guard", self.guard.run, FATAL))
+        if self.heartbeats is not None:
+            services.append(Service("heartbeats", self.heartbeats.run, FATAL))
+        if self.rpc is not None:
+            rpc = self.rpc
+            services += [
+                Service("messages", lambda: self._listen_for_messages(rpc), RESTART),
+                Service("catch-up", self._catch_up, RESTART),
+                Service("anti-entropy", self.failover.anti.forever, RESTART),
+            ]
+        return services
 
     async def _listen_for_messages(self, rpc: RpcServer) -> None:
         """Keep a message listener at the local address of every path (paths may change)."""
@@ -360,6 +385,9 @@ class Daemon:
     # ------------------------------------------------------------------ the control socket
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        me = asyncio.current_task()
+        if me is not None:
+            self._clients.add(me)
         try:
             actor = _peer_user(writer)
             try:
@@ -377,6 +405,7 @@ class Daemon:
         except Exception:  # one bad client must not take the server down
             logger.exception("control socket: request failed")
         finally:
+            self._clients.discard(me)
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
@@ -412,37 +441,41 @@ class Daemon:
             loop.add_signal_handler(sig, self.stop)
         self._load_kits()
         await self._reconcile()
-        monitor = asyncio.create_task(self.monitor.run(), name="monitor")
-        if self.guard is not None:
-            self.spawn_service(self.guard.run(), "guard")
-        if self.heartbeats is not None:
-            self.spawn_service(self.heartbeats.run(), "heartbeats")
-        if self.rpc is not None:
-            self.spawn_service(self._listen_for_messages(self.rpc), "messages")
-            self.spawn_service(self._catch_up(), "catch-up")
-            self.spawn_service(self.failover.anti.forever(), "anti-entropy")
-            self.spawn(self._join_in(), "catch-up at start")
-        else:
-            self.caught_up.set()
-        logger.info("hakeeperd serving node %s on %s", self.node, sock)
-        try:
-            await self._stopping.wait()
-        finally:
-            await self._shutdown(server, monitor)
+        if self.services.faults:
+            logger.warning("fault injection is on (%s=1, for tests): '_fault SERVICE' makes a service fail", FAULTS_ENV)
+        async with self.services:  # every service has ended when this block ends
+            for service in self._services():
+                self.services.start(service)
+            if self.rpc is not None:
+                self.spawn(self._join_in(), "catch-up at start")
+            else:
+                self.caught_up.set()
+            logger.info("hakeeperd serving node %s on %s", self.node, sock)
+            try:
+                await self._stopping.wait()
+            finally:
+                failure = self.services.failure
+                if failure is None:
+                    await self._shutdown(server)
+                else:
+                    await self._die(server, failure)
+        self._close()
+        if failure is not None:
+            logger.critical("hakeeperd stopped (exit %d): %s", FATAL_EXIT, failure.describe())
+            return FATAL_EXIT
+        logger.info("hakeeperd stopped")
         return 0
 
-    async def _shutdown(self, server: asyncio.Server, monitor: asyncio.Task[None]) -> None:
+    async def _shutdown(self, server: asyncio.Server) -> None:
         logger.info("hakeeperd stopping: no new commands")
         server.close()  # stage 1: stop accepting
+        self.services.wind_down()  # a service that ends now is not restarted
         if self.guard is not None:  # a stop on purpose: the guard must not take anything out of service
             await self.guard.stand_down()
         if self.identity is not None:  # the peers hear it from us, not from our heartbeats stopping
             switch_over = self._take_out_of_service and self.lcd.shutdown_strategy == SHUTDOWN_STRATEGIES[1]
             await self.failover.leaving(switch_over=switch_over)
-        monitor.cancel()
-        for service in list(self._services):
-            service.cancel()
-        await self._watched("stopping the services", asyncio.gather(monitor, *self._services, return_exceptions=True))
+        await self._watched("stopping the services", self.services.cancel())
         if self._work:  # stage 2: let running work finish, then cancel it
             logger.info("waiting up to %g s for %d running task(s)", self.config.drain_timeout, len(self._work))
             _, late = await asyncio.wait(set(self._work), timeout=self.config.drain_timeout)
@@ -456,6 +489,56 @@ class Daemon:
             in_service = [r.tag for r in self.lcd.resources() if r.state.in_service]
             if in_service:
                 logger.info("leaving in service: %s", ", ".join(in_service))
+
+    async def _die(self, server: asyncio.Server, failure: Failure) -> None:
+        """A service hakeeperd cannot live without failed: stop acting, let the guard act, then fall silent.
+
+        The order keeps a hierarchy off two nodes without a race: this node's
+        resources are out of service (by the guard, as after a crash, or here when
+        no guard can) before its heartbeats stop and the peers take over. The
+        peers are not told that this node leaves, as ``lkstop`` tells them: they
+        must take over. A service or task that does not end within FATAL_STOP
+        once cancelled does not hold the exit up.
+        """
+        logger.critical("hakeeperd exits: %s", failure.describe())
+        server.close()
+        self.services.wind_down()
+        acting = [name for name in self.services.names if name not in ("guard", "heartbeats")]
+        late = await self.services.cancel(*acting, timeout=FATAL_STOP)
+        work = self._work | self._clients | self.failover.under_way()  # no action of ours may race the guard's
+        for task in work:
+            task.cancel()
+        if work:
+            _, stuck = await asyncio.wait(work, timeout=FATAL_STOP)
+            late += sorted(t.get_name() for t in stuck)
+        if late:
+            logger.critical("still running %g s after they were cancelled: %s", FATAL_STOP, ", ".join(late))
+        await self.services.cancel("guard", timeout=FATAL_STOP)  # the guard process runs on: released below
+        await self._hand_over()
+        late = await self.services.cancel(timeout=FATAL_STOP)  # the heartbeats: the peers take over now
+        if self.heartbeats is not None:
+            await self.heartbeats.stop()  # when it was the link that failed, its process ran on until now
+        if late:
+            logger.critical("hakeeperd exits at once (exit %d): %s did not end", FATAL_EXIT, ", ".join(late))
+            logging.shutdown()
+            os._exit(FATAL_EXIT)
+
+    async def _hand_over(self) -> None:
+        """Have the guard act as on hakeeperd's death, and wait until it is done; do it here when no guard can."""
+        if self.guard is None:
+            logger.critical("no guard on a node without a cluster: what is in service here stays so")
+            return
+        logger.critical("the guard takes this node's resources out of service before its heartbeats stop")
+        if await self.guard.release(FATAL_GUARD_WAIT):
+            return
+        logger.critical("no guard to do it: hakeeperd takes this node's resources out of service itself")
+        try:
+            async with asyncio.timeout(FATAL_GUARD_WAIT):
+                await take_down(self.lcd, lambda: self.engine, "failed")
+        except Exception:  # the heartbeats must stop all the same
+            logger.critical("taking this node's resources out of service failed", exc_info=True)
+
+    def _close(self) -> None:
         self.failover.close()
         drop_kept()  # the connections kept to the peers
         self.lcd.close()  # stage 4
@@ -463,7 +546,6 @@ class Daemon:
             socket_path(self.root).unlink()
         if self._pid_file is not None:
             os.close(self._pid_file)
-        logger.info("hakeeperd stopped")
 
     async def _watched(self, stage: str, work: Awaitable[Any]) -> None:
         """Await ``work``; while it takes long, say every STAGE_REPORT seconds what else runs (a stop that hangs

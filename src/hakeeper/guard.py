@@ -20,6 +20,11 @@ every quarter of ``guard_timeout``:
   the kill, so the guard is never late for them, whatever ``guard_timeout``.
 - **hakeeperd stops on purpose** (``lkstop``, SIGTERM): it tells the guard
   ``{"stop": true}`` first, and the guard exits without touching anything.
+- **hakeeperd exits after a fatal failure** (a service it cannot live without
+  died, see hakeeper.supervise): it stops acting, then closes the guard's pipe
+  (:meth:`GuardLink.release`) as its death would, and waits until the guard is
+  done before its heartbeats stop; without a guard to do it, hakeeperd does the
+  guard's action itself (:func:`take_down`).
 
 The guard runs until then; its log lines go where hakeeperd's go.
 """
@@ -38,7 +43,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hakeeper.db import Lcd
+    from hakeeper.recovery.engine import Engine
 
 logger = logging.getLogger("hakeeper.guard")
 
@@ -86,6 +95,31 @@ class GuardLink:
         proc = self._proc
         if proc is not None and proc.stdin is not None and proc.returncode is None:
             proc.stdin.write(json.dumps(message).encode() + b"\n")
+
+    @property
+    def alive(self) -> bool:
+        """Whether a guard process runs now."""
+        return self._proc is not None and self._proc.returncode is None
+
+    async def release(self, wait: float) -> bool:
+        """hakeeperd exits after a fatal failure: the guard acts now, as on a crash, and this waits until it is done.
+
+        The guard's pipe is closed, as hakeeperd's death would close it. Waits at
+        most ``wait`` seconds. Returns False when no guard ran to act, or it ended
+        with an error: then hakeeperd must do the guard's action itself.
+        """
+        self._down = True
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return False
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            code = await asyncio.wait_for(proc.wait(), wait)
+        except TimeoutError:
+            logger.error("the guard is not done after %g s", wait)
+            return True  # it acts still: doing the same beside it would race it
+        return code == 0
 
     async def stand_down(self) -> None:
         """hakeeperd stops on purpose: the guard exits and touches nothing, and is not started again."""
@@ -187,18 +221,22 @@ def act(root: Path, why: str) -> int:
 
     async def run() -> int:
         with Lcd.open(root, actor="guard") as lcd:  # once: the peers take over soon
-            if _action(lcd) == "reboot":
-                logger.error("guard: rebooting the node (guard_action=reboot)")
-                return subprocess.run(REBOOT, check=False).returncode
-            engine = Engine(lcd, Kits(KitContext(root, lcd.local_node)))
-            report = await engine.remove_everything(reason=f"guard: hakeeperd {why}")
-            if not report.ok:
-                logger.error("guard: not everything is out of service: %s", report.summary())
-            elif report.done:
-                logger.warning("guard: out of service: %s", ", ".join(report.done))
-        return 0
+            return await take_down(lcd, lambda: Engine(lcd, Kits(KitContext(root, lcd.local_node))), why)
 
     return asyncio.run(run())
+
+
+async def take_down(lcd: Lcd, engine: Callable[[], Engine], why: str) -> int:
+    """The guard's action on ``lcd``'s node (the guard's, or hakeeperd's when no guard runs to do it)."""
+    if _action(lcd) == "reboot":
+        logger.error("guard: rebooting the node (guard_action=reboot)")
+        return (await asyncio.to_thread(subprocess.run, REBOOT, check=False)).returncode
+    report = await engine().remove_everything(reason=f"guard: hakeeperd {why}")
+    if not report.ok:
+        logger.error("guard: not everything is out of service: %s", report.summary())
+    elif report.done:
+        logger.warning("guard: out of service: %s", ", ".join(report.done))
+    return 0
 
 
 def main() -> int:

@@ -94,6 +94,12 @@ def node(tmp_path: Path) -> Iterator[Node]:
 @pytest.fixture
 def web(node: Node, tmp_path: Path) -> int:
     """A gen/app web server resource, created with the daemon running; returns its port."""
+    assert node.run("lkstart").stdout.startswith("hakeeperd started")
+    return create_web(node, tmp_path)
+
+
+def create_web(node: Node, tmp_path: Path) -> int:
+    """Create the gen/app resource web (a web server checked every second) through the running daemon; its port."""
     port = free_port()
     scripts = tmp_path / "scripts"
     scripts.mkdir()
@@ -101,7 +107,6 @@ def web(node: Node, tmp_path: Path) -> int:
         path = scripts / name
         path.write_text(text.format(python=sys.executable, port=port))
         path.chmod(0o755)
-    assert node.run("lkstart").stdout.startswith("hakeeperd started")
     node.run(
         "hakeeper", "create", "gen/app", "-t", "web", "-Q", "1",
         f"restore={scripts / 'restore'}", f"remove={scripts / 'remove'}", f"quickCheck={scripts / 'check'}",

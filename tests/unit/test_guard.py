@@ -1,14 +1,17 @@
-"""The guard's watch: it tells a stop on purpose from a dead or a silent hakeeperd."""
+"""The guard: it tells a stop on purpose from a dead or a silent hakeeperd; and a failing hakeeperd releases it."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
 
+from hakeeper.db import Lcd, State
 from hakeeper.guard import GuardLink, watch
+from tests.conftest import Cli
 
 
 def test_a_stop_on_purpose_is_told_apart_from_death_and_silence() -> None:
@@ -65,3 +68,33 @@ def test_a_guard_told_to_stand_down_is_not_started_again(tmp_path: Path) -> None
         assert link._proc is not None and link._proc.returncode == 0
 
     asyncio.run(scenario())
+
+
+def test_a_released_guard_acts_as_on_a_death_and_hakeeperd_waits_until_it_is_done(root: Path, cli: Cli) -> None:
+    """hakeeperd's fatal exit (a service it cannot live without died): the guard takes web down, then it may go."""
+    true = shutil.which("true") or "/bin/true"
+    assert cli("create", "gen/app", "-t", "web", f"restore={true}", f"remove={true}").code == 0
+    assert cli("perform_action", "-t", "web", "-a", "restore").code == 0
+    link = GuardLink(root, lambda: 5.0)
+
+    async def scenario() -> tuple[bool, bool, int | None]:
+        running = asyncio.create_task(link.run())
+        for _ in range(200):  # bounded: 10 s for the guard process to start
+            if link.alive:
+                break
+            await asyncio.sleep(0.05)
+        running.cancel()  # the link ends first (it would start the guard again), the guard process runs on
+        await asyncio.gather(running, return_exceptions=True)
+        alive = link.alive
+        acted = await link.release(60)
+        return alive, acted, link._proc.returncode if link._proc else None
+
+    alive, acted, code = asyncio.run(scenario())
+    assert alive and acted and code == 0
+    with Lcd.open(root) as lcd:
+        web = lcd.resource("web")
+    assert web.state is State.OSU and web.reason == "guard: hakeeperd gone"
+
+
+def test_without_a_guard_release_says_so(tmp_path: Path) -> None:
+    assert asyncio.run(GuardLink(tmp_path, lambda: 5.0).release(1)) is False, "hakeeperd must act itself"

@@ -43,6 +43,11 @@ async def dispatch(daemon: Daemon, command: str, argv: list[str], actor: str) ->
     if command == "_stop":
         daemon.stop(take_out_of_service="--remove" in argv)
         return Answer(0, "stopping\n")
+    if command == "_fault":  # tests only: refused unless hakeeperd runs with HAKEEPER_TEST_FAULTS=1
+        try:
+            return Answer(0, daemon.services.inject(argv[0] if argv else "") + "\n")
+        except HakeeperError as exc:
+            return Answer(exc.exit_code, err=f"_fault: {exc}\n")
     if command in ("lkstart", "lkstop"):
         return Answer(2, err=f"{command}: cannot be sent to hakeeperd\n")
     out, err = io.StringIO(), io.StringIO()

@@ -687,6 +687,10 @@ class Failover:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def under_way(self) -> set[asyncio.Task[Any]]:
+        """The tasks started here that still run: anti-entropy retries, record confirmations, removals."""
+        return {task for task in (*self._tasks, *self._stops.values()) if not task.done()}
+
     async def leaving(self, *, switch_over: bool) -> None:
         """This node stops (lkstop, SIGTERM): move its hierarchies if asked, and tell the peers not to fail over.
 

@@ -66,30 +66,43 @@ class HeartbeatLink:
         self._sent: Config | None = None
 
     async def run(self) -> None:
-        """Keep the heartbeat process running and configured until cancelled."""
+        """Keep the heartbeat process running and configured until cancelled.
+
+        Cancelled, it stops the heartbeat process. If this link fails instead
+        (an exception), the process is left running — the peers go on hearing
+        this node — and the exception goes on to hakeeperd, which decides when
+        the node falls silent (:meth:`stop`; see hakeeper.supervise).
+        """
         try:
-            while True:
-                guard = ["--guard-fd", str(self.guard_fd)] if self.guard_fd is not None else []
-                self._proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "hakeeper.comm.heartbeat", "--root", str(self.root), *guard,
-                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                    pass_fds=(self.guard_fd,) if self.guard_fd is not None else (),
-                )  # fmt: skip
-                self._sent = None
-                reports = asyncio.create_task(self._read(self._proc))
-                ticks = asyncio.create_task(self._tick(self._proc))
-                try:
-                    while self._proc.returncode is None and not reports.done():
-                        self._configure()
-                        await asyncio.wait({reports}, timeout=self.refresh)
-                finally:
-                    reports.cancel()
-                    ticks.cancel()
-                    await asyncio.gather(reports, ticks, return_exceptions=True)
-                logger.error("heartbeat process exited (%s); restarting it", self._proc.returncode)
-                await asyncio.sleep(RESTART_DELAY)
-        finally:
-            await self._stop()
+            await self._keep_running()
+        except asyncio.CancelledError:
+            await self.stop()
+            raise
+
+    async def _keep_running(self) -> None:
+        while True:
+            guard = ["--guard-fd", str(self.guard_fd)] if self.guard_fd is not None else []
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "hakeeper.comm.heartbeat", "--root", str(self.root), *guard,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                pass_fds=(self.guard_fd,) if self.guard_fd is not None else (),
+            )  # fmt: skip
+            self._sent = None
+            reports = asyncio.create_task(self._read(self._proc))
+            ticks = asyncio.create_task(self._tick(self._proc))
+            try:
+                while self._proc.returncode is None and not reports.done() and not ticks.done():
+                    self._configure()
+                    await asyncio.wait({reports, ticks}, timeout=self.refresh, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                reports.cancel()
+                ticks.cancel()
+                ended = await asyncio.gather(reports, ticks, return_exceptions=True)
+            for error in ended:
+                if isinstance(error, Exception):  # this link failed, not the process: it runs on (see run)
+                    raise error
+            logger.error("heartbeat process exited (%s); restarting it", self._proc.returncode)
+            await asyncio.sleep(RESTART_DELAY)
 
     async def _tick(self, proc: asyncio.subprocess.Process) -> None:
         """Tell the heartbeat process, every quarter interval, that this event loop runs (see heartbeat.Lease);
@@ -149,7 +162,8 @@ class HeartbeatLink:
         elif kind == "runs" and self.on_runs is not None:
             self.on_runs(str(event["node"]), {str(k): int(v) for k, v in dict(event["runs"]).items()})
 
-    async def _stop(self) -> None:
+    async def stop(self) -> None:
+        """Stop the heartbeat process (its stdin closes; killed after 2 s): the peers hear this node no more."""
         proc = self._proc
         if proc is None or proc.returncode is not None:
             return
