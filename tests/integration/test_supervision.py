@@ -24,10 +24,10 @@ import pytest
 from hakeeper.control import forward_to_daemon
 from hakeeper.daemon import FATAL_EXIT
 from hakeeper.db import State
+from hakeeper.lab.cluster import ALIVE_TIMEOUT, HaCluster
+from hakeeper.lab.lan import Lan
+from hakeeper.lab.probe import Prober, double_service, first_answer_from, servers
 from hakeeper.supervise import FAULTS_ENV
-from tests.harness.cluster import ALIVE_TIMEOUT, HaCluster
-from tests.harness.lan import Lan
-from tests.harness.probe import Prober, double_service, first_answer_from, servers
 from tests.integration.test_daemon import Node, alive, create_web, serving, wait_for
 from tests.integration.test_failover import serving as served_by_node
 from tests.integration.test_failover import setup_web, state, targets
