@@ -243,7 +243,7 @@ def _background(ctx: Context, args: argparse.Namespace) -> int:
 
 
 async def _perform_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
-    daemon = ctx.services
+    daemon = ctx.daemon
     switch = args.action == "restore" and not args.only and daemon.failover.hierarchy_of(args.tag) is not None
     if args.dry_run:
         if switch:

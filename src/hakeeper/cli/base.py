@@ -18,14 +18,17 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from hakeeper.cli.console import as_shown, silence_stdout
 from hakeeper.control import forward_to_daemon
 from hakeeper.db.model import CONTROL_CHARS
 from hakeeper.db.store import Lcd
-from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, NotFound, UsageError
+from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, InternalError, NotFound, UsageError
 from hakeeper.layout import state_root
+
+if TYPE_CHECKING:
+    from hakeeper.services import DaemonServices
 
 # Commands print their own one-line errors; log records reach a terminal only where a
 # program (hakeeperd) configures logging, never through Python's last-resort handler.
@@ -230,7 +233,7 @@ class Context:
         *,
         actor: str | None = None,
         lcd: Lcd | None = None,
-        services: Any = None,
+        services: DaemonServices | None = None,
         replicator: Callable[[Lcd], Any] | None = None,
         readonly: bool = False,
     ) -> None:
@@ -255,6 +258,13 @@ class Context:
             if self._replicator is not None:
                 self._lcd.replicator = self._replicator(self._lcd)
         return self._lcd
+
+    @property
+    def daemon(self) -> DaemonServices:
+        """hakeeperd, for a command that runs in its event loop (``in_daemon``)."""
+        if self.services is None:
+            raise InternalError("this command runs inside hakeeperd, and was run without it")
+        return self.services
 
     @property
     def actor(self) -> str:
@@ -460,7 +470,15 @@ def run(
 
 
 async def run_in_daemon(
-    name: str, argv: Sequence[str], *, services: Any, root: Path, lcd: Lcd, actor: str, out: TextIO, err: TextIO
+    name: str,
+    argv: Sequence[str],
+    *,
+    services: DaemonServices,
+    root: Path,
+    lcd: Lcd,
+    actor: str,
+    out: TextIO,
+    err: TextIO,
 ) -> int:
     """How hakeeperd runs a command sent to it: in its event loop, or in a worker thread with its own LCD."""
     import asyncio

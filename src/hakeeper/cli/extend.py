@@ -16,7 +16,7 @@ TARGET = arg("-s", dest="node", required=True, metavar="NODE", help="the other n
 
 
 async def _extend_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
-    tags, priority = await extend(ctx.services, args.tag, args.node, args.priority, ctx.actor)
+    tags, priority = await extend(ctx.daemon, args.tag, args.node, args.priority, ctx.actor)
     ctx.print(f"{args.tag} extended to {args.node} with priority {priority}: {', '.join(tags)}")
     return 0
 
@@ -39,7 +39,7 @@ def _extend(ctx: Context, args: argparse.Namespace) -> int:
 
 
 async def _unextend_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
-    tags = await unextend(ctx.services, args.tag, args.node, ctx.actor)
+    tags = await unextend(ctx.daemon, args.tag, args.node, ctx.actor)
     ctx.print(f"{args.tag} unextended from {args.node}: {', '.join(tags)}")
     return 0
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from hakeeper.cli.base import Context, arg, command, other_node
 from hakeeper.cluster import decide, lease
@@ -17,6 +17,9 @@ from hakeeper.cluster.failover import Failover, hierarchy_of
 from hakeeper.db import Lcd
 from hakeeper.errors import CommunicationFailed, HakeeperError, NotFound, UsageError
 from hakeeper.kits.base import DEFAULT_TIMEOUTS
+
+if TYPE_CHECKING:
+    from hakeeper.services import DaemonServices
 
 
 def _hierarchy(lcd: Lcd, tag: str) -> Hierarchy:
@@ -28,7 +31,7 @@ def _hierarchy(lcd: Lcd, tag: str) -> Hierarchy:
 
 
 async def _switchover_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
-    daemon = ctx.services
+    daemon = ctx.daemon
     _hierarchy(ctx.lcd, args.tag)
     target = other_node(ctx.lcd, args.to)
     if target is not None:
@@ -118,7 +121,7 @@ def lease_lines(lcd: Lcd, h: Hierarchy, timeout: Callable[[str], float] | None =
     return lines
 
 
-def _remove_timeout(services: Any, lcd: Lcd) -> Callable[[str], float]:
+def _remove_timeout(services: DaemonServices, lcd: Lcd) -> Callable[[str], float]:
     """A resource's configured remove timeout, from the kits hakeeperd has loaded."""
 
     def timeout(tag: str) -> float:
@@ -132,7 +135,7 @@ def _remove_timeout(services: Any, lcd: Lcd) -> Callable[[str], float]:
 
 
 async def _why_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
-    failover = ctx.services.failover
+    failover = ctx.daemon.failover
     h = _hierarchy(ctx.lcd, args.tag)
     views = await failover.views()
     view = failover.view()
@@ -142,7 +145,7 @@ async def _why_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
     advice = failover.quorum.advice()
     if advice:
         lines.append(f"  warning: {advice}")
-    lines += lease_lines(ctx.lcd, h, _remove_timeout(ctx.services, ctx.lcd))
+    lines += lease_lines(ctx.lcd, h, _remove_timeout(ctx.daemon, ctx.lcd))
     for node in sorted(set(h.priorities) & view.alive - {view.me} - set(views)):
         lines.append(f"  {node} did not say what it runs")
     ctx.out.write("".join(line + "\n" for line in lines))
@@ -172,7 +175,7 @@ def _answer(args: argparse.Namespace) -> bool:
 async def _confirmso_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
     yes = _answer(args)
     other_node(ctx.lcd, args.system)
-    ctx.print(ctx.services.failover.fencing.confirm(args.system, yes))
+    ctx.print(ctx.daemon.failover.fencing.confirm(args.system, yes))
     return 0
 
 
