@@ -199,7 +199,7 @@ CHECK = """#!/bin/sh
 # running = the server's process exists and is not a zombie
 pidfile="$HAKEEPER_ROOT/web.pid"
 [ -f "$pidfile" ] || exit 7
-grep -q '^State:[[:space:]]*[^Z]' "/proc/$(cat "$pidfile")/status" 2>/dev/null || exit 7
+grep -q '^State:[[:space:]]*[^Z[:space:]]' "/proc/$(cat "$pidfile")/status" 2>/dev/null || exit 7
 """
 
 
