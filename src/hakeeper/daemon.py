@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hakeeper.cluster import decide
 from hakeeper.cluster.configsync import ConfigSync, thread_replicator
 from hakeeper.cluster.extend import Adopter
 from hakeeper.cluster.failover import Failover
@@ -37,6 +38,7 @@ from hakeeper.control import MAX_REQUEST, Answer, decode_request, socket_path
 from hakeeper.db import Lcd, Resource, State
 from hakeeper.db.model import as_reason
 from hakeeper.db.settings import SHUTDOWN_STRATEGIES
+from hakeeper.db.states import Init
 from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, SystemCallFailed
 from hakeeper.events.alarm import Event, run_handlers
 from hakeeper.events.local import Limits, LocalRecovery
@@ -242,6 +244,29 @@ class Daemon:
             reasons = {tag: why.format(below) for tag, below in above.items()}
             await self.engine.correct(reasons=reasons)
 
+    def _lone_at_start(self) -> list[decide.Decision]:
+        """Which hierarchies extended to no other node come in service at start (AUTORES_ISP, INIT_ISP).
+
+        Read once, before any command could add one (those are the administrator's doing).
+        An extended hierarchy waits for quorum and its ownership record (``Failover.boot``);
+        one that no other node has cannot run anywhere else, so it waits for nothing, as
+        LifeKeeper brings a single-node hierarchy in service when it starts.
+        """
+        resources = {r.tag: r for r in self.lcd.resources()}
+        found = decide.lone(self.lcd.edges(), resources, self.lcd.equivalencies(), self.node)
+        start = [h.name for h in found if resources[h.roots[0]].init is not Init.INIT_OSU]
+        running = [tag for tag, r in resources.items() if r.state.in_service]
+        return decide.lone_at_start(self.node, found, running, start=start)
+
+    async def _start_lone(self, decisions: list[decide.Decision]) -> None:
+        for d in decisions:
+            logger.warning("%s", d.sentence)
+            for root in d.hierarchy.roots:
+                report = await self.engine.restore(root, reason="start")
+                if not report.ok:  # no other node to try: it waits for the administrator
+                    logger.error("%s: restore at start failed: %s", d.hierarchy.name, report.summary())
+                    break
+
     async def _pull(self, node: str, *, quiet: bool = False) -> bool:
         try:
             async with asyncio.timeout(SYNC_TIMEOUT):
@@ -412,7 +437,10 @@ class Daemon:
             loop.add_signal_handler(sig, self.stop)
         self._load_kits()
         await self._reconcile()
+        lone = self._lone_at_start()
         monitor = asyncio.create_task(self.monitor.run(), name="monitor")
+        if lone:
+            self.spawn(self._start_lone(lone), "start of hierarchies extended to no other node")
         if self.guard is not None:
             self.spawn_service(self.guard.run(), "guard")
         if self.heartbeats is not None:
