@@ -27,13 +27,14 @@ from typing import Any, TypeVar
 
 from hakeeper.cluster import decide
 from hakeeper.cluster.configsync import ConfigSync, thread_replicator
+from hakeeper.cluster.credentials import Credentials
 from hakeeper.cluster.extend import Adopter
 from hakeeper.cluster.failover import Failover
 from hakeeper.comm.identity import identity_exists, load_identity
 from hakeeper.comm.link import HeartbeatLink
 from hakeeper.comm.paths import PathState
 from hakeeper.comm.rpc import RemoteError, RpcServer, call, drop_kept
-from hakeeper.comm.tls import Peer
+from hakeeper.comm.tls import Peer, Refusal
 from hakeeper.control import MAX_REQUEST, Answer, decode_request, socket_path
 from hakeeper.db import Lcd, Resource, State
 from hakeeper.db.model import as_reason
@@ -111,6 +112,12 @@ class Daemon:
             else None
         )
         self.sync = ConfigSync(self.lcd, self._send, self._membership_of, self._config_changed)
+        #: The revocation list (checked in every handshake), renewals, expiry warnings: a cluster's only.
+        self.credentials = (
+            Credentials(self.root, self.identity, self._send, self._peers) if self.identity is not None else None
+        )
+        if self.credentials is not None:
+            self.credentials.changed = drop_kept  # connections kept to a node just revoked go
         self.adopter = Adopter(self.lcd, self.kits)
         handlers = {
             "run": self._rpc_run,
@@ -121,8 +128,13 @@ class Daemon:
             **self.failover.handlers(),
             "adopt": self.adopter.on_adopt,
             "unadopt": self.adopter.on_unadopt,
+            **(self.credentials.handlers() if self.credentials else {}),
         }
-        self.rpc = RpcServer(self.identity, handlers) if self.identity else None
+        self.rpc = (
+            RpcServer(self.identity, handlers, revoked=self.credentials.refusal)
+            if self.identity and self.credentials
+            else None
+        )
         #: In a cluster, the guard stops this node serving if hakeeperd dies or hangs (see hakeeper.guard).
         self.guard = (
             GuardLink(self.root, lambda: float(self.lcd.settings()["guard_timeout"]), cut_fd=self._cut_r)
@@ -176,6 +188,8 @@ class Daemon:
             for node in sorted({n.name for n in self.lcd.nodes()} - {self.node}):
                 if self.lcd.outbox(node):
                     await self.sync.redeliver(node, quiet=self.membership.get(node) is not PathState.ALIVE)
+            if self.credentials is not None:
+                await self.credentials.retry()
 
     async def _join_in(self) -> None:
         """At start, before taking part in any decision: ask every peer for the changes this node missed."""
@@ -185,6 +199,8 @@ class Daemon:
         missing = [node for node in peers if node not in heard]
         unreachable = f"; not reachable: {', '.join(missing)}" if missing else ""
         logger.info("caught up with %s%s", ", ".join(heard) or "no peer", unreachable)
+        if self.credentials is not None:
+            await self.credentials.exchange_all()
         advice = self.failover.quorum.advice()
         if advice:
             logger.warning("%s", advice)
@@ -301,7 +317,8 @@ class Daemon:
         port = int(self.lcd.settings()["comm_port"])
         request = {"command": command, "argv": argv, "user": actor}
         try:
-            result = await call(self.identity, paths, port, "run", request, timeout=REMOTE_TIMEOUT)
+            result = await call(self.identity, paths, port, "run", request, timeout=REMOTE_TIMEOUT,
+                                revoked=self._refusal)  # fmt: skip
         except RemoteError as exc:
             return Answer(exc.code, err=f"{command}: {exc}\n")
         return Answer(int(result["code"]), str(result.get("out", "")), str(result.get("err", "")))
@@ -314,7 +331,31 @@ class Daemon:
         if self.identity is None:
             raise CommunicationFailed("this node has no cluster identity (see: hakeeper cluster init / join)")
         port = int(self.lcd.settings()["comm_port"])
-        return await call(self.identity, self.lcd.paths(node), port, op, args, timeout=timeout)
+        return await call(self.identity, self.lcd.paths(node), port, op, args, timeout=timeout, revoked=self._refusal)
+
+    @property
+    def _refusal(self) -> Refusal | None:
+        return self.credentials.refusal if self.credentials is not None else None
+
+    def _peers(self) -> list[str]:
+        return sorted({n.name for n in self.lcd.nodes()} - {self.node})
+
+    async def revoked_here(self) -> str:
+        """``hakeeper cluster revoke`` ran here: the list is read again and told to every peer."""
+        if self.credentials is None:
+            raise CommunicationFailed("this node has no cluster identity (see: hakeeper cluster init / join)")
+        return await self.credentials.revoked_here()
+
+    async def renewed_here(self) -> str:
+        """``hakeeper cluster renew`` replaced this node's certificate: new connections show the new one."""
+        if self.credentials is None or self.rpc is None:
+            raise CommunicationFailed("this node has no cluster identity (see: hakeeper cluster init / join)")
+        self.identity = await self.credentials.reload_identity()
+        self.rpc.reload_certificate()
+        cert = self.identity.certificate
+        logger.info("this node's certificate was renewed (serial %x, valid until %s): new connections show it",
+                    cert.serial_number, f"{cert.not_valid_after_utc:%Y-%m-%d}")  # fmt: skip
+        return f"hakeeperd shows the new certificate from its next connection on (serial {cert.serial_number:x})"
 
     def _membership_of(self, node: str) -> PathState:
         return self.membership.get(node, PathState.UNKNOWN)
@@ -348,6 +389,8 @@ class Daemon:
         self.failover.noted(node, state)
         if state is PathState.ALIVE and self.identity is not None:
             self.spawn(self._pull(node), f"catch-up from {node}")  # it asks us likewise
+            if self.credentials is not None:
+                self.spawn(self.credentials.exchange(node, quiet=True), f"revocations with {node}")
             self.spawn(self.failover.node_alive(node), f"{node} alive")
         elif state is PathState.DEAD:
             self.spawn(self.failover.node_dead(node), f"{node} dead")
@@ -445,6 +488,8 @@ class Daemon:
             self.spawn_service(self.guard.run(), "guard")
         if self.heartbeats is not None:
             self.spawn_service(self.heartbeats.run(), "heartbeats")
+        if self.credentials is not None:
+            self.spawn_service(self.credentials.watch_expiry(), "certificate expiry")
         if self.rpc is not None:
             self.spawn_service(self._listen_for_messages(self.rpc), "messages")
             self.spawn_service(self._catch_up(), "catch-up")
