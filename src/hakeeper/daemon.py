@@ -34,18 +34,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hakeeper.cluster import decide
 from hakeeper.cluster.configsync import ConfigSync, thread_replicator
+from hakeeper.cluster.credentials import Credentials
 from hakeeper.cluster.extend import Adopter
 from hakeeper.cluster.failover import Failover
 from hakeeper.comm.identity import identity_exists, load_identity
 from hakeeper.comm.link import HeartbeatLink
 from hakeeper.comm.paths import PathState
 from hakeeper.comm.rpc import RemoteError, RpcServer, call, drop_kept
-from hakeeper.comm.tls import Peer
+from hakeeper.comm.tls import Peer, Refusal
 from hakeeper.control import MAX_REQUEST, Answer, decode_request, socket_path
 from hakeeper.db import Lcd, Resource, State
 from hakeeper.db.model import as_reason
 from hakeeper.db.settings import SHUTDOWN_STRATEGIES
+from hakeeper.db.states import Init
 from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, SystemCallFailed
 from hakeeper.events.alarm import Event, run_handlers
 from hakeeper.events.local import Limits, LocalRecovery
@@ -122,6 +125,12 @@ class Daemon:
             else None
         )
         self.sync = ConfigSync(self.lcd, self._send, self._membership_of, self._config_changed)
+        #: The revocation list (checked in every handshake), renewals, expiry warnings: a cluster's only.
+        self.credentials = (
+            Credentials(self.root, self.identity, self._send, self._peers) if self.identity is not None else None
+        )
+        if self.credentials is not None:
+            self.credentials.changed = drop_kept  # connections kept to a node just revoked go
         self.adopter = Adopter(self.lcd, self.kits)
         handlers = {
             "run": self._rpc_run,
@@ -132,8 +141,13 @@ class Daemon:
             **self.failover.handlers(),
             "adopt": self.adopter.on_adopt,
             "unadopt": self.adopter.on_unadopt,
+            **(self.credentials.handlers() if self.credentials else {}),
         }
-        self.rpc = RpcServer(self.identity, handlers) if self.identity else None
+        self.rpc = (
+            RpcServer(self.identity, handlers, revoked=self.credentials.refusal)
+            if self.identity and self.credentials
+            else None
+        )
         #: In a cluster, the guard stops this node serving if hakeeperd dies or hangs (see hakeeper.guard).
         self.guard = (
             GuardLink(self.root, lambda: float(self.lcd.settings()["guard_timeout"]), cut_fd=self._cut_r)
@@ -169,6 +183,8 @@ class Daemon:
             services.append(Service("guard", self.guard.run, FATAL))
         if self.heartbeats is not None:
             services.append(Service("heartbeats", self.heartbeats.run, FATAL))
+        if self.credentials is not None:  # a warning a day before the certificate expires: nothing depends on it
+            services.append(Service("certificate expiry", self.credentials.watch_expiry, RESTART))
         if self.rpc is not None:
             rpc = self.rpc
             services += [
@@ -199,6 +215,8 @@ class Daemon:
             for node in sorted({n.name for n in self.lcd.nodes()} - {self.node}):
                 if self.lcd.outbox(node):
                     await self.sync.redeliver(node, quiet=self.membership.get(node) is not PathState.ALIVE)
+            if self.credentials is not None:
+                await self.credentials.retry()
 
     async def _join_in(self) -> None:
         """At start, before taking part in any decision: ask every peer for the changes this node missed."""
@@ -208,6 +226,8 @@ class Daemon:
         missing = [node for node in peers if node not in heard]
         unreachable = f"; not reachable: {', '.join(missing)}" if missing else ""
         logger.info("caught up with %s%s", ", ".join(heard) or "no peer", unreachable)
+        if self.credentials is not None:
+            await self.credentials.exchange_all()
         advice = self.failover.quorum.advice()
         if advice:
             logger.warning("%s", advice)
@@ -267,6 +287,29 @@ class Daemon:
             reasons = {tag: why.format(below) for tag, below in above.items()}
             await self.engine.correct(reasons=reasons)
 
+    def _lone_at_start(self) -> list[decide.Decision]:
+        """Which hierarchies extended to no other node come in service at start (AUTORES_ISP, INIT_ISP).
+
+        Read once, before any command could add one (those are the administrator's doing).
+        An extended hierarchy waits for quorum and its ownership record (``Failover.boot``);
+        one that no other node has cannot run anywhere else, so it waits for nothing, as
+        LifeKeeper brings a single-node hierarchy in service when it starts.
+        """
+        resources = {r.tag: r for r in self.lcd.resources()}
+        found = decide.lone(self.lcd.edges(), resources, self.lcd.equivalencies(), self.node)
+        start = [h.name for h in found if resources[h.roots[0]].init is not Init.INIT_OSU]
+        running = [tag for tag, r in resources.items() if r.state.in_service]
+        return decide.lone_at_start(self.node, found, running, start=start)
+
+    async def _start_lone(self, decisions: list[decide.Decision]) -> None:
+        for d in decisions:
+            logger.warning("%s", d.sentence)
+            for root in d.hierarchy.roots:
+                report = await self.engine.restore(root, reason="start")
+                if not report.ok:  # no other node to try: it waits for the administrator
+                    logger.error("%s: restore at start failed: %s", d.hierarchy.name, report.summary())
+                    break
+
     async def _pull(self, node: str, *, quiet: bool = False) -> bool:
         try:
             async with asyncio.timeout(SYNC_TIMEOUT):
@@ -301,7 +344,8 @@ class Daemon:
         port = int(self.lcd.settings()["comm_port"])
         request = {"command": command, "argv": argv, "user": actor}
         try:
-            result = await call(self.identity, paths, port, "run", request, timeout=REMOTE_TIMEOUT)
+            result = await call(self.identity, paths, port, "run", request, timeout=REMOTE_TIMEOUT,
+                                revoked=self._refusal)  # fmt: skip
         except RemoteError as exc:
             return Answer(exc.code, err=f"{command}: {exc}\n")
         return Answer(int(result["code"]), str(result.get("out", "")), str(result.get("err", "")))
@@ -314,7 +358,31 @@ class Daemon:
         if self.identity is None:
             raise CommunicationFailed("this node has no cluster identity (see: hakeeper cluster init / join)")
         port = int(self.lcd.settings()["comm_port"])
-        return await call(self.identity, self.lcd.paths(node), port, op, args, timeout=timeout)
+        return await call(self.identity, self.lcd.paths(node), port, op, args, timeout=timeout, revoked=self._refusal)
+
+    @property
+    def _refusal(self) -> Refusal | None:
+        return self.credentials.refusal if self.credentials is not None else None
+
+    def _peers(self) -> list[str]:
+        return sorted({n.name for n in self.lcd.nodes()} - {self.node})
+
+    async def revoked_here(self) -> str:
+        """``hakeeper cluster revoke`` ran here: the list is read again and told to every peer."""
+        if self.credentials is None:
+            raise CommunicationFailed("this node has no cluster identity (see: hakeeper cluster init / join)")
+        return await self.credentials.revoked_here()
+
+    async def renewed_here(self) -> str:
+        """``hakeeper cluster renew`` replaced this node's certificate: new connections show the new one."""
+        if self.credentials is None or self.rpc is None:
+            raise CommunicationFailed("this node has no cluster identity (see: hakeeper cluster init / join)")
+        self.identity = await self.credentials.reload_identity()
+        self.rpc.reload_certificate()
+        cert = self.identity.certificate
+        logger.info("this node's certificate was renewed (serial %x, valid until %s): new connections show it",
+                    cert.serial_number, f"{cert.not_valid_after_utc:%Y-%m-%d}")  # fmt: skip
+        return f"hakeeperd shows the new certificate from its next connection on (serial {cert.serial_number:x})"
 
     def _membership_of(self, node: str) -> PathState:
         return self.membership.get(node, PathState.UNKNOWN)
@@ -348,6 +416,8 @@ class Daemon:
         self.failover.noted(node, state)
         if state is PathState.ALIVE and self.identity is not None:
             self.spawn(self._pull(node), f"catch-up from {node}")  # it asks us likewise
+            if self.credentials is not None:
+                self.spawn(self.credentials.exchange(node, quiet=True), f"revocations with {node}")
             self.spawn(self.failover.node_alive(node), f"{node} alive")
         elif state is PathState.DEAD:
             self.spawn(self.failover.node_dead(node), f"{node} dead")
@@ -443,9 +513,12 @@ class Daemon:
         await self._reconcile()
         if self.services.faults:
             logger.warning("fault injection is on (%s=1, for tests): '_fault SERVICE' makes a service fail", FAULTS_ENV)
+        lone = self._lone_at_start()
         async with self.services:  # every service has ended when this block ends
             for service in self._services():
                 self.services.start(service)
+            if lone:
+                self.spawn(self._start_lone(lone), "start of hierarchies extended to no other node")
             if self.rpc is not None:
                 self.spawn(self._join_in(), "catch-up at start")
             else:

@@ -43,6 +43,8 @@ catch-up      restart  Redelivering what a peer missed is idempotent; a later pa
 anti-entropy  restart  Each pass compares and repairs from scratch; a later pass does it.
 monitor       restart  The quickCheck scheduler rebuilds its watchers from the LCD; while
                        it is down a failure is noticed late, not never.
+certificate   restart  The daily warning that this node's certificate expires soon
+expiry                 (``hakeeper cluster renew``); nothing depends on it.
 ============  =======  ===================================================================
 
 One-shot work (a recovery, a takeover, the catch-up at start) is not a service:

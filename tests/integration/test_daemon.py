@@ -230,3 +230,21 @@ def test_an_administrators_remove_stays_removed_even_if_a_quickcheck_runs_during
     done = node.run("sendevent", "-C", "generic", "-E", "failure", "-n", "web")
     assert "web is OSU; no recovery" in done.stdout
     assert node.run("ins_list", "-t", "web", "-f:").stdout.split(":")[4] == "OSU"
+
+
+@pytest.mark.slow
+def test_a_hierarchy_extended_to_no_other_node_comes_in_service_at_start(node: Node, web: int) -> None:
+    """LifeKeeper's AUTORES_ISP on a lone node: hakeeperd starts web by itself (no cluster, no quorum to wait for);
+    INIT_OSU waits for the administrator."""
+    node.run("lkstop")
+    assert not serving(web)
+    node.run("lkstart")
+    wait_for(lambda: serving(web), 20, "hakeeperd to bring web in service at start")
+    wait_for(lambda: node.run("ins_list", "-t", "web", "-f:").stdout.split(":")[4] == "ISP", 15, "web to be ISP")
+    assert "web: in service nowhere at start and extended to no other node; restoring web here" in node.log()
+    node.run("lkstop")
+    node.run("ins_setinit", "-t", "web", "-I", "INIT_OSU")
+    node.run("lkstart")
+    node.run("lkstop", "-f")  # the start ran before hakeeperd answered lkstop: anything it restored would run now
+    assert not serving(web)
+    assert node.run("ins_list", "-t", "web", "-f:").stdout.split(":")[4] == "OSU"

@@ -268,6 +268,22 @@ def test_the_member_refuses_its_own_name_and_keeps_the_token(member: Member, tmp
     assert info.used is None
 
 
+def test_a_token_bound_to_a_node_admits_only_that_node(
+    member: Member, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = member.tokens.create(member.identity.fingerprint, 600, node="node3")
+    root = new_node(tmp_path, "node4")
+    with pytest.raises(TokenRefused, match="token is for node node3, not node4") as refused:
+        join_through(member, root, "node4", token)
+    assert "hakeeper cluster token --node node4" in str(refused.value)
+    assert not cluster_dir(root).exists(), "nothing issued, nothing installed"
+    assert any("token is for node node3, not node4; nothing issued" in line for line in warnings_of(caplog))
+    [info] = member.tokens.tokens()
+    assert info.used is None, "the refused join did not spend the token"
+    identity = join_through(member, new_node(tmp_path, "node3"), "node3", token)
+    assert identity.node == "node3" and member.joined == ["node3"]
+
+
 def test_malformed_frames_are_refused_and_the_service_goes_on(
     member: Member, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

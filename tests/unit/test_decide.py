@@ -13,6 +13,8 @@ from hakeeper.cluster.decide import (
     Hierarchy,
     View,
     hierarchies,
+    lone,
+    lone_at_start,
     next_nodes,
     quorum,
     switchback,
@@ -98,6 +100,42 @@ def test_hierarchies_group_connected_resources_under_their_roots() -> None:
         (("db", "web"), ["data", "db", "web", "web-ip"], {"node1": 1, "node2": 2}),
     ]
     assert found[1].switchback is Switchback.AUTOMATIC
+
+
+def test_a_hierarchy_extended_to_no_other_node_starts_here_at_once() -> None:
+    """LifeKeeper's single-node hierarchy: AUTORES_ISP brings it in service at start, waiting for nobody."""
+    edges = [("web", "web-ip"), ("db", "disk"), ("app", "app-ip")]
+    tags = ["web", "web-ip", "db", "disk", "app", "app-ip", "solo"]
+    eqv = [
+        Equivalency("db", "node1", 1, "db"),
+        Equivalency("db", "node2", 2, "db"),  # extended: not lone
+        Equivalency("app", "node1", 1, "app"),
+    ]  # only this node: lone all the same
+    found = lone(edges, tags, eqv, "node1")
+    assert [(h.roots, sorted(h.members)) for h in found] == [
+        (("app",), ["app", "app-ip"]),
+        (("solo",), ["solo"]),
+        (("web",), ["web", "web-ip"]),
+    ]
+    decisions = lone_at_start("node1", found, ["app-ip"], start=["web", "app", "solo", "db"])
+    assert [(d.hierarchy.name, d.act, d.target) for d in decisions] == [
+        ("solo", Act.RESTORE, "node1"),
+        ("web", Act.RESTORE, "node1"),
+    ], "app runs partly (app-ip ISP): left as it is, like an extended hierarchy in service"
+    assert decisions[1].sentence == (
+        "web: in service nowhere at start and extended to no other node; restoring web, web-ip here"
+    )
+    assert lone_at_start("node1", found, [], start=["app"])[0].hierarchy.name == "app"
+    assert lone_at_start("node1", found, [], start=[]) == [], "INIT_OSU (not in start) waits for the administrator"
+
+
+def test_a_hierarchy_extended_to_another_node_is_never_lone() -> None:
+    """The rule for extended hierarchies is not weakened: even alone, node1 does not start db by itself."""
+    eqv = [Equivalency("db", "node1", 1, "db"), Equivalency("db", "node2", 2, "db")]
+    assert lone([("db", "disk")], ["db", "disk"], eqv, "node1") == []
+    assert lone([("db", "disk")], ["db", "disk"], [Equivalency("disk", "node2", 1, "disk")], "node1") == []
+    extended = Hierarchy(("db",), frozenset({"db", "disk"}), {"node1": 1, "node2": 2})
+    assert lone_at_start("node1", [extended], [], start=["db"]) == []
 
 
 @settings(max_examples=300, deadline=None)

@@ -1,10 +1,12 @@
 """``hakeeper cluster ACTION``: the cluster's identity (its CA, node certificates, join tokens).
 
 One command with an action, because ``hakeeper`` runs commands by one name:
-``init``, ``token``, ``join``, ``serve-join``, ``show``. Options belong to one
-action each, and an option given to another action is a usage error. The
+``init``, ``token``, ``join``, ``serve-join``, ``show``, and the CA's care:
+``ca``, ``renew``, ``revoke`` (:mod:`hakeeper.cli.cluster_ca`). Options belong to
+one action each, and an option given to another action is a usage error. The
 command always runs here, never through hakeeperd: ``serve-join`` runs in the
-foreground, and the files it touches are this node's own, not the LCD's.
+foreground, and the files it touches are this node's own, not the LCD's
+(``renew`` and ``revoke`` then tell this node's hakeeperd, if it runs).
 No private key and no token secret is ever logged; ``token`` prints its token
 once, on stdout, and nothing else.
 """
@@ -14,11 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import sys
 import time
 
 from hakeeper.cli.base import Context, arg, command
+from hakeeper.cli.cluster_ca import CA_ACTIONS, ca, renew, revoke
 from hakeeper.cluster.extend import WITNESS_FLAG
 from hakeeper.comm.addresses import format_address, parse_address
 from hakeeper.comm.identity import cluster_dir, init_cluster, load_authority, load_identity
@@ -32,24 +36,34 @@ from hakeeper.comm.join import (
     join,
     parse_token,
 )
-from hakeeper.comm.pki import DEFAULT_CLUSTER_NAME
+from hakeeper.comm.pki import DEFAULT_CLUSTER_NAME, RENEW_WARNING_DAYS, expiry_warning
+from hakeeper.comm.revocation import load_revocations
 from hakeeper.db.model import check_name
 from hakeeper.errors import IllegalArgument, OutOfRange, SystemCallFailed, UsageError
 from hakeeper.layout import ensure_state_dir
 
-ACTIONS = ("init", "token", "join", "serve-join", "show")
+ACTIONS = ("init", "token", "join", "serve-join", "show", "ca", "renew", "revoke")
 
 #: Which options each action takes (argparse dest names); the others must stay unset.
 ACTION_OPTIONS: dict[str, frozenset[str]] = {
     "init": frozenset({"name"}),
-    "token": frozenset({"ttl"}),
-    "join": frozenset({"token", "address", "timeout", "witness"}),
+    "token": frozenset({"ttl", "node"}),
+    "join": frozenset({"token", "timeout", "witness"}),
     "serve-join": frozenset({"listen", "timeout"}),
     "show": frozenset(),
+    "ca": frozenset(),
+    "renew": frozenset({"timeout", "new_key"}),
+    "revoke": frozenset(),
 }
-SHOWN = {"name": "--name", "ttl": "--ttl", "token": "--token", "address": "ADDRESS", "listen": "--listen",
-         "witness": "--witness",
-         "timeout": "--timeout"}  # fmt: skip
+#: What follows the action: (fewest, most) operands, and how they are written.
+OPERANDS: dict[str, tuple[int, int, str]] = {
+    "join": (1, 1, "ADDRESS[:PORT]"),
+    "ca": (1, 2, f"{'|'.join(CA_ACTIONS)} [FILE]"),
+    "renew": (0, 1, "[MEMBER]"),
+    "revoke": (1, 1, "NODE"),
+}
+SHOWN = {"name": "--name", "ttl": "--ttl", "token": "--token", "listen": "--listen", "witness": "--witness",
+         "timeout": "--timeout", "node": "--node", "new_key": "--new-key"}  # fmt: skip
 
 JOIN_TIMEOUT = 30.0
 SERVE_TIMEOUT = 600.0
@@ -57,7 +71,9 @@ MAX_TIMEOUT = 86400.0
 
 EPILOG = f"""actions:
   init [--name CLUSTER]         create the cluster CA and this node's certificate (first node only)
-  token [--ttl SECONDS]         print a one-time join token (default {DEFAULT_TTL} s, {MIN_TTL}..{MAX_TTL})
+  token [--ttl SECONDS] [--node NAME]
+                                print a one-time join token (default {DEFAULT_TTL} s, {MIN_TTL}..{MAX_TTL});
+                                --node: it admits only a node of that name
   serve-join [--listen ADDRESS[:PORT]] [--timeout SECONDS]
                                 admit nodes that bring a token, in the foreground
                                 (default 0.0.0.0:{JOIN_PORT}, for {SERVE_TIMEOUT:g} s)
@@ -65,6 +81,15 @@ EPILOG = f"""actions:
                                 on a new node: get a certificate from the member at ADDRESS
                                 (default port {JOIN_PORT}); --token - reads the token from stdin
   show                          this node's cluster, CA fingerprint, certificate and tokens
+                                (warns when the certificate expires within {RENEW_WARNING_DAYS} days)
+  ca export FILE                copy the CA key to FILE (new, mode 0600): to move it or keep it offline
+  ca import FILE                on another member: hold the CA key from FILE (checked: this cluster's)
+  ca remove                     forget the CA key here: no tokens, joins or renewals here any more
+  renew [MEMBER] [--new-key] [--timeout SECONDS]
+                                a new certificate for this node from a member that holds the CA key
+                                (MEMBER, else each node with paths in turn), over the message channel
+  revoke NODE                   refuse NODE's certificates from now on, on every member (a node
+                                removed from the cluster); hakeeperd tells the other members
 
 Adding node2 to node1's cluster:
   node1$ hakeeper cluster init --name prod
@@ -73,23 +98,28 @@ Adding node2 to node1's cluster:
   node2$ hakeeper cluster join --token hk1.... 198.18.0.11
 
 The token carries the SHA-256 of the cluster CA: the new node talks only to a
-member of that cluster, and sends the secret only to it. Only the node where
-'init' ran holds the CA key, so only it makes tokens and admits nodes."""
+member of that cluster, and sends the secret only to it. Only a node that holds
+the CA key ('init' ran there, or 'ca import') makes tokens, admits and renews."""
 
 
 @command(
     "cluster",
-    "cluster identity: init, token, join, serve-join, show",
-    arg("action", choices=ACTIONS, metavar="ACTION", help="init | token | join | serve-join | show"),
-    arg("address", nargs="?", metavar="ADDRESS[:PORT]", help="join: the member to ask"),
+    "cluster identity: init, token, join, serve-join, show, ca, renew, revoke",
+    arg("action", choices=ACTIONS, metavar="ACTION", help=" | ".join(ACTIONS)),
+    arg("operands", nargs="*", metavar="ARG",
+        help="join: ADDRESS[:PORT]; ca: export FILE | import FILE | remove; renew: [MEMBER]; revoke: NODE"),
     arg("--name", metavar="CLUSTER", help=f"init: the cluster's name (default {DEFAULT_CLUSTER_NAME})"),
     arg("--ttl", type=int, metavar="SECONDS", help=f"token: lifetime (default {DEFAULT_TTL})"),
+    arg("--node", metavar="NAME", help="token: admit only a node of this name"),
+    arg("--new-key", dest="new_key", action="store_const", const=True,
+        help="renew: make a new key too (default: keep this node's key)"),
     arg("--token", metavar="TOKEN", help="join: the token from 'hakeeper cluster token' ('-': read from stdin)"),
     arg("--witness", action="store_const", const=True,
         help="join: as a witness, a node that counts for quorum and holds no resources"),
     arg("--listen", metavar="ADDRESS[:PORT]", help=f"serve-join: where to listen (default 0.0.0.0:{JOIN_PORT})"),
     arg("--timeout", type=float, metavar="SECONDS",
-        help=f"join: wait for the member (default {JOIN_TIMEOUT:g}); serve-join: serve (default {SERVE_TIMEOUT:g})"),
+        help=f"join, renew: wait for the member (default {JOIN_TIMEOUT:g}); serve-join: serve (default "
+             f"{SERVE_TIMEOUT:g})"),
     local=True,
     intermixed=True,
     epilog=EPILOG,
@@ -99,6 +129,13 @@ def _cluster(ctx: Context, args: argparse.Namespace) -> int:
     for dest, flag in SHOWN.items():
         if getattr(args, dest) is not None and dest not in ACTION_OPTIONS[action]:
             raise UsageError(f"{flag} does not go with 'cluster {action}' (see: hakeeper cluster --help)")
+    fewest, most, shown = OPERANDS.get(action, (0, 0, ""))
+    if len(args.operands) < fewest:
+        raise UsageError(f"cluster {action} needs {shown} (see: hakeeper cluster --help)")
+    if len(args.operands) > most:
+        extra = " ".join(args.operands[most:])
+        usage = f"cluster {action} {shown}".rstrip()
+        raise UsageError(f"unexpected {extra!r}: the usage is '{usage}' (see: hakeeper cluster --help)")
     return RUNNERS[action](ctx, args)
 
 
@@ -120,7 +157,9 @@ def _token(ctx: Context, args: argparse.Namespace) -> int:
     root = ensure_state_dir(ctx.root)
     identity = load_identity(root)
     load_authority(root)  # a token is good only where the CA key is
-    token = TokenStore(identity.directory).create(identity.fingerprint, ttl)
+    if args.node is not None and check_name(args.node, "node name") == identity.node:
+        raise IllegalArgument(f"--node {args.node} is this member's own name; a joining node needs one of its own")
+    token = TokenStore(identity.directory).create(identity.fingerprint, ttl, node=args.node)
     ctx.print(token.text())
     return 0
 
@@ -144,10 +183,8 @@ def _read_token(text: str | None) -> str:
 
 
 def _join(ctx: Context, args: argparse.Namespace) -> int:
-    if args.address is None:
-        raise UsageError("join needs the ADDRESS[:PORT] of a member (see: hakeeper cluster --help)")
     token = parse_token(_read_token(args.token))
-    host, port = parse_address(args.address, JOIN_PORT, what="member address")
+    host, port = parse_address(args.operands[0], JOIN_PORT, what="member address")
     timeout = _timeout(args.timeout, JOIN_TIMEOUT)
     root = ensure_state_dir(ctx.root)
     identity = asyncio.run(join(root, ctx.lcd.local_node, token, host, port, timeout=timeout))
@@ -211,6 +248,11 @@ def _show(ctx: Context, args: argparse.Namespace) -> int:
     ctx.print(f"certificate  serial {cert.serial_number:x}, valid until {cert.not_valid_after_utc:%Y-%m-%d}")
     ctx.print(f"CA key       {'here: this node admits nodes' if identity.has_authority else 'not here'}")
     ctx.print(f"files        {cluster_dir(root)}")
+    for node, entry in sorted(load_revocations(identity.directory).entries.items()):
+        ctx.print(f"revoked      {node}: {entry.sentence()}")
+    warning = expiry_warning(cert, dt.datetime.now(dt.UTC), RENEW_WARNING_DAYS)
+    if warning is not None:
+        ctx.warn(f"cluster: warning: {warning}")
     if identity.has_authority:
         now = time.time()
         for info in TokenStore(identity.directory).tokens():
@@ -220,8 +262,10 @@ def _show(ctx: Context, args: argparse.Namespace) -> int:
                 state = "expired"
             else:
                 state = f"valid until {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info.expires))}"
-            ctx.print(f"token        {info.id} {state}")
+            bound = f" (for node {info.bound} only)" if info.bound is not None else ""
+            ctx.print(f"token        {info.id} {state}{bound}")
     return 0
 
 
-RUNNERS = {"init": _init, "token": _token, "join": _join, "serve-join": _serve_join, "show": _show}
+RUNNERS = {"init": _init, "token": _token, "join": _join, "serve-join": _serve_join, "show": _show, "ca": ca,
+           "renew": renew, "revoke": revoke}  # fmt: skip

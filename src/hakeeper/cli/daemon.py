@@ -48,6 +48,12 @@ async def dispatch(daemon: Daemon, command: str, argv: list[str], actor: str) ->
             return Answer(0, daemon.services.inject(argv[0] if argv else "") + "\n")
         except HakeeperError as exc:
             return Answer(exc.exit_code, err=f"_fault: {exc}\n")
+    if command in ("_revoked", "_renewed"):  # hakeeper cluster revoke / renew changed the identity files
+        try:
+            said = await (daemon.revoked_here() if command == "_revoked" else daemon.renewed_here())
+        except HakeeperError as exc:
+            return Answer(exc.exit_code, err=f"hakeeperd: {exc}\n")
+        return Answer(0, said + "\n")
     if command in ("lkstart", "lkstop"):
         return Answer(2, err=f"{command}: cannot be sent to hakeeperd\n")
     out, err = io.StringIO(), io.StringIO()

@@ -12,6 +12,7 @@ without processes.
 - :func:`next_nodes`: a hierarchy failed here; where to try it next, in order.
 - :func:`switchback`: a node came back; which AUTOMATIC hierarchies move to it?
 - :func:`at_start`: the cluster starts; which hierarchies does this node bring in service?
+- :func:`lone_at_start`: and which of those extended to no other node (they wait for nobody)?
 
 Each decision is taken from one :class:`Snapshot`, read once and never changed;
 one whose snapshot grew older than the detection budget before it acted is
@@ -266,6 +267,46 @@ def at_start(
         members = ", ".join(sorted(h.members))
         sentence = f"{h.name}: in service nowhere at start; {target} has the highest live priority ({priority}); "
         decisions.append(Decision(h, act, target, sentence + f"restoring {members}"))
+    return decisions
+
+
+def lone(
+    edges: Iterable[graph.Edge], tags: Iterable[str], equivalencies: Iterable[Equivalency], me: str
+) -> list[Hierarchy]:
+    """The hierarchies extended to no other node: connected resources none of which has an equivalency to a node
+    other than ``me`` (their priorities: ``me``'s, if it has any, else 1)."""
+    edge_list = list(edges)
+    elsewhere = {e.tag for e in equivalencies if e.node != me}
+    found: list[Hierarchy] = []
+    seen: set[str] = set()
+    for tag in sorted(tags):
+        if tag in seen:
+            continue
+        members = graph.hierarchy(edge_list, tag)
+        seen |= members
+        if members & elsewhere:
+            continue
+        found.append(Hierarchy(tuple(graph.roots(edge_list, members)), frozenset(members), {me: 1}))
+    return found
+
+
+def lone_at_start(
+    me: str, found: Iterable[Hierarchy], in_service: Iterable[str], *, start: Iterable[str]
+) -> list[Decision]:
+    """Hierarchies extended to no other node (:func:`lone`) named in ``start`` and not in service here: this node
+    restores them at once, as LifeKeeper starts a single-node hierarchy.
+
+    They wait for no quorum and no ownership record: no other node has them, so
+    none can run them (an extended hierarchy waits for both, see :func:`at_start`).
+    """
+    wanted, running = set(start), set(in_service)
+    decisions = []
+    for h in found:
+        if h.name not in wanted or h.members & running or set(h.priorities) - {me}:
+            continue
+        members = ", ".join(sorted(h.members))
+        sentence = f"{h.name}: in service nowhere at start and extended to no other node; restoring {members} here"
+        decisions.append(Decision(h, Act.RESTORE, me, sentence))
     return decisions
 
 

@@ -297,7 +297,12 @@ class Failover:
         """
         settings = self.lcd.settings()
         # The hierarchies there were when hakeeperd started: those made since are the administrator's doing.
-        start = [h.name for h in self.hierarchies() if self.lcd.resource(h.roots[0]).init is not Init.INIT_OSU]
+        # Those extended to no other node started already (decide.lone_at_start): nobody else can run them.
+        start = [
+            h.name
+            for h in self.hierarchies()
+            if set(h.priorities) - {self.me} and self.lcd.resource(h.roots[0]).init is not Init.INIT_OSU
+        ]
         if not start:
             return
         await asyncio.sleep(float(settings["takeover_delay"]))

@@ -4,9 +4,11 @@ Files, in ``<root>/cluster/`` (mode 0700; every file 0600, written atomically)::
 
     ca.crt       the cluster CA certificate (its SHA-256 fingerprint names the cluster)
     ca.key       the CA's private key: only on the node(s) that admit new nodes
-    node.crt     this node's certificate
+                 (moved or kept offline with ``hakeeper cluster ca export|import|remove``)
+    node.crt     this node's certificate (replaced atomically when renewed)
     node.key     this node's private key
     tokens.json  join tokens (see :mod:`hakeeper.comm.join`): hashes only
+    revoked.json revoked node certificates (see :mod:`hakeeper.comm.revocation`)
 
 A new identity is written into a fresh directory beside ``cluster/`` and renamed
 into place in one step, so a crash leaves either no identity or a whole one, and
@@ -43,7 +45,7 @@ from hakeeper.comm.pki import (
     node_of,
 )
 from hakeeper.db.model import check_name
-from hakeeper.errors import AlreadyExists, NotFound, SystemCallFailed
+from hakeeper.errors import AlreadyExists, IllegalArgument, NotFound, SystemCallFailed
 from hakeeper.layout import CLUSTER_DIR, ensure_state_dir
 
 logger = logging.getLogger(__name__)
@@ -228,8 +230,8 @@ def load_authority(root: Root) -> Authority:
     ca = _load_cert(directory / CA_CERT, "cluster identity")
     if not (directory / CA_KEY).exists():
         raise NotFound(
-            f"this node does not hold the cluster CA key ({directory / CA_KEY}); "
-            "run this on the node where 'hakeeper cluster init' ran"
+            f"this node does not hold the cluster CA key ({directory / CA_KEY}); run this on a member that "
+            "holds it (the node where 'hakeeper cluster init' ran, or one that ran 'hakeeper cluster ca import')"
         )
     key = _load_key(directory / CA_KEY, "cluster CA key")
     if key.public_key() != ca.public_key():
@@ -258,3 +260,100 @@ def init_cluster(root: Root, node: str, cluster: str = DEFAULT_CLUSTER_NAME) -> 
     )
     logger.info("created cluster %s (CA sha256:%s) with node %s", cluster, fingerprint(authority.certificate), node)
     return load_identity(root)
+
+
+def load_node_key(identity: Identity) -> ec.EllipticCurvePrivateKey:
+    """This node's private key (checked private and matching its certificate)."""
+    key = _load_key(identity.key_path, "private key")
+    if key.public_key() != identity.certificate.public_key():
+        raise SystemCallFailed(f"{identity.key_path} does not belong to {identity.cert_path}")
+    return key
+
+
+def replace_certificate(
+    identity: Identity, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey | None = None
+) -> Identity:
+    """Install a renewed certificate (and its new key, if one was made), each file replaced atomically.
+
+    With the same key, one rename replaces ``node.crt``: a reader sees the old
+    certificate or the new one. With a new key, ``node.key`` is replaced first
+    and ``node.crt`` right after; a handshake that loads the two between the
+    renames fails once and is made again (it never mixes them: the key and
+    certificate are checked together when loaded).
+    """
+    check_issued_by(cert, identity.ca)
+    if node_of(cert) != identity.node:
+        raise SystemCallFailed(f"the renewed certificate names {node_of(cert)!r}, not this node {identity.node!r}")
+    if key is not None:
+        if key.public_key() != cert.public_key():
+            raise SystemCallFailed("the renewed certificate is not for the new key")
+        write_private(identity.key_path, key_pem(key))
+    elif cert.public_key() != identity.certificate.public_key():
+        raise SystemCallFailed("the renewed certificate is not for this node's key")
+    write_private(identity.cert_path, cert_pem(cert))
+    return load_identity(identity.directory.parent)
+
+
+# ---------------------------------------------------------------------- the CA key: moved, or kept offline
+
+
+def export_ca_key(root: Root, target: Path) -> Path:
+    """Copy the CA key to ``target`` (a new file, mode 0600); refused if ``target`` exists. This node keeps it."""
+    authority = load_authority(root)
+    if target.exists() or target.is_symlink():
+        raise AlreadyExists(f"{target} exists already; the CA key is written only to a new file")
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    try:
+        _write_file(temporary, key_pem(authority.key))
+        os.link(temporary, target)  # never replaces a file: fails if target appeared meanwhile
+        _sync_dir(target.parent)
+    except FileExistsError:
+        raise AlreadyExists(f"{target} exists already; the CA key is written only to a new file") from None
+    except OSError as exc:
+        raise SystemCallFailed(f"cannot write {target}: {exc.strerror or exc}") from None
+    finally:
+        temporary.unlink(missing_ok=True)
+    logger.info("the cluster CA key was exported to %s", target)
+    return target
+
+
+def import_ca_key(root: Root, source: Path) -> bool:
+    """Install the CA key from ``source`` here, after checking it is the key of this cluster's CA certificate.
+
+    Returns False when this node holds that key already. A key of another CA, or
+    no key at all, is refused and nothing changes.
+    """
+    identity = load_identity(root)
+    try:
+        data = source.read_bytes()
+    except FileNotFoundError:
+        raise NotFound(f"no file {source}") from None
+    except OSError as exc:
+        raise SystemCallFailed(f"cannot read {source}: {exc.strerror or exc}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise IllegalArgument(f"{source} is not an unencrypted PEM private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != identity.ca.public_key():
+        raise IllegalArgument(
+            f"{source} is not the key of this cluster's CA (sha256:{identity.fingerprint[:16]}...); nothing was changed"
+        )
+    if identity.has_authority:
+        load_authority(root)  # the key there must be whole and this CA's too
+        return False
+    write_private(identity.directory / CA_KEY, key_pem(key))
+    logger.info("the cluster CA key was imported from %s", source)
+    return True
+
+
+def remove_ca_key(root: Root) -> None:
+    """Forget the CA key here (this node no longer issues tokens, admits or renews); the join tokens go with it."""
+    load_authority(root)  # there, whole, and this CA's: never remove something else by mistake
+    directory = cluster_dir(root)
+    try:
+        (directory / CA_KEY).unlink()
+        (directory / "tokens.json").unlink(missing_ok=True)  # only the CA key could honour them
+        _sync_dir(directory)
+    except OSError as exc:
+        raise SystemCallFailed(f"cannot remove {directory / CA_KEY}: {exc.strerror or exc}") from None
+    logger.info("the cluster CA key was removed from this node")

@@ -11,7 +11,8 @@ k3s does. ``hakeeper cluster token`` on a member that holds the CA key prints::
 ``secret`` 32 characters of base32 (160 random bits), ``ca-sha256`` the 64-hex
 SHA-256 fingerprint of the cluster CA certificate. The member stores only
 SHA-256(secret) with the token's expiry in ``<root>/cluster/tokens.json`` (0600);
-a token works once. The member's address is not in the token: it is given on the
+a token works once. A token made with ``--node NAME`` stores NAME beside the hash
+(``"for"``) and admits only a request whose CN is NAME. The member's address is not in the token: it is given on the
 join command line (``hakeeper cluster join --token TOKEN ADDRESS[:PORT]``).
 
 The exchange is one TLS 1.3 connection to the member's join service (default
@@ -28,13 +29,15 @@ object of at most :data:`MAX_FRAME` bytes.
    request for a key the joiner just made, CN = its node name.
 3. member → joiner: ``{"ok": true, "certificate": PEM}``, or
    ``{"ok": false, "error": TEXT}``. The member refuses an unknown, used or
-   expired token (the reason is logged, with the token's id, never its secret),
+   expired token (the reason is logged, with the token's id, never its secret), a
+   token bound to another node name,
    a malformed request and a request for its own name; otherwise it marks the
    token used and signs the request. Nothing is issued for a refused token.
 
 The joiner stores its key, its certificate and the CA certificate in
 ``<root>/cluster/`` (:func:`hakeeper.comm.identity.install_identity`). It gets no CA
-key: only the node where ``cluster init`` ran makes tokens and admits nodes.
+key: only a member that holds it (``cluster init`` ran there, or ``cluster ca
+import``) makes tokens and admits nodes.
 """
 
 from __future__ import annotations
@@ -60,7 +63,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from hakeeper.comm import tls
 from hakeeper.comm.addresses import format_address
@@ -86,6 +88,7 @@ from hakeeper.comm.pki import (
     make_csr,
     new_key,
     node_of,
+    parse_csr,
 )
 from hakeeper.comm.tls import close_writer, peer_address, reason, start_tls
 from hakeeper.db.model import check_name
@@ -165,6 +168,7 @@ class TokenInfo:
     expires: float
     used: float | None
     node: str | None
+    bound: str | None = None  # the only node the token admits, if it names one
 
 
 class TokenStore:
@@ -213,33 +217,42 @@ class TokenStore:
         data = json.dumps({"version": 1, "tokens": kept}, indent=1, sort_keys=True).encode()
         write_private(self.path, data + b"\n")
 
-    def create(self, fingerprint: str, ttl: float = DEFAULT_TTL) -> Token:
-        """A new token valid for ``ttl`` seconds; only the hash of its secret is stored."""
+    def create(self, fingerprint: str, ttl: float = DEFAULT_TTL, *, node: str | None = None) -> Token:
+        """A new token valid for ``ttl`` seconds; only the hash of its secret is stored.
+
+        ``node``: the token admits only a node of that name (a request with another CN is refused).
+        """
         if not MIN_TTL <= ttl <= MAX_TTL:
             raise OutOfRange(f"--ttl {ttl:g} must be within {MIN_TTL}..{MAX_TTL} seconds")
+        if node is not None:
+            check_name(node, "node name")
         secret = base64.b32encode(secrets.token_bytes(20)).decode().lower()
         with self._locked() as tokens:
             token_id = _new_id(tokens)
             now = self.clock()
-            tokens[token_id] = {"hash": _hash(secret), "created": now, "expires": now + ttl, "used": None, "node": None}
+            tokens[token_id] = {"hash": _hash(secret), "created": now, "expires": now + ttl, "used": None, "node": None,
+                                "for": node}  # fmt: skip
             self._write(tokens)
-        logger.info("join token %s created, valid %g s", token_id, ttl)
+        bound = f", for node {node} only" if node is not None else ""
+        logger.info("join token %s created, valid %g s%s", token_id, ttl, bound)
         return Token(token_id, secret, fingerprint)
 
-    def check(self, token_id: str, secret: str) -> None:
-        """Raise :class:`TokenRefused` unless the token may be used now (nothing changes)."""
+    def check(self, token_id: str, secret: str, node: str | None = None) -> None:
+        """Raise :class:`TokenRefused` unless the token may be used now (by ``node``, if given); nothing changes."""
         with self._locked() as tokens:
-            self._refusal(tokens, token_id, secret)
+            self._refusal(tokens, token_id, secret, node)
 
     def consume(self, token_id: str, secret: str, node: str) -> None:
         """Mark the token used by ``node``, or raise :class:`TokenRefused`; atomic, so a token works once."""
         with self._locked() as tokens:
-            entry = self._refusal(tokens, token_id, secret)
+            entry = self._refusal(tokens, token_id, secret, node)
             entry["used"] = self.clock()
             entry["node"] = node
             self._write(tokens)
 
-    def _refusal(self, tokens: dict[str, dict[str, Any]], token_id: str, secret: str) -> dict[str, Any]:
+    def _refusal(
+        self, tokens: dict[str, dict[str, Any]], token_id: str, secret: str, node: str | None = None
+    ) -> dict[str, Any]:
         entry = tokens.get(token_id)
         if entry is None:
             raise TokenRefused("unknown token")
@@ -249,12 +262,15 @@ class TokenStore:
             raise TokenRefused(f"token used already (by {entry.get('node')} at {_when(entry['used'])})")
         if self.clock() >= float(entry["expires"]):
             raise TokenRefused(f"token expired (at {_when(entry['expires'])})")
+        bound = entry.get("for")
+        if node is not None and bound is not None and node != bound:
+            raise TokenRefused(f"token is for node {bound}, not {node}")
         return entry
 
     def tokens(self) -> list[TokenInfo]:
         with self._locked() as tokens:
             return [
-                TokenInfo(k, float(v["created"]), float(v["expires"]), v.get("used"), v.get("node"))
+                TokenInfo(k, float(v["created"]), float(v["expires"]), v.get("used"), v.get("node"), v.get("for"))
                 for k, v in sorted(tokens.items(), key=lambda item: float(item[1]["created"]))
             ]
 
@@ -292,25 +308,7 @@ def _request_fields(request: dict[str, Any]) -> tuple[str, str, x509.Certificate
         raise ValueError("no valid token id")
     if not isinstance(secret, str) or not _SECRET.fullmatch(secret):
         raise ValueError(f"no valid secret for token {token_id}")
-    if not isinstance(csr_pem, str):
-        raise ValueError("no certificate request")
-    try:
-        csr = x509.load_pem_x509_csr(csr_pem.encode())
-    except ValueError:
-        raise ValueError("the certificate request is not PEM") from None
-    if not csr.is_signature_valid:
-        raise ValueError("the certificate request's signature is wrong")
-    key = csr.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise ValueError("the certificate request's key is not P-256 ECDSA")
-    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    node = names[0].value if len(names) == 1 else None
-    if not isinstance(node, str):
-        raise ValueError("the certificate request names no node")
-    try:
-        check_name(node, "node name")
-    except IllegalArgument as exc:
-        raise ValueError(str(exc)) from None
+    csr, node, _key = parse_csr(csr_pem)
     return token_id, secret, csr, node
 
 
@@ -405,7 +403,7 @@ class JoinService:
 
     def _admit(self, token_id: str, secret: str, csr: x509.CertificateSigningRequest, node: str) -> x509.Certificate:
         """Check the token, refuse this node's own name, mark the token used, sign. Blocking: run in a thread."""
-        self.tokens.check(token_id, secret)
+        self.tokens.check(token_id, secret, node)
         if node == self.identity.node:
             raise IllegalArgument(f"node name {node!r} is this member's own; a joining node needs a name of its own")
         key = csr.public_key()
@@ -502,6 +500,8 @@ async def request_join(
         raise CommunicationFailed(f"cannot join through {address}: {reason(exc)}") from None
     if answer.get("ok") is not True:
         error = str(answer.get("error", "refused"))
+        if "join token" in error and "is for node" in error:
+            raise TokenRefused(f"{error} (ask for one for {node}: hakeeper cluster token --node {node}, on a member)")
         if "join token" in error:
             raise TokenRefused(f"{error} (ask for a new one: hakeeper cluster token, on a member)")
         raise IllegalArgument(f"the member at {address} refused: {error}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -28,6 +29,7 @@ DEFAULT_CLUSTER_NAME = "hakeeper"
 CA_LIFETIME = dt.timedelta(days=20 * 365)
 NODE_LIFETIME = dt.timedelta(days=10 * 365)
 CLOCK_SKEW = dt.timedelta(minutes=5)  # certificates start a little in the past: clocks of nodes differ
+RENEW_WARNING_DAYS = 30  # `cluster show` and hakeeperd warn when this node's certificate expires sooner
 CURVE = ec.SECP256R1
 
 
@@ -168,6 +170,54 @@ class Authority:
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
             .sign(self.key, hashes.SHA256())
         )
+
+
+def parse_csr(text: Any) -> tuple[x509.CertificateSigningRequest, str, ec.EllipticCurvePublicKey]:
+    """(CSR, the node it names, its key) from PEM text; :class:`ValueError` saying what is wrong."""
+    if not isinstance(text, str):
+        raise ValueError("no certificate request")
+    try:
+        csr = x509.load_pem_x509_csr(text.encode())
+    except ValueError:
+        raise ValueError("the certificate request is not PEM") from None
+    if not csr.is_signature_valid:
+        raise ValueError("the certificate request's signature is wrong")
+    key = csr.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError("the certificate request's key is not P-256 ECDSA")
+    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    node = names[0].value if len(names) == 1 else None
+    if not isinstance(node, str):
+        raise ValueError("the certificate request names no node")
+    try:
+        check_name(node, "node name")
+    except IllegalArgument as exc:
+        raise ValueError(str(exc)) from None
+    return csr, node, key
+
+
+def csr_pem(csr: x509.CertificateSigningRequest) -> str:
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def issued_at(cert: x509.Certificate) -> dt.datetime:
+    """When a node certificate was issued, on the issuer's clock: :meth:`Authority.issue` starts it CLOCK_SKEW
+    earlier."""
+    return cert.not_valid_before_utc + CLOCK_SKEW
+
+
+def expiry_warning(cert: x509.Certificate, now: dt.datetime, days: int) -> str | None:
+    """A warning when ``cert`` expires within ``days`` days of ``now`` (or has expired), else None."""
+    left = cert.not_valid_after_utc - now
+    if left > dt.timedelta(days=days):
+        return None
+    until = f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    if left <= dt.timedelta(0):
+        return f"this node's certificate expired at {until}: join again (hakeeper cluster join with a new token)"
+    return (
+        f"this node's certificate expires in {left.days} day{'s' if left.days != 1 else ''} ({until}): "
+        "renew it (hakeeper cluster renew)"
+    )
 
 
 def node_of(cert: x509.Certificate) -> str:

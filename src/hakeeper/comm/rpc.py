@@ -35,6 +35,7 @@ from hakeeper.comm import tls
 from hakeeper.comm.addresses import format_address
 from hakeeper.comm.frames import FrameError, encode, read_frame
 from hakeeper.comm.identity import Identity
+from hakeeper.comm.pki import PeerRefused
 from hakeeper.db.model import CommPath
 from hakeeper.errors import CommunicationFailed, HakeeperError
 
@@ -53,10 +54,19 @@ Handler = Callable[[tls.Peer, dict[str, Any]], Awaitable[dict[str, Any]]]
 class RpcServer:
     """Serves requests ``{"op": NAME, "args": {...}}`` with one handler per operation."""
 
-    def __init__(self, identity: Identity, handlers: Mapping[str, Handler], *, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        identity: Identity,
+        handlers: Mapping[str, Handler],
+        *,
+        timeout: float = 60.0,
+        revoked: tls.Refusal | None = None,
+    ) -> None:
         self.identity = identity
         self.handlers = handlers
         self.timeout = timeout
+        self.revoked = revoked  # checked in each handshake and before each request (a kept connection)
+        self._accept = tls.accept_tls(identity, self._serve, revoked=revoked)
         self._servers: dict[tuple[str, int], asyncio.Server] = {}
         self._conns: set[asyncio.StreamWriter] = set()
 
@@ -66,11 +76,13 @@ class RpcServer:
             self._servers.pop(key).close()
         for host, port in sorted(addresses - set(self._servers)):
             try:
-                self._servers[(host, port)] = await asyncio.start_server(
-                    tls.accept_tls(self.identity, self._serve), host, port, reuse_address=True
-                )
+                self._servers[(host, port)] = await asyncio.start_server(self._accept, host, port, reuse_address=True)
             except OSError as exc:
                 logger.error("cannot listen for messages on %s: %s", format_address(host, port), exc.strerror)
+
+    def reload_certificate(self) -> None:
+        """This node's certificate was renewed: show the new one from the next connection on."""
+        self._accept.reload()
 
     def close(self) -> None:
         """Stop listening and end every connection, idle or not (a request under way gets no answer)."""
@@ -91,7 +103,13 @@ class RpcServer:
                         header = await reader.read(1)  # the next request's first byte, or the end of the connection
                 except (OSError, TimeoutError):
                     return
-                if not header or not await self._one(header, reader, writer, peer):
+                if not header:
+                    return
+                why = self.revoked(peer.certificate) if self.revoked and peer.certificate else None
+                if why is not None:  # revoked while its connection was open
+                    logger.warning("message from node %s at %s refused: %s", peer.node, peer.address, why)
+                    return
+                if not await self._one(header, reader, writer, peer):
                     return
         finally:
             self._conns.discard(writer)
@@ -152,8 +170,12 @@ async def call(
     args: dict[str, Any],
     *,
     timeout: float,
+    revoked: tls.Refusal | None = None,
 ) -> Any:
-    """Send ``op`` to the node of ``paths`` (highest priority first); the next path when one fails."""
+    """Send ``op`` to the node of ``paths`` (highest priority first); the next path when one fails.
+
+    ``revoked``: the revocation list's check; a node whose certificate it refuses is not talked to.
+    """
     if not paths:
         raise CommunicationFailed("no communication path to that node (see: net_create)")
     node = paths[0].node
@@ -161,7 +183,7 @@ async def call(
     failures = []
     for path in sorted(paths, key=lambda p: p.priority):
         try:
-            return await _call_on(path, context, port, op, args, timeout=timeout, me=identity.node)
+            return await _call_on(path, context, port, op, args, timeout=timeout, me=identity.node, revoked=revoked)
         except RemoteError:
             raise
         except (OSError, TimeoutError, asyncio.IncompleteReadError, CommunicationFailed) as exc:
@@ -213,7 +235,7 @@ def drop_kept() -> None:
 
 async def _call_on(
     path: CommPath, context: ssl.SSLContext, port: int, op: str, args: dict[str, Any], *, timeout: float,
-    me: str = "",
+    me: str = "", revoked: tls.Refusal | None = None,
 ) -> Any:  # fmt: skip
     key = (me, path.node, path.local, path.remote, port)
     # A kept connection over a path that went silent is found out only by its timeout, where a fresh
@@ -226,7 +248,12 @@ async def _call_on(
             pass  # closed by the peer before it carried the request: a fresh connection below
     async with asyncio.timeout(CONNECT_TIMEOUT):
         reader, writer = await asyncio.open_connection(path.remote, port, ssl=context, local_addr=(path.local, 0))
-    found = tls.peer_node_name(writer.get_extra_info("ssl_object"))
+    try:
+        found = tls.peer_node(writer.get_extra_info("ssl_object"), revoked)
+    except PeerRefused as exc:
+        logger.warning("refused TLS connection to %s (node %s): %s", path.remote, path.node, exc)
+        await tls.close_writer(writer)
+        raise CommunicationFailed(f"{path.remote}: {exc}") from None
     if found != path.node:
         await tls.close_writer(writer)
         raise CommunicationFailed(f"{path.remote} is node {found!r}, not {path.node!r}")

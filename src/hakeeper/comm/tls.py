@@ -9,7 +9,10 @@ read from the verified certificate: a server learns who called (:class:`Peer`),
 a client checks that it reached the node it meant (:func:`open_connection`). A
 handshake that fails — a certificate from another CA, no certificate, the wrong
 node — gives the peer nothing, and is logged as one WARNING line with the
-peer's address and the reason.
+peer's address and the reason. So is a peer whose certificate was revoked
+(:mod:`hakeeper.comm.revocation`), when the caller passes the revocation list
+(``revoked``): servers check it after the handshake, clients after theirs, and
+the RPC server again before each request on a kept connection.
 
 Servers take plain TCP connections and start TLS themselves (:func:`accept_tls`),
 because asyncio's ``start_server(ssl=...)`` drops a failed handshake silently,
@@ -23,7 +26,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
@@ -34,6 +37,9 @@ from hakeeper.comm.pki import PeerRefused, cert_pem, node_of
 from hakeeper.errors import CommunicationFailed, SystemCallFailed
 
 logger = logging.getLogger(__name__)
+
+#: Why a peer's certificate is refused although the CA signed it (revoked), or None: RevocationWatch.refusal.
+Refusal = Callable[[x509.Certificate], str | None]
 
 HANDSHAKE_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 10.0
@@ -82,24 +88,37 @@ def client_context(identity: Identity) -> ssl.SSLContext:
     return _mutual(context, identity)
 
 
-def peer_node_name(ssl_object: Any) -> str | None:
-    """:func:`peer_node`, or None when the peer's certificate names no node."""
+def peer_node_name(ssl_object: Any, revoked: Refusal | None = None) -> str | None:
+    """:func:`peer_node`, or None when the peer's certificate names no node (or was revoked)."""
     try:
-        return peer_node(ssl_object)
+        return peer_node(ssl_object, revoked)
     except PeerRefused:
         return None
 
 
-def peer_node(ssl_object: Any) -> str:
-    """The node name of a verified TLS peer (``writer.get_extra_info("ssl_object")``)."""
+def peer_certificate(ssl_object: Any) -> x509.Certificate:
+    """The certificate a TLS peer showed (``writer.get_extra_info("ssl_object")``)."""
     der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
     if not der:
         raise PeerRefused("the peer showed no certificate")
     try:
-        cert = x509.load_der_x509_certificate(der)
+        return x509.load_der_x509_certificate(der)
     except ValueError:
         raise PeerRefused("the peer's certificate cannot be read") from None
-    return node_of(cert)
+
+
+def check_peer(cert: x509.Certificate, revoked: Refusal | None = None) -> str:
+    """The node ``cert`` names; :class:`PeerRefused` when it names none or ``revoked`` refuses it."""
+    node = node_of(cert)
+    why = revoked(cert) if revoked is not None else None
+    if why is not None:
+        raise PeerRefused(why)
+    return node
+
+
+def peer_node(ssl_object: Any, revoked: Refusal | None = None) -> str:
+    """The node name of a verified TLS peer (``writer.get_extra_info("ssl_object")``), checked against ``revoked``."""
+    return check_peer(peer_certificate(ssl_object), revoked)
 
 
 def reason(exc: BaseException) -> str:
@@ -156,45 +175,74 @@ class Peer:
 
     node: str
     address: str
+    certificate: x509.Certificate | None = field(default=None, compare=False, repr=False)
 
 
 PeerHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Peer], Awaitable[None]]
 ConnectionHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-def accept_tls(
-    identity: Identity, handler: PeerHandler, *, handshake_timeout: float = HANDSHAKE_TIMEOUT
-) -> ConnectionHandler:
+class Acceptor:
     """A callback for :func:`asyncio.start_server`: mutual TLS, then ``handler(reader, writer, peer)``.
 
-    A peer that fails the handshake never reaches ``handler``; the refusal is
-    logged. The connection is closed when ``handler`` returns.
+    A peer that fails the handshake, or whose certificate ``revoked`` refuses,
+    never reaches ``handler``; the refusal is logged. The connection is closed
+    when ``handler`` returns.
     """
-    context = server_context(identity)
 
-    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        identity: Identity,
+        handler: PeerHandler,
+        *,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        revoked: Refusal | None = None,
+    ) -> None:
+        self.identity = identity
+        self.handler = handler
+        self.handshake_timeout = handshake_timeout
+        self.revoked = revoked
+        self.context = server_context(identity)
+
+    def reload(self) -> None:
+        """Show the certificate now on disk (renewed) from the next handshake on; connections made keep theirs."""
+        load_own_certificate(self.context, self.identity)
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         address = peer_address(writer)
-        if not await start_tls(writer, context, timeout=handshake_timeout):
+        if not await start_tls(writer, self.context, timeout=self.handshake_timeout):
             return
         try:
-            node = peer_node(writer.get_extra_info("ssl_object"))
+            cert = peer_certificate(writer.get_extra_info("ssl_object"))
+            node = check_peer(cert, self.revoked)
         except PeerRefused as exc:
             logger.warning("refused TLS connection from %s: %s", address, exc)
             await close_writer(writer)
             return
         try:
-            await handler(reader, writer, Peer(node, address))
+            await self.handler(reader, writer, Peer(node, address, cert))
         except Exception:  # a loop boundary: one bad connection never takes the server down
             logger.exception("connection of node %s from %s failed", node, address)
         finally:
             await close_writer(writer)
 
-    return accept
+
+def accept_tls(
+    identity: Identity,
+    handler: PeerHandler,
+    *,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    revoked: Refusal | None = None,
+) -> Acceptor:
+    """An :class:`Acceptor`: the callback for :func:`asyncio.start_server` of a server of cluster nodes."""
+    return Acceptor(identity, handler, handshake_timeout=handshake_timeout, revoked=revoked)
 
 
-async def start_server(identity: Identity, handler: PeerHandler, host: str, port: int) -> asyncio.Server:
+async def start_server(
+    identity: Identity, handler: PeerHandler, host: str, port: int, *, revoked: Refusal | None = None
+) -> asyncio.Server:
     """Listen on ``host:port`` for mutually authenticated connections of cluster nodes."""
-    return await asyncio.start_server(accept_tls(identity, handler), host, port)
+    return await asyncio.start_server(accept_tls(identity, handler, revoked=revoked), host, port)
 
 
 async def open_connection(
@@ -205,12 +253,13 @@ async def open_connection(
     *,
     timeout: float = CONNECT_TIMEOUT,
     context: ssl.SSLContext | None = None,
+    revoked: Refusal | None = None,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Connect to cluster node ``node`` at ``host:port`` with mutual TLS; refuse any other peer.
 
     Raises :class:`PeerRefused` (logged) when the server's certificate is not
-    the cluster CA's or names another node, :class:`CommunicationFailed` when
-    it cannot be reached.
+    the cluster CA's, names another node or was revoked, :class:`CommunicationFailed`
+    when it cannot be reached.
     """
     address = format_address(host, port)
     try:
@@ -224,7 +273,7 @@ async def open_connection(
     except (OSError, TimeoutError) as exc:
         raise CommunicationFailed(f"cannot reach node {node!r} at {address}: {reason(exc)}") from None
     try:
-        found = peer_node(writer.get_extra_info("ssl_object"))
+        found = peer_node(writer.get_extra_info("ssl_object"), revoked)
         if found != node:
             raise PeerRefused(f"{address} is node {found!r}, not {node!r}")
     except PeerRefused as exc:
