@@ -14,12 +14,14 @@ from typing import Any
 import pytest
 
 from hakeeper.cluster.failover import Failover
+from hakeeper.cluster.placement import Owner
 from hakeeper.comm.paths import PathState
+from hakeeper.comm.rpc import RemoteError
 from hakeeper.comm.tls import Peer
 from hakeeper.db import Lcd, State
 from hakeeper.db.settings import detection_budget
 from hakeeper.db.states import Init
-from hakeeper.errors import CommunicationFailed, NotFound
+from hakeeper.errors import CommunicationFailed, HakeeperError, NotFound
 from hakeeper.recovery.engine import Engine
 from tests.fakes import FakeKit, Script, build, fake_kits
 
@@ -34,6 +36,8 @@ class Cluster:
         self.nodes: dict[str, Failover] = {}
         self.seen: dict[str, dict[str, PathState]] = {}
         self.frozen: set[str] = set()  # hakeeperd stopped (SIGSTOP): requests to it wait for their timeout
+        self.unreachable: set[frozenset[str]] = set()  # pairs whose requests fail (a cut link; heartbeats go on)
+        self.gates: dict[tuple[str, str, str], asyncio.Event] = {}  # (from, to, op): held until the event is set
         for name in NAMES:
             lcd = Lcd.open(base / name, node=name)
             for other in NAMES:
@@ -55,13 +59,21 @@ class Cluster:
 
     def _sender(self, sender: str) -> Any:
         async def send(node: str, op: str, args: dict[str, Any], timeout: float) -> Any:
+            gate = self.gates.get((sender, node, op))
+            if gate is not None:  # this request arrives late: when the test lets it
+                await asyncio.wait_for(gate.wait(), 30)
+            elif frozenset((sender, node)) in self.unreachable:
+                raise CommunicationFailed(f"cannot reach node {node!r}")
             if self.seen[sender].get(node) is not PathState.ALIVE:
                 raise CommunicationFailed(f"cannot reach node {node!r}")
             if node in self.frozen:
                 await asyncio.sleep(timeout)
                 raise TimeoutError(f"{node} did not answer within {timeout} s")
             handler = self.nodes[node].handlers()[op]
-            return await handler(Peer(sender, "198.18.0.1"), args)
+            try:
+                return await handler(Peer(sender, "198.18.0.1"), args)
+            except HakeeperError as exc:  # as the message channel answers a refusal (comm.rpc)
+                raise RemoteError(f"node {node}: {exc}", exc.exit_code) from None
 
         return send
 
@@ -510,3 +522,40 @@ def test_a_retry_from_a_dead_owner_fences_it_first_and_a_failing_fence_blocks_it
         assert cluster.holders() == ["node2"]
     finally:
         cluster.close()
+
+
+@pytest.mark.parametrize("released_knows", [True, False], ids=["node1 refuses", "node2 confirms first"])
+def test_two_switchovers_each_past_a_cut_link_leave_one_node_serving(cluster: Cluster, released_knows: bool) -> None:
+    """node2's switchover waits for node1's release (node1<->node2 cut); meanwhile node3's switchover wins past
+    a cut node2<->node3. When node2's release request reaches node1 at last, node2 must not restore beside node3:
+    node1 refuses it (it voted for the newer claim); and should the released node not know the newer claim
+    (a larger cluster: it was not in that majority), node2 finds its claim superseded at a majority first."""
+    late = asyncio.Event()
+    cluster.unreachable.add(frozenset(("node1", "node2")))  # requests only: the heartbeats say every node is ALIVE
+    cluster.gates[("node2", "node1", "release")] = late  # node2's release request reaches node1 only later
+    if not released_knows:
+        node1 = cluster.nodes["node1"]
+        node1.owner = lambda h: Owner(1, "node1")  # type: ignore[method-assign]
+
+    async def race() -> None:
+        first = asyncio.create_task(cluster.nodes["node2"].switchover("web"))
+        for _ in range(500):  # bounded: until node2's claim (epoch 2) holds and it waits for node1
+            if owner(cluster, "node3").node == "node2":
+                break
+            await asyncio.sleep(0.01)
+        assert owner(cluster, "node3").node == "node2", "node2's claim held at node2 and node3"
+        cluster.unreachable.add(frozenset(("node2", "node3")))  # node2 is cut off: node1 and node3 see it DEAD
+        for name in ("node1", "node3"):
+            cluster.seen[name]["node2"] = PathState.DEAD
+            cluster.nodes[name].dead_since["node2"] = 0.0  # long ago: its lease lapsed
+        await cluster.nodes["node3"].switchover("web")
+        assert cluster.holders() == ["node3"]
+        cluster.unreachable.clear()  # the links come back, and node2's release request with them
+        for name in ("node1", "node3"):
+            cluster.seen[name]["node2"] = PathState.ALIVE
+        late.set()
+        with pytest.raises(CommunicationFailed, match="newer than node2's 2" if released_knows else "superseded"):
+            await first
+
+    asyncio.run(asyncio.wait_for(race(), 60))
+    assert cluster.holders() == ["node3"], "node2 restored web beside node3"

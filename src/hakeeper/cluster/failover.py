@@ -538,8 +538,8 @@ class Failover:
                     await asyncio.wait({release}, timeout=interval)
                     if release.done():
                         failure = release.exception()
-                        if failure is None:
-                            return None
+                        if failure is None:  # the release answers for that node only: is the claim still ours?
+                            return await self._still_ours(h, epoch, f"after {previous} released it")
                         if isinstance(failure, RemoteError):
                             return f"{previous} could not take it out of service: {failure}"
                         release = None  # unreachable for now: ask again
@@ -552,6 +552,16 @@ class Failover:
                 release.cancel()
                 with contextlib.suppress(BaseException):
                     await release
+
+    async def _still_ours(self, h: Hierarchy, epoch: int, when: str) -> str | None:
+        """None if this node's claim under ``epoch`` is still the record at a majority of the voters; else why not.
+
+        A later claim may have won at a majority that a released node was not part
+        of (two switchovers, each with a link cut): this node's own voter may not
+        know it, and restoring now would serve beside the later claimant.
+        """
+        confirmed = await self.placement.claim(h.name, _same(epoch, self.me))
+        return None if confirmed.ok else f"not confirmed {when}: {confirmed.why}"
 
     async def _restore_here(self, h: Hierarchy, reason: str) -> tuple[bool, str]:
         for root in h.roots:
@@ -794,6 +804,10 @@ class Failover:
         held = self.box.held().get(h.name, 0)
         if epoch and held > epoch:
             raise IllegalArgument(f"{h.name} is held here under epoch {held}, newer than {peer.node}'s {epoch}")
+        current = self.owner(h)
+        if epoch and current.epoch > epoch and current.node != peer.node:  # a later claim won: not for it to take
+            raise IllegalArgument(f"{h.name} is claimed by {current.node} under epoch {current.epoch}, "
+                                  f"newer than {peer.node}'s {epoch}")  # fmt: skip
         reason = f"{args.get('reason', 'switchover')} to {peer.node}"
         if not await self.stop(h, reason):
             raise SystemCallFailed(f"taking {h.name} out of service on {self.me} failed")
