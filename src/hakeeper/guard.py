@@ -8,8 +8,9 @@ hakeeperd is gone must stop serving first. hakeeperd starts this process
 every quarter of ``guard_timeout``:
 
 - **hakeeperd dies** (SIGKILL, a crash): the pipe closes at once. The guard opens
-  the LCD and takes every resource in service out of service, parents first,
-  with the kits' own remove actions (``guard_action=osu``), or reboots the node
+  the LCD and takes every resource in service out of service with the kits' own
+  remove actions, its virtual addresses first (a few milliseconds), then the rest
+  parents first, as a quorum loss does (``guard_action=osu``), or reboots the node
   at once (``guard_action=reboot``). It does so within the peers' detection
   budget plus their takeover delay, the time they wait before taking over; if
   it takes longer, it says so in the log.
@@ -179,11 +180,11 @@ def cut(root: Path) -> None:
 
 
 def act(root: Path, why: str) -> int:
-    """Do ``guard_action``: reboot, or take every resource in service here out of service, parents first."""
+    """Do ``guard_action``: reboot, or take every resource in service here out of service, addresses first."""
     from hakeeper.db import Lcd
     from hakeeper.kits.base import KitContext
     from hakeeper.kits.registry import Kits
-    from hakeeper.recovery.engine import Engine
+    from hakeeper.recovery.engine import Engine, Report
 
     async def run() -> int:
         with Lcd.open(root, actor="guard") as lcd:  # once: the peers take over soon
@@ -191,11 +192,20 @@ def act(root: Path, why: str) -> int:
                 logger.error("guard: rebooting the node (guard_action=reboot)")
                 return subprocess.run(REBOOT, check=False).returncode
             engine = Engine(lcd, Kits(KitContext(root, lcd.local_node)))
-            report = await engine.remove_everything(reason=f"guard: hakeeperd {why}")
-            if not report.ok:
-                logger.error("guard: not everything is out of service: %s", report.summary())
-            elif report.done:
-                logger.warning("guard: out of service: %s", ", ".join(report.done))
+
+            def after_cut(cut: Report, took: float) -> None:
+                if cut.done:
+                    logger.error("guard: cut %s in %.3f s (hakeeperd %s); now the rest", ", ".join(cut.done), took, why)
+
+            # The network face first, as a quorum loss does (hakeeper.cluster.lease): the peers take over the
+            # detection budget plus takeover_delay after hakeeperd's heartbeats stopped, and stopping the
+            # applications parents first may take longer than that.
+            result = await engine.cut_then_remove_everything(reason=f"guard: hakeeperd {why}", after_cut=after_cut)
+            if not result.ok:
+                failed = "; ".join(r.summary() for r in (result.cut, result.rest) if not r.ok)
+                logger.error("guard: not everything is out of service: %s", failed)
+            elif result.cut.done or result.rest.done:
+                logger.warning("guard: out of service: %s", ", ".join(result.cut.done + result.rest.done))
         return 0
 
     return asyncio.run(run())
@@ -213,8 +223,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C meant for hakeeperd in a terminal is not ours
-    if args.cut_fd is not None:
-        _warm_up()
+    _warm_up()  # a dead hakeeperd's resources race the peers' takeover too
     why = watch(sys.stdin.fileno(), args.timeout, cut_fd=args.cut_fd, on_cut=lambda: cut(args.root))
     if why == "stopped":
         return 0
