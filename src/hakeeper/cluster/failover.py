@@ -59,6 +59,7 @@ from hakeeper.comm.tls import Peer
 from hakeeper.db import Lcd, State
 from hakeeper.db.states import Init, Switchback
 from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, NotFound, SystemCallFailed
+from hakeeper.kits.base import Takeover, taking_over
 from hakeeper.recovery.engine import Engine
 
 logger = logging.getLogger(__name__)
@@ -356,7 +357,12 @@ class Failover:
             if self.owner(h).node == self.me:
                 self.retries.schedule(h.name)  # ours, and out of service: the anti-entropy pass tries again
             return REFUSED, waiting, previous
-        ok, why = await self._restore_here(h, reason)
+        gone = None
+        if claim is Claim.FAILOVER:  # every node it could run on before lost its lease at a majority of the voters
+            proof = "whose lease lapsed at a majority of the voters"
+            before = decide.contenders(outcome.previous.node, outcome.previous.previous, self.me)
+            gone = Takeover(tuple(sorted({*before, *rivals})), proof)
+        ok, why = await self._restore_here(h, reason, gone)
         if not ok:
             self.box.let_go(h.name)
             return FAILED, why, previous
@@ -454,11 +460,13 @@ class Failover:
                 with contextlib.suppress(BaseException):
                     await release
 
-    async def _restore_here(self, h: Hierarchy, reason: str) -> tuple[bool, str]:
-        for root in h.roots:
-            report = await self.engine.restore(root, reason=reason)
-            if not report.ok:
-                return False, report.summary()
+    async def _restore_here(self, h: Hierarchy, reason: str, gone: Takeover | None = None) -> tuple[bool, str]:
+        """Restore ``h`` here; ``gone``: taken from nodes proven out of it (the IP kit skips its probe then)."""
+        with taking_over(gone):
+            for root in h.roots:
+                report = await self.engine.restore(root, reason=reason)
+                if not report.ok:
+                    return False, report.summary()
         return True, ""
 
     def stop_soon(self, h: Hierarchy, reason: str) -> asyncio.Task[bool]:
