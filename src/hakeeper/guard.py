@@ -83,6 +83,11 @@ class GuardLink:
             logger.error("the guard exited (%s); starting it again", proc.returncode)
             await asyncio.sleep(RESTART_DELAY)
 
+    def reconfigure(self) -> None:
+        """Feed the guard now, with the current ``guard_timeout`` (after a settings change)."""
+        with contextlib.suppress(ConnectionError, BrokenPipeError):
+            self._write({"tick": time.monotonic(), "timeout": self.timeout()})
+
     def _write(self, message: dict[str, Any]) -> None:
         proc = self._proc
         if proc is not None and proc.stdin is not None and proc.returncode is None:
