@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hakeeper.db import Lcd, Resource
-from hakeeper.kits.base import Created, Kit, KitContext, KitMeta, Param, Policy, Result
+from hakeeper.kits.base import Created, Kit, KitContext, KitMeta, Param, Policy, Result, Takeover, takeover
 from hakeeper.kits.registry import Kits
 
 
@@ -42,6 +42,7 @@ class FakeKit(Kit):
         self.peak = 0
         self.checking: set[str] = set()
         self.overlapping_checks = 0
+        self.takeovers: list[tuple[str, Takeover | None]] = []  # each restore, with the takeover it belonged to
 
     def create(self, tag: str, values: Mapping[str, Any], id: str | None) -> Created:
         return Created(id or tag, values.get("info", ""))
@@ -56,6 +57,7 @@ class FakeKit(Kit):
             self.active -= 1
 
     async def restore(self, resource: Resource, args: tuple[str, ...] = ()) -> Result:
+        self.takeovers.append((resource.tag, takeover()))
         await self._work("restore", resource.tag)
         if resource.tag in self.script.fail_restore:
             return Result.failure(f"cannot start {resource.tag}", self.script.restore_policy)

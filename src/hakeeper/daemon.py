@@ -322,6 +322,8 @@ class Daemon:
     def _config_changed(self, op: str) -> None:
         if op == "set_settings" and self.heartbeats is not None:
             self.heartbeats.reconfigure()  # the new timing at once, not at the next refresh
+        if op == "set_settings" and self.guard is not None:
+            self.guard.reconfigure()  # a new guard_timeout at once, not at the next feed (up to a quarter later)
 
     async def _rpc_run(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
         """Another node asks this one to run a command (``-d NODE`` and lcdremexec there)."""

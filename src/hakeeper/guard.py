@@ -8,8 +8,9 @@ hakeeperd is gone must stop serving first. hakeeperd starts this process
 every quarter of ``guard_timeout``:
 
 - **hakeeperd dies** (SIGKILL, a crash): the pipe closes at once. The guard opens
-  the LCD and takes every resource in service out of service, parents first,
-  with the kits' own remove actions (``guard_action=osu``), or reboots the node
+  the LCD and takes every resource in service out of service with the kits' own
+  remove actions, its virtual addresses first (a few milliseconds), then the rest
+  parents first, as a quorum loss does (``guard_action=osu``), or reboots the node
   at once (``guard_action=reboot``). It does so within the peers' detection
   budget plus their takeover delay, the time they wait before taking over; if
   it takes longer, it says so in the log.
@@ -90,6 +91,11 @@ class GuardLink:
                 return
             logger.error("the guard exited (%s); starting it again", proc.returncode)
             await asyncio.sleep(RESTART_DELAY)
+
+    def reconfigure(self) -> None:
+        """Feed the guard now, with the current ``guard_timeout`` (after a settings change)."""
+        with contextlib.suppress(ConnectionError, BrokenPipeError):
+            self._write({"tick": time.monotonic(), "timeout": self.timeout()})
 
     def _write(self, message: dict[str, Any]) -> None:
         proc = self._proc
@@ -213,7 +219,7 @@ def cut(root: Path) -> None:
 
 
 def act(root: Path, why: str) -> int:
-    """Do ``guard_action``: reboot, or take every resource in service here out of service, parents first."""
+    """Do ``guard_action``: reboot, or take every resource in service here out of service, addresses first."""
     from hakeeper.db import Lcd
     from hakeeper.kits.base import KitContext
     from hakeeper.kits.registry import Kits
@@ -231,11 +237,21 @@ async def take_down(lcd: Lcd, engine: Callable[[], Engine], why: str) -> int:
     if _action(lcd) == "reboot":
         logger.error("guard: rebooting the node (guard_action=reboot)")
         return (await asyncio.to_thread(subprocess.run, REBOOT, check=False)).returncode
-    report = await engine().remove_everything(reason=f"guard: hakeeperd {why}")
-    if not report.ok:
-        logger.error("guard: not everything is out of service: %s", report.summary())
-    elif report.done:
-        logger.warning("guard: out of service: %s", ", ".join(report.done))
+    from hakeeper.recovery.engine import Report
+
+    def after_cut(cut: Report, took: float) -> None:
+        if cut.done:
+            logger.error("guard: cut %s in %.3f s (hakeeperd %s); now the rest", ", ".join(cut.done), took, why)
+
+    # The network face first, as a quorum loss does (hakeeper.cluster.lease): the peers take over the
+    # detection budget plus takeover_delay after hakeeperd's heartbeats stopped, and stopping the
+    # applications parents first may take longer than that.
+    result = await engine().cut_then_remove_everything(reason=f"guard: hakeeperd {why}", after_cut=after_cut)
+    if not result.ok:
+        failed = "; ".join(r.summary() for r in (result.cut, result.rest) if not r.ok)
+        logger.error("guard: not everything is out of service: %s", failed)
+    elif result.cut.done or result.rest.done:
+        logger.warning("guard: out of service: %s", ", ".join(result.cut.done + result.rest.done))
     return 0
 
 
@@ -251,8 +267,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C meant for hakeeperd in a terminal is not ours
-    if args.cut_fd is not None:
-        _warm_up()
+    _warm_up()  # a dead hakeeperd's resources race the peers' takeover too
     why = watch(sys.stdin.fileno(), args.timeout, cut_fd=args.cut_fd, on_cut=lambda: cut(args.root))
     if why == "stopped":
         return 0

@@ -102,7 +102,7 @@ def test_states_are_read_only_from_a_live_writer(tmp_path: Path) -> None:
 
 def test_timing_rules_refuse_nonsense() -> None:
     check_rules(defaults())
-    assert detection_budget(defaults()) == pytest.approx(0.5)
+    assert detection_budget(defaults()) == pytest.approx(0.2)
     with pytest.raises(OutOfRange, match="scheduling noise"):
         check_rules(defaults() | {"heartbeat_interval": 0.05, "heartbeat_misses": 3})
     with pytest.raises(OutOfRange, match="above"):

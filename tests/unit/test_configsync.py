@@ -13,6 +13,7 @@ from hakeeper.comm.paths import PathState
 from hakeeper.comm.rpc import RemoteError
 from hakeeper.comm.tls import Peer
 from hakeeper.db import Lcd
+from hakeeper.db.settings import defaults
 from hakeeper.errors import CommunicationFailed
 
 
@@ -104,7 +105,7 @@ def test_settings_go_to_every_node_and_one_that_is_away_catches_up_when_it_asks(
                 worker.set_settings(assignments)
 
         await asyncio.to_thread(settings, {"heartbeat_misses": "7"})
-        assert [lcd.settings()["heartbeat_misses"] for lcd in (a, b, c)] == [7, 7, 5]
+        assert [lcd.settings()["heartbeat_misses"] for lcd in (a, b, c)] == [7, 7, defaults()["heartbeat_misses"]]
         assert ("node3", "prepare") not in asked, "a DEAD node is not asked"
         assert [t for t, _ in a.outbox("node3")] and a.outbox("node2") == []
         assert changed == ["set_settings", "set_settings"], "the coordinator and node2 reconfigure at once"
@@ -155,7 +156,7 @@ def test_a_refusal_by_a_reachable_node_refuses_a_settings_change_everywhere(tmp_
             await asyncio.to_thread(settings)
 
     asyncio.run(scenario())
-    assert a.settings()["heartbeat_misses"] == 5 and a.outbox("node2") == []
+    assert a.settings()["heartbeat_misses"] == defaults()["heartbeat_misses"] and a.outbox("node2") == []
     a.close()
 
 

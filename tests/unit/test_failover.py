@@ -559,3 +559,17 @@ def test_two_switchovers_each_past_a_cut_link_leave_one_node_serving(cluster: Cl
 
     asyncio.run(asyncio.wait_for(race(), 60))
     assert cluster.holders() == ["node3"], "node2 restored web beside node3"
+
+
+def test_a_failover_restores_as_a_takeover_from_the_dead_node_and_a_switchover_does_not(cluster: Cluster) -> None:
+    """The IP kit skips its duplicate probe only when the restore says whom it took over from, and how we know."""
+    cluster.cut("node1")
+    asyncio.run(cluster.nodes["node2"].node_dead("node1"))
+    assert cluster.holders() == ["node1", "node2"], "node1 is powered off, say: only its LCD still says ISP"
+    taken = dict(cluster.kits["node2"].takeovers)
+    assert set(taken) == {"web", "web-ip"}
+    for tag, how in taken.items():
+        assert how is not None and how.previous == ("node1",), tag
+        assert "lease lapsed" in how.describe()
+    asyncio.run(cluster.nodes["node3"].switchover("web"))
+    assert dict(cluster.kits["node3"].takeovers) == {"web": None, "web-ip": None}, "a switchover keeps the probe"

@@ -140,7 +140,7 @@ def test_removes_and_cuts_are_measured_and_kept_in_the_lcd(lcd: Lcd) -> None:
     assert sorted(cut) == ["vip", "vip2"] and sorted(removed) == ["db", "disk", "fs", "vip", "vip2", "web"]
     assert max(cut.values()) == pytest.approx(result.cut_took, abs=1e-5)
     assert removed["disk"] >= removed["fs"] >= removed["web"] >= result.cut_took, "from one start"
-    assert lcd.settings()["takeover_delay"] == 0.25, "measurements are not settings"
+    assert lcd.settings()["takeover_delay"] == 0.15, "measurements are not settings"
     lcd.remove_resources(["disk"])
     assert "disk" not in lcd.measurements("remove") and "web" not in lcd.measurements("remove")
 
@@ -175,7 +175,7 @@ def test_a_hierarchy_without_an_address_whose_remove_was_slow_is_warned_about(lc
     lcd.record_measurements("remove", {"web": 0.05, "fs": 0.17})
     assert lease.advice(lcd, h) == (
         "web has no IP resource: after a quorum loss its clients are cut only when its remove ends "
-        "(last took 0.17 s), longer than the 0.15 s lease (takeover_delay - heartbeat_interval); "
+        "(last took 0.17 s), longer than the 0.10 s lease (takeover_delay - heartbeat_interval); "
         "add an IP resource below it, or fencing, or raise takeover_delay"
     )
     lcd.record_measurements("remove", {"fs": 0.08})
@@ -187,7 +187,7 @@ def test_never_measured_the_kits_remove_timeouts_say_how_long_it_may_take(lcd: L
     text = lease.advice(lcd, h, timeout=lambda tag: 300.0)
     assert text is not None and "(never measured here; its remove timeouts allow 600 s), which may be" in text
     text = lease.advice(lcd, h)
-    assert text is not None and "(never measured here), which may be longer than the 0.15 s lease" in text
+    assert text is not None and "(never measured here), which may be longer than the 0.10 s lease" in text
 
 
 def test_no_advice_with_an_address_fencing_a_halting_quorum_loss_or_no_quorum(lcd: Lcd) -> None:
@@ -195,15 +195,15 @@ def test_no_advice_with_an_address_fencing_a_halting_quorum_loss_or_no_quorum(lc
     lcd.record_measurements("remove", {"web": 3.0, "fs": 3.0})
     assert lease.advice(lcd, h) is None, "its address is cut first"
     assert lease.cut_line(lcd, h) == (
-        "after a quorum loss vip is removed first (never measured here); the lease is 0.15 s"
+        "after a quorum loss vip is removed first (never measured here); the lease is 0.10 s"
     )
     lcd.record_measurements("cut", {"vip": 0.4})
-    assert "cutting its clients off (removing vip) took 0.400 s, longer than the 0.15 s lease" in (
+    assert "cutting its clients off (removing vip) took 0.400 s, longer than the 0.10 s lease" in (
         lease.advice(lcd, h) or ""
     )
     lcd.record_measurements("cut", {"vip": 0.004})
     assert lease.advice(lcd, h) is None
-    assert lease.cut_line(lcd, h) == "after a quorum loss vip is removed first (last took 0.004 s); the lease is 0.15 s"
+    assert lease.cut_line(lcd, h) == "after a quorum loss vip is removed first (last took 0.004 s); the lease is 0.10 s"
     lcd.remove_dependency("web", "vip")
     alone = hierarchy_of(lcd, "web")
     assert alone is not None and lease.advice(lcd, alone) is not None
@@ -245,7 +245,7 @@ def test_a_cut_slower_than_the_lease_is_an_alert(lcd: Lcd, caplog: pytest.LogCap
     with caplog.at_level(logging.WARNING, logger="hakeeper.cluster.lease"):
         asyncio.run(lease.take_out_of_service(lcd, Engine(lcd, kits), reason="quorum lost"))
     assert "ALERT: cutting clients off (removing vip) took" in caplog.text
-    assert "more than the 0.15 s lease (takeover_delay - heartbeat_interval)" in caplog.text
+    assert "more than the 0.10 s lease (takeover_delay - heartbeat_interval)" in caplog.text
 
 
 def test_why_without_hakeeperd_says_what_the_lcd_measured(lcd: Lcd, cli: Cli) -> None:
@@ -255,5 +255,5 @@ def test_why_without_hakeeperd_says_what_the_lcd_measured(lcd: Lcd, cli: Cli) ->
     assert result.code == 0, result.err
     assert (
         "  warning: web has no IP resource: after a quorum loss its clients are cut only when its remove ends "
-        "(last took 0.17 s), longer than the 0.15 s lease" in result.out
+        "(last took 0.17 s), longer than the 0.10 s lease" in result.out
     ), result.out

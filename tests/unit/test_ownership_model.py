@@ -40,8 +40,8 @@ from hakeeper.cluster.placement import Ballot, Owner, Slot
 NODES = ("node1", "node2", "node3")
 WEB = Hierarchy(("web",), frozenset({"web"}), {"node1": 1, "node2": 2, "node3": 3})
 STEP = 0.05  # s of simulated time per tick
-BUDGET = 0.5  # heartbeat_interval x heartbeat_misses
-DELAY = 0.25  # takeover_delay
+BUDGET = 0.2  # heartbeat_interval x heartbeat_misses (the defaults: 0.05 s x 4)
+DELAY = 0.15  # takeover_delay (the default)
 GUARD = 5.0  # guard_timeout
 CONVERGE = 0.5  # the anti-entropy period
 WAIT = 10.0  # how long a claimant waits for the previous owner to be out of it

@@ -11,19 +11,10 @@ until the previous owner released it, was fenced, or its lease lapsed (DEAD for
 learns of a newer epoch owned by another node (in a claim's accept, in a peer's
 digest) takes the hierarchy out of service at once.
 
-When a peer is declared dead (every path DEAD), each survivor:
-
-1. waits until it has caught up on configuration changes (``Daemon.caught_up``);
-2. checks quorum; a node without it runs the quorum-loss action instead
-   (``osu``: every resource out of service; ``fastkill`` / ``fastboot``: halt or
-   reboot at once) and takes nothing over;
-3. waits ``takeover_delay``, so that a peer on the losing side of a partition,
-   whose detection may lag by a heartbeat interval, has stopped serving;
-4. with ``witness_mode=remote_verify``, asks the other live nodes whether they
-   see the node dead too, and pauses while one still sees it alive;
-5. decides (:func:`decide.takeover`) who restores each hierarchy, fences the
-   dead node if a ``fence_command`` is set (a failed fence blocks the takeover),
-   and takes what falls to it.
+When a peer is declared dead (every path DEAD), each survivor checks quorum,
+lets the dead node's lease run out (``takeover_delay``, with ``remote_verify``
+asked meanwhile), fences it if a ``fence_command`` is set, and takes what falls
+to it: :mod:`~hakeeper.cluster.survivor`.
 
 A peer that does not answer is *unknown*, never "runs nothing": the claim, not
 the answers, says who owns a hierarchy, and the anti-entropy pass
@@ -32,7 +23,8 @@ hierarchy as running nowhere only when every live node answered. That pass also
 stops duplicates and retries a hierarchy that runs nowhere although it should
 (an abandoned or failed takeover), with back-off.
 
-The parts, each in its own module: this node as a voter of the ownership
+The parts, each in its own module: what a survivor does when a peer dies
+(:mod:`~hakeeper.cluster.survivor`), this node as a voter of the ownership
 records (:mod:`~hakeeper.cluster.voter`), confirmation and fencing of dead nodes
 (:mod:`~hakeeper.cluster.fencing`), quorum and the quorum-loss action
 (:mod:`~hakeeper.cluster.quorum`), start-up reconcile and the anti-entropy pass
@@ -54,7 +46,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
-from hakeeper.cluster import decide, voter
+from hakeeper.cluster import decide, survivor, voter
 from hakeeper.cluster.converge import AntiEntropy, Retries
 from hakeeper.cluster.decide import Act, Claim, Hierarchy, View
 from hakeeper.cluster.fencing import Fencing
@@ -65,9 +57,9 @@ from hakeeper.comm.paths import PathState
 from hakeeper.comm.rpc import RemoteError
 from hakeeper.comm.tls import Peer
 from hakeeper.db import Lcd, State
-from hakeeper.db.settings import detection_budget
 from hakeeper.db.states import Init, Switchback
 from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, NotFound, SystemCallFailed
+from hakeeper.kits.base import Takeover, taking_over
 from hakeeper.recovery.engine import Engine
 
 logger = logging.getLogger(__name__)
@@ -79,8 +71,6 @@ MOVE_TIMEOUT = 900.0  # a restore on another node (LifeKeeper's REMOTETIMEOUT)
 RELEASE_WAIT = 30.0  # a node an unconfirmed record names, asked to let a hierarchy go before a claim
 RELEASE_TIMEOUT = 900.0  # the previous owner's remove, during a switchover (watched: its death ends the wait)
 BOOT_WAIT = 60.0  # at start, how long to wait for quorum and every live peer's answer before giving up
-DECIDE_ROUNDS = 3  # a failover decision taken again because it aged (fencing took long): how often at most
-VERIFY_ROUNDS = 20  # remote_verify: how often to ask again, one heartbeat interval apart
 
 
 class Failover:
@@ -221,72 +211,14 @@ class Failover:
             self.dead_since.pop(node, None)
 
     async def node_dead(self, node: str) -> None:
-        """Take over what falls to this node from ``node``, declared dead (see the module's text)."""
+        """Take over what falls to this node from ``node``, declared dead (see :mod:`~hakeeper.cluster.survivor`)."""
         self.failing[node] += 1
         try:
-            await self._node_dead(node)
+            await survivor.take_over_from(self, node)
         finally:
             self.failing[node] -= 1
             if self.failing[node] <= 0:
                 del self.failing[node]
-
-    async def _node_dead(self, node: str) -> None:
-        self.dead_since.setdefault(node, time.monotonic())
-        await self.caught_up.wait()
-        if node in self.departed:
-            logger.info("%s stopped gracefully: nothing moves", node)
-            return
-        # Quorum first, at once: a node on the losing side of a partition must stop serving before the
-        # others' takeover delay runs out.
-        if not await self.quorum.held():
-            return
-        delay = float(self.lcd.settings()["takeover_delay"])
-        await asyncio.sleep(delay)
-        if self.membership().get(node) is not PathState.DEAD:
-            logger.info("%s is back within the takeover delay (%g s): nothing moves", node, delay)
-            return
-        if not await self._confirmed(node):
-            return
-        if not await self.quorum.held():
-            return
-        views = await self._verified(node)
-        if views is None:
-            return
-        fenced = False
-        for _ in range(DECIDE_ROUNDS):  # bounded: a decision whose snapshot aged during fencing is taken again
-            snap = self.snapshot(views)
-            decisions = decide.takeover(
-                node, snap.view, snap.hierarchies, snap.in_service, dead_paths=len(self.lcd.paths(node))
-            )
-            mine = [d for d in decisions if d.act is Act.RESTORE]
-            for d in decisions:
-                (logger.warning if d.act is not Act.ELSEWHERE else logger.info)("%s", d.sentence)
-            if mine and self.fencing.required(len(snap.view.nodes)):
-                for d in mine:
-                    self.blocked[d.hierarchy.name] = (
-                        "quorum_mode=tcp_remote with two nodes needs a fence_command: nothing else proves "
-                        f"that {node} stopped"
-                    )
-                    logger.error("%s: takeover blocked: %s", d.hierarchy.name, self.blocked[d.hierarchy.name])
-                return
-            if mine and not fenced:
-                if not await self.fencing.fence(node, [d.hierarchy.name for d in mine]):
-                    return
-                fenced = True
-            if not mine or snap.fresh(time.monotonic(), detection_budget(self.lcd.settings())):
-                break
-            logger.info("the decision on %s's hierarchies is %.1f s old: taken again", node,
-                        time.monotonic() - snap.taken)  # fmt: skip
-            if not await self.quorum.held() or self.membership().get(node) is not PathState.DEAD:
-                return
-            views = await self.views()
-        else:
-            logger.error("no fresh decision on %s's hierarchies after %d tries: nothing taken over", node,
-                         DECIDE_ROUNDS)  # fmt: skip
-            return
-        await asyncio.gather(
-            *(self.take(d.hierarchy, Claim.FAILOVER, reason=f"failover from {node}", failed=[node]) for d in mine)
-        )
 
     async def boot(self) -> None:
         """At start, once the peers are known: restore the hierarchies that should run and run nowhere.
@@ -332,11 +264,6 @@ class Failover:
             *(self.take(d.hierarchy, Claim.START, reason="start") for d in decisions if d.act is Act.RESTORE)
         )
 
-    async def _confirmed(self, dead: str) -> bool:
-        """Whether a failover from ``dead`` may go on (confirmso, see :class:`Fencing`), for what falls here."""
-        guess = decide.takeover(dead, self.view(), self.hierarchies(), {self.me: self.in_service_here()})
-        return await self.fencing.confirmed(dead, [d.hierarchy.name for d in guess if d.act is Act.RESTORE])
-
     async def node_alive(self, node: str) -> None:
         self.departed.discard(node)
         self.dead_since.pop(node, None)
@@ -355,26 +282,6 @@ class Failover:
                     await self._switch_here(d.hierarchy, reason="switchback", holders=held)
                 except HakeeperError as exc:
                     logger.error("switchback of %s failed: %s", d.hierarchy.name, exc)
-
-    async def _verified(self, dead: str) -> dict[str, dict[str, Any]] | None:
-        """The live peers' views, once none of them sees ``dead`` alive (remote_verify); None to stand down."""
-        verify = self.lcd.settings()["witness_mode"] == "remote_verify"
-        interval = float(self.lcd.settings()["heartbeat_interval"])
-        for round_ in range(VERIFY_ROUNDS):
-            views = await self.views(dead)
-            seeing = sorted(p for p, a in views.items() if a.get("sees") == PathState.ALIVE.value)
-            step = decide.verify(seeing, on=verify, round_=round_, rounds=VERIFY_ROUNDS)
-            if step is decide.Verify.PROCEED:
-                return views
-            if step is decide.Verify.ABANDON:
-                break
-            logger.warning("PAUSING takeover from %s: %s still see(s) it alive", dead, ", ".join(seeing))
-            await asyncio.sleep(interval)
-            if self.membership().get(dead) is not PathState.DEAD:
-                logger.info("%s is back: takeover cancelled", dead)
-                return None
-        logger.error("takeover from %s abandoned: %s still see(s) it alive", dead, ", ".join(seeing))
-        return None
 
     # ------------------------------------------------------------------ taking a hierarchy: claim, wait, restore
 
@@ -455,7 +362,12 @@ class Failover:
             if self.owner(h).node == self.me:
                 self.retries.schedule(h.name)  # ours, and out of service: the anti-entropy pass tries again
             return REFUSED, waiting, previous
-        ok, why = await self._restore_here(h, reason)
+        gone = None
+        if claim is Claim.FAILOVER:  # every node it could run on before lost its lease at a majority of the voters
+            proof = "whose lease lapsed at a majority of the voters"
+            before = decide.contenders(outcome.previous.node, outcome.previous.previous, self.me)
+            gone = Takeover(tuple(sorted({*before, *rivals})), proof)
+        ok, why = await self._restore_here(h, reason, gone)
         if not ok:
             self.box.let_go(h.name)
             return FAILED, why, previous
@@ -563,11 +475,13 @@ class Failover:
         confirmed = await self.placement.claim(h.name, _same(epoch, self.me))
         return None if confirmed.ok else f"not confirmed {when}: {confirmed.why}"
 
-    async def _restore_here(self, h: Hierarchy, reason: str) -> tuple[bool, str]:
-        for root in h.roots:
-            report = await self.engine.restore(root, reason=reason)
-            if not report.ok:
-                return False, report.summary()
+    async def _restore_here(self, h: Hierarchy, reason: str, gone: Takeover | None = None) -> tuple[bool, str]:
+        """Restore ``h`` here; ``gone``: taken from nodes proven out of it (the IP kit skips its probe then)."""
+        with taking_over(gone):
+            for root in h.roots:
+                report = await self.engine.restore(root, reason=reason)
+                if not report.ok:
+                    return False, report.summary()
         return True, ""
 
     def stop_soon(self, h: Hierarchy, reason: str) -> asyncio.Task[bool]:

@@ -53,9 +53,9 @@ OSU_ALLOWANCE = 0.1
 SETTINGS: dict[str, Setting] = {
     s.name: s
     for s in (
-        Setting("heartbeat_interval", float, 0.1, 0.05, 10.0, "s",
+        Setting("heartbeat_interval", float, 0.05, 0.05, 10.0, "s",
                 "seconds between heartbeats on every communication path", "LCMHBEATTIME"),
-        Setting("heartbeat_misses", int, 5, 2, 100, "",
+        Setting("heartbeat_misses", int, 4, 2, 100, "",
                 "heartbeats missed in a row before a path is DEAD", "LCMNUMHBEATS"),
         Setting("comm_port", int, 7365, 1024, 65535, "", "TCP port of communication paths"),
         Setting("shutdown_strategy", str, SHUTDOWN_STRATEGIES[0], None, None, "",
@@ -73,7 +73,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("quorum_loss_action", str, "osu", None, None, "",
                 "what a node that loses quorum does: osu (resources out of service), fastkill, fastboot",
                 "QUORUM_LOSS_ACTION", choices=QUORUM_LOSS_ACTIONS),
-        Setting("takeover_delay", float, 0.25, 0.0, 60.0, "s",
+        Setting("takeover_delay", float, 0.15, 0.0, 60.0, "s",
                 "seconds a node waits after declaring a peer dead before taking over, so that a peer "
                 "that lost quorum has stopped first"),
         Setting("fence_command", str, "", None, None, "",

@@ -18,6 +18,10 @@ JSON, what the other node needs to re-create this resource's local side (the
 copied scripts of gen/app), and :meth:`Kit.adopt` re-creates it there from that
 payload; :meth:`Kit.discard` undoes it. ``validate`` then runs on the new node.
 
+A restore may learn why it runs: during a failover from nodes whose lease
+lapsed, :func:`takeover` names them (:class:`Takeover`); the IP kit then skips
+its duplicate-address probe.
+
 A failed :class:`Result` carries a :class:`Policy`: SOFT (repair in place),
 HARD (move the hierarchy to another node) or CONFIG (stop and wait for the
 administrator, never retry).
@@ -25,12 +29,14 @@ administrator, never retry).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import enum
 import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,6 +262,41 @@ class KitContext:
     root: Path
     node: str
     run_globals: bool = True
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """A restore that takes its hierarchy over from ``previous``, proven out of it: ``proof`` says how.
+
+    Set by the failover (:mod:`hakeeper.cluster.failover`) around the restore of a
+    hierarchy taken from dead nodes whose lease a majority of the voters saw lapse:
+    by the lease argument (:mod:`hakeeper.cluster.lease`) none of them serves any
+    more, its virtual addresses included. Kits read it with :func:`takeover`.
+    """
+
+    previous: tuple[str, ...]
+    proof: str
+
+    def describe(self) -> str:
+        return f"taken over from {', '.join(self.previous) or 'nobody'}, {self.proof}"
+
+
+_TAKEOVER: contextvars.ContextVar[Takeover | None] = contextvars.ContextVar("hakeeper_takeover", default=None)
+
+
+def takeover() -> Takeover | None:
+    """The takeover the current restore belongs to, if it is one (see :class:`Takeover`)."""
+    return _TAKEOVER.get()
+
+
+@contextlib.contextmanager
+def taking_over(what: Takeover | None) -> Iterator[None]:
+    """Within the block (and the tasks it starts), :func:`takeover` answers ``what``."""
+    token = _TAKEOVER.set(what)
+    try:
+        yield
+    finally:
+        _TAKEOVER.reset(token)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ restore
     If the address is on this node already (on the interface or the backup one, link up), it only
     announces it again. Otherwise it probes the LAN (an ARP Probe, or a DAD Neighbor Solicitation;
     ``probe_ms``, default 50 ms) and **refuses** when another host answers for the address, naming
-    its MAC (``duplicate_check=no`` skips the probe, as LifeKeeper's ``NOIPUNIQUE``); adds the address
+    its MAC (``duplicate_check=no`` skips the probe, as LifeKeeper's ``NOIPUNIQUE``; so does a failover
+    from nodes whose lease lapsed, see below); adds the address
     through netlink (pyroute2); and announces it at once with a gratuitous ARP or an unsolicited
     Neighbor Advertisement (:mod:`hakeeper.kits.neighbour`). The remaining ``announcements - 1``
     repeats go out in the background, :data:`ANNOUNCE_SPACING` apart, each only while the address is
@@ -19,6 +20,16 @@ restore
     kernel's DAD (``nodad``: the probe did that, and a tentative address would not answer for a
     second) and deprecated (preferred lifetime 0), so the node never picks the virtual address as
     the source of its own connections — as a secondary IPv4 address on the same subnet never is.
+
+    **No probe in a failover.** When the restore takes the hierarchy over from dead nodes whose lease a
+    majority of the voters saw lapse (:func:`hakeeper.kits.base.takeover`), the probe is skipped: it
+    would wait ``probe_ms`` for an answer that the lease rules out. The only nodes of the cluster that
+    may have held the address are those nodes; each is powered off, or was cut off from the majority and
+    removed its virtual addresses first, within its lease (``takeover_delay - heartbeat_interval`` from
+    its own detection, checked and ALERTed by it), or had hakeeperd killed or frozen and its guard cut
+    them. What the probe would still catch is a host outside the cluster that took the address, or a
+    losing node whose cut overran its lease (which that node ALERTs); a switchover, the cluster's start,
+    local recovery and an administrator's restore keep the probe.
 remove
     Stops the repeats first (a late announcement would pull the clients back), then deletes the
     address from every interface of the node, and succeeds only once it is gone. Removing an absent
@@ -52,7 +63,7 @@ from pyroute2 import AsyncIPRoute, NetlinkError
 from hakeeper.db.model import Resource
 from hakeeper.errors import HakeeperError, IllegalArgument
 from hakeeper.kits import neighbour
-from hakeeper.kits.base import Created, Kit, KitMeta, Param, Policy, Result, seconds
+from hakeeper.kits.base import Created, Kit, KitMeta, Param, Policy, Result, seconds, takeover
 from hakeeper.kits.neighbour import Address
 from hakeeper.kits.ping import any_answers
 
@@ -545,7 +556,10 @@ class IpKit(Kit):
         for _link, addr in snap.holding(config.ip):  # a copy on a dead link, or on a wrong interface: ours to move
             await net.delete(addr)
         probed = ""
-        if config.duplicate_check:
+        gone = takeover()
+        if config.duplicate_check and gone is not None:
+            probed = f", no duplicate probe ({gone.describe()})"
+        elif config.duplicate_check:
             before = time.monotonic()
             holder = await neighbour.probe(
                 target.name, neighbour.mac_bytes(target.mac), config.ip, config.probe_ms / 1000

@@ -11,9 +11,12 @@ go there, so every node needs its own; unset = exit 6, configuration error) and 
 the server answers with; unset = the node's hostname, ``uname -n``, which the test LAN sets per node).
 
 - ``restore`` starts the server unless it runs already (then it succeeds), and succeeds once it listens on
-  0.0.0.0:PORT (or ``address``) in the node's network namespace (at most 5 s). The server leaves restore's process group
-  and session (hakeeper kills a script's group when it times out) and writes its own pid file once it
-  listens, so the pid file names a listening server.
+  0.0.0.0:PORT (or ``address``) in the node's network namespace. It does not poll: the server's first
+  process binds and listens, forks the server proper, and exits 0 once that one has written its pid file
+  (a daemon's readiness told by its parent's exit, as ``Type=forking`` services do), or exits non-zero
+  at once when it cannot listen; restore waits for that exit. The server leaves restore's process group
+  and session (hakeeper kills a script's group when it times out), so the pid file names a listening
+  server.
 - ``remove`` stops it by the pid in the pid file (SIGTERM, then SIGKILL; never by name), waits until it is
   gone (at most 7 s; exit 1 if it will not die) and deletes the pid file; nothing running is success.
 - ``quickCheck`` exits 0 running, 7 stopped (no pid file: removed or never started), 1 failed (the pid
@@ -38,6 +41,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -65,17 +69,13 @@ RESTORE = """\
 if running; then echo "webapp: running already (pid $pid)"; exit 0; fi
 rm -f "$pidfile"
 name=${{HAKEEPER_NODE:-$(uname -n)}}
-WEBAPP_ADDRESS={address} {python} -I -S {server} serve {port} "$name" "$pidfile" {lifetime} {stop_delay} \
-  </dev/null >>"$log" 2>&1 &
-child=$!
-i=0
-while [ $i -lt 100 ]; do
-  if running; then echo "webapp: serving as $name (pid $pid)"; exit 0; fi
-  if ! live "$child"; then echo "webapp: the server exited: $(tail -n 3 "$log")"; exit 1; fi
-  sleep 0.05; i=$((i + 1))
-done
-kill -KILL "$child" 2>/dev/null
-echo "webapp: the server did not listen within 5 s"; exit 1
+# returns once the server listens (its first process exits 0 then, the server itself running on), or at once
+# with the reason in the log when it cannot: no polling
+if WEBAPP_ADDRESS={address} {python} -I -S {server} serve {port} "$name" "$pidfile" {lifetime} {stop_delay} \
+  </dev/null >>"$log" 2>&1 && pid=$(cat "$pidfile" 2>/dev/null); then
+  echo "webapp: serving as $name (pid $pid)"; exit 0
+fi
+echo "webapp: the server exited: $(tail -n 3 "$log")"; exit 1
 """
 
 REMOVE = """\
@@ -157,9 +157,12 @@ def script_env(root: str | os.PathLike[str], node: str | None, **extra: str) -> 
 
 
 def serve(port: int, name: str, pidfile: Path, lifetime: float, stop_delay: float) -> None:
-    """Answer GET with ``name`` on 0.0.0.0:``port``; write the pid file once listening.
+    """Answer GET with ``name`` on 0.0.0.0:``port``; this process returns once a forked server listens.
 
-    Stops after ``lifetime`` s, or ``stop_delay`` s after SIGTERM (serving until then).
+    This process binds and listens, then forks: the child is the server (its own session; it writes the
+    pid file, then tells this process through a pipe, and serves until ``lifetime`` s have passed or
+    ``stop_delay`` s after SIGTERM); this process exits 0 when told, or raises when the child died
+    first. So whoever started it waits for an exit, not for a pid file to appear.
     """
     body = name.encode()
 
@@ -177,13 +180,36 @@ def serve(port: int, name: str, pidfile: Path, lifetime: float, stop_delay: floa
     class Server(ThreadingHTTPServer):
         request_queue_size = 128  # the probes of several rounds may be in flight at once
 
-    with contextlib.suppress(OSError):  # EPERM: a group leader already (started by hand)
+    server = Server((os.environ.get("WEBAPP_ADDRESS", "0.0.0.0"), port), Handler)  # listening from here on
+    ready, told = os.pipe()
+    child = os.fork()
+    if child:
+        server.socket.close()
+        os.close(told)
+        answer = os.read(ready, 16)  # b"ready", or b"" when the child died before it wrote its pid file
+        if answer != b"ready":
+            raise SystemExit(f"webapp: the server (pid {child}) exited before it was ready")
+        os._exit(0)  # at once: tearing the interpreter down would keep restore waiting for nothing (~30 ms)
+    os.close(ready)
+    try:
+        _serve_here(server, pidfile, told, lifetime, stop_delay)
+    except BaseException:  # noqa: BLE001 - the forked server must never return into its parent's code
+        traceback.print_exc()
+        os._exit(1)
+    os._exit(0)  # the forked server never returns into its parent's code
+
+
+def _serve_here(server: ThreadingHTTPServer, pidfile: Path, told: int, lifetime: float, stop_delay: float) -> None:
+    """The forked server: its own session, the pid file, ``ready`` on ``told``, then serve until stopped."""
+    with contextlib.suppress(OSError):  # EPERM: a group leader already
         os.setsid()  # leave restore's process group and session: hakeeper kills those with the script
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # for sigtimedwait; threads inherit the mask
-    with Server((os.environ.get("WEBAPP_ADDRESS", "0.0.0.0"), port), Handler) as server:
+    with server:
         temporary = pidfile.with_name(pidfile.name + ".new")
         temporary.write_text(f"{os.getpid()}\n")
         os.replace(temporary, pidfile)  # whole: the scripts never read half a pid
+        os.write(told, b"ready")
+        os.close(told)
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True).start()
         if signal.sigtimedwait({signal.SIGTERM}, lifetime) is not None:
             time.sleep(stop_delay)
