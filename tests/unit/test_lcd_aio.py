@@ -119,6 +119,29 @@ def test_a_change_waits_for_another_writer_then_is_made(root: Path) -> None:
         assert lcd.resource("web").state is State.ISP
 
 
+def test_state_changes_queued_together_are_made_together_and_a_bad_one_fails_alone(root: Path) -> None:
+    with Lcd.open(root) as lcd:
+        build(lcd, [], extra=tuple(TAGS))
+
+    async def scenario(db: Threaded) -> list[object]:
+        release, busy = held_writer(db)
+        wanted = [(t, State.ISP) for t in TAGS[:3]] + [("missing", State.ISP), (TAGS[0], State.OSF)]
+        queued = [asyncio.ensure_future(db.set_state(t, s, "test")) for t, s in wanted]
+        await asyncio.sleep(0)
+        release.set()
+        await busy
+        outcomes: list[object] = list(await asyncio.gather(*queued, return_exceptions=True))
+        assert db.stats.commits == 1
+        return outcomes
+
+    outcomes = with_facade(root, scenario)
+    assert outcomes[:3] == [State.OSU] * 3 and outcomes[4] is State.ISP, "the second change of r0 saw the first"
+    assert isinstance(outcomes[3], NotFound)
+    assert len(changes(root)) == 4
+    with Lcd.open(root) as lcd:
+        assert [lcd.resource(t).state for t in TAGS[:3]] == [State.OSF, State.ISP, State.ISP]
+
+
 def test_a_lock_held_past_the_patience_is_a_clear_error_and_nothing_is_written(root: Path) -> None:
     with Lcd.open(root) as lcd:
         build(lcd, [], extra=("web",))

@@ -56,8 +56,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from hakeeper.db.states import State
 from hakeeper.db.store import Lcd, LcdBusy
-from hakeeper.errors import SystemCallFailed
+from hakeeper.errors import HakeeperError, SystemCallFailed
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,9 @@ class Access(Protocol):
 
     async def change(self, fn: Callable[[Lcd], R]) -> R: ...
 
+    async def set_state(self, tag: str, state: State, reason: str) -> State:
+        """:meth:`Lcd.set_state`, durable when it returns; returns the previous state."""
+
     async def write(self, fn: Callable[[Lcd], R]) -> R: ...
 
 
@@ -101,6 +105,9 @@ class Inline:
     async def change(self, fn: Callable[[Lcd], R]) -> R:
         return fn(self._lcd)
 
+    async def set_state(self, tag: str, state: State, reason: str) -> State:
+        return self._lcd.set_state(tag, state, reason)
+
     async def write(self, fn: Callable[[Lcd], R]) -> R:
         return fn(self._lcd)
 
@@ -110,6 +117,7 @@ class _Job:
     fn: Callable[[Lcd], Any]
     future: asyncio.Future[Any]
     grouped: bool
+    state: tuple[str, State, str] | None = None  # a state change: made with its neighbours by Lcd.set_states
 
 
 @dataclass
@@ -202,17 +210,25 @@ class Threaded:
         result: R = await self._submit(fn, grouped=True)
         return result
 
+    async def set_state(self, tag: str, state: State, reason: str) -> State:
+        """:meth:`Lcd.set_state`, grouped; the state changes queued together cost one statement pair each."""
+        old: State = await self._submit(lambda lcd: lcd.set_state(tag, state, reason), grouped=True,
+                                        state=(tag, state, reason))  # fmt: skip
+        return old
+
     async def write(self, fn: Callable[[Lcd], R]) -> R:
         """``fn(lcd)`` on the writer's connection, in no group: its own transactions, as its Lcd methods make them."""
         result: R = await self._submit(fn, grouped=False)
         return result
 
-    async def _submit(self, fn: Callable[[Lcd], Any], *, grouped: bool) -> Any:
+    async def _submit(
+        self, fn: Callable[[Lcd], Any], *, grouped: bool, state: tuple[str, State, str] | None = None
+    ) -> Any:
         future: asyncio.Future[Any] = self._loop.create_future()
         with self._gate:
             if self._dead is not None or self._closing:
                 raise LcdWriterDied(f"the LCD writer is gone: nothing can be written ({self._why()})")
-            self._jobs.put(_Job(fn, future, grouped))
+            self._jobs.put(_Job(fn, future, grouped, state))
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -319,12 +335,19 @@ class Threaded:
         self._loop.call_soon_threadsafe(_settle, [(job.future, outcome)])
 
     def _group(self, lcd: Lcd, batch: list[_Job]) -> None:
-        works = [_bound(job.fn, lcd) for job in batch]
+        # Consecutive state changes are one work (Lcd.set_states: fewer statements, each still its own change).
+        runs: list[list[_Job]] = []
+        for job in batch:
+            if runs and job.state is not None and runs[-1][-1].state is not None:
+                runs[-1].append(job)
+            else:
+                runs.append([job])
+        works = [_states(run, lcd) if run[0].state is not None else _bound(run[0].fn, lcd) for run in runs]
         started = time.monotonic()
         while True:
             lcd.set_busy_timeout(self.busy_timeout)
             try:
-                outcomes: list[Any] = lcd.group(works)
+                outcomes: list[Any] = _expand(runs, lcd.group(works))
                 break
             except LcdBusy as exc:
                 waited = time.monotonic() - started
@@ -345,6 +368,24 @@ class Threaded:
 
 def _bound(fn: Callable[[Lcd], R], lcd: Lcd) -> Callable[[], R]:
     return lambda: fn(lcd)
+
+
+def _states(run: list[_Job], lcd: Lcd) -> Callable[[], list[State | HakeeperError]]:
+    changes = [job.state for job in run if job.state is not None]
+    return lambda: lcd.set_states(changes)
+
+
+def _expand(runs: list[list[_Job]], outcomes: list[Any]) -> list[Any]:
+    """One outcome per job: a run of state changes gave a list (or one error for all of them)."""
+    expanded: list[Any] = []
+    for run, outcome in zip(runs, outcomes, strict=True):
+        if run[0].state is None:
+            expanded.append(outcome)
+        elif isinstance(outcome, BaseException):
+            expanded += [outcome] * len(run)
+        else:
+            expanded += outcome
+    return expanded
 
 
 def _settle(outcomes: list[tuple[asyncio.Future[Any], Any]]) -> None:

@@ -434,7 +434,7 @@ class Engine:
     async def _set(self, tag: str, state: State, reason: str) -> State:
         """Record a state change (durable when this returns; in hakeeperd, committed with others queued with it)."""
         why = as_reason(reason)
-        return await self.db.change(lambda lcd: lcd.set_state(tag, state, why))
+        return await self.db.set_state(tag, state, why)
 
     async def correct(self, *, reasons: Mapping[str, str] | None = None, alert: bool = True) -> Report:
         """Take out of service every ISP resource above one that is not in service (:func:`plan.parents_to_stop`).
