@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import logging
 import os
 import pwd
@@ -46,8 +47,9 @@ from hakeeper.comm.rpc import RemoteError, RpcServer, call, drop_kept
 from hakeeper.comm.tls import Peer, Refusal
 from hakeeper.control import MAX_REQUEST, Answer, decode_request, socket_path
 from hakeeper.db import Lcd, Resource, State
+from hakeeper.db.aio import Threaded
 from hakeeper.db.model import as_reason
-from hakeeper.db.settings import SHUTDOWN_STRATEGIES
+from hakeeper.db.settings import SHUTDOWN_STRATEGIES, daemon_busy_timeout
 from hakeeper.db.states import Init
 from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, SystemCallFailed
 from hakeeper.events.alarm import Event, run_handlers
@@ -96,9 +98,17 @@ class Daemon:
         self.root = ensure_state_dir(config.root)
         self.dispatch = dispatch
         self.lcd = Lcd.open(self.root, actor="hakeeperd", verify=True)  # a damaged LCD is refused at start
+        #: The LCD off the event loop: a writer thread (group commit) and a reader thread (see hakeeper.db.aio).
+        #: ``self.lcd`` stays for the loop's cheap reads (settings, paths, nodes), which WAL never makes wait.
+        self.db = Threaded(self.lcd, busy_timeout=daemon_busy_timeout(self.lcd.settings()))
+        try:
+            self.db.start()
+        except BaseException:
+            self.lcd.close()
+            raise
         self.node = self.lcd.local_node
         self.kits = Kits(KitContext(self.root, self.node))
-        self.engine = Engine(self.lcd, self.kits, max_parallel=config.max_parallel)
+        self.engine = Engine(self.lcd, self.kits, max_parallel=config.max_parallel, db=self.db)
         #: Set once this node has asked every reachable peer for the changes it missed (see _join_in).
         self.caught_up = asyncio.Event()
         self.failover = Failover(self.lcd, self.engine, self._send, lambda: self.membership, self.caught_up)
@@ -124,14 +134,14 @@ class Daemon:
             if self.identity
             else None
         )
-        self.sync = ConfigSync(self.lcd, self._send, self._membership_of, self._config_changed)
+        self.sync = ConfigSync(self.lcd, self._send, self._membership_of, self._config_changed, db=self.db)
         #: The revocation list (checked in every handshake), renewals, expiry warnings: a cluster's only.
         self.credentials = (
             Credentials(self.root, self.identity, self._send, self._peers) if self.identity is not None else None
         )
         if self.credentials is not None:
             self.credentials.changed = drop_kept  # connections kept to a node just revoked go
-        self.adopter = Adopter(self.lcd, self.kits)
+        self.adopter = Adopter(self.lcd, self.kits, db=self.db)
         handlers = {
             "run": self._rpc_run,
             "prepare": self.sync.on_prepare,
@@ -178,7 +188,7 @@ class Daemon:
 
     def _services(self) -> list[Service]:
         """The long-running services of this node, each with its policy when it dies (why: hakeeper.supervise)."""
-        services = [Service("monitor", self.monitor.run, RESTART)]
+        services = [Service("lcd-writer", self.db.watch, FATAL), Service("monitor", self.monitor.run, RESTART)]
         if self.guard is not None:
             services.append(Service("guard", self.guard.run, FATAL))
         if self.heartbeats is not None:
@@ -198,8 +208,9 @@ class Daemon:
         """Keep a message listener at the local address of every path (paths may change)."""
         try:
             while True:
-                port = int(self.lcd.settings()["comm_port"])
-                await rpc.listen({(p.local, port) for p in self.lcd.paths()})
+                settings, paths = await self.db.read(lambda lcd: (lcd.settings(), lcd.paths()))
+                port = int(settings["comm_port"])
+                await rpc.listen({(p.local, port) for p in paths})
                 await asyncio.sleep(self.config.monitor_refresh)
         finally:
             rpc.close()
@@ -212,8 +223,8 @@ class Daemon:
         """
         while True:
             await asyncio.sleep(CATCH_UP_EVERY)
-            for node in sorted({n.name for n in self.lcd.nodes()} - {self.node}):
-                if self.lcd.outbox(node):
+            for node in sorted({n.name for n in await self.db.read(Lcd.nodes)} - {self.node}):
+                if await self.db.read(functools.partial(Lcd.outbox, node=node)):
                     await self.sync.redeliver(node, quiet=self.membership.get(node) is not PathState.ALIVE)
             if self.credentials is not None:
                 await self.credentials.retry()
@@ -237,14 +248,14 @@ class Daemon:
             self.caught_up.set()
         await self.failover.boot()
 
-    def _load_kits(self) -> None:
+    async def _load_kits(self) -> None:
         """Import the kits of this node's resources at start, not in the first takeover that needs one.
 
         Importing a kit can take longer than the rest of its restore: the IP kit's pyroute2 takes ~0.15 s.
         The application and type of a kit installed since the LCD last looked are registered too.
         """
-        register_kits(self.lcd, self.root)
-        for app, rtype in sorted({(r.app, r.type) for r in self.lcd.resources()}):
+        await self.db.write(lambda lcd: register_kits(lcd, self.root))
+        for app, rtype in sorted({(r.app, r.type) for r in await self.db.read(Lcd.resources)}):
             self.kits.find(app, rtype)
 
     async def _reconcile(self) -> None:
@@ -257,7 +268,7 @@ class Daemon:
         node that serves it now (docs/kits.md), and a parent never stays ISP
         over a child that is not.
         """
-        claimed = [r for r in self.lcd.resources() if r.state.in_service]
+        claimed = [r for r in await self.db.read(Lcd.resources) if r.state.in_service]
         said_running: set[str] = set()
 
         async def check(resource: Resource) -> None:
@@ -271,11 +282,12 @@ class Daemon:
                 return
             why = result.message or (result.health.value if result.health else "not running")
             why = as_reason(f"not running when hakeeperd started ({why})")
-            self.lcd.set_state(resource.tag, State.OSU, why)  # -> OSU
+            await self.engine.mark(resource.tag, State.OSU, why)  # -> OSU
 
         await asyncio.gather(*(check(r) for r in claimed))
-        states = {tag: state for tag, _id, state, _reason in self.lcd.summaries()}
-        above = plan.parents_to_stop(self.lcd.edges(), states)
+        summaries, edges = await self.db.read(lambda lcd: (lcd.summaries(), lcd.edges()))
+        states = {tag: state for tag, _id, state, _reason in summaries}
+        above = plan.parents_to_stop(edges, states)
         for tag, below in sorted(above.items()):
             if tag in said_running:
                 logger.warning(
@@ -320,7 +332,10 @@ class Daemon:
         return True
 
     def _config_changed(self, op: str) -> None:
-        if op == "set_settings" and self.heartbeats is not None:
+        if op != "set_settings":
+            return
+        self.db.set_busy_timeout(daemon_busy_timeout(self.lcd.settings()))  # guard_timeout may have changed
+        if self.heartbeats is not None:
             self.heartbeats.reconfigure()  # the new timing at once, not at the next refresh
         if op == "set_settings" and self.guard is not None:
             self.guard.reconfigure()  # a new guard_timeout at once, not at the next feed (up to a quarter later)
@@ -431,20 +446,20 @@ class Daemon:
             self.recovery.failed(resource.tag, message, result.policy, ticket=ticket), f"recovery of {resource.tag}"
         )
 
-    def send_event(self, event: Event) -> str:
+    async def send_event(self, event: Event) -> str:
         """Accept an event: run its handlers and, for a resource in service here, local recovery."""
         logger.warning("event %s", event.describe())
         told = dataclasses.replace(event, advisory=event.tag in self.engine.busy)  # handlers get -A then
         self.spawn(run_handlers(self.root, told, self.node), f"handlers of {event.describe()}")
         if event.system not in ("", self.node):
             return f"event {event.describe()}: it happened on {event.system}, not here; handlers only"
-        known = {r.tag: r for r in self.lcd.resources(tag=event.tag)}
+        known = {r.tag: r for r in await self.db.read(lambda lcd: lcd.resources(tag=event.tag))}
         resource = known.get(event.tag)
         if resource is None:
             return f"event {event.describe()}: no resource {event.tag!r} here; handlers only"
         if resource.state is not State.ISP:
             return f"event {event.describe()}: {event.tag} is {resource.state.name}; no recovery"
-        busy = self.engine.stale(event.tag, self.engine.ticket())
+        busy = await self.engine.stale(event.tag, self.engine.ticket())
         if busy is not None:  # a restore, remove or recovery runs on it: the event speaks of that
             return f"event {event.describe()}: {event.tag}: {busy}; no recovery"
         self.spawn(self.recovery.failed(event.tag, f"{event.cls}/{event.event}"), f"recovery of {event.tag}")
@@ -511,7 +526,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-        self._load_kits()
+        await self._load_kits()
         await self._reconcile()
         if self.services.faults:
             logger.warning("fault injection is on (%s=1, for tests): '_fault SERVICE' makes a service fail", FAULTS_ENV)
@@ -534,6 +549,7 @@ class Daemon:
                     await self._shutdown(server)
                 else:
                     await self._die(server, failure)
+        await self.db.aclose()  # what is queued is written first
         self._close()
         if failure is not None:
             logger.critical("hakeeperd stopped (exit %d): %s", FATAL_EXIT, failure.describe())
@@ -607,9 +623,11 @@ class Daemon:
         if await self.guard.release(FATAL_GUARD_WAIT):
             return
         logger.critical("no guard to do it: hakeeperd takes this node's resources out of service itself")
+        # Without the writer thread (its death may be the failure), the states are written from the loop, alone now.
+        engine = self.engine if self.db.alive else Engine(self.lcd, self.kits)
         try:
             async with asyncio.timeout(FATAL_GUARD_WAIT):
-                await take_down(self.lcd, lambda: self.engine, "failed")
+                await take_down(self.lcd, lambda: engine, "failed")
         except Exception:  # the heartbeats must stop all the same
             logger.critical("taking this node's resources out of service failed", exc_info=True)
 

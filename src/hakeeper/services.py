@@ -39,6 +39,6 @@ class DaemonServices(ExtendServices, Protocol):
         """How a command's LCD (opened in a worker thread) sends its changes to the nodes they concern."""
         ...
 
-    def send_event(self, event: Event) -> str:
+    async def send_event(self, event: Event) -> str:
         """Handle a sendevent: handlers, and local recovery where the event calls for it; what was done."""
         ...

@@ -36,6 +36,12 @@ guard         fatal    Without its feed the guard kills hakeeperd after ``guard_
                        anyway; a restarted link would start a second guard beside the
                        first, which then kills hakeeperd; and an unguarded node serves
                        on after its next crash while the peers take over.
+lcd-writer    fatal    The thread that commits hakeeperd's LCD changes (hakeeper.db.aio). A
+                       node that cannot record what it starts and stops must not act on:
+                       a resource running but recorded out of service is one the guard
+                       leaves running after a crash. Only a bug kills it (a change's own
+                       error goes to its caller), and a new one could not tell which
+                       changes in flight were made.
 messages      restart  The RPC listener holds no state. While it is down the peers' requests
                        fail as to an unreachable node, which never counts as a death (the
                        heartbeats say ALIVE): nothing moves, a request is retried.

@@ -25,6 +25,7 @@ from hakeeper.comm.rpc import RemoteError
 from hakeeper.comm.tls import Peer
 from hakeeper.daemon import Daemon
 from hakeeper.db import Lcd, State
+from hakeeper.db.aio import Inline
 from hakeeper.errors import CommunicationFailed, HakeeperError
 from hakeeper.kits.base import KitContext
 from hakeeper.kits.gen_app import GenAppKit
@@ -48,6 +49,7 @@ class Node:
                 self.lcd.create_node(other)
                 self.lcd.create_path(other, f"198.18.0.{10 + int(name[-1])}", f"198.18.0.{10 + int(other[-1])}")
         self.kits = Kits(KitContext(self.root, name))
+        self.db = Inline(self.lcd)
         self.adopter = Adopter(self.lcd, self.kits)
         self.sync = ConfigSync(self.lcd, self._send, self.state_of)
         self.dead: set[str] = set()

@@ -146,12 +146,13 @@ def test_an_event_of_another_system_runs_its_handlers_only(root: Path) -> None:
             kits, _kit = fake_kits(daemon.lcd)
             daemon.engine.kits = kits
             await daemon.engine.restore("web", reason="test")
-            elsewhere = daemon.send_event(Event("generic", "failure", "web", system="node2"))
-            here = daemon.send_event(Event("generic", "failure", "web", system="node1"))
+            elsewhere = await daemon.send_event(Event("generic", "failure", "web", system="node2"))
+            here = await daemon.send_event(Event("generic", "failure", "web", system="node1"))
             while daemon._work:
                 await asyncio.gather(*daemon._work)
             return elsewhere, here
         finally:
+            await daemon.db.aclose()
             daemon.lcd.close()
 
     elsewhere, here = asyncio.run(scenario())

@@ -228,6 +228,7 @@ def test_at_start_a_parent_whose_check_another_node_answers_goes_down_with_its_c
         kit.running.add("web")  # web's check asks the virtual address, which node2 answers
         daemon.engine.kits = kits
         await daemon._reconcile()
+        await daemon.db.aclose()
         return daemon
 
     with caplog.at_level(logging.WARNING):

@@ -299,7 +299,7 @@ def _event(args: argparse.Namespace) -> Event:
 
 
 async def _sendevent_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.print(ctx.daemon.send_event(_event(args)))
+    ctx.print(await ctx.daemon.send_event(_event(args)))
     return 0
 
 

@@ -46,6 +46,7 @@ from hakeeper.comm.paths import PathState
 from hakeeper.comm.rpc import RemoteError
 from hakeeper.comm.tls import Peer
 from hakeeper.db import Lcd
+from hakeeper.db.aio import Access, Inline
 from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument
 
 logger = logging.getLogger(__name__)
@@ -131,8 +132,11 @@ class ConfigSync:
         send: Send,
         membership: Callable[[str], PathState],
         changed: Callable[[str], None] = lambda op: None,
+        *,
+        db: Access | None = None,
     ) -> None:
         self.lcd = lcd  # the daemon's own connection (participant side)
+        self.db: Access = db if db is not None else Inline(lcd)  # hakeeperd's: the LCD off its event loop
         self.send = send
         self.membership = membership
         self.changed = changed  # told the op of each change committed here, by this node or another
@@ -185,7 +189,7 @@ class ConfigSync:
             log = logger.debug if quiet else logger.error
             log("%s committed here, not yet on %s: %s (told again when it is back)", message["op"], node, exc)
             return False
-        self.lcd.delivered(txid, node)
+        await self.db.write(lambda lcd: lcd.delivered(txid, node))
         return True
 
     async def redeliver(self, node: str, *, quiet: bool = False) -> int:
@@ -194,7 +198,7 @@ class ConfigSync:
         ``quiet``: a node that is away is tried now and then; its failures are not news.
         """
         sent = 0
-        for txid, text in self.lcd.outbox(node):
+        for txid, text in await self.db.read(lambda lcd: lcd.outbox(node)):
             if not await self._deliver(node, txid, json.loads(text), quiet=quiet):
                 break
             sent += 1
@@ -224,7 +228,7 @@ class ConfigSync:
         op, change = str(args["op"]), args.get("args")
         if op not in REPLICATED | CLUSTER_WIDE or not isinstance(change, dict):
             raise IllegalArgument(f"{op} is not a replicated change")
-        self.lcd.try_change(op, change)  # raises, with the reason, when it would not apply here
+        await self.db.write(lambda lcd: lcd.try_change(op, change))  # raises, with the reason, when it would not apply
         return {}
 
     async def on_commit(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
@@ -232,7 +236,7 @@ class ConfigSync:
         if op not in REPLICATED | CLUSTER_WIDE or not isinstance(change, dict):
             raise IllegalArgument(f"{op} is not a replicated change")
         actor = f"{args.get('actor', '?')} via {peer.node}#{args.get('seq', '?')}"
-        if self.lcd.apply_replicated(txid, op, change, actor):
+        if await self.db.write(lambda lcd: lcd.apply_replicated(txid, op, change, actor)):
             logger.info("%s from %s applied (%s)", op, peer.node, actor)
             self.changed(op)
         return {}
@@ -240,7 +244,7 @@ class ConfigSync:
     async def on_catch_up(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
         """``peer`` asks for what it missed: tell it now (the commits go to it while it waits)."""
         delivered = await self.redeliver(peer.node)
-        return {"delivered": delivered, "left": len(self.lcd.outbox(peer.node))}
+        return {"delivered": delivered, "left": len(await self.db.read(lambda lcd: lcd.outbox(peer.node)))}
 
     async def on_abort(self, peer: Peer, args: dict[str, Any]) -> dict[str, Any]:
         """Nothing to undo: a prepare keeps nothing. The message stays so that the protocol reads whole."""

@@ -30,6 +30,7 @@ cannot be reached), and no LCD changed anywhere.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -41,6 +42,7 @@ from hakeeper.cluster.configsync import participants
 from hakeeper.comm.rpc import MAX_FRAME, RemoteError
 from hakeeper.comm.tls import Peer
 from hakeeper.db import Lcd, Resource, State, graph
+from hakeeper.db.aio import Access, Inline
 from hakeeper.db.model import check_priority
 from hakeeper.errors import (
     AlreadyExists,
@@ -72,6 +74,10 @@ class Services(Protocol):
 
     lcd: Lcd
     kits: Kits
+
+    @property
+    def db(self) -> Access:
+        """The LCD off the event loop (hakeeper.db.aio)."""
 
     def check_reachable(self, node: str) -> None:
         """Raise CommunicationFailed, saying why, when ``node`` cannot be asked anything (DEAD, no identity)."""
@@ -211,7 +217,7 @@ def _budget(kits: Kits, resources: list[Resource], action: str) -> float:
 async def extend(services: Services, tag: str, node: str, priority: int | None, actor: str) -> tuple[list[str], int]:
     """Extend ``tag``'s hierarchy to ``node``; returns the tags extended (children first) and the priority there."""
     lcd = services.lcd
-    plan = plan_extend(lcd, tag, node, priority)
+    plan = await services.db.write(lambda w: plan_extend(w, tag, node, priority))  # its dry run takes the write lock
     what = f"extend of {tag} to {node}"
     # Every node the equivalencies concern, the new one first: a DEAD one refuses before anything is sent.
     change = {"tags": plan.tags, "other_node": node}
@@ -250,7 +256,7 @@ async def _undo(services: Services, node: str, xid: str) -> str:
 async def unextend(services: Services, tag: str, node: str, actor: str) -> list[str]:
     """Take ``tag``'s hierarchy off ``node``; returns the tags removed there (parents first)."""
     lcd = services.lcd
-    plan = plan_unextend(lcd, tag, node)
+    plan = await services.db.read(lambda r: plan_unextend(r, tag, node))
     what = f"unextend of {tag} from {node}"
     _reachable(services, node, what)
     try:
@@ -277,8 +283,9 @@ async def unextend(services: Services, tag: str, node: str, actor: str) -> list[
 class Adopter:
     """The requests of extend and unextend on the node a hierarchy goes to (or leaves), one at a time."""
 
-    def __init__(self, lcd: Lcd, kits: Kits) -> None:
-        self.lcd = lcd
+    def __init__(self, lcd: Lcd, kits: Kits, *, db: Access | None = None) -> None:
+        self.lcd = lcd  # its few synchronous reads (checks before a change: the change checks again)
+        self.db: Access = db if db is not None else Inline(lcd)  # hakeeperd's: changes off its event loop
         self.kits = kits
         self._lock = asyncio.Lock()
         self._adopted: dict[str, list[str]] = {}  # xid -> tags, for a retry or the coordinator's undo
@@ -316,11 +323,7 @@ class Adopter:
                 kit = await self._take_in(spec, bool(item.get("kit")), item.get("payload", {}))
                 if kit is not None:
                     made.append((kit, spec["tag"]))
-            own, self.lcd.actor = self.lcd.actor, actor
-            try:
-                self.lcd.create_resources(specs, dependencies)
-            finally:
-                self.lcd.actor = own
+            await self.db.write(lambda lcd: _as(lcd, actor, lambda: lcd.create_resources(specs, dependencies)))
         except BaseException:
             for kit, tag in reversed(made):
                 kit.discard(tag)
@@ -393,21 +396,30 @@ class Adopter:
     async def _remove(self, tags: list[str], actor: str) -> list[str]:
         """Each kit's delete action, then the resource out of the LCD, parents first (as ins_remove does)."""
         removed: list[str] = []
-        own, self.lcd.actor = self.lcd.actor, actor
-        try:
-            for tag in self.lcd.removal_order(tags):
-                resource = self.lcd.resource(tag)
-                kit = self.kits.find(resource.app, resource.type)
-                if kit is not None:
-                    result = await call(kit, "delete", resource)
-                    if not result.ok:
-                        done = f" (removed before it: {', '.join(removed)})" if removed else ""
-                        raise SystemCallFailed(f"{result.message}{done}")
-                removed += self.lcd.remove_resources([tag])
-        finally:
-            self.lcd.actor = own
+        for tag in await self.db.read(lambda lcd: lcd.removal_order(tags)):
+
+            def remove(lcd: Lcd, tag: str = tag) -> list[str]:
+                return _as(lcd, actor, lambda: lcd.remove_resources([tag]))
+
+            resource = await self.db.read(functools.partial(Lcd.resource, tag=tag))
+            kit = self.kits.find(resource.app, resource.type)
+            if kit is not None:
+                result = await call(kit, "delete", resource)
+                if not result.ok:
+                    done = f" (removed before it: {', '.join(removed)})" if removed else ""
+                    raise SystemCallFailed(f"{result.message}{done}")
+            removed += await self.db.write(remove)
         logger.info("removed %s (%s)", ", ".join(removed), actor)
         return removed
+
+
+def _as(lcd: Lcd, actor: str, change: Callable[[], T]) -> T:
+    """Make ``change`` on ``lcd`` in the name of ``actor`` (the change log says who asked)."""
+    own, lcd.actor = lcd.actor, actor
+    try:
+        return change()
+    finally:
+        lcd.actor = own
 
 
 def _text(args: Mapping[str, Any], key: str) -> str:

@@ -21,7 +21,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +71,10 @@ def default_node_name() -> str:
 
 class ChangedMeanwhile(SystemCallFailed):
     """A replicated change no longer applies as the other nodes prepared it: another change came first."""
+
+
+class LcdBusy(SystemCallFailed):
+    """Another writer held the LCD's lock for longer than the busy timeout: nothing was written."""
 
 
 @dataclass
@@ -286,6 +290,8 @@ class Journal:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
+                raise LcdBusy(f"the LCD {self.path} is busy: another writer held it for too long ({exc})") from None
             raise SystemCallFailed(f"the LCD {self.path} is busy or unwritable: {exc}") from None
         self._txn = txn
         try:
@@ -307,6 +313,44 @@ class Journal:
         for told in txn.committed:
             told()
         return result
+
+    def group(self, works: Sequence[Callable[[], R]]) -> list[R | Exception]:
+        """Make several changes in ONE write transaction: one commit, one fsync (hakeeperd's group commit).
+
+        Each work is a change of its own — its checks, its writes, its change-log
+        record — in a savepoint of its own: one that raises is rolled back alone
+        and its error is returned in its place; the others commit together.
+        Returns, in order, each work's result or error. Raises (nothing written)
+        when the transaction cannot begin (:class:`LcdBusy`) or commit.
+        """
+
+        def each() -> list[R | Exception]:
+            txn = self._txn
+            assert txn is not None
+            results: list[R | Exception] = []
+            for work in works:
+                logged, txn.op = len(txn.committed), "the change"
+                self._conn.execute("SAVEPOINT one_change")
+                try:
+                    results.append(work())
+                except Exception as exc:  # noqa: BLE001 - this change's own failure, handed back to its caller
+                    self._conn.execute("ROLLBACK TO one_change")
+                    del txn.committed[logged:]  # what it would have logged
+                    if isinstance(exc, sqlite3.IntegrityError):
+                        exc = constraint_error(txn.op, exc)
+                    elif isinstance(exc, sqlite3.Error):
+                        exc = SystemCallFailed(f"the LCD {self.path} failed during {txn.op}: {exc}")
+                    results.append(exc)
+                self._conn.execute("RELEASE one_change")
+            return results
+
+        if self._txn is not None:
+            raise InternalError("a group of changes inside another change")
+        return self._run(each, _Transaction())
+
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long this connection waits for another writer's lock before it gives up (:class:`LcdBusy`)."""
+        self._conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
 
     def _when_committed(self, call: Callable[[], None]) -> None:
         """Call ``call`` once the open transaction has committed (to log what it changed); never if it does not."""

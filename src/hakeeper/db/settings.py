@@ -92,6 +92,8 @@ SETTINGS: dict[str, Setting] = {
     )
 }  # fmt: skip
 
+#: hakeeperd's own LCD connections wait at most this long for another writer's lock (see daemon_busy_timeout).
+DAEMON_BUSY_TIMEOUT = 2.0
 MIN_DETECTION = 0.2  # below this, ordinary scheduling noise declares nodes dead
 MAX_DETECTION = 120.0
 
@@ -99,6 +101,16 @@ MAX_DETECTION = 120.0
 def detection_budget(values: dict[str, Any]) -> float:
     """Seconds from a node's last heartbeat until it is declared dead: interval x misses."""
     return float(values["heartbeat_interval"]) * int(values["heartbeat_misses"])
+
+
+def daemon_busy_timeout(values: dict[str, Any]) -> float:
+    """How long hakeeperd's LCD connections wait for another writer's lock: always below ``guard_timeout``.
+
+    The guard kills a hakeeperd that is silent for ``guard_timeout``; no wait on
+    SQLite's lock may come near it, wherever it happens (docs/lcd.md, "How
+    hakeeperd writes the LCD"). Half of it, and never more than DAEMON_BUSY_TIMEOUT.
+    """
+    return min(DAEMON_BUSY_TIMEOUT, float(values["guard_timeout"]) / 2)
 
 
 def check_rules(values: dict[str, Any]) -> None:

@@ -27,13 +27,14 @@ one (resources, dependencies, equivalencies, and replaying changes);
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from hakeeper.db import graph
 from hakeeper.db.catalog import Catalog
-from hakeeper.db.journal import BUSY_TIMEOUT_MS, ChangedMeanwhile, _write, logger
+from hakeeper.db.journal import BUSY_TIMEOUT_MS, ChangedMeanwhile, LcdBusy, _write, logger
 from hakeeper.db.model import (
     Dependency,
     Equivalency,
@@ -56,9 +57,9 @@ from hakeeper.db.rows import (
     row_resource,
 )
 from hakeeper.db.states import EqvKind, Init, State, Switchback
-from hakeeper.errors import AlreadyExists, IllegalArgument, NotFound
+from hakeeper.errors import AlreadyExists, HakeeperError, IllegalArgument, NotFound
 
-__all__ = ["BUSY_TIMEOUT_MS", "ChangedMeanwhile", "Lcd"]
+__all__ = ["BUSY_TIMEOUT_MS", "ChangedMeanwhile", "Lcd", "LcdBusy"]
 
 
 class Lcd(Catalog):
@@ -301,6 +302,41 @@ class Lcd(Catalog):
             lambda: logger.info("%s %s -> %s (%s)", tag, old.name, new.name, reason or "no reason given")
         )
         return old
+
+    def set_states(self, changes: Sequence[tuple[str, State, str]]) -> list[State | HakeeperError]:
+        """Several :meth:`set_state` in one write transaction, at the cost of fewer statements (group commit).
+
+        Each is a change of its own — its checks, its change-log record, its
+        log line — in the order given; one that fails its checks (an unknown
+        tag, a bad reason) is refused alone before it writes anything, and its
+        error is returned in place of its previous state.
+        """
+
+        def each() -> list[State | HakeeperError]:
+            tags = sorted({tag for tag, _state, _reason in changes})
+            marks = ", ".join("?" * len(tags))
+            now = {
+                str(t): State(v)
+                for t, v in self._query(f"SELECT tag, state FROM resources WHERE tag IN ({marks})", tags)
+            }
+            results: list[State | HakeeperError] = []
+            for tag, state, reason in changes:
+                try:
+                    check_reason(reason)
+                    if tag not in now:
+                        raise NotFound(f"no resource tagged {tag!r} (see: ins_list)")
+                except HakeeperError as exc:
+                    results.append(exc)
+                    continue
+                old, new = now[tag], State(state)
+                with self._change("set_state", {"tag": tag, "state": new.name, "reason": reason}) as db:
+                    db.execute("UPDATE resources SET state = ?, reason = ? WHERE tag = ?", (int(new), reason, tag))
+                self._when_committed(functools.partial(_log_state, tag, old, new, reason))
+                now[tag] = new
+                results.append(old)
+            return results
+
+        return self._transaction(each)
 
     @_write
     def set_info(self, tag: str, info: Any) -> None:
@@ -610,6 +646,10 @@ class Lcd(Catalog):
         if method is None:
             raise IllegalArgument(f"change {op!r} cannot be replayed")
         method(self, **args)
+
+
+def _log_state(tag: str, old: State, new: State, reason: str) -> None:
+    logger.info("%s %s -> %s (%s)", tag, old.name, new.name, reason or "no reason given")
 
 
 def _replay_create_resource(lcd: Lcd, **args: Any) -> None:

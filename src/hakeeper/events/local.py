@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from hakeeper.db import State, graph
+from hakeeper.db import Lcd, State, graph
 from hakeeper.errors import HakeeperError
 from hakeeper.events import policy as ladder
 from hakeeper.events.policy import Rung
@@ -96,7 +96,7 @@ class LocalRecovery:
         if tag in self._busy:
             return f"{tag}: recovery already running; this report ({message}) is folded into it"
         try:
-            hold = self.engine.hold(tag, ticket)  # checks "ISP and idle" and holds it, in one step
+            hold = await self.engine.hold(tag, ticket)  # checks "ISP and idle" and holds it, in one step
         except Busy as exc:
             logger.debug("no local recovery for %s: %s", message, exc)
             return f"{exc}: no recovery for {message}"
@@ -109,7 +109,7 @@ class LocalRecovery:
         try:
             with hold:
                 async with self.engine.exclusive():
-                    why = hold.intact()
+                    why = await hold.intact()
                     if why is not None:
                         logger.debug("no local recovery for %s: %s: %s", message, tag, why)
                         return f"{tag}: {why}: no recovery for {message}"
@@ -125,7 +125,7 @@ class LocalRecovery:
 
     async def _recover(self, tag: str, message: str, policy: Policy) -> tuple[str, str | None]:
         """Recover ``tag`` (held, under the engine's lock): what was done, and the failover reason if any."""
-        resource = self.engine.lcd.resource(tag)
+        resource = await self.engine.db.read(lambda lcd: lcd.resource(tag))
         kit = self.engine.kit_of(resource)
         step = ladder.first_step(
             policy,
@@ -144,9 +144,9 @@ class LocalRecovery:
             done = f"{tag} recovered in place by its recover action after: {message}"
         else:
             reason = f"local recovery of {tag}: {message}"
-            lcd = self.engine.lcd
-            states = {t: state for t, _id, state, _reason in lcd.summaries()}
-            members = {t for t in plan.local_recovery_set(lcd.edges(), tag) if states.get(t, State.OSU).in_service}
+            summaries, edges = await self.engine.db.read(lambda lcd: (lcd.summaries(), lcd.edges()))
+            states = {t: state for t, _id, state, _reason in summaries}
+            members = {t for t in plan.local_recovery_set(edges, tag) if states.get(t, State.OSU).in_service}
             down = await self.engine.remove_all_of(members, reason=reason, target=tag)
             if not down.ok:
                 return await self._escalate(tag, f"{message}; remove failed: {'; '.join(down.messages)}")
@@ -161,10 +161,10 @@ class LocalRecovery:
 
     async def _wait_for_admin(self, tag: str, reason: str) -> str:
         """Mark ``tag`` OSF until the administrator acts; what is above it goes out of service first."""
-        above = graph.ancestors(self.engine.lcd.edges(), tag)
+        above = graph.ancestors(await self.engine.db.read(Lcd.edges), tag)
         if above:
             await self.engine.remove_all_of(above, reason=f"{tag} below it: configuration error", target=tag)
-        self.engine.mark(tag, State.OSF, f"configuration error: {reason}")  # -> OSF, wait for the admin
+        await self.engine.mark(tag, State.OSF, f"configuration error: {reason}")  # -> OSF, wait for the admin
         return f"{tag}: configuration error ({reason}); OSF until the administrator fixes it"
 
     def _may_try(self, tag: str) -> bool:
@@ -180,5 +180,5 @@ class LocalRecovery:
     async def _escalate(self, tag: str, reason: str) -> tuple[str, str]:
         """Take ``tag`` and what is above it out of service and mark it OSF; the caller asks for a failover."""
         await self.engine.remove(tag, reason=f"local recovery failed: {reason}")
-        self.engine.mark(tag, State.OSF, f"local recovery failed: {reason}")  # -> OSF
+        await self.engine.mark(tag, State.OSF, f"local recovery failed: {reason}")  # -> OSF
         return f"{tag}: local recovery failed ({reason}); OSF, failover requested", reason

@@ -5,7 +5,9 @@ check delays nobody else and one resource is never checked twice at once. The
 first check comes at a random point of the first interval and later ones at
 the interval ± 10 %, so that a thousand resources do not all check in the same
 second. Every ``refresh`` seconds the set of tasks is brought in line with the
-LCD (new resources, changed intervals, resources no longer in service).
+LCD (new resources, changed intervals, resources no longer in service). Its
+reads go to hakeeperd's reader thread (:mod:`hakeeper.db.aio`): a slow commit
+delays no check.
 A check that says stopped or failed is handed to ``on_failure``, which must
 not block: recovery runs in a task of its own (a watcher is cancelled when its
 resource leaves service, which recovery itself does for a moment).
@@ -24,7 +26,7 @@ import logging
 import random
 from collections.abc import Callable
 
-from hakeeper.db import Resource, State
+from hakeeper.db import Lcd, Resource, State
 from hakeeper.kits.base import Result
 from hakeeper.recovery.engine import Engine, call
 
@@ -45,7 +47,7 @@ class Monitor:
         rng: random.Random | None = None,
     ) -> None:
         self.engine = engine
-        self.lcd = engine.lcd
+        self.db = engine.db
         self.kits = engine.kits
         self.on_failure = on_failure
         self.refresh = refresh
@@ -58,7 +60,7 @@ class Monitor:
         try:
             while True:
                 try:
-                    self.sync()
+                    await self.sync()
                 except Exception:  # the loop must not die of one bad read
                     logger.exception("monitor: cannot read the resources to check")
                 await asyncio.sleep(self.refresh)
@@ -68,8 +70,9 @@ class Monitor:
             await asyncio.gather(*(t for _, t in self._tasks.values()), return_exceptions=True)
             self._tasks.clear()
 
-    def sync(self) -> None:
-        wanted = {r.tag: r.check_interval for r in self.lcd.resources() if r.state is State.ISP and r.check_interval}
+    async def sync(self) -> None:
+        resources = await self.db.read(Lcd.resources)  # on the reader thread: never behind a commit's fsync
+        wanted = {r.tag: r.check_interval for r in resources if r.state is State.ISP and r.check_interval}
         for tag, (interval, task) in list(self._tasks.items()):
             if task.done() or wanted.get(tag) != interval:
                 task.cancel()
@@ -85,7 +88,7 @@ class Monitor:
             await asyncio.sleep(delay)
             delay = interval * self.rng.uniform(1 - JITTER, 1 + JITTER)
             try:
-                resource = self.lcd.resource(tag)
+                resource = await self.db.read(lambda lcd: lcd.resource(tag))
                 if resource.state is not State.ISP:
                     return
                 if tag in self.engine.busy:
@@ -96,7 +99,7 @@ class Monitor:
                 result = await call(kit, "quick_check", resource)
                 if result.ok:
                     continue
-                stale = self.engine.stale(tag, ticket)
+                stale = await self.engine.stale(tag, ticket)
                 if stale is not None:
                     logger.debug("quickCheck of %s said %s; dropped: %s", tag, result.message or result.health, stale)
                     continue

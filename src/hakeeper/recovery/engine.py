@@ -8,7 +8,12 @@ a timeout (the kit's); when it runs out the action's coroutine is cancelled,
 which kills the script's whole process group.
 
 Every state change goes through :meth:`hakeeper.db.Lcd.set_state`, which
-records it with its reason and logs it once. A failed restore marks the
+records it with its reason and logs it once. The engine reaches the LCD through
+an :class:`~hakeeper.db.aio.Access` and awaits it: in hakeeperd the writer
+thread (group commit) and the reader thread of :mod:`hakeeper.db.aio`, so that
+no commit stalls the event loop; a state change is durable when its ``await``
+returns, before the run goes on. Elsewhere (``perform_action`` alone, the guard)
+the same calls run inline. A failed restore marks the
 resource OSF, waits for what is still running, and removes again what this run
 restored (parents first), so no resource is left ISP with a child down; the
 report names the failed and the recovered resources.
@@ -43,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hakeeper.db import Lcd, Resource, State, graph
+from hakeeper.db.aio import Access, Inline
 from hakeeper.db.model import as_reason
 from hakeeper.errors import HakeeperError
 from hakeeper.kits.base import Kit, Policy, Result
@@ -152,16 +158,17 @@ class Hold:
         self._held = True
         self._since = engine._touched[tag]
 
-    def intact(self) -> str | None:
+    async def intact(self) -> str | None:
         """Re-check under :meth:`Engine.exclusive`: why ``tag`` is no longer as held (None: it is).
 
         A run that was queued for the engine before the hold may have
         acted on it meanwhile; a hold does not stop an administrator's run.
         """
         engine = self.engine
-        if engine._touched.get(self.tag) != self._since or engine._acting[self.tag] > 1:
+        tag = self.tag
+        state = (await engine.db.read(lambda lcd: lcd.resource(tag))).state
+        if engine._touched.get(tag) != self._since or engine._acting[tag] > 1:  # after the read: nothing in between
             return "an action ran on it meanwhile"
-        state = engine.lcd.resource(self.tag).state
         return None if state is State.ISP else f"it is {state.name}, not ISP"
 
     def release(self) -> None:
@@ -179,8 +186,11 @@ class Hold:
 class Engine:
     """Runs restore and remove over hierarchies of one node's LCD, one run at a time."""
 
-    def __init__(self, lcd: Lcd, kits: Kits, *, max_parallel: int = DEFAULT_MAX_PARALLEL) -> None:
-        self.lcd = lcd
+    def __init__(
+        self, lcd: Lcd, kits: Kits, *, max_parallel: int = DEFAULT_MAX_PARALLEL, db: Access | None = None
+    ) -> None:
+        self.lcd = lcd  # for the callers' own synchronous reads; the engine itself goes through ``db``
+        self.db: Access = db if db is not None else Inline(lcd)
         self.kits = kits
         self.max_parallel = max_parallel
         self._lock = asyncio.Lock()  # one restore or remove run at a time on this node
@@ -208,32 +218,39 @@ class Engine:
         """Take this before a quickCheck starts; :meth:`stale` says later whether its answer still counts."""
         return self._tick
 
-    def stale(self, tag: str, ticket: int) -> str | None:
+    async def stale(self, tag: str, ticket: int) -> str | None:
         """Why a quickCheck of ``tag`` that started at ``ticket`` no longer speaks for it; None when it does.
 
         It does not when an action runs on ``tag`` now, one started or ended
         since the check started, or ``tag`` is no longer ISP.
         """
+        resource = await self.db.read(lambda lcd: lcd.resource(tag))
+        return self._stale(tag, ticket, resource.state)
+
+    def _stale(self, tag: str, ticket: int, state: State) -> str | None:
+        """:meth:`stale` with the state read: judged after the read, so an action started during it counts."""
         if self._acting[tag] > 0:
             return "an action runs on it"
         if self._touched.get(tag, -1) > ticket:
             return "an action ran on it while it was checked"
-        state = self.lcd.resource(tag).state
         if state is not State.ISP:
             return f"it is {state.name}, not ISP"
         return None
 
-    def hold(self, tag: str, ticket: int | None = None) -> Hold:
+    async def hold(self, tag: str, ticket: int | None = None) -> Hold:
         """Check that ``tag`` is ISP and idle (and that a check at ``ticket`` still speaks for it), and hold it.
 
-        Check and mark are one step: nothing else runs between them. Raises
-        :class:`Busy` with the reason when the check fails. The hold keeps
-        ``tag`` and everything above it until released.
+        Check and mark are one step: nothing else runs between them (the LCD is
+        read first; an action that starts or ends during the read makes the
+        check fail). Raises :class:`Busy` with the reason when the check fails.
+        The hold keeps ``tag`` and everything above it until released.
         """
-        why = self.stale(tag, self._tick if ticket is None else ticket)
+        ticket = self._tick if ticket is None else ticket
+        resource, edges = await self.db.read(lambda lcd: (lcd.resource(tag), lcd.edges()))
+        why = self._stale(tag, ticket, resource.state)
         if why is not None:
             raise Busy(f"{tag}: {why}")
-        tags = frozenset({tag} | graph.ancestors(self.lcd.edges(), tag))
+        tags = frozenset({tag} | graph.ancestors(edges, tag))
         self._begin(tags)
         return Hold(self, tag, tags)
 
@@ -282,8 +299,7 @@ class Engine:
             return await self._restore(tag, reason=reason, only=only, args=args, kits=kits or self.kits)
 
     async def _restore(self, tag: str, *, reason: str, only: bool, args: tuple[str, ...], kits: Kits) -> Report:
-        self.lcd.resource(tag)
-        edges = self.lcd.edges()
+        _, edges = await self.db.read(lambda lcd: (lcd.resource(tag), lcd.edges()))
         members = plan.restore_set(edges, tag, only=only)
         with self._holding(members):
             return await self._restore_members(members, edges, reason=reason, args=args, kits=kits, target=tag)
@@ -291,7 +307,7 @@ class Engine:
     async def restore_all_of(self, tags: set[str], *, reason: str, target: str) -> Report:
         """Bring exactly ``tags`` in service here in one run, children first (what local recovery took down)."""
         async with self.exclusive():
-            edges = self.lcd.edges()
+            edges = await self.db.read(Lcd.edges)
             with self._holding(tags):
                 return await self._restore_members(set(tags), edges, reason=reason, args=(), kits=self.kits,
                                                    target=target)  # fmt: skip
@@ -312,16 +328,16 @@ class Engine:
                 report.unchanged.append(resource.tag)
                 return True
             if resource.state is State.ISU:
-                self.lcd.set_state(resource.tag, State.ISP, as_reason(reason))  # ISU -> ISP, nothing to run
+                await self._set(resource.tag, State.ISP, reason)  # ISU -> ISP, nothing to run
                 report.unchanged.append(resource.tag)
                 return True
             result = await self._act(kits, "restore", resource, args)
             if result.ok:
-                self.lcd.set_state(resource.tag, State.ISP, as_reason(reason))  # OSU/OSF -> ISP
+                await self._set(resource.tag, State.ISP, reason)  # OSU/OSF -> ISP
                 restored.append(resource.tag)
                 report.done.append(resource.tag)
                 return True
-            self.lcd.set_state(resource.tag, State.OSF, as_reason(result.message))  # -> OSF: restore failed
+            await self._set(resource.tag, State.OSF, result.message)  # -> OSF: restore failed
             self._fail(report, resource.tag, result)
             return False
 
@@ -340,8 +356,7 @@ class Engine:
             return await self._remove(tag, reason=reason, only=only, args=args, kits=kits or self.kits)
 
     async def _remove(self, tag: str, *, reason: str, only: bool, args: tuple[str, ...], kits: Kits) -> Report:
-        self.lcd.resource(tag)
-        edges = self.lcd.edges()
+        _, edges = await self.db.read(lambda lcd: (lcd.resource(tag), lcd.edges()))
         members = plan.remove_set(edges, tag, only=only)
         report = Report("remove", tag)
         with self._holding(members):
@@ -356,8 +371,8 @@ class Engine:
     async def remove_all_of(self, tags: set[str] | None, *, reason: str, target: str) -> Report:
         """Take ``tags`` (None: every resource) out of service here in one run, parents first."""
         async with self.exclusive():
-            edges = self.lcd.edges()
-            members = {tag for tag, _id, state, _reason in self.lcd.summaries() if state is not State.OSU}
+            edges, summaries = await self.db.read(lambda lcd: (lcd.edges(), lcd.summaries()))
+            members = {tag for tag, _id, state, _reason in summaries if state is not State.OSU}
             if tags is not None:
                 members &= tags
             report = Report("remove", target)
@@ -380,8 +395,7 @@ class Engine:
         """
         async with self.exclusive():
             started = time.monotonic()
-            edges = self.lcd.edges()
-            resources = self.lcd.resources()
+            edges, resources = await self.db.read(lambda lcd: (lcd.edges(), lcd.resources()))
             face = plan.network_face(resources)
             with self._holding({r.tag for r in resources if r.state is not State.OSU}):
                 cut = Report("cut", "the network face", started=started)
@@ -396,26 +410,31 @@ class Engine:
                 members = {r.tag for r in resources if r.state is not State.OSU} - set(cut.done)
                 await self._remove_members(self.kits, members, edges, rest, reason=reason)
             told(rest)
-            self._note("cut", cut.finished)
+            await self._note("cut", cut.finished)
             return Cut(cut, rest, cut_took, time.monotonic() - started)
 
     async def cut_network_face(self, *, reason: str) -> Report:
         """Remove every virtual address in service here at once, nothing else (the guard's cut, see guard.py)."""
         async with self.exclusive():
             started = time.monotonic()
-            face = plan.network_face(self.lcd.resources())
+            face = plan.network_face(await self.db.read(Lcd.resources))
             cut = Report("cut", "the network face", started=started)
             with self._holding(face):
                 await self._remove_members(self.kits, face, [], cut, reason=f"{reason}: clients cut", stop=False)
             return told(cut) if face else cut
 
-    def mark(self, tag: str, state: State, reason: str) -> State:
+    async def mark(self, tag: str, state: State, reason: str) -> State:
         """Record ``tag``'s new state (outside a run: local recovery's OSF); returns the previous one.
 
         A resource that leaves service this way may leave ISP resources above
         it: the caller then runs :meth:`correct`.
         """
-        return self.lcd.set_state(tag, state, as_reason(reason))
+        return await self._set(tag, state, reason)
+
+    async def _set(self, tag: str, state: State, reason: str) -> State:
+        """Record a state change (durable when this returns; in hakeeperd, committed with others queued with it)."""
+        why = as_reason(reason)
+        return await self.db.set_state(tag, state, why)
 
     async def correct(self, *, reasons: Mapping[str, str] | None = None, alert: bool = True) -> Report:
         """Take out of service every ISP resource above one that is not in service (:func:`plan.parents_to_stop`).
@@ -441,8 +460,8 @@ class Engine:
 
         ``scope``: the resources a run acted on (only what is above them is judged); None: all.
         """
-        edges = self.lcd.edges()
-        states = {tag: state for tag, _id, state, _reason in self.lcd.summaries()}
+        edges, summaries = await self.db.read(lambda lcd: (lcd.edges(), lcd.summaries()))
+        states = {tag: state for tag, _id, state, _reason in summaries}
         above = plan.parents_to_stop(edges, states, below=scope)
         if not above:
             return
@@ -484,10 +503,10 @@ class Engine:
             if result.ok:
                 report.finished[resource.tag] = time.monotonic() - report.started
                 why = (reasons or {}).get(resource.tag, reason)
-                self.lcd.set_state(resource.tag, State.OSU, as_reason(why))  # ISP/ISU/OSF -> OSU
+                await self._set(resource.tag, State.OSU, why)  # ISP/ISU/OSF -> OSU
                 report.done.append(resource.tag)
                 return True
-            self.lcd.set_state(resource.tag, State.OSF, as_reason(result.message))  # -> OSF: remove failed
+            await self._set(resource.tag, State.OSF, result.message)  # -> OSF: remove failed
             self._fail(report, resource.tag, result)
             return False
 
@@ -496,14 +515,15 @@ class Engine:
             self._cannot_order(report, graph.cyclic(edges, members), sorted(stuck), "they were left as they are")
             members = members - stuck
         await self._walk(members, edges, one, children_first=False, stop=stop)
-        self._note("remove", report.finished)
+        await self._note("remove", report.finished)
 
-    def _note(self, kind: str, seconds: dict[str, float]) -> None:
+    async def _note(self, kind: str, seconds: dict[str, float]) -> None:
         """Keep how long the removes took (for ``hakeeper why``); failing to note it fails nothing."""
         if not seconds:
             return
+        noted = dict(seconds)
         try:
-            self.lcd.record_measurements(kind, seconds)
+            await self.db.write(lambda lcd: lcd.record_measurements(kind, noted))
         except HakeeperError as exc:
             logger.warning("could not note how long %s took: %s", kind, exc)
 
@@ -560,7 +580,7 @@ class Engine:
         waits_on = graph.children_of(inner) if children_first else graph.parents_of(inner)
         unblocks = graph.parents_of(inner) if children_first else graph.children_of(inner)
         pending = {tag: len(waits_on.get(tag, ())) for tag in members}
-        resources = {r.tag: r for r in self.lcd.resources() if r.tag in members}
+        resources = {r.tag: r for r in await self.db.read(Lcd.resources) if r.tag in members}
         gate = asyncio.Semaphore(self.max_parallel)
 
         async def guarded(tag: str) -> bool:
