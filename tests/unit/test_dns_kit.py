@@ -166,6 +166,13 @@ def test_timing_rules_keep_retries_within_the_action_timeouts(tmp_path: Path) ->
 # --- the key -------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("secret", ["PR//ZWGWvABeM0y5LnkL1mrWtEdM4Y3VNZqua0iYp1E=", "//8A", "Zm9v//8="])
+def test_a_secret_holding_what_looks_like_a_comment_is_read_whole(secret: str) -> None:
+    """base64 has '/': a secret with '//' in it is a string, not a comment (a random secret had it)."""
+    text = f'key "ddns-key" {{\n\talgorithm hmac-sha256; // the algorithm\n\tsecret "{secret}"; /* the secret */\n}};\n'
+    assert parse_key(text, "ddns-key.key").secret == base64.b64decode(secret)
+
+
 def test_a_tsig_keygen_key_is_read_and_its_secret_never_shown(tmp_path: Path) -> None:
     text = "# made by tsig-keygen\n/* a comment */\n" + KEY.replace('"ddns-key"', '"ddns-key."') + "// end\n"
     key = parse_key(text, "ddns-key.conf")

@@ -132,7 +132,8 @@ class TsigKey:
 
 
 KEY_FORMAT = 'key "NAME" { algorithm hmac-sha256; secret "BASE64"; }; (as tsig-keygen prints it)'
-_COMMENTS = re.compile(r"/\*.*?\*/|//[^\n]*|#[^\n]*", re.S)
+# A quoted string (kept whole: a base64 secret may hold "//" or "/*"), or a comment (dropped).
+_COMMENTS = re.compile(r'("(?:[^"\\\n]|\\.)*")|/\*.*?\*/|//[^\n]*|#[^\n]*', re.S)
 _KEY = re.compile(r'\bkey\s+("([^"]+)"|([A-Za-z0-9._-]+))\s*\{(.*?)\}\s*;', re.S)
 _ALGORITHM = re.compile(r'\balgorithm\s+"?([A-Za-z0-9._-]+)"?\s*;')
 _SECRET = re.compile(r'\bsecret\s+"([^"]*)"\s*;')
@@ -141,7 +142,7 @@ _KEY_NAME = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
 
 def parse_key(text: str, source: str) -> TsigKey:
     """The one key statement of ``text`` (a file's content, named ``source`` in errors, which never quote it)."""
-    keys = list(_KEY.finditer(_COMMENTS.sub(" ", text)))
+    keys = list(_KEY.finditer(_COMMENTS.sub(lambda m: m.group(1) or " ", text)))
     if not keys:
         raise IllegalArgument(f"{source} has no key statement; a TSIG key file reads: {KEY_FORMAT}")
     if len(keys) > 1:
