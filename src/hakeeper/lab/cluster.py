@@ -70,6 +70,7 @@ class HaCluster:
         self.base = base
         self.names = [n.name for n in lan.nodes]
         self.procs: dict[str, subprocess.Popen[Any]] = {}
+        self.daemon_env: dict[str, dict[str, str]] = {}  # node -> more environment for its hakeeperd alone
         for node in lan.nodes:
             Lcd.open(self.root(node.name), node=node.name).close()
         make_cluster(base, self.names)
@@ -107,11 +108,18 @@ class HaCluster:
         return done.stdout
 
     def start(self, node: Node) -> subprocess.Popen[Any]:
-        """Start hakeeperd inside ``node`` (its log: <root>/hakeeperd.log)."""
+        """Start hakeeperd inside ``node`` (its log: <root>/hakeeperd.log), with ``daemon_env[node]`` added to its
+        environment (e.g. an ``LD_PRELOAD`` for this daemon and its children, not for :meth:`command`)."""
         root = self.root(node.name)
         log = open(root / "hakeeperd.log", "ab")  # noqa: SIM115 - the daemon's stdout, closed with it
         argv = [sys.executable, "-c", "from hakeeper.cli.daemon import hakeeperd; hakeeperd()", "--root", str(root)]
-        proc = node.popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env(node.name))
+        proc = node.popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env={**self.env(node.name), **self.daemon_env.get(node.name, {})},
+        )
         log.close()
         self.procs[node.name] = proc
         return proc
