@@ -16,7 +16,7 @@ from typing import Any
 
 from hakeeper.errors import CommunicationFailed
 from hakeeper.layout import SOCKET_NAME
-from hakeeper.wire import answer_line, exchange, read_answer, request
+from hakeeper.wire import NoAnswer, answer_line, ask, read_answer
 
 MAX_REQUEST = 8 << 20  # a command line, or hakeeper apply's file (at most 1 MiB) once JSON has escaped it
 
@@ -55,9 +55,8 @@ def decode_answer(data: bytes) -> Answer:
 
 def forward_to_daemon(root: Path, command: str, argv: list[str]) -> Answer | None:
     """Send a command to hakeeperd; None when no daemon listens on this state directory."""
-    path = socket_path(root)
     try:
-        data = exchange(str(path), request(command, argv))
-    except OSError as exc:
-        raise CommunicationFailed(f"hakeeperd at {path} did not answer ({exc.strerror or exc})") from None
-    return None if data is None else decode_answer(data)
+        answer = ask(str(root), command, argv)
+    except NoAnswer as exc:
+        raise CommunicationFailed(str(exc)) from None
+    return None if answer is None else Answer(*answer)

@@ -18,7 +18,7 @@ import os
 from _json import encode_basestring_ascii as _quoted
 from _json import scanstring as _scanstring
 
-from hakeeper.layout import DEFAULT_ROOT
+from hakeeper.layout import DEFAULT_ROOT, SOCKET_NAME
 
 CONNECT_TIMEOUT = 5.0
 ANSWER_TIMEOUT = 3600.0  # a restore of a large hierarchy may take long; every action has its own timeout
@@ -88,6 +88,29 @@ def _read_own(text: str) -> tuple[int, str, str]:
     if text[at:].rstrip("\n") != "}":
         raise ValueError("not an answer line")
     return code, fields[0], fields[1]
+
+
+class NoAnswer(Exception):
+    """A daemon listened and took the request, but gave no usable answer (the command may have run)."""
+
+
+def ask(root: str, command: str, argv: list[str]) -> tuple[int, str, str] | None:
+    """Send a command to the hakeeperd of state directory ``root``: its code, output and errors.
+
+    None when no daemon listens there; :class:`NoAnswer` (saying why) when one did
+    but the exchange failed or its answer cannot be read.
+    """
+    path = os.path.join(root, SOCKET_NAME)
+    try:
+        data = exchange(path, request(command, argv))
+    except OSError as exc:
+        raise NoAnswer(f"hakeeperd at {path} did not answer ({exc.strerror or exc})") from None
+    if data is None:
+        return None
+    try:
+        return read_answer(data)
+    except ValueError:  # UnicodeDecodeError and json's errors are ValueErrors
+        raise NoAnswer("hakeeperd gave a malformed answer (see its log)") from None
 
 
 def exchange(path: str, payload: bytes) -> bytes | None:

@@ -14,13 +14,11 @@ parser and the LCD here (:func:`hakeeper.cli.base.run`).
 
 from __future__ import annotations
 
-import os
 import sys
 
 from hakeeper import __version__
 from hakeeper.cli.console import as_shown, console_streams
-from hakeeper.layout import SOCKET_NAME
-from hakeeper.wire import exchange, read_answer, request, root_of
+from hakeeper.wire import NoAnswer, ask, root_of
 
 TYPE_CHECKING = False  # typing is not imported: see the module's docstring
 if TYPE_CHECKING:
@@ -90,16 +88,12 @@ def front(name: str, argv: list[str], *, prog: str, root: str | None = None) -> 
     chosen = root_of(argv, root)
     light = name not in LOCAL and name not in CLIENT_STEP
     if light and chosen is not None and "-h" not in argv and "--help" not in argv:
-        path = os.path.join(chosen, SOCKET_NAME)
         try:
-            data = exchange(path, request(name, argv))
-        except OSError as exc:  # a daemon is there and took the command: never run it a second time here
-            return _failed(prog, f"hakeeperd at {path} did not answer ({exc.strerror or exc})")
-        if data is not None:
-            try:
-                code, out, err = read_answer(data)
-            except ValueError:
-                return _failed(prog, "hakeeperd gave a malformed answer (see its log)")
+            answer = ask(chosen, name, argv)
+        except NoAnswer as exc:  # a daemon is there and took the command: never run it a second time here
+            return _failed(prog, str(exc))
+        if answer is not None:
+            code, out, err = answer
             sys.stdout.write(out)
             sys.stderr.write(as_shown(err, name, prog))
             return code
