@@ -69,6 +69,7 @@ class GuardLink:
         self.cut_fd = cut_fd
         self._proc: asyncio.subprocess.Process | None = None
         self._down = False  # stand_down() was asked: the guard is not started again
+        self._new_timeout = asyncio.Event()  # reconfigure(): the feeding interval changes now
 
     async def run(self) -> None:
         while not self._down:
@@ -79,23 +80,33 @@ class GuardLink:
                 pass_fds=(self.cut_fd,) if self.cut_fd is not None else (),
             )  # fmt: skip
             proc = self._proc
+            ended = asyncio.ensure_future(proc.wait())
             try:
-                while proc.returncode is None:
+                while not ended.done():
                     timeout = self.timeout()
                     self._write({"tick": time.monotonic(), "timeout": timeout})
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(proc.wait(), timeout / 4)
+                    self._new_timeout.clear()
+                    changed = asyncio.ensure_future(self._new_timeout.wait())
+                    await asyncio.wait((ended, changed), timeout=timeout / 4, return_when=asyncio.FIRST_COMPLETED)
+                    changed.cancel()
             except (ConnectionError, BrokenPipeError):
-                await proc.wait()
+                pass
+            await ended
             if self._down:  # hakeeperd stops on purpose: a guard started now would act when it exits
                 return
             logger.error("the guard exited (%s); starting it again", proc.returncode)
             await asyncio.sleep(RESTART_DELAY)
 
     def reconfigure(self) -> None:
-        """Feed the guard now, with the current ``guard_timeout`` (after a settings change)."""
+        """Feed the guard now, with the current ``guard_timeout`` (after a settings change).
+
+        The feeding loop wakes too: waiting out a quarter of the old, longer
+        timeout would leave the guard without a line for longer than the new one,
+        and it would kill a healthy hakeeperd.
+        """
         with contextlib.suppress(ConnectionError, BrokenPipeError):
             self._write({"tick": time.monotonic(), "timeout": self.timeout()})
+        self._new_timeout.set()
 
     def _write(self, message: dict[str, Any]) -> None:
         proc = self._proc

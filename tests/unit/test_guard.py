@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import select
 import shutil
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from hakeeper.db import Lcd, State
 from hakeeper.guard import GuardLink, watch
@@ -116,3 +119,39 @@ def test_a_released_guard_acts_as_on_a_death_and_hakeeperd_waits_until_it_is_don
 
 def test_without_a_guard_release_says_so(tmp_path: Path) -> None:
     assert asyncio.run(GuardLink(tmp_path, lambda: 5.0).release(1)) is False, "hakeeperd must act itself"
+
+
+def test_a_lower_guard_timeout_changes_the_feeding_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lowered from 400 s to 1 s: the next feed must not wait out a quarter of the old timeout (100 s).
+
+    The guard (here ``cat``, which echoes what it is fed) would kill a healthy
+    hakeeperd otherwise: the test LAN saw it when ``guard_timeout=1`` reached a peer.
+    """
+    timeout = [400.0]
+    link = GuardLink(tmp_path, lambda: timeout[0])
+    real_exec = asyncio.create_subprocess_exec
+
+    async def fake_guard(*_argv: object, **_kw: object) -> asyncio.subprocess.Process:
+        return await real_exec("cat", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+
+    monkeypatch.setattr("hakeeper.guard.asyncio.create_subprocess_exec", fake_guard)
+
+    async def scenario() -> list[float]:
+        running = asyncio.create_task(link.run())
+        for _ in range(200):  # bounded: 10 s for the process to start
+            if link._proc is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert link._proc is not None and link._proc.stdout is not None
+        fed = [json.loads(await asyncio.wait_for(link._proc.stdout.readline(), 10))["timeout"]]
+        timeout[0] = 1.0
+        link.reconfigure()
+        for _ in range(3):  # the reconfigure's own line, then the loop's, then one a quarter second on
+            fed.append(json.loads(await asyncio.wait_for(link._proc.stdout.readline(), 10))["timeout"])
+        link._down = True  # as stand_down(), but cat does not read a stop: it ends when its input closes
+        assert link._proc.stdin is not None
+        link._proc.stdin.close()
+        await asyncio.wait_for(running, 10)
+        return fed
+
+    assert asyncio.run(scenario()) == [400.0, 1.0, 1.0, 1.0]
