@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import closing
 from pathlib import Path
@@ -12,12 +14,15 @@ from typing import Any, TypeVar
 
 import pytest
 
-from hakeeper.db import Lcd, State
+from hakeeper.db import Lcd, Resource, State
 from hakeeper.db.aio import LcdWriterDied, Threaded
 from hakeeper.db.settings import SETTINGS, daemon_busy_timeout, defaults
 from hakeeper.db.store import LcdBusy
 from hakeeper.errors import NotFound
-from tests.fakes import build
+from hakeeper.kits.base import KitContext, Result
+from hakeeper.kits.registry import Kits
+from hakeeper.recovery.engine import Engine
+from tests.fakes import FakeKit, build
 
 T = TypeVar("T")
 TAGS = [f"r{i}" for i in range(6)]
@@ -221,3 +226,60 @@ def test_hakeeperd_s_busy_timeout_stays_below_guard_timeout_over_its_whole_range
     for guard in (setting.low, 2.0, setting.default, 10.0, setting.high):
         values["guard_timeout"] = guard
         assert 0 < daemon_busy_timeout(values) < guard
+
+
+CHAIN = [f"c{i}" for i in range(5)]  # c0 at the bottom, c4 on top
+
+
+def committed_states(root: Path) -> dict[str, State]:
+    """What a fresh connection reads: what is committed."""
+    with closing(sqlite3.connect(root / "lcd.sqlite")) as conn:
+        return {tag: State(state) for tag, state in conn.execute("SELECT tag, state FROM resources")}
+
+
+def test_a_level_goes_on_before_the_commit_below_it_yet_the_lcd_never_shows_a_parent_in_above_a_child_out(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine queues a state and starts the next level; the writer's order keeps every commit consistent.
+
+    Each commit is slowed (20 ms) and checked, as it lands, from a fresh
+    connection: restoring, no resource ISP above one that is not; removing, no
+    resource OSU below one that is still ISP. And the pipelining happened: some
+    restore started while the state of the child it waited on was not committed yet.
+    """
+    with Lcd.open(root) as lcd:
+        build(lcd, list(itertools.pairwise(reversed(CHAIN))))  # (c4, c3), (c3, c2)...: parent, child
+    real_group = Lcd.group
+    broken: list[str] = []
+
+    def slow_checked_group(self: Lcd, works: Any) -> Any:
+        time.sleep(0.02)
+        outcome = real_group(self, works)
+        states = committed_states(root)
+        for parent, child in itertools.pairwise(reversed(CHAIN)):
+            if states[parent] is State.ISP and states[child] is not State.ISP:
+                broken.append(f"{parent} ISP above {child} {states[child].name}")
+        return outcome
+
+    monkeypatch.setattr(Lcd, "group", slow_checked_group)
+    ahead: list[str] = []
+
+    class Watching(FakeKit):
+        async def restore(self, resource: Resource, args: tuple[str, ...] = ()) -> Result:
+            below = CHAIN[CHAIN.index(resource.tag) - 1] if resource.tag != CHAIN[0] else None
+            if below is not None and committed_states(root)[below] is not State.ISP:
+                ahead.append(resource.tag)
+            return await super().restore(resource, args)
+
+    async def scenario(db: Threaded) -> tuple[bool, bool]:
+        kits = Kits(KitContext(root, db.lcd.local_node))
+        kits.add(Watching(kits.ctx))
+        engine = Engine(db.lcd, kits, db=db)
+        restored = await engine.restore(CHAIN[-1], reason="test")
+        removed = await engine.remove(CHAIN[0], reason="test")
+        return restored.ok, removed.ok
+
+    assert with_facade(root, scenario) == (True, True)
+    assert not broken, broken
+    assert ahead, "no restore started before the commit below it: the test did not test the pipelining"
+    assert set(committed_states(root).values()) == {State.OSU}

@@ -86,6 +86,13 @@ class Access(Protocol):
     async def set_state(self, tag: str, state: State, reason: str) -> State:
         """:meth:`Lcd.set_state`, durable when it returns; returns the previous state."""
 
+    def queue_state(self, tag: str, state: State, reason: str) -> asyncio.Future[State]:
+        """:meth:`Lcd.set_state`, queued now, durable when the future is done.
+
+        Changes are made in the order they were queued: one queued after this
+        one is never recorded without it.
+        """
+
     async def write(self, fn: Callable[[Lcd], R]) -> R: ...
 
 
@@ -107,6 +114,14 @@ class Inline:
 
     async def set_state(self, tag: str, state: State, reason: str) -> State:
         return self._lcd.set_state(tag, state, reason)
+
+    def queue_state(self, tag: str, state: State, reason: str) -> asyncio.Future[State]:
+        future: asyncio.Future[State] = asyncio.get_running_loop().create_future()
+        try:
+            future.set_result(self._lcd.set_state(tag, state, reason))
+        except HakeeperError as exc:
+            future.set_exception(exc)
+        return future
 
     async def write(self, fn: Callable[[Lcd], R]) -> R:
         return fn(self._lcd)
@@ -212,23 +227,36 @@ class Threaded:
 
     async def set_state(self, tag: str, state: State, reason: str) -> State:
         """:meth:`Lcd.set_state`, grouped; the state changes queued together cost one statement pair each."""
-        old: State = await self._submit(lambda lcd: lcd.set_state(tag, state, reason), grouped=True,
-                                        state=(tag, state, reason))  # fmt: skip
+        old: State = await self._wait(self.queue_state(tag, state, reason))
         return old
+
+    def queue_state(self, tag: str, state: State, reason: str) -> asyncio.Future[State]:
+        """:meth:`Lcd.set_state` handed to the writer now (grouped, in order); durable when the future is done.
+
+        Made even if nobody awaits the future (the caller must, to hear of a failure).
+        """
+        return self._enqueue(lambda lcd: lcd.set_state(tag, state, reason), grouped=True, state=(tag, state, reason))
 
     async def write(self, fn: Callable[[Lcd], R]) -> R:
         """``fn(lcd)`` on the writer's connection, in no group: its own transactions, as its Lcd methods make them."""
         result: R = await self._submit(fn, grouped=False)
         return result
 
-    async def _submit(
+    async def _submit(self, fn: Callable[[Lcd], Any], *, grouped: bool) -> Any:
+        return await self._wait(self._enqueue(fn, grouped=grouped))
+
+    def _enqueue(
         self, fn: Callable[[Lcd], Any], *, grouped: bool, state: tuple[str, State, str] | None = None
-    ) -> Any:
+    ) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = self._loop.create_future()
         with self._gate:
             if self._dead is not None or self._closing:
                 raise LcdWriterDied(f"the LCD writer is gone: nothing can be written ({self._why()})")
             self._jobs.put(_Job(fn, future, grouped, state))
+        return future
+
+    @staticmethod
+    async def _wait(future: asyncio.Future[R]) -> R:
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:

@@ -11,8 +11,11 @@ Every state change goes through :meth:`hakeeper.db.Lcd.set_state`, which
 records it with its reason and logs it once. The engine reaches the LCD through
 an :class:`~hakeeper.db.aio.Access` and awaits it: in hakeeperd the writer
 thread (group commit) and the reader thread of :mod:`hakeeper.db.aio`, so that
-no commit stalls the event loop; a state change is durable when its ``await``
-returns, before the run goes on. Elsewhere (``perform_action`` alone, the guard)
+no commit stalls the event loop. After a successful action the new state is
+queued and the resources waiting on it start at once (the writer keeps the
+order, so the LCD never shows a parent in service above a child that is not);
+a failure's state is durable before the run goes on, and every state of a run
+is durable when the run returns. Elsewhere (``perform_action`` alone, the guard)
 the same calls run inline. A failed restore marks the
 resource OSF, waits for what is still running, and removes again what this run
 restored (parents first), so no resource is left ISP with a child down; the
@@ -322,6 +325,7 @@ class Engine:
             self._cannot_order(report, cycle, sorted(graph.unordered(edges, members)), "nothing was restored")
             return told(report)
         restored: list[str] = []
+        recorded: list[asyncio.Future[State]] = []
 
         async def one(resource: Resource) -> bool:
             if resource.state is State.ISP:
@@ -333,7 +337,7 @@ class Engine:
                 return True
             result = await self._act(kits, "restore", resource, args)
             if result.ok:
-                await self._set(resource.tag, State.ISP, reason)  # OSU/OSF -> ISP
+                recorded.append(self._queue(resource.tag, State.ISP, reason))  # OSU/OSF -> ISP, parents go on
                 restored.append(resource.tag)
                 report.done.append(resource.tag)
                 return True
@@ -341,7 +345,7 @@ class Engine:
             self._fail(report, resource.tag, result)
             return False
 
-        await self._walk(members, edges, one, children_first=True)
+        await self._walk(members, edges, one, children_first=True, recorded=recorded)
         if not report.ok and restored:
             undo = f"undone: restore of {', '.join(report.failed)} failed"
             await self._undo(kits, restored, edges, report, reason=undo)
@@ -436,6 +440,10 @@ class Engine:
         why = as_reason(reason)
         return await self.db.set_state(tag, state, why)
 
+    def _queue(self, tag: str, state: State, reason: str) -> asyncio.Future[State]:
+        """Record a state change after an action succeeded, without waiting for it (see :meth:`_walk`)."""
+        return self.db.queue_state(tag, state, as_reason(reason))
+
     async def correct(self, *, reasons: Mapping[str, str] | None = None, alert: bool = True) -> Report:
         """Take out of service every ISP resource above one that is not in service (:func:`plan.parents_to_stop`).
 
@@ -495,6 +503,8 @@ class Engine:
         stop: bool = True,
         reasons: Mapping[str, str] | None = None,
     ) -> None:
+        recorded: list[asyncio.Future[State]] = []
+
         async def one(resource: Resource) -> bool:
             if resource.state is State.OSU:
                 report.unchanged.append(resource.tag)
@@ -503,7 +513,7 @@ class Engine:
             if result.ok:
                 report.finished[resource.tag] = time.monotonic() - report.started
                 why = (reasons or {}).get(resource.tag, reason)
-                await self._set(resource.tag, State.OSU, why)  # ISP/ISU/OSF -> OSU
+                recorded.append(self._queue(resource.tag, State.OSU, why))  # ISP/ISU/OSF -> OSU, children go on
                 report.done.append(resource.tag)
                 return True
             await self._set(resource.tag, State.OSF, result.message)  # -> OSF: remove failed
@@ -514,7 +524,7 @@ class Engine:
         if stuck:  # the rest is removed, parents first; what waits on a cycle stays, and the run fails
             self._cannot_order(report, graph.cyclic(edges, members), sorted(stuck), "they were left as they are")
             members = members - stuck
-        await self._walk(members, edges, one, children_first=False, stop=stop)
+        await self._walk(members, edges, one, children_first=False, stop=stop, recorded=recorded)
         await self._note("remove", report.finished)
 
     async def _note(self, kind: str, seconds: dict[str, float]) -> None:
@@ -570,11 +580,19 @@ class Engine:
         *,
         children_first: bool,
         stop: bool = True,
+        recorded: list[asyncio.Future[State]],
     ) -> None:
         """Run ``one`` on every member once everything it waits for is done; stop starting new ones on failure.
 
         A resource waits for its children (restore) or its parents (remove). ``stop=False``:
         a failure does not keep the others from starting.
+
+        A successful action's new state is queued (``recorded``), not awaited,
+        before the resources waiting on it start: the writer makes changes in the
+        order they were queued, so the LCD never shows a parent in service above
+        a child that is not (nor, removing, a child out above a parent in), and
+        the next level does not wait for a commit. Every recorded change is
+        durable, or its error raised, when this returns.
         """
         inner = [(p, c) for p, c in edges if p in members and c in members]
         waits_on = graph.children_of(inner) if children_first else graph.parents_of(inner)
@@ -615,3 +633,7 @@ class Engine:
                 task.cancel()
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
+            outcomes = await asyncio.gather(*recorded, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
