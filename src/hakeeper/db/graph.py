@@ -41,8 +41,13 @@ def parents_of(edges: Iterable[Edge]) -> dict[str, set[str]]:
 
 def reachable(adjacency: Adjacency, start: str) -> set[str]:
     """Every tag reachable from ``start`` following ``adjacency`` (``start`` itself excluded)."""
+    return reachable_from(adjacency, (start,))
+
+
+def reachable_from(adjacency: Adjacency, starts: Iterable[str]) -> set[str]:
+    """Every tag reachable from any of ``starts`` in one or more steps (one walk for all of them)."""
     seen: set[str] = set()
-    stack = list(adjacency.get(start, ()))
+    stack = [tag for start in starts for tag in adjacency.get(start, ())]
     while stack:
         tag = stack.pop()
         if tag not in seen:

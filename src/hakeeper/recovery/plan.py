@@ -33,12 +33,8 @@ def restore_set(edges: Iterable[graph.Edge], tag: str, *, only: bool = False) ->
     edge_list = list(edges)
     if only:
         return {tag}
-    kids = graph.children_of(edge_list)
     up = {tag} | graph.ancestors(edge_list, tag)
-    needed = set(up)
-    for member in up:
-        needed |= graph.reachable(kids, member)
-    return needed
+    return up | graph.reachable_from(graph.children_of(edge_list), up)
 
 
 def remove_set(edges: Iterable[graph.Edge], tag: str, *, only: bool = False) -> set[str]:
@@ -83,8 +79,12 @@ def parents_to_stop(
     returned is out of service, no ISP resource has anything of ``below`` below
     it out of service.
     """
-    kids = graph.children_of(edges)
+    edges = list(edges)
     scope = None if below is None else set(below)
+    tags = set(states) | {t for edge in edges for t in edge}
+    if not any(not states.get(t, State.ILLSTATE).in_service for t in (tags if scope is None else tags & scope)):
+        return {}  # nothing down (the end of every run that succeeded): nothing to judge
+    kids = graph.children_of(edges)
     out: dict[str, str] = {}
     for tag, state in states.items():
         if state is not State.ISP:
