@@ -106,6 +106,7 @@ class Daemon:
         except BaseException:
             self.lcd.close()
             raise
+        self.lcd.forbid_writes()  # every write goes through self.db, off the loop
         self.node = self.lcd.local_node
         self.kits = Kits(KitContext(self.root, self.node))
         self.engine = Engine(self.lcd, self.kits, max_parallel=config.max_parallel, db=self.db)

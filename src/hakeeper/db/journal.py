@@ -504,6 +504,15 @@ class Journal:
         rows = self._query("SELECT seq, time, actor, op, args FROM changes WHERE seq > ? ORDER BY seq", (since,))
         return [Change(seq, t, actor, op, json.loads(args)) for seq, t, actor, op, args in rows]
 
+    def forbid_writes(self) -> None:
+        """From now on this connection only reads (SQLite's ``query_only``): a write through it fails at once.
+
+        hakeeperd's event loop keeps one for its cheap reads; its writes go to
+        the writer thread (hakeeper.db.aio). This makes a write that slips onto
+        the loop an error a test sees, not a commit that stalls the loop.
+        """
+        self._conn.execute("PRAGMA query_only = ON")
+
     def integrity_ok(self) -> bool:
         return bool(self._query("PRAGMA integrity_check")[0][0] == "ok")
 
