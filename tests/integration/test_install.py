@@ -223,14 +223,19 @@ def test_make_install_links_the_commands_and_writes_units_and_example(installed:
     assert "[log]" in (installed.confdir / "hakeeper.toml.example").read_text()
 
 
-def test_the_installed_units_pass_systemd_analyze_verify(installed: Installed) -> None:
+def test_the_installed_units_and_the_documented_drop_in_pass_systemd_analyze_verify(installed: Installed) -> None:
+    """What systemd would say of them: every key known, every command executable (they point into the venv)."""
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("no systemd-analyze here (apt-get install systemd)")
-    units = [str(installed.unitdir / name) for name in ("hakeeperd.service", "hakeeper-join.service")]
-    done = subprocess.run([analyze, "verify", *units], cwd=installed.base, capture_output=True, text=True,
-                          timeout=120, check=False)  # fmt: skip
-    said = [line for line in (done.stdout + done.stderr).splitlines() if "hakeeper" in line]
+    drop_in = re.search(r"order\.conf <<'EOF'\n(.*?)\nEOF\n", (REPO / "docs" / "deploy.md").read_text(), re.S)
+    assert drop_in is not None, "docs/deploy.md shows no drop-in order.conf"
+    (installed.unitdir / "hakeeperd.service.d").mkdir(exist_ok=True)
+    (installed.unitdir / "hakeeperd.service.d" / "order.conf").write_text(drop_in.group(1) + "\n")
+    env = dict(os.environ, SYSTEMD_UNIT_PATH=f"{installed.unitdir}:")  # ':' - and the system's own units after
+    done = subprocess.run([analyze, "verify", "hakeeperd.service", "hakeeper-join.service"], env=env,
+                          cwd=installed.base, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    said = [line for line in (done.stdout + done.stderr).splitlines() if "hakeeper" in line or "order.conf" in line]
     assert (done.returncode, said) == (0, []), done.stdout + done.stderr
 
 
