@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from hakeeper.supervise import FAULTS_ENV
+from tests.integration.test_supervision import TRACEBACK, inject
+
 BIN = Path(sys.executable).parent
 WATCHDOG_USEC = 400_000  # WatchdogSec=0.4s: a ping every 0.2 s
 WAIT = 30.0  # the longest any one message may take to come
@@ -32,6 +35,15 @@ class Systemd:
         message = self.sock.recv(4096).decode().split("\n")
         self.messages.append(message)
         return message
+
+    def drain(self) -> None:
+        """Forget the messages sent until now."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                self.messages.append(self.sock.recv(4096).decode().split("\n"))
+        except BlockingIOError:
+            pass
 
     def until(self, key: str, timeout: float = WAIT) -> list[str]:
         """Read messages until one has ``key`` (e.g. ``READY=1``); returns that one."""
@@ -65,7 +77,7 @@ def systemd(tmp_path: Path) -> Iterator[Systemd]:
         sock.close()
 
 
-def start(tmp_path: Path, *, cluster: bool) -> Daemon:
+def start(tmp_path: Path, *, cluster: bool, **extra: str) -> Daemon:
     root = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
     env.update(HAKEEPER_ROOT=str(root), HAKEEPER_NODE="node1")
@@ -73,7 +85,7 @@ def start(tmp_path: Path, *, cluster: bool) -> Daemon:
         done = subprocess.run([str(BIN / "hakeeper"), "cluster", "init"], env=env, capture_output=True, text=True,
                               timeout=120, check=False)  # fmt: skip
         assert done.returncode == 0, done.stderr
-    daemon_env = dict(env, NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC=str(WATCHDOG_USEC))
+    daemon_env = dict(env, NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC=str(WATCHDOG_USEC), **extra)
     log = open(tmp_path / "hakeeperd.log", "ab")  # noqa: SIM115 - the child's; closed when it is started
     with log:
         proc = subprocess.Popen(
@@ -142,3 +154,27 @@ def test_without_a_watchdog_hakeeperd_sends_no_pings(tmp_path: Path, systemd: Sy
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+
+
+def test_the_watchdog_pinger_is_a_supervised_service_restarted_when_it_dies(tmp_path: Path, systemd: Systemd) -> None:
+    """A death of the pinger is logged and it starts again: the pings resume, and hakeeperd serves on."""
+    daemon = start(tmp_path, cluster=False, **{FAULTS_ENV: "1"})
+    try:
+        systemd.until("READY=1")
+        inject(daemon.root, "watchdog")
+        log = tmp_path / "hakeeperd.log"
+        deadline = time.monotonic() + WAIT
+        while "the watchdog service starts again" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert TRACEBACK.format("watchdog") in log.read_text(), "the death is logged with its traceback"
+        assert "the watchdog service starts again" in log.read_text()
+        systemd.drain()  # what the pinger sent before its death
+        pings = [systemd.until("WATCHDOG=1") for _ in range(3)]  # so these come from the restarted one
+        assert len(pings) == 3
+        assert daemon.proc.poll() is None, "hakeeperd runs on"
+        assert daemon.run("lkstop").returncode == 0
+        assert daemon.proc.wait(timeout=60) == 0
+    finally:
+        if daemon.proc.poll() is None:
+            os.kill(daemon.proc.pid, signal.SIGKILL)
+            daemon.proc.wait(timeout=30)
