@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -288,3 +290,28 @@ def test_make_uninstall_removes_what_install_made_and_keeps_the_configuration(tm
     assert not installed.prefix.exists()
     again = installed.make("uninstall", wheel)
     assert (again.returncode, again.stdout) == (0, f"no hakeeper venv in {installed.prefix}: nothing to uninstall\n")
+
+
+def test_the_join_unit_serves_joins_where_join_env_says(installed: Installed, tmp_path: Path) -> None:
+    """The join unit's command line, with its variables expanded as systemd would: Environment=, then join.env."""
+    service = installed.unit("hakeeper-join.service")
+    variables = dict(word.split("=", 1) for word in shlex.split(service["Environment"]))
+    assert variables == {"HAKEEPER_JOIN_LISTEN": "0.0.0.0", "HAKEEPER_JOIN_TIMEOUT": "600"}
+    join_env = Path(service["EnvironmentFile"].removeprefix("-"))
+    assert join_env == installed.confdir / "join.env"
+    port = free_port()
+    join_env.write_text(f"HAKEEPER_JOIN_LISTEN=127.0.0.1:{port}\nHAKEEPER_JOIN_TIMEOUT=1\n")
+    try:
+        for line in join_env.read_text().splitlines():
+            name, value = line.split("=", 1)
+            variables[name] = value
+        argv = [re.sub(r"\$\{(\w+)\}", lambda m: variables[m.group(1)], w) for w in shlex.split(service["ExecStart"])]
+        env = clean_env(installed.prefix, HAKEEPER_ROOT=str(tmp_path / "state"), HAKEEPER_NODE="node1")
+        init = subprocess.run([str(installed.sbindir / "hakeeper"), "cluster", "init"], env=env, capture_output=True,
+                              text=True, timeout=120, check=False)  # fmt: skip
+        assert init.returncode == 0, init.stderr
+        done = subprocess.run(argv, env=env, cwd="/", capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"serving joins to cluster hakeeper on 127.0.0.1:{port} for 1 s"), done.stdout
+    finally:
+        join_env.unlink()
