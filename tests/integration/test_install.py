@@ -180,9 +180,10 @@ class Installed:
     unitdir: Path
     confdir: Path
 
-    def make(self, target: str, wheel: Path) -> subprocess.CompletedProcess[str]:
+    def make(self, target: str, wheel: Path | None) -> subprocess.CompletedProcess[str]:
+        """``make TARGET`` in the checkout; without ``wheel``, make builds one from the checkout itself."""
         return subprocess.run(
-            ["make", "-s", "-C", str(REPO), target, f"PYTHON={sys.executable}", f"WHEEL={wheel}",
+            ["make", "-s", "-C", str(REPO), target, f"PYTHON={sys.executable}", f"WHEEL={wheel or ''}",
              f"PREFIX={self.prefix}", f"SBINDIR={self.sbindir}", f"UNITDIR={self.unitdir}", f"CONFDIR={self.confdir}"],
             env=clean_env(self.base), cwd=self.base, stdin=subprocess.DEVNULL, capture_output=True, text=True,
             timeout=900, check=False,
@@ -194,7 +195,7 @@ class Installed:
         return parser["Service"]
 
 
-def make_install(base: Path, wheel: Path) -> Installed:
+def make_install(base: Path, wheel: Path | None) -> Installed:
     if shutil.which("make") is None:
         pytest.skip("no make here (apt-get install make)")
     installed = Installed(base, base / "opt" / "hakeeper", base / "sbin", base / "systemd", base / "etc" / "hakeeper")
@@ -279,9 +280,23 @@ def test_hakeeperd_runs_and_stops_as_its_installed_unit_says(installed: Installe
             proc.wait(timeout=30)
 
 
-def test_make_uninstall_removes_what_install_made_and_keeps_the_configuration(tmp_path: Path, wheel: Path) -> None:
-    installed = make_install(tmp_path, wheel)
+def checkout_files() -> list[str]:
+    """What git sees in the checkout besides its files, ignored ones too (build/, *.egg-info), but no caches."""
+    done = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--ignored"], capture_output=True,
+                          text=True, timeout=60, check=True)  # fmt: skip
+    return [line for line in done.stdout.splitlines() if not re.search(r"__pycache__|\.\w+_cache/", line)]
+
+
+def test_make_install_builds_upgrades_and_uninstall_removes_what_it_made(tmp_path: Path, wheel: Path) -> None:
+    """make install with no wheel given builds one from the checkout (and leaves nothing there); a second
+    install upgrades the venv in place; make uninstall keeps hakeeper.toml and what is not hakeeper's."""
+    before = checkout_files()
+    installed = make_install(tmp_path, None)
+    assert checkout_files() == before, "make install left files in the checkout"
     (installed.sbindir / "other").symlink_to("/bin/true")
+    upgrade = installed.make("install", wheel)
+    assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
+    assert (installed.sbindir / "hakeeperd").readlink() == installed.prefix / "bin" / "hakeeperd"
     done = installed.make("uninstall", wheel)
     assert done.returncode == 0, done.stdout + done.stderr
     assert [p.name for p in installed.sbindir.iterdir()] == ["other"]
