@@ -59,6 +59,7 @@ from hakeeper.guard import GuardLink, take_down
 from hakeeper.kits.base import KitContext, Result
 from hakeeper.kits.registry import Kits, register_kits
 from hakeeper.layout import PID_NAME, ensure_state_dir
+from hakeeper.notify import Notifier
 from hakeeper.recovery import plan
 from hakeeper.recovery.engine import DEFAULT_MAX_PARALLEL, Engine
 from hakeeper.recovery.engine import call as kit_call
@@ -95,6 +96,8 @@ class Daemon:
 
     def __init__(self, config: Config, dispatch: Dispatch) -> None:
         self.config = config
+        #: systemd's notify socket and watchdog (Type=notify), taken out of the environment the children inherit.
+        self.notifier = Notifier.from_environ()
         self.root = ensure_state_dir(config.root)
         self.dispatch = dispatch
         self.lcd = Lcd.open(self.root, actor="hakeeperd", verify=True)  # a damaged LCD is refused at start
@@ -190,6 +193,8 @@ class Daemon:
     def _services(self) -> list[Service]:
         """The long-running services of this node, each with its policy when it dies (why: hakeeper.supervise)."""
         services = [Service("lcd-writer", self.db.watch, FATAL), Service("monitor", self.monitor.run, RESTART)]
+        if self.notifier.watchdog_timeout is not None:  # under systemd with WatchdogSec=
+            services.append(Service("watchdog", lambda: self.notifier.watchdog(self._status), RESTART))
         if self.guard is not None:
             services.append(Service("guard", self.guard.run, FATAL))
         if self.heartbeats is not None:
@@ -542,6 +547,7 @@ class Daemon:
             else:
                 self.caught_up.set()
             logger.info("hakeeperd serving node %s on %s", self.node, sock)
+            self.spawn(self._ready(), "readiness to systemd")
             try:
                 await self._stopping.wait()
             finally:
@@ -558,8 +564,26 @@ class Daemon:
         logger.info("hakeeperd stopped")
         return 0
 
+    async def _ready(self) -> None:
+        """Tell systemd that this node serves (READY=1), once it has caught up with its peers."""
+        await self.caught_up.wait()
+        self.notifier.ready(self._status())
+
+    def _status(self) -> str:
+        """systemd's one-line status of this node (``systemctl status hakeeperd``)."""
+        if self._stopping.is_set():
+            return "stopping"
+        if self.identity is None:
+            return f"serving {self.node} (no cluster)"
+        peers = sorted({n.name for n in self.lcd.nodes()} - {self.node})
+        alive = [p for p in peers if self.membership.get(p) is PathState.ALIVE]
+        heard = f"; not heard: {', '.join(sorted(set(peers) - set(alive)))}" if len(alive) < len(peers) else ""
+        return f"serving {self.node}: {len(alive)} of {len(peers)} peers alive{heard}"
+
     async def _shutdown(self, server: asyncio.Server) -> None:
         logger.info("hakeeperd stopping: no new commands")
+        self.notifier.stopping("stopping" + (": taking this node's resources out of service"
+                                             if self._take_out_of_service else ""))  # fmt: skip
         server.close()  # stage 1: stop accepting
         self.services.wind_down()  # a service that ends now is not restarted
         if self.guard is not None:  # a stop on purpose: the guard must not take anything out of service
@@ -593,6 +617,7 @@ class Daemon:
         once cancelled does not hold the exit up.
         """
         logger.critical("hakeeperd exits: %s", failure.describe())
+        self.notifier.status(f"failed: {failure.describe()}")
         server.close()
         self.services.wind_down()
         acting = [name for name in self.services.names if name not in ("guard", "heartbeats")]
@@ -636,6 +661,7 @@ class Daemon:
         self.failover.close()
         drop_kept()  # the connections kept to the peers
         self.lcd.close()  # stage 4
+        self.notifier.close()
         with contextlib.suppress(FileNotFoundError):
             socket_path(self.root).unlink()
         if self._pid_file is not None:

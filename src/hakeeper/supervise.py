@@ -51,6 +51,12 @@ monitor       restart  The quickCheck scheduler rebuilds its watchers from the L
                        it is down a failure is noticed late, not never.
 certificate   restart  The daily warning that this node's certificate expires soon
 expiry                 (``hakeeper cluster renew``); nothing depends on it.
+watchdog      restart  Under systemd with ``WatchdogSec=`` only (hakeeper.notify): pings
+                       systemd every half of it while the event loop turns. It holds no
+                       state, and a failed send is logged, not raised; the first back-off
+                       (0.5 s) is far below the 5 s left before systemd would kill
+                       hakeeperd. A fatal policy would end a node that serves well for a
+                       lost ping; when it dies for good the escalation ends hakeeperd anyway.
 ============  =======  ===================================================================
 
 One-shot work (a recovery, a takeover, the catch-up at start) is not a service:
