@@ -40,6 +40,7 @@ from hakeeper.cluster.configsync import ConfigSync, thread_replicator
 from hakeeper.cluster.credentials import Credentials
 from hakeeper.cluster.extend import Adopter
 from hakeeper.cluster.failover import Failover
+from hakeeper.cluster.update import Reviser
 from hakeeper.comm.identity import identity_exists, load_identity
 from hakeeper.comm.link import HeartbeatLink
 from hakeeper.comm.paths import PathState
@@ -146,6 +147,7 @@ class Daemon:
         if self.credentials is not None:
             self.credentials.changed = drop_kept  # connections kept to a node just revoked go
         self.adopter = Adopter(self.lcd, self.kits, db=self.db)
+        self.reviser = Reviser(self.lcd, self.kits, db=self.db)
         handlers = {
             "run": self._rpc_run,
             "prepare": self.sync.on_prepare,
@@ -155,6 +157,8 @@ class Daemon:
             **self.failover.handlers(),
             "adopt": self.adopter.on_adopt,
             "unadopt": self.adopter.on_unadopt,
+            "stage_revision": self.reviser.on_stage,
+            "settle_revision": self.reviser.on_settle,
             **(self.credentials.handlers() if self.credentials else {}),
         }
         self.rpc = (

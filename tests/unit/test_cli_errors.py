@@ -237,6 +237,7 @@ VALID: dict[str, tuple[str, ...]] = {
     "lk_confirmso": ("-y", "-s", "node2"),
     "extend": ("-t", "web", "-s", "node2"),  # vip is on node2 already: web goes, and depends on it there
     "unextend": ("-t", "vip", "-s", "node2"),
+    "update": ("-t", "web", "timeout=9"),
     "lcd": ("check",),
     "lab": ("status", "--run-dir", NO_LAB),
     "demo": ("--part", "1"),
@@ -469,6 +470,10 @@ SEMANTIC_CASES: list[Case] = [
     Case("perform_action", ("-t", "nosuch", "-a", "restore"), MISSING, "unknown tag"),
     Case("perform_action", ("-t", "vip", "-a", "quickCheck"), MISSING, "no kit for its type"),
     # extend, unextend
+    Case("update", ("-t", "nosuch", "timeout=9"), MISSING, "unknown tag"),
+    Case("update", ("-t", "web", "colour=blue"), ILLEGAL, "unknown parameter"),
+    Case("update", ("-t", "web", "timeout"), ILLEGAL, "not NAME=VALUE"),
+    Case("update", ("-t", "vip", "timeout=9"), MISSING, "no kit for its type"),
     Case("extend", ("-t", "nosuch", "-s", "node2"), MISSING, "unknown tag"),
     Case("extend", ("-t", "web", "-s", "nosuch"), MISSING, "unknown node"),
     Case("extend", ("-t", "web", "-s", "node1"), ILLEGAL, "this node"),

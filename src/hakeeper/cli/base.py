@@ -144,6 +144,7 @@ COMMAND_MODULES: dict[str, str] = {
     "lk_confirmso": "hakeeper.cli.failover",
     "extend": "hakeeper.cli.extend",
     "unextend": "hakeeper.cli.extend",
+    "update": "hakeeper.cli.update",
     "lcd": "hakeeper.cli.lcd",
     "apply": "hakeeper.cli.apply",
     "export": "hakeeper.cli.apply",

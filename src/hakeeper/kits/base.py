@@ -307,6 +307,24 @@ class Created:
     info: Any
 
 
+@dataclass(frozen=True)
+class Revision:
+    """What a kit makes of ``hakeeper update``'s new parameters for a resource (:meth:`Kit.revise`).
+
+    ``info``: the new info, as every node of the hierarchy records it.
+    ``payload``: what every node installs (:meth:`Kit.stage`) before the new
+    info is recorded anywhere (gen/app: the scripts); empty when nothing.
+    ``changed``: the parameters that change. ``out_of_service``: those among
+    them that may change only while the resource is in service nowhere (a
+    virtual address itself, say: the live one would be left behind).
+    """
+
+    info: Any
+    payload: dict[str, Any]
+    changed: tuple[str, ...]
+    out_of_service: tuple[str, ...] = ()
+
+
 class Kit(ABC):
     """One kind of resource. Subclasses set :attr:`meta` and implement the actions."""
 
@@ -357,6 +375,36 @@ class Kit(ABC):
         :class:`~hakeeper.errors.HakeeperError` naming what is wrong; leave nothing
         behind when raising. :meth:`discard` undoes a successful adopt.
         """
+
+    def parse_changes(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """Parse the ``NAME=VALUE`` parameters ``hakeeper update`` changes: known ones only, none required."""
+        values: dict[str, Any] = {}
+        for name, text in params.items():
+            param = self.meta.param(name)
+            if param is None:
+                known = ", ".join(p.name for p in self.meta.params) or "none"
+                raise IllegalArgument(f"{self.meta.name} has no parameter {name!r} (it takes: {known})")
+            values[name] = param.parse(text)
+        return values
+
+    def revise(self, resource: Resource, params: Mapping[str, str]) -> Revision:
+        """``hakeeper update``: ``resource`` with some parameters changed (checked; nothing installed yet).
+
+        By default a kit cannot be updated: the resource is deleted and created again.
+        """
+        raise IllegalArgument(
+            f"{self.meta.name} resources cannot be updated in place: delete {resource.tag} and create it again"
+        )
+
+    def stage(self, tag: str, info: Any, payload: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Install here what ``info`` needs (from :meth:`revise`'s payload), beside what the current info uses.
+
+        Done on every node before the new info is recorded; the same call twice
+        is harmless. Nothing by default.
+        """
+
+    def settle(self, resource: Resource) -> None:  # noqa: B027 - optional hook
+        """Drop what :meth:`stage` installed that ``resource``'s info does not use (nothing by default)."""
 
     async def validate(self, resource: Resource) -> Result:
         return Result.success()

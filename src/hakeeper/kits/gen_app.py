@@ -12,12 +12,22 @@ Extending the resource to another node (``hakeeper extend``) sends the copied
 scripts' contents (:meth:`GenAppKit.export`), and that node installs them in its
 own state directory the same way (:meth:`GenAppKit.adopt`): byte for byte,
 mode 0700, in a staging directory renamed into place.
+
+``hakeeper update -t TAG restore=/new/start timeout=60`` changes scripts and
+parameters on every node of the hierarchy at once. New scripts are installed
+on every node first, beside the live ones, in ``actions-<version>/`` (the
+version is a digest of their contents); then the resource's info, which names
+the version, is changed on every node or on none (configsync's two-phase
+commit); then each node drops the scripts no info names any more
+(:meth:`GenAppKit.settle`). A node that crashes in between keeps scripts that
+match its LCD: the info says which directory holds them.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +43,7 @@ from hakeeper.kits.base import (
     Param,
     Policy,
     Result,
+    Revision,
     install_files,
     runnable_problem,
     seconds,
@@ -42,6 +53,14 @@ from hakeeper.kits.process import action_result, check_result
 from hakeeper.layout import SUBSYS_DIR
 
 SCRIPTS = ("restore", "remove", "quickCheck", "recover")
+
+
+def version_of(scripts: Mapping[str, bytes]) -> str:
+    """A short digest of a set of scripts (names and contents): the name of the directory that holds them."""
+    digest = hashlib.sha256()
+    for name in sorted(scripts):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(scripts[name]).digest())
+    return digest.hexdigest()[:16]
 
 
 class GenAppKit(Kit):
@@ -70,12 +89,18 @@ class GenAppKit(Kit):
         ),
     )
 
-    def instance_dir(self, tag: str) -> Path:
-        return self.ctx.root / SUBSYS_DIR / "gen" / "resources" / "app" / "instances" / tag / "actions"
+    def instance_dir(self, tag: str, info: Any = None) -> Path:
+        """Where the scripts of ``tag`` are: ``actions/`` as created, ``actions-<version>/`` after an update."""
+        version = info.get("version") if isinstance(info, dict) else None
+        name = f"actions-{version}" if isinstance(version, str) and version else "actions"
+        return self.ctx.root / SUBSYS_DIR / "gen" / "resources" / "app" / "instances" / tag / name
 
-    def _install(self, tag: str, scripts: Mapping[str, bytes]) -> None:
+    def scripts_dir(self, resource: Resource) -> Path:
+        return self.instance_dir(resource.tag, resource.info)
+
+    def _install(self, tag: str, scripts: Mapping[str, bytes], info: Any = None) -> None:
         """Write ``scripts`` (name -> content) as the instance's actions, mode 0700, all at once or not at all."""
-        install_files(self.instance_dir(tag), scripts, 0o700, f"the scripts of {tag}")
+        install_files(self.instance_dir(tag, info), scripts, 0o700, f"the scripts of {tag}")
 
     def create(self, tag: str, values: Mapping[str, Any], id: str | None) -> Created:
         scripts: dict[str, bytes] = {}
@@ -103,18 +128,27 @@ class GenAppKit(Kit):
     def export(self, resource: Resource) -> dict[str, Any]:
         """The copied scripts, base64: ``{"scripts": {"restore": "...", ...}}``."""
         scripts: dict[str, str] = {}
+        scripts = {name: base64.b64encode(content).decode("ascii") for name, content in self._current(resource).items()}
+        return {"scripts": scripts}
+
+    def _current(self, resource: Resource) -> dict[str, bytes]:
+        """The scripts ``resource`` runs now: name -> content."""
+        scripts: dict[str, bytes] = {}
         for name in SCRIPTS:
-            path = self.instance_dir(resource.tag) / name
+            path = self.scripts_dir(resource) / name
             try:
-                scripts[name] = base64.b64encode(path.read_bytes()).decode("ascii")
+                scripts[name] = path.read_bytes()
             except FileNotFoundError:
                 continue
             except OSError as exc:
                 raise SystemCallFailed(f"cannot read the {name} script of {resource.tag}: {exc.strerror}") from None
-        return {"scripts": scripts}
+        return scripts
 
     def adopt(self, tag: str, info: Any, payload: Mapping[str, Any]) -> None:
         """Install the scripts another node exported; only the names gen/app knows, as they were there."""
+        self._install(tag, self._decoded(tag, payload), info)
+
+    def _decoded(self, tag: str, payload: Mapping[str, Any]) -> dict[str, bytes]:
         sent = payload.get("scripts")
         if not isinstance(sent, dict):
             raise IllegalArgument(f"{tag}: the gen/app payload holds no scripts")
@@ -126,10 +160,53 @@ class GenAppKit(Kit):
                 scripts[name] = base64.b64decode(text, validate=True)
             except (binascii.Error, ValueError):
                 raise IllegalArgument(f"{tag}: the {name} script is not valid base64") from None
-        self._install(tag, scripts)
+        return scripts
+
+    def revise(self, resource: Resource, params: Mapping[str, str]) -> Revision:
+        """New scripts (read now from the paths given; ``quickCheck=`` or ``recover=`` empty drops one),
+        ``info=``, ``timeout=``, ``check_timeout=``."""
+        dropped = {name for name, text in params.items() if text == "" and name in ("quickCheck", "recover")}
+        values = self.parse_changes({name: text for name, text in params.items() if name not in dropped})
+        current = self._current(resource)
+        scripts = dict(current)
+        for name in SCRIPTS:
+            if name in dropped:
+                scripts.pop(name, None)
+            elif name in values:
+                try:
+                    scripts[name] = Path(values[name]).read_bytes()
+                except OSError as exc:
+                    raise SystemCallFailed(f"cannot read the {name} script {values[name]}: {exc.strerror}") from None
+        old = self._info(resource)
+        info = dict(old)
+        for name in ("info", "timeout", "check_timeout"):
+            if name in values:
+                info[name] = values[name]
+        changed = {n for n in SCRIPTS if scripts.get(n) != current.get(n)}
+        changed |= {n for n in ("info", "timeout", "check_timeout") if info.get(n) != old.get(n)}
+        payload: dict[str, Any] = {}
+        if scripts != current:
+            info["scripts"] = [name for name in SCRIPTS if name in scripts]
+            info["version"] = version_of(scripts)
+            payload = {"scripts": {n: base64.b64encode(c).decode("ascii") for n, c in scripts.items()}}
+        return Revision(info, payload, tuple(sorted(changed)))
+
+    def stage(self, tag: str, info: Any, payload: Mapping[str, Any]) -> None:
+        if payload:
+            scripts = self._decoded(tag, payload)
+            if not isinstance(info, dict) or info.get("version") != version_of(scripts):
+                raise IllegalArgument(f"{tag}: the scripts sent are not the version the new info names")
+            self._install(tag, scripts, info)
+
+    def settle(self, resource: Resource) -> None:
+        """Remove the script directories of ``resource`` that its info no longer names."""
+        keep = self.scripts_dir(resource)
+        for old in keep.parent.glob("actions*"):
+            if old != keep and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
 
     def _script(self, resource: Resource, name: str) -> Path | None:
-        return executable(self.instance_dir(resource.tag) / name)
+        return executable(self.scripts_dir(resource) / name)
 
     @staticmethod
     def _info(resource: Resource) -> dict[str, Any]:
@@ -150,7 +227,7 @@ class GenAppKit(Kit):
         missing = [n for n in ("restore", "remove") if self._script(resource, n) is None]
         if missing:
             return Result.failure(
-                f"{resource.tag}: no {' or '.join(missing)} script in {self.instance_dir(resource.tag)}",
+                f"{resource.tag}: no {' or '.join(missing)} script in {self.scripts_dir(resource)}",
                 Policy.CONFIG,
             )
         for name in SCRIPTS:

@@ -63,7 +63,7 @@ from pyroute2 import AsyncIPRoute, NetlinkError
 from hakeeper.db.model import Resource
 from hakeeper.errors import HakeeperError, IllegalArgument
 from hakeeper.kits import neighbour
-from hakeeper.kits.base import Created, Kit, KitMeta, Param, Policy, Result, seconds, takeover
+from hakeeper.kits.base import Created, Kit, KitMeta, Param, Policy, Result, Revision, seconds, takeover
 from hakeeper.kits.neighbour import Address
 from hakeeper.kits.ping import any_answers
 
@@ -488,6 +488,19 @@ class IpKit(Kit):
     def create(self, tag: str, values: Mapping[str, Any], id: str | None) -> Created:
         config = IpConfig.from_values(values)
         return Created(id or f"ip-{config.ip}", config.as_info())
+
+    def revise(self, resource: Resource, params: Mapping[str, str]) -> Revision:
+        """Everything but the address (the resource's identity); the interfaces only while it runs nowhere."""
+        if "address" in params:
+            raise IllegalArgument(
+                f"{resource.tag}: the address is what the resource is (its id is {resource.id}): "
+                "create another comm/ip resource for another address"
+            )
+        old = IpConfig.of(resource).as_info()
+        new = IpConfig.from_values({**old, **self.parse_changes(params)}).as_info()
+        changed = tuple(sorted(name for name in params if new.get(name) != old.get(name)))
+        moving = tuple(name for name in changed if name in ("interface", "backup_interface"))
+        return Revision(new, {}, changed, out_of_service=moving)
 
     def timeout(self, action: str, resource: Resource) -> float:
         base = super().timeout(action, resource)
