@@ -89,14 +89,20 @@ def test_a_powered_off_node_is_declared_dead_and_alive_when_back(ha_cluster: HaC
     for observer in ("node1", "node2"):
         when = ha_cluster.wait(sees_dead(ha_cluster, observer, "node3"), 10, f"{observer}: node3 DEAD")
         assert when - start <= BUDGET + SLACK, f"{observer} took {when - start:.2f} s"
-    done = settings(ha_cluster, "node2", "shutdown_strategy=Switch Over Resources")
+    done = settings(ha_cluster, "node2", "confirmso_timeout=300")
     assert (done.returncode, done.stderr) == (0, "")
+    own = settings(ha_cluster, "node2", "shutdown_strategy=Switch Over Resources")  # node2's alone
+    assert (own.returncode, own.stderr) == (0, "")
+    with Lcd.open(ha_cluster.root("node1")) as lcd:
+        assert lcd.settings()["confirmso_timeout"] == 300, "a cluster setting reaches every live node"
+        assert lcd.shutdown_strategy == "Do Not Switch Over Resources", "node2's shutdown strategy is its own"
     lan.power_on(node3)
     ha_cluster.start(node3)
     ha_cluster.wait(ha_cluster.all_alive, 20, "node3 ALIVE again after power on")
     ha_cluster.wait(lambda: "caught up with node1, node2" in ha_cluster.log("node3"), 10, "node3's catch-up at start")
     with Lcd.open(ha_cluster.root("node3")) as lcd:
-        assert lcd.shutdown_strategy == "Switch Over Resources", "node3 caught up when it started"
+        assert lcd.settings()["confirmso_timeout"] == 300, "node3 caught up when it started"
+        assert lcd.shutdown_strategy == "Do Not Switch Over Resources", "and did not take node2's own setting"
 
 
 @pytest.mark.slow

@@ -429,3 +429,19 @@ def test_a_replicated_change_commits_once_its_checks_pass_again(lcd: Lcd) -> Non
     lcd.create_equivalency("web", "node3")
     assert prepared.finished == [True]
     assert [(c.op, c.args["other_priority"]) for c in lcd.changes(seq)] == [("create_equivalency", 3)]
+
+
+def test_the_shutdown_strategy_is_this_node_s_own_and_never_replicated(lcd: Lcd) -> None:
+    """LifeKeeper's per-server property: its change is not set_settings, which configsync sends everywhere."""
+    from hakeeper.cluster.configsync import participants
+
+    lcd.create_node("node2")
+    lcd.set_settings({"shutdown_strategy": "Switch Over Resources"})
+    last = lcd.changes()[-1]
+    assert (last.op, lcd.shutdown_strategy) == ("set_node_settings", "Switch Over Resources")
+    assert participants(lcd, last.op, last.args) == []
+    lcd.set_settings({"guard_timeout": "6"})
+    assert participants(lcd, "set_settings", lcd.changes()[-1].args) == ["node2"]
+    with pytest.raises(IllegalArgument, match="shutdown_strategy is this node's own setting"):
+        lcd.set_settings({"shutdown_strategy": "Do Not Switch Over Resources", "guard_timeout": "7"})
+    assert (lcd.shutdown_strategy, lcd.settings()["guard_timeout"]) == ("Switch Over Resources", 6.0)

@@ -163,11 +163,13 @@ def _net_list(ctx: Context, args: argparse.Namespace) -> int:
 
 @command(
     "settings",
-    "show or change the cluster-wide settings (heartbeat timing, comm port, shutdown strategy)",
+    "show or change the settings: the cluster's (heartbeat timing, comm port...) and this node's shutdown strategy",
     arg("assignments", nargs="*", metavar="NAME=VALUE", help="settings to change, checked together"),
     arg("--json", action="store_true", help="print JSON instead"),
     epilog="The heartbeat interval times the misses is how long a silent node takes to be declared dead;\n"
-    "it must stay within 0.2..120 s. Settings must be equal on every node: heartbeats carry them.",
+    "it must stay within 0.2..120 s. Settings must be equal on every node: heartbeats carry them, and a\n"
+    "change is made on every node or on none. shutdown_strategy is each node's own, as in LifeKeeper:\n"
+    "hakeeper settings 'shutdown_strategy=Switch Over Resources' -d node2 sets node2's.",
 )
 def _settings(ctx: Context, args: argparse.Namespace) -> int:
     from hakeeper.db.settings import SETTINGS, detection_budget

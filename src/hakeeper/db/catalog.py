@@ -209,8 +209,14 @@ class Catalog(Journal):
             if setting is None:
                 raise NotFound(f"no setting {name!r} (see: hakeeper settings)")
             values[name] = setting.parse(text)
+        own = sorted(name for name in assignments if SETTINGS[name].node)
+        if own and len(own) < len(assignments):
+            raise IllegalArgument(
+                f"{', '.join(own)} is this node's own setting and the others are the cluster's: change them apart"
+            )
         check_rules(values)
-        with self._change("set_settings", {"assignments": dict(assignments)}) as db:
+        op = "set_node_settings" if own else "set_settings"  # a node's own is never replicated
+        with self._change(op, {"assignments": dict(assignments)}) as db:
             db.executemany(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                 [(name, str(values[name])) for name in assignments],

@@ -1,6 +1,8 @@
 """Cluster-wide settings, their bounds, and the timing rules between them.
 
-Settings live in the LCD (table ``meta``) and are the same on every node:
+Settings live in the LCD (table ``meta``) and are the same on every node,
+but for the few a node has of its own (``node=True``: the shutdown strategy,
+a per-server property in LifeKeeper too), which are never replicated:
 a heartbeat interval that differs between two nodes makes LifeKeeper's paths
 flap, so hakeeper's heartbeats carry the values and a peer whose values differ
 is refused (see :mod:`hakeeper.comm`). The rules here are code, checked when a
@@ -27,6 +29,7 @@ class Setting:
     description: str
     lifekeeper: str = ""
     choices: tuple[str, ...] = ()
+    node: bool = False  # this node's own (LifeKeeper's per-server property): never replicated
 
     def parse(self, text: str) -> Any:
         if self.choices:
@@ -59,7 +62,8 @@ SETTINGS: dict[str, Setting] = {
                 "heartbeats missed in a row before a path is DEAD", "LCMNUMHBEATS"),
         Setting("comm_port", int, 7365, 1024, 65535, "", "TCP port of communication paths"),
         Setting("shutdown_strategy", str, SHUTDOWN_STRATEGIES[0], None, None, "",
-                "what lkstop does with this node's hierarchies", choices=SHUTDOWN_STRATEGIES),
+                "what lkstop does with this node's hierarchies (this node's own)", choices=SHUTDOWN_STRATEGIES,
+                node=True),
         Setting("quorum_mode", str, "majority", None, None, "",
                 "who may act after a failure: majority of nodes, of quorum_hosts (tcp_remote), or none",
                 "QUORUM_MODE", choices=QUORUM_MODES),

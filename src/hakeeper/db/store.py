@@ -693,6 +693,7 @@ _REPLAYABLE: dict[str, Callable[..., Any]] = {
     "remove_equivalencies": Lcd.remove_equivalencies,
     "create_flag": Lcd.create_flag,
     "set_settings": Lcd.set_settings,
+    "set_node_settings": Lcd.set_settings,
     "create_path": Lcd.create_path,
     "change_path": Lcd.change_path,
     "remove_path": Lcd.remove_path,
