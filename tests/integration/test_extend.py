@@ -168,3 +168,23 @@ def test_extend_to_a_node_that_cannot_be_reached_changes_nothing(
     ha.wait(lambda: ha.node_seen_by("node1", "node2") is PathState.ALIVE, 15, "node2 back")
     ok(ha, "node1", "hakeeper", "extend", "-t", "web", "-s", "node2")
     assert eqvs(ha, "node2") == eqvs(ha, "node1") != set()
+
+
+@pytest.mark.slow
+def test_one_extend_to_two_nodes_and_a_refusal_that_names_what_was_done(
+    ha_cluster: HaCluster, lan: Lan, tmp_path: Path
+) -> None:
+    ha = ha_cluster
+    create_web(ha, tmp_path)
+    out = ok(ha, "node1", "hakeeper", "extend", "-t", "web", "-s", "node2", "-s", "node3")
+    assert out == "web extended to node2 with priority 2: data, web\nweb extended to node3 with priority 3: data, web\n"
+    three = {(t, n, p) for t in ("data", "web") for n, p in (("node1", 1), ("node2", 2), ("node3", 3))}
+    assert eqvs(ha, "node1") == eqvs(ha, "node2") == eqvs(ha, "node3") == three
+    ok(ha, "node1", "hakeeper", "unextend", "-t", "web", "-s", "node3")
+    lan.power_off(lan.node("node3"))
+    ha.wait(lambda: ha.node_seen_by("node1", "node3") is PathState.DEAD, 10, "node1 sees node3 dead")
+    ok(ha, "node1", "hakeeper", "unextend", "-t", "web", "-s", "node2")
+    refused = ha.command("node1", "hakeeper", "extend", "-t", "web", "-s", "node2", "-s", "node3")
+    assert refused.returncode == 9, refused.stderr
+    assert "node3" in refused.stderr and "(extended already, and kept: node2)" in refused.stderr, refused.stderr
+    assert eqvs(ha, "node1") == eqvs(ha, "node2") == {e for e in three if e[1] != "node3"}

@@ -475,6 +475,8 @@ SEMANTIC_CASES: list[Case] = [
     Case("update", ("-t", "web", "timeout"), ILLEGAL, "not NAME=VALUE"),
     Case("update", ("-t", "vip", "timeout=9"), MISSING, "no kit for its type"),
     Case("extend", ("-t", "nosuch", "-s", "node2"), MISSING, "unknown tag"),
+    Case("extend", ("-t", "web", "-s", "node2", "-s", "node2"), ILLEGAL, "a node named twice"),
+    Case("extend", ("-t", "web", "-s", "node2", "-s", "node3", "-p", "3"), ILLEGAL, "one priority for two nodes"),
     Case("extend", ("-t", "web", "-s", "nosuch"), MISSING, "unknown node"),
     Case("extend", ("-t", "web", "-s", "node1"), ILLEGAL, "this node"),
     Case("extend", ("-t", "vip", "-s", "node2"), EXISTS, "extended there already"),
