@@ -7,15 +7,53 @@ import argparse
 import json
 
 from hakeeper.cli.base import Context, arg, command
+from hakeeper.db import Lcd
 from hakeeper.errors import IllegalArgument, NotFound, UsageError
 
 NODE = arg("-s", dest="node", required=True, help="node name")
 
 
-@command("sys_create", "add a node to this LCD", NODE)
+@command(
+    "sys_create",
+    "add a node to this LCD; with -a, to every member's, with paths on every network both are on",
+    NODE,
+    arg("-a", dest="addresses", action="append", metavar="ADDRESS[/PREFIX]",
+        help="an address NODE announced, one per network, in priority order (repeat it): NODE is registered "
+             "on every node of the cluster, each making a path from its own address on that network"),
+    arg("-l", dest="own", action="append", metavar="ADDRESS[/PREFIX]",
+        help="with -a: this node's own addresses (default: its paths' local addresses, then its interfaces')"),
+    arg("--witness", action="store_const", const=True, help="with -a: NODE is a witness (it holds no resources)"),
+    epilog="Without -a, as LifeKeeper: NODE is added here only, and net_create makes its paths.\n"
+    "With -a (what 'hakeeper cluster serve-join' runs for a joining node) it is idempotent: a node\n"
+    "or path that exists stays. Through hakeeperd the change reaches every member at once (one that\n"
+    "is down learns it when it is back); without hakeeperd it is made here and kept for the others,\n"
+    "who learn it once hakeeperd runs here.",
+)  # fmt: skip
 def _sys_create(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.lcd.create_node(args.node)
+    if args.addresses is None:
+        if args.own is not None or args.witness:
+            raise UsageError("-l and --witness go with -a (see: sys_create --help)")
+        ctx.lcd.create_node(args.node)
+        return 0
+    from hakeeper.cluster.configsync import deferred_replicator
+    from hakeeper.comm.announce import announced
+
+    lcd = ctx.lcd
+    own = announced(args.own) if args.own is not None else _own_addresses(lcd)
+    if not ctx.replicated:  # no hakeeperd: the other members are told once it runs here
+        lcd.replicator = deferred_replicator(lcd, ctx.actor)
+    created = lcd.register_node(args.node, args.addresses, {lcd.local_node: own}, witness=bool(args.witness))
+    for path in created:
+        ctx.print(f"path to {path.node}: {path.local} -> {path.remote} (priority {path.priority})")
     return 0
+
+
+def _own_addresses(lcd: Lcd) -> list[str]:
+    """This node's addresses for new paths: its paths' local ones if it has paths, else its interfaces'."""
+    from hakeeper.comm.announce import interface_addresses
+
+    locals_ = list(dict.fromkeys(p.local for p in lcd.paths()))
+    return locals_ if locals_ else interface_addresses()
 
 
 @command("sys_remove", "remove a node that no equivalency names", NODE)
@@ -24,10 +62,18 @@ def _sys_remove(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-@command("sys_list", "list the nodes this LCD knows", listing=True)
+@command(
+    "sys_list",
+    "list the nodes this LCD knows (a witness: a second field 'witness')",
+    listing=True,
+    epilog="A witness counts for quorum and holds no resources: this node when it has the flag\n"
+    "'witness', another node when it joined as one (hakeeper cluster join --witness).",
+)
 def _sys_list(ctx: Context, args: argparse.Namespace) -> int:
     nodes = ctx.lcd.nodes()
-    ctx.rows(args, [[n.name] for n in nodes], [{"name": n.name, "local": n.local} for n in nodes])
+    witnesses = set(ctx.lcd.witnesses())
+    rows = [[n.name, "witness"] if n.name in witnesses else [n.name] for n in nodes]
+    ctx.rows(args, rows, [{"name": n.name, "local": n.local, "witness": n.name in witnesses} for n in nodes])
     return 0
 
 

@@ -694,6 +694,7 @@ _REPLAYABLE: dict[str, Callable[..., Any]] = {
     "create_flag": Lcd.create_flag,
     "set_settings": Lcd.set_settings,
     "create_path": Lcd.create_path,
+    "register_node": Lcd.register_node,
     "change_path": Lcd.change_path,
     "remove_path": Lcd.remove_path,
     "remove_flag": Lcd.remove_flag,
