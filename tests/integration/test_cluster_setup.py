@@ -1,0 +1,95 @@
+"""A 3-node cluster with two networks in a few commands (issue 13 item 5), on the test LAN.
+
+``cluster init``, ``serve-join`` and one ``token`` per node on node1, one ``join`` on
+node2 and node3 (node3 a witness), ``lkstart`` on each: no ``sys_create`` and no
+``net_create`` typed. Then every LCD knows every node (``sys_list``), with a path both
+ways on both networks, all ALIVE (``net_list``), and the witness is marked everywhere.
+No hakeeperd runs while the nodes join: node1 registers node3 in its own LCD and tells
+node2 once the daemons run (its outbox), which the test sees as node2's paths to node3.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hakeeper.lab.lan import Lan
+
+BIN = Path(sys.executable).parent
+ALIVE_WITHIN = 60.0  # bounded wait: the daemons start, catch up (every 5 s) and hear each other
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lan", [{"nodes": 3, "second_network": True}], indirect=True)
+def test_init_token_join_and_lkstart_are_the_whole_set_up(lan: Lan, tmp_path: Path) -> None:
+    roots = {n.name: tmp_path / n.name for n in lan.nodes}
+    typed: list[str] = []
+
+    def env(name: str) -> dict[str, str]:
+        return dict(os.environ, HAKEEPER_ROOT=str(roots[name]), HAKEEPER_NODE=name)
+
+    def hk(name: str, *argv: str, stdin: str | None = None, count: bool = True) -> str:
+        """An administrator's command on node ``name``; it must succeed."""
+        if count:
+            typed.append(f"{name}$ {' '.join(argv)}")
+        done = lan.node(name).run([str(BIN / argv[0]), *argv[1:]], env=env(name), timeout=90, input=stdin)
+        assert done.returncode == 0, f"{name}$ {' '.join(argv)}: exit {done.returncode}\n{done.stdout}{done.stderr}"
+        return done.stdout
+
+    node1 = lan.node("node1")
+    hk("node1", "hakeeper", "cluster", "init", "--name", "lab")
+    typed.append("node1$ hakeeper cluster serve-join --listen 198.18.0.11 &")
+    serve = node1.popen(
+        [str(BIN / "hakeeper"), "cluster", "serve-join", "--listen", str(node1.address), "--timeout", "120"],
+        env=env("node1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for name, role in (("node2", []), ("node3", ["--witness"])):
+            token = hk("node1", "hakeeper", "cluster", "token").strip()
+            said = hk(name, "hakeeper", "cluster", "join", *role, "--token", "-", str(node1.address), stdin=token)
+            assert "node1: paths" in said, said
+    finally:
+        serve.kill()
+        serve.wait(10)
+    for node in lan.nodes:
+        hk(node.name, "lkstart")
+    try:
+        names = sorted(roots)
+        networks = len(lan.networks)
+        assert networks == 2
+        deadline = time.monotonic() + ALIVE_WITHIN
+        while True:
+            listings = {n: hk(n, "net_list", "-f:", count=False).splitlines() for n in names}
+            alive = all(
+                len(rows) == (len(names) - 1) * networks and all(row.endswith(":ALIVE") for row in rows)
+                for rows in listings.values()
+            )
+            if alive or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert alive, f"not every path ALIVE within {ALIVE_WITHIN} s: {listings}"
+        for name in names:
+            listed = hk(name, "sys_list", "-f:", count=False)
+            assert listed == "node1\nnode2\nnode3:witness\n", (name, listed)
+            pairs = {(row.split(":")[0], row.split(":")[2], row.split(":")[3]) for row in listings[name]}
+            me = lan.node(name)
+            for other in lan.nodes:
+                if other is me:
+                    continue
+                for iface, address in me.addresses.items():
+                    assert (other.name, str(address), str(other.addresses[iface])) in pairs, (name, other.name, iface)
+        shown = hk("node2", "hakeeper", "cluster", "show", count=False)
+        assert "member       node3: 2 path(s), witness" in shown, shown
+    finally:
+        for node in lan.nodes:
+            node.run([str(BIN / "lkstop"), "-f"], env=env(node.name), timeout=60)
+    # init, serve-join, token x2, join x2, lkstart x3
+    assert len(typed) == 9, typed
+    assert not [c for c in typed if "sys_create" in c or "net_create" in c]
