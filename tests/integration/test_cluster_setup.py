@@ -87,6 +87,18 @@ def test_init_token_join_and_lkstart_are_the_whole_set_up(lan: Lan, tmp_path: Pa
                     assert (other.name, str(address), str(other.addresses[iface])) in pairs, (name, other.name, iface)
         shown = hk("node2", "hakeeper", "cluster", "show", count=False)
         assert "member       node3: 2 path(s), witness" in shown, shown
+        # The witness explains itself instead of "no resource tagged".
+        hk("node1", "hakeeper", "create", "gen/app", "-t", "app", "restore=/bin/true", "remove=/bin/true", count=False)
+        hk("node1", "perform_action", "-t", "app", "-a", "restore", count=False)
+        hk("node1", "hakeeper", "extend", "-t", "app", "-s", "node2", count=False)
+        why = hk("node3", "hakeeper", "why", "app", count=False)
+        assert why.strip() == "node3 is a witness: it runs no hierarchy; app runs on node1", why
+        refused = lan.node("node3").run([str(BIN / "hakeeper"), "switchover", "app"], env=env("node3"), timeout=60)
+        assert (
+            refused.returncode == 7 and "node3 is a witness: it runs no hierarchy; app runs on node1" in refused.stderr
+        )
+        moved = hk("node3", "hakeeper", "switchover", "app", "--to", "node2", count=False)
+        assert "node2" in moved, moved
     finally:
         for node in lan.nodes:
             node.run([str(BIN / "lkstop"), "-f"], env=env(node.name), timeout=60)

@@ -131,3 +131,14 @@ def test_sys_create_without_addresses_is_lifekeepers(cli: Cli) -> None:
     assert cli("sys_create", "-s", "node2").code == 0
     assert cli("sys_create", "-s", "node2").code == 4, "exists already"
     assert cli("sys_create", "-s", "node3", "--witness").code == 2, "--witness goes with -a"
+
+
+def test_why_and_switchover_on_a_witness_without_hakeeperd_explain_themselves(cli: Cli) -> None:
+    assert cli("why", "web").code == 7, "not a witness: no resource tagged web, as before"
+    assert cli("flg_create", "-f", "witness").code == 0
+    why = cli("why", "web")
+    assert why.code == 0 and why.out.startswith("node1 is a witness: it runs no hierarchy;"), why
+    moved = cli("switchover", "web")
+    assert moved.code == 7 and "node1 is a witness: it runs no hierarchy" in moved.err, moved
+    assert "no resource tagged" not in moved.err
+    assert cli("sys_list", "-f:").out == "node1:witness\n"
