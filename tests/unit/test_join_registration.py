@@ -142,3 +142,37 @@ def test_why_and_switchover_on_a_witness_without_hakeeperd_explain_themselves(cl
     assert moved.code == 7 and "node1 is a witness: it runs no hierarchy" in moved.err, moved
     assert "no resource tagged" not in moved.err
     assert cli("sys_list", "-f:").out == "node1:witness\n"
+
+
+def test_a_failed_registration_spends_no_token_and_issues_nothing(tmp_path: Path) -> None:
+    from hakeeper.comm.identity import init_cluster, load_authority
+    from hakeeper.comm.join import JoinService, TokenRefused, TokenStore
+    from hakeeper.comm.pki import make_csr, new_key
+    from hakeeper.errors import CommunicationFailed
+
+    identity = init_cluster(tmp_path / "node1", "node1", "prod")
+    tokens = TokenStore(identity.directory)
+    token = tokens.create(identity.fingerprint)
+    calls: list[tuple[str, list[str], bool]] = []
+    failing = [True]
+
+    def on_admit(node: str, addresses: list[str], witness: bool) -> list[dict[str, Any]]:
+        calls.append((node, addresses, witness))
+        if failing[0]:
+            raise CommunicationFailed("node2 refused the change")
+        return [{"node": "node1", "addresses": ["198.18.0.11"], "witness": False}]
+
+    service = JoinService(identity, load_authority(tmp_path / "node1"), tokens, on_admit=on_admit)
+    csr = make_csr("node3", new_key())
+    with pytest.raises(CommunicationFailed):
+        service._admit(token.id, token.secret, csr, "node3", (N3, True))
+    assert tokens.tokens()[0].used is None, "the token stays unused: the join can be tried again"
+    failing[0] = False
+    cert, found = service._admit(token.id, token.secret, csr, "node3", (N3, True))
+    assert found == [{"node": "node1", "addresses": ["198.18.0.11"], "witness": False}]
+    assert calls == [("node3", N3, True)] * 2
+    assert tokens.tokens()[0].node == "node3"
+    with pytest.raises(TokenRefused):
+        service._admit(token.id, token.secret, csr, "node3", (N3, True))
+    assert len(calls) == 2, "a spent token registers nothing"
+    assert cert.subject is not None

@@ -64,7 +64,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -109,6 +109,8 @@ from hakeeper.errors import (
 )
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 JOIN_PORT = 7367  # messages use comm_port (7365, LifeKeeper's LCM port), heartbeats 7366, joins this one
 TOKEN_PREFIX = "hk1"
@@ -252,11 +254,21 @@ class TokenStore:
 
     def consume(self, token_id: str, secret: str, node: str) -> None:
         """Mark the token used by ``node``, or raise :class:`TokenRefused`; atomic, so a token works once."""
+        self.spend(token_id, secret, node, lambda: None)
+
+    def spend(self, token_id: str, secret: str, node: str, work: Callable[[], T]) -> T:
+        """Check the token, run ``work``, then mark the token used by ``node``: all under the token lock.
+
+        The check and the use it guards are one transaction: two joins with one token
+        cannot both pass the check, and when ``work`` raises the token stays unused.
+        """
         with self._locked() as tokens:
             entry = self._refusal(tokens, token_id, secret, node)
+            result = work()
             entry["used"] = self.clock()
             entry["node"] = node
             self._write(tokens)
+            return result
 
     def _refusal(
         self, tokens: dict[str, dict[str, Any]], token_id: str, secret: str, node: str | None = None
@@ -446,19 +458,24 @@ class JoinService:
     ) -> tuple[x509.Certificate, list[dict[str, Any]] | None]:
         """Check the token, refuse this node's own name, register the node, mark the token used, sign.
 
-        Blocking: run in a thread. The registration comes before the token is spent: when it
-        fails, the same token can be tried again; it is idempotent, so a retry with a new token
-        (the answer was lost) registers nothing twice.
+        Blocking: run in a thread. The registration runs between the token's check and its
+        use, under the token lock (:meth:`TokenStore.spend`): when it fails, the same token
+        can be tried again; it is idempotent, so a retry with a new token (the answer was
+        lost) registers nothing twice.
         """
-        self.tokens.check(token_id, secret, node)
-        if node == self.identity.node:
-            raise IllegalArgument(f"node name {node!r} is this member's own; a joining node needs a name of its own")
         key = csr.public_key()
         assert isinstance(key, ec.EllipticCurvePublicKey)  # checked by _request_fields
         addresses, witness = announced
-        members = self.on_admit(node, list(addresses), witness) if self.on_admit is not None else None
-        self.tokens.consume(token_id, secret, node)
-        return self.authority.issue(node, key), members
+
+        def admit() -> tuple[x509.Certificate, list[dict[str, Any]] | None]:
+            if node == self.identity.node:
+                raise IllegalArgument(
+                    f"node name {node!r} is this member's own; a joining node needs a name of its own"
+                )
+            members = self.on_admit(node, list(addresses), witness) if self.on_admit is not None else None
+            return self.authority.issue(node, key), members
+
+        return self.tokens.spend(token_id, secret, node, admit)
 
 
 # ---------------------------------------------------------------------- the joiner's side
