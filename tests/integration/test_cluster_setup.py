@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from hakeeper.lab.cluster import ALIVE_TIMEOUT, HaCluster
 from hakeeper.lab.lan import Lan
 
 BIN = Path(sys.executable).parent
@@ -105,3 +106,18 @@ def test_init_token_join_and_lkstart_are_the_whole_set_up(lan: Lan, tmp_path: Pa
     # init, serve-join, token x2, join x2, lkstart x3
     assert len(typed) == 9, typed
     assert not [c for c in typed if "sys_create" in c or "net_create" in c]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lan", [{"nodes": 2, "second_network": True}], indirect=True)
+def test_net_create_on_one_end_creates_both_when_the_other_node_is_reached(ha_cluster: HaCluster) -> None:
+    """As LifeKeeper's 'Create Comm Path': the second network's path, typed once on node1, exists on both ends."""
+    b1, b2 = (str(ha_cluster.lan.node(n).addresses["eth1"]) for n in ("node1", "node2"))
+    ha_cluster.ok("node1", "net_remove", "-s", "node2", "-r", b2)
+    ha_cluster.ok("node2", "net_remove", "-s", "node1", "-r", b1)
+    said = ha_cluster.ok("node1", "net_create", "-s", "node2", "-l", b1, "-r", b2)
+    assert said.strip() == f"created both ends: {b1} -> {b2} here, {b2} -> {b1} on node2", said
+    assert f"node1:TCP:{b2}:{b1}:" in ha_cluster.ok("node2", "net_list", "-f:")
+    ha_cluster.wait(ha_cluster.all_alive, ALIVE_TIMEOUT, "both paths ALIVE on both nodes")
+    again = ha_cluster.command("node1", "net_create", "-s", "node2", "-l", b1, "-r", b2)
+    assert again.returncode == 4, "this end exists already: LifeKeeper's code"

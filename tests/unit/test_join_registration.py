@@ -176,3 +176,17 @@ def test_a_failed_registration_spends_no_token_and_issues_nothing(tmp_path: Path
         service._admit(token.id, token.secret, csr, "node3", (N3, True))
     assert len(calls) == 2, "a spent token registers nothing"
     assert cert.subject is not None
+
+
+def test_net_create_without_hakeeperd_makes_this_end_and_says_what_to_run_there(cli: Cli, root: Path) -> None:
+    assert cli("sys_create", "-s", "node2").code == 0
+    made = cli("net_create", "-s", "node2", "-l", "198.18.0.11", "-r", "198.18.0.12")
+    assert made.code == 0, "the path asked for exists here: LifeKeeper's net_create succeeds"
+    assert made.err == (
+        "net_create: warning: this end only: node2 did not create its end (hakeeperd does not run here to ask it); "
+        "there: net_create -s node1 -l 198.18.0.12 -r 198.18.0.11\n"
+    )
+    with Lcd.open(root) as lcd:
+        assert _paths(lcd, "node2") == [("198.18.0.11", "198.18.0.12", 1)]
+    quiet = cli("net_create", "-s", "node2", "-l", "198.18.1.11", "-r", "198.18.1.12", "--local-only")
+    assert (quiet.code, quiet.err) == (0, "")

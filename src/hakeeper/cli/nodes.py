@@ -8,7 +8,8 @@ import json
 
 from hakeeper.cli.base import Context, arg, command
 from hakeeper.db import Lcd
-from hakeeper.errors import IllegalArgument, NotFound, UsageError
+from hakeeper.db.model import CommPath
+from hakeeper.errors import AlreadyExists, HakeeperError, IllegalArgument, NotFound, UsageError
 
 NODE = arg("-s", dest="node", required=True, help="node name")
 
@@ -128,19 +129,71 @@ def _require_node(ctx: Context, node: str) -> None:
         raise NotFound(f"no node named {node!r} (see: sys_list)")
 
 
+PEER_TIMEOUT = 10.0  # net_create: how long the other node may take to create its end
+
+
+def _reverse_argv(ctx: Context, path: CommPath) -> list[str]:
+    return ["-s", ctx.lcd.local_node, "-l", path.remote, "-r", path.local, "--local-only"]
+
+
+async def _net_create_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
+    """This end here, then the other end on the other node through its hakeeperd, over the paths to it."""
+    _check_kind(args)
+    path = await ctx.daemon.change_replicated(
+        ctx.actor, lambda lcd: lcd.create_path(args.node, args.local, args.remote, args.priority)
+    )
+    if args.local_only:
+        return 0
+    argv = _reverse_argv(ctx, path)
+    request = {"command": "net_create", "argv": argv, "user": ctx.actor}
+    try:
+        answer = await ctx.daemon.request(args.node, "run", request, timeout=PEER_TIMEOUT)
+        code, err = int(answer.get("code", 1)), str(answer.get("err", "")).strip()
+    except HakeeperError as exc:
+        code, err = exc.exit_code, str(exc)
+    if code == 0:
+        ctx.print(
+            f"created both ends: {path.local} -> {path.remote} here, {path.remote} -> {path.local} on {args.node}"
+        )
+    elif code == AlreadyExists.exit_code:
+        ctx.print(f"created here; {args.node} has its end already")
+    else:
+        ctx.warn(_one_end(args.node, err, argv))
+    return 0
+
+
+def _one_end(node: str, why: str, argv: list[str]) -> str:
+    why = " ".join(why.split()) or "no answer"
+    there = " ".join(argv[:-1])
+    return f"net_create: warning: this end only: {node} did not create its end ({why}); there: net_create {there}"
+
+
+def _check_kind(args: argparse.Namespace) -> None:
+    if args.kind.upper() != "TCP":
+        raise IllegalArgument(f"path kind {args.kind!r}: only TCP paths exist in hakeeper")
+
+
 @command(
     "net_create",
-    "create a communication path to another node (several per node; a node is dead only when all are)",
+    "create a communication path to another node, both ends when the other node can be reached",
     arg("-s", dest="node", required=True, help="the other node"),
     arg("-n", dest="kind", default="TCP", help="TCP (the only kind; LifeKeeper's TTY paths do not exist here)"),
     arg("-l", dest="local", required=True, help="this node's address on the path"),
     arg("-r", dest="remote", required=True, help="the other node's address on the path"),
     arg("-p", dest="priority", type=int, help="priority 1 (first choice for messages) to 99 (default: next free)"),
-)
+    arg("--local-only", dest="local_only", action="store_true", help="this end only (as LifeKeeper's net_create)"),
+    epilog="As LifeKeeper's 'Create Comm Path': through hakeeperd, the other node is asked (over the paths\n"
+    "to it, this one included) to create its end (its next free priority); it must know this node\n"
+    "(sys_list). When it cannot be reached or refuses, this end stays, the exit code is 0 and one\n"
+    "line on stderr says so, with the command to run there. Without hakeeperd, this end only (the\n"
+    "same warning). A node has several paths; it is dead only when all are.",
+    in_daemon=_net_create_in_daemon,
+)  # fmt: skip
 def _net_create(ctx: Context, args: argparse.Namespace) -> int:
-    if args.kind.upper() != "TCP":
-        raise IllegalArgument(f"path kind {args.kind!r}: only TCP paths exist in hakeeper")
-    ctx.lcd.create_path(args.node, args.local, args.remote, args.priority)
+    _check_kind(args)
+    path = ctx.lcd.create_path(args.node, args.local, args.remote, args.priority)
+    if not args.local_only:
+        ctx.warn(_one_end(args.node, "hakeeperd does not run here to ask it", _reverse_argv(ctx, path)))
     return 0
 
 
