@@ -190,3 +190,22 @@ def test_net_create_without_hakeeperd_makes_this_end_and_says_what_to_run_there(
         assert _paths(lcd, "node2") == [("198.18.0.11", "198.18.0.12", 1)]
     quiet = cli("net_create", "-s", "node2", "-l", "198.18.1.11", "-r", "198.18.1.12", "--local-only")
     assert (quiet.code, quiet.err) == (0, "")
+
+
+def test_a_node_made_a_witness_by_its_flag_is_told_to_the_members(cli: Cli, root: Path, tmp_path: Path) -> None:
+    assert cli("sys_create", "-s", "node2", "-a", N2[0], "-l", N1[0]).code == 0
+    assert cli("flg_create", "-f", "witness").code == 0
+    assert cli("flg_create", "-f", "witness").code == 4, "as any flag: it exists already"
+    assert cli("sys_list", "-f:").out == "node1:witness\nnode2\n"
+    with Lcd.open(root) as lcd:
+        [(txid, text)] = lcd.outbox("node2")
+    message = json.loads(text)
+    with Lcd.open(tmp_path / "node2", node="node2") as node2:
+        node2.register_node("node1", N1, {"node2": N2})
+        assert node2.apply_replicated(txid, message["op"], message["args"], "root via node1#9")
+        assert node2.witnesses() == ["node1"]
+        assert node2.paths("node1"), "the paths stay"
+    assert cli("flg_remove", "-f", "witness").code == 0
+    assert cli("flg_test", "-f", "witness").code == 7
+    with Lcd.open(root) as lcd:
+        assert json.loads(lcd.outbox("node2")[-1][1])["args"]["witness"] is False

@@ -101,6 +101,27 @@ class Catalog(Journal):
                 db.execute("DELETE FROM meta WHERE key = ?", (ROLE + node,))
         return created
 
+    @_write
+    def set_witness(self, witness: bool) -> None:
+        """This node becomes a witness (its ``witness`` flag), or stops being one; the members learn it.
+
+        One change, recorded as this node's registration of itself with its role
+        (``register_node``, no addresses): replicated to every member, which records
+        the role; here it sets or clears the flag. The flag set already, or not set
+        when it is cleared, is refused as ``flg_create`` / ``flg_remove`` refuse it.
+        """
+        has = self.has_flag(WITNESS)
+        if witness and has:
+            raise AlreadyExists(f"flag {WITNESS!r} exists already")
+        if not witness and not has:
+            raise NotFound(f"no flag {WITNESS!r} (see: flg_list)")
+        args = {"node": self._local, "addresses": [], "known": {}, "witness": witness}
+        with self._change("register_node", args) as db:
+            if witness:
+                db.execute("INSERT INTO flags (name) VALUES (?)", (WITNESS,))
+            else:
+                db.execute("DELETE FROM flags WHERE name = ?", (WITNESS,))
+
     def witnesses(self) -> list[str]:
         """The nodes known here as witnesses: this node when it has the ``witness`` flag, others as registered."""
         rows = self._query("SELECT key FROM meta WHERE substr(key, 1, ?) = ? AND value = ?", (len(ROLE), ROLE, WITNESS))
