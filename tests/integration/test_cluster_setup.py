@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,66 @@ def test_net_create_on_one_end_creates_both_when_the_other_node_is_reached(ha_cl
     ha_cluster.wait(ha_cluster.all_alive, ALIVE_TIMEOUT, "both paths ALIVE on both nodes")
     again = ha_cluster.command("node1", "net_create", "-s", "node2", "-l", b1, "-r", b2)
     assert again.returncode == 4, "this end exists already: LifeKeeper's code"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lan", [{"nodes": 3, "second_network": True}], indirect=True)
+def test_a_node_joining_a_running_cluster_is_registered_on_every_running_member_at_once(
+    lan: Lan, tmp_path: Path
+) -> None:
+    """With hakeeperd running on node1 and node2, node3's join reaches node2's LCD before the join returns."""
+    roots = {n.name: tmp_path / n.name for n in lan.nodes}
+
+    def env(name: str) -> dict[str, str]:
+        return dict(os.environ, HAKEEPER_ROOT=str(roots[name]), HAKEEPER_NODE=name)
+
+    def hk(name: str, *argv: str, stdin: str | None = None) -> str:
+        done = lan.node(name).run([str(BIN / argv[0]), *argv[1:]], env=env(name), timeout=90, input=stdin)
+        assert done.returncode == 0, f"{name}$ {' '.join(argv)}: exit {done.returncode}\n{done.stdout}{done.stderr}"
+        return done.stdout
+
+    def alive(name: str, expected: int) -> bool:
+        rows = hk(name, "net_list", "-f:").splitlines()
+        return len(rows) == expected and all(row.endswith(":ALIVE") for row in rows)
+
+    def wait(what: str, predicate: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + ALIVE_WITHIN
+        while not predicate():
+            assert time.monotonic() < deadline, f"not within {ALIVE_WITHIN} s: {what}"
+            time.sleep(0.2)
+
+    node1 = lan.node("node1")
+    hk("node1", "hakeeper", "cluster", "init")
+    serve = node1.popen(
+        [str(BIN / "hakeeper"), "cluster", "serve-join", "--listen", str(node1.address), "--timeout", "120"],
+        env=env("node1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        token = hk("node1", "hakeeper", "cluster", "token").strip()
+        hk("node2", "hakeeper", "cluster", "join", "--token", "-", str(node1.address), stdin=token)
+        hk("node1", "lkstart")
+        hk("node2", "lkstart")
+        wait("node1 and node2 ALIVE to each other", lambda: alive("node1", 2) and alive("node2", 2))
+        token = hk("node1", "hakeeper", "cluster", "token").strip()
+        node3 = lan.node("node3")
+        announced = [w for a in sorted(node3.addresses.values()) for w in ("--address", f"{a}/24")]
+        hk("node3", "hakeeper", "cluster", "join", "--witness", *announced, "--token", "-", str(node1.address),
+           stdin=token)  # fmt: skip
+    finally:
+        serve.kill()
+        serve.wait(10)
+    try:
+        assert hk("node2", "sys_list", "-f:") == "node1\nnode2\nnode3:witness\n", "told by node1's hakeeperd at once"
+        paths = [row.split(":")[:4] for row in hk("node2", "net_list", "-f:", "-s", "node3").splitlines()]
+        node2 = lan.node("node2")
+        assert paths == [["node3", "TCP", str(node2.addresses[i]), str(node3.addresses[i])] for i in ("eth0", "eth1")]
+        retried = hk("node1", "sys_create", "-s", "node3", *[w.replace("--address", "-a") for w in announced])
+        assert retried == "", "registered already: nothing made again"
+        assert len(hk("node2", "net_list", "-f:", "-s", "node3").splitlines()) == 2
+        hk("node3", "lkstart")
+        wait("every path ALIVE", lambda: all(alive(n, 4) for n in roots))
+    finally:
+        for node in lan.nodes:
+            node.run([str(BIN / "lkstop"), "-f"], env=env(node.name), timeout=60)
