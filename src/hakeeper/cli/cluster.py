@@ -74,10 +74,11 @@ MAX_TIMEOUT = 86400.0
 EPILOG = f"""actions:
   init [--name CLUSTER]         create the cluster CA and this node's certificate (first node only)
   token [--ttl SECONDS] [--node NAME]
-                                print a one-time join token (default {DEFAULT_TTL} s, {MIN_TTL}..{MAX_TTL});
+                                on a node that holds the CA key: print a one-time join token
+                                (default {DEFAULT_TTL} s, {MIN_TTL}..{MAX_TTL});
                                 --node: it admits only a node of that name
   serve-join [--listen ADDRESS[:PORT]] [--address ADDRESS/PREFIX ...] [--timeout SECONDS]
-                                admit nodes that bring a token, in the foreground
+                                on a node that holds the CA key: admit nodes that bring a token, in the foreground
                                 (default 0.0.0.0:{JOIN_PORT}, for {SERVE_TIMEOUT:g} s), and register each
                                 on every member (sys_create -a): the node, and paths on every network;
                                 --address: this node's own, when it has no path yet (default: its
@@ -116,7 +117,7 @@ the CA key ('init' ran there, or 'ca import') makes tokens, admits and renews:
 
 @command(
     "cluster",
-    "cluster identity: init, token, join, serve-join, show, ca, renew, revoke",
+    "cluster identity and membership: init, token, join, serve-join, show, ca, renew, revoke",
     arg("action", choices=ACTIONS, metavar="ACTION", help=" | ".join(ACTIONS)),
     arg("operands", nargs="*", metavar="ARG",
         help="join: ADDRESS[:PORT]; ca: export FILE | import FILE | remove; renew: [MEMBER]; revoke: NODE"),
