@@ -42,7 +42,7 @@ from hakeeper.comm.pki import DEFAULT_CLUSTER_NAME, RENEW_WARNING_DAYS, expiry_w
 from hakeeper.comm.revocation import load_revocations
 from hakeeper.db.model import check_name
 from hakeeper.errors import IllegalArgument, OutOfRange, SystemCallFailed, UsageError
-from hakeeper.layout import ensure_state_dir
+from hakeeper.layout import PID_NAME, ensure_state_dir
 
 ACTIONS = ("init", "token", "join", "serve-join", "show", "ca", "renew", "revoke")
 
@@ -218,6 +218,10 @@ def _join(ctx: Context, args: argparse.Namespace) -> int:
     ctx.print(f"{identity.node} joined cluster {identity.cluster}{role} (CA sha256:{identity.fingerprint})")
     for line in said:
         ctx.print(line)
+    from hakeeper.cli.daemon import holds_lock
+
+    if holds_lock(root / PID_NAME):  # it started without an identity: no heartbeats, no messages
+        ctx.print("hakeeperd runs here without the new identity: restart it (lkstop -f; lkstart)")
     return 0
 
 
