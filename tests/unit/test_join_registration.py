@@ -209,3 +209,25 @@ def test_a_node_made_a_witness_by_its_flag_is_told_to_the_members(cli: Cli, root
     assert cli("flg_test", "-f", "witness").code == 7
     with Lcd.open(root) as lcd:
         assert json.loads(lcd.outbox("node2")[-1][1])["args"]["witness"] is False
+
+
+def test_cluster_show_lists_the_nodes_with_their_paths_and_the_witness(cli: Cli) -> None:
+    assert cli("cluster", "init", "--name", "prod").code == 0
+    assert cli("sys_create", "-s", "node2", "-a", N2[0], "-a", N2[1], "-l", N1[0], "-l", N1[1]).code == 0
+    assert cli("sys_create", "-s", "node3", "-a", N3[0], "--witness").code == 0
+    shown = cli("cluster", "show")
+    assert shown.code == 0, shown.err
+    lines = [line for line in shown.out.splitlines() if line.startswith("member")]
+    assert lines == [
+        "member       node1: this node",
+        "member       node2: 2 path(s)",
+        "member       node3: 1 path(s), witness (counts for quorum, runs no hierarchy)",
+    ]
+
+
+def test_announced_addresses_given_are_checked_and_kept_in_order() -> None:
+    from hakeeper.comm.announce import announced
+
+    assert announced(["198.18.1.13/24", "198.18.0.13/24", "198.18.1.13/24"]) == ["198.18.1.13/24", "198.18.0.13/24"]
+    with pytest.raises(IllegalArgument):
+        announced(["198.18.0.13/33"])
