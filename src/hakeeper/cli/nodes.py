@@ -9,7 +9,7 @@ import json
 from hakeeper.cli.base import Context, arg, command
 from hakeeper.db import Lcd
 from hakeeper.db.model import CommPath
-from hakeeper.errors import AlreadyExists, HakeeperError, IllegalArgument, NotFound, UsageError
+from hakeeper.errors import AlreadyExists, CommunicationFailed, HakeeperError, IllegalArgument, NotFound, UsageError
 
 NODE = arg("-s", dest="node", required=True, help="node name")
 
@@ -148,6 +148,8 @@ async def _net_create_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
     request = {"command": "net_create", "argv": argv, "user": ctx.actor}
     try:
         answer = await ctx.daemon.request(args.node, "run", request, timeout=PEER_TIMEOUT)
+        if not isinstance(answer, dict):
+            raise CommunicationFailed(f"{args.node} gave a malformed answer")
         code, err = int(answer.get("code", 1)), str(answer.get("err", "")).strip()
     except HakeeperError as exc:
         code, err = exc.exit_code, str(exc)
