@@ -386,7 +386,9 @@ class JoinService:
             return
         try:
             async with asyncio.timeout(self.timeout):
-                await self._exchange(reader, writer, address)
+                request = await self._request(reader, writer, address)
+            if request is not None:  # the admission (a registration on every member) has its own bounds
+                await self._answer(request, writer, address)
         except TimeoutError:
             logger.warning(
                 "join from %s refused: no complete request within %g s; nothing issued", address, self.timeout
@@ -402,7 +404,10 @@ class JoinService:
         finally:
             await close_writer(writer)
 
-    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str) -> None:
+    async def _request(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str
+    ) -> dict[str, Any] | None:
+        """The greeting, then the joiner's request (None: it hung up, not accepting this member)."""
         await write_frame(
             writer,
             {"hakeeper": "join", "version": PROTOCOL_VERSION, "ca": cert_pem(self.identity.ca).decode()},
@@ -414,7 +419,12 @@ class JoinService:
             if exc.partial:
                 raise FrameError("the request stops in the middle") from None
             logger.info("join from %s: the joiner hung up after the greeting (it did not accept this member)", address)
-            return
+            return None
+        return request
+
+    async def _answer(self, request: dict[str, Any], writer: asyncio.StreamWriter, address: str) -> None:
+        """Admit the joiner or say why not. The joiner may give up meanwhile (its own timeout): the admission
+        is then logged and done, and the joiner joins again with a new token, which registers nothing twice."""
         try:
             token_id, secret, csr, node = _request_fields(request)
             addresses, witness = _announced(request)
@@ -434,9 +444,9 @@ class JoinService:
             logger.warning("join from %s refused: %s; nothing issued", address, exc)
             await write_frame(writer, {"ok": False, "error": str(exc)}, MAX_FRAME)
             return
-        except HakeeperError as exc:  # the registration failed: nothing issued, the token stays unused
+        except HakeeperError as exc:  # the registration (or this member) failed: nothing issued, the token unused
             logger.error("join of %s from %s failed: %s; nothing issued", node, address, exc)
-            await write_frame(writer, {"ok": False, "error": f"registration of {node} failed: {exc}"}, MAX_FRAME)
+            await write_frame(writer, {"ok": False, "error": f"admission of {node} failed: {exc}"}, MAX_FRAME)
             return
         logger.info(
             "admitted node %s from %s (token %s, certificate serial %x)", node, address, token_id, cert.serial_number
