@@ -35,7 +35,7 @@ object of at most :data:`MAX_FRAME` bytes.
    the token's id, never its secret), a token bound to another node name, a malformed
    request and a request for its own name. Otherwise it first *registers* the joiner
    (``on_admit``: the node and its paths in every member's LCD, idempotent, see
-   ``hakeeper.cli.join``), then marks the token used and signs the request. Nothing is
+   :mod:`hakeeper.cli.members`), then marks the token used and signs the request. Nothing is
    issued for a refused token or a failed registration (the token stays unused).
    ``members`` is every node the member knows, itself included, with the addresses
    the joiner pairs with its own to write its LCD.
