@@ -132,8 +132,9 @@ class Loopback:
         self.hk("node1", "hakeeper", "cluster", "init", "--name", "demo")
         join_port = _free_port(self.addresses["node1"])
         listen = f"{self.addresses['node1']}:{join_port}"
+        own = f"{self.addresses['node1']}/8"  # loopback: no interface address to announce by default
         server = subprocess.Popen(
-            [str(BIN / "hakeeper"), "cluster", "serve-join", "--listen", listen, "--timeout", "60"],
+            [str(BIN / "hakeeper"), "cluster", "serve-join", "--listen", listen, "--address", own, "--timeout", "60"],
             env=self.env("node1"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
@@ -142,20 +143,17 @@ class Loopback:
                 print(f"  node1$ hakeeper cluster token    # -> {token[:12]}...")
                 for _ in range(50):  # bounded: the join service may need a moment to listen
                     try:
-                        self.hk(name, "hakeeper", "cluster", "join", "--token", "-", listen, stdin=token + "\n")
+                        self.hk(name, "hakeeper", "cluster", "join", "--token", "-", "--address",
+                                f"{self.addresses[name]}/8", listen, stdin=token + "\n")  # fmt: skip
                         break
                     except RuntimeError:
                         time.sleep(0.1)
         finally:
             server.terminate()
             server.wait(10)
-        print("# Nodes and communication paths, declared on both ends (as in LifeKeeper)")
-        for name in NAMES:
-            for other in NAMES:
-                if other != name:
-                    self.hk(name, "sys_create", "-s", other, show=name == "node1")
-                    self.hk(name, "net_create", "-s", other, "-n", "TCP", "-l", self.addresses[name],
-                            "-r", self.addresses[other], show=name == "node1")  # fmt: skip
+        print("# The joins made the nodes and their communication paths on every node: no sys_create, no net_create")
+        print("  node1$ net_list -f:")
+        print("".join(f"    {line}\n" for line in self.hk("node1", "net_list", "-f:", show=False).splitlines()), end="")
         for name in NAMES:
             self.start(name)
 

@@ -46,14 +46,17 @@ def test_nodes_join_through_a_member_and_their_paths_come_alive(lan: Lan, tmp_pa
     finally:
         serve.kill()
         serve.wait(10)
-    # The administrator declares the nodes and paths on each node, and starts hakeeperd.
+    # The joins registered the nodes and their paths: node1 and node3 know everyone; node2, which joined
+    # before node3, learns of it from node1 once hakeeperd runs there. The administrator starts hakeeperd.
     daemons = []
     for node in lan.nodes:
         with Lcd.open(roots[node.name]) as lcd:
-            for other in lan.nodes:
-                if other is not node:
-                    lcd.create_node(other.name)
-                    lcd.create_path(other.name, str(node.address), str(other.address))
+            known = [
+                other for other in lan.nodes if other is not node and (node.name, other.name) != ("node2", "node3")
+            ]
+            assert sorted((p.node, p.local, p.remote) for p in lcd.paths()) == sorted(
+                (other.name, str(node.address), str(other.address)) for other in known
+            ), node.name
         daemons.append(
             node.popen(
                 [sys.executable, "-c", "from hakeeper.cli.daemon import hakeeperd; hakeeperd()"],

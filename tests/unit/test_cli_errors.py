@@ -65,7 +65,7 @@ SETUP: tuple[tuple[str, ...], ...] = (
     ("ins_create", "-a", "gen", "-r", "app", "-t", "db", "-i", "db-id"),
     ("dep_create", "-p", "web", "-c", "vip"),
     ("flg_create", "-f", "maint"),
-    ("net_create", "-s", "node2", "-l", "198.18.0.11", "-r", "198.18.0.12"),
+    ("net_create", "-s", "node2", "-l", "198.18.0.11", "-r", "198.18.0.12", "--local-only"),
 )
 
 
@@ -225,7 +225,7 @@ VALID: dict[str, tuple[str, ...]] = {
     "sendevent": ("-C", "generic", "-E", "failure", "-n", "web"),
     "lkstart": (),
     "lkstop": (),
-    "net_create": ("-s", "node2", "-l", "198.18.1.11", "-r", "198.18.1.12", "-p", "2"),
+    "net_create": ("-s", "node2", "-l", "198.18.1.11", "-r", "198.18.1.12", "-p", "2", "--local-only"),
     "net_remove": ("-s", "node2", "-r", "198.18.0.12"),
     "net_change": ("-s", "node2", "-D", "198.18.0.11/198.18.0.12", "-P", "198.18.1.11/198.18.1.12"),
     "net_list": ("-s", "node2"),

@@ -60,8 +60,8 @@ def test_listings_speak_json(hierarchy: Cli) -> None:
         {"parent": "web", "child": "web-ip"},
     ]
     assert json.loads(hierarchy("sys_list", "--json").out) == [
-        {"name": "node1", "local": True},
-        {"name": "node2", "local": False},
+        {"name": "node1", "local": True, "witness": False},
+        {"name": "node2", "local": False, "witness": False},
     ]
     builtin = [("comm", "dns"), ("comm", "ip"), ("gen", "app"), ("ocf", "ra")]  # every LCD knows its kits
     types = [{"app": a, "type": t} for a, t in sorted([*builtin, ("lk", "svc")])]

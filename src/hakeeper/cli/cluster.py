@@ -23,14 +23,16 @@ import time
 
 from hakeeper.cli.base import Context, arg, command
 from hakeeper.cli.cluster_ca import CA_ACTIONS, ca, renew, revoke
-from hakeeper.cluster.extend import WITNESS_FLAG
+from hakeeper.cli.members import registrar, write_members
 from hakeeper.comm.addresses import format_address, parse_address
+from hakeeper.comm.announce import announced
 from hakeeper.comm.identity import cluster_dir, init_cluster, load_authority, load_identity
 from hakeeper.comm.join import (
     DEFAULT_TTL,
     JOIN_PORT,
     MAX_TTL,
     MIN_TTL,
+    Admission,
     JoinService,
     TokenStore,
     join,
@@ -40,7 +42,7 @@ from hakeeper.comm.pki import DEFAULT_CLUSTER_NAME, RENEW_WARNING_DAYS, expiry_w
 from hakeeper.comm.revocation import load_revocations
 from hakeeper.db.model import check_name
 from hakeeper.errors import IllegalArgument, OutOfRange, SystemCallFailed, UsageError
-from hakeeper.layout import ensure_state_dir
+from hakeeper.layout import PID_NAME, ensure_state_dir
 
 ACTIONS = ("init", "token", "join", "serve-join", "show", "ca", "renew", "revoke")
 
@@ -48,8 +50,8 @@ ACTIONS = ("init", "token", "join", "serve-join", "show", "ca", "renew", "revoke
 ACTION_OPTIONS: dict[str, frozenset[str]] = {
     "init": frozenset({"name"}),
     "token": frozenset({"ttl", "node"}),
-    "join": frozenset({"token", "timeout", "witness"}),
-    "serve-join": frozenset({"listen", "timeout"}),
+    "join": frozenset({"token", "timeout", "witness", "address"}),
+    "serve-join": frozenset({"listen", "timeout", "address"}),
     "show": frozenset(),
     "ca": frozenset(),
     "renew": frozenset({"timeout", "new_key"}),
@@ -63,7 +65,7 @@ OPERANDS: dict[str, tuple[int, int, str]] = {
     "revoke": (1, 1, "NODE"),
 }
 SHOWN = {"name": "--name", "ttl": "--ttl", "token": "--token", "listen": "--listen", "witness": "--witness",
-         "timeout": "--timeout", "node": "--node", "new_key": "--new-key"}  # fmt: skip
+         "timeout": "--timeout", "node": "--node", "new_key": "--new-key", "address": "--address"}  # fmt: skip
 
 JOIN_TIMEOUT = 30.0
 SERVE_TIMEOUT = 600.0
@@ -72,15 +74,22 @@ MAX_TIMEOUT = 86400.0
 EPILOG = f"""actions:
   init [--name CLUSTER]         create the cluster CA and this node's certificate (first node only)
   token [--ttl SECONDS] [--node NAME]
-                                print a one-time join token (default {DEFAULT_TTL} s, {MIN_TTL}..{MAX_TTL});
+                                on a node that holds the CA key: print a one-time join token
+                                (default {DEFAULT_TTL} s, {MIN_TTL}..{MAX_TTL});
                                 --node: it admits only a node of that name
-  serve-join [--listen ADDRESS[:PORT]] [--timeout SECONDS]
-                                admit nodes that bring a token, in the foreground
-                                (default 0.0.0.0:{JOIN_PORT}, for {SERVE_TIMEOUT:g} s)
-  join --token TOKEN ADDRESS[:PORT] [--timeout SECONDS]
+  serve-join [--listen ADDRESS[:PORT]] [--address ADDRESS/PREFIX ...] [--timeout SECONDS]
+                                on a node that holds the CA key: admit nodes that bring a token, in the foreground
+                                (default 0.0.0.0:{JOIN_PORT}, for {SERVE_TIMEOUT:g} s), and register each
+                                on every member (sys_create -a): the node, and paths on every network;
+                                --address: this node's own, when it has no path yet (default: its
+                                interfaces' global addresses)
+  join --token TOKEN ADDRESS[:PORT] [--address ADDRESS/PREFIX ...] [--witness] [--timeout SECONDS]
                                 on a new node: get a certificate from the member at ADDRESS
-                                (default port {JOIN_PORT}); --token - reads the token from stdin
-  show                          this node's cluster, CA fingerprint, certificate and tokens
+                                (default port {JOIN_PORT}); --token - reads the token from stdin;
+                                announces --address (one per network, in priority order; default:
+                                this host's global addresses) and writes every member, with a path
+                                to it on each network, into this node's LCD
+  show                          this node's cluster, CA fingerprint, certificate, nodes and tokens
                                 (warns when the certificate expires within {RENEW_WARNING_DAYS} days)
   ca export FILE                copy the CA key to FILE (new, mode 0600): to move it or keep it offline
   ca import FILE                on another member: hold the CA key from FILE (checked: this cluster's)
@@ -91,20 +100,24 @@ EPILOG = f"""actions:
   revoke NODE                   refuse NODE's certificates from now on, on every member (a node
                                 removed from the cluster); hakeeperd tells the other members
 
-Adding node2 to node1's cluster:
+A cluster of node1, node2 and node3 (the whole set-up: no sys_create or net_create):
   node1$ hakeeper cluster init --name prod
+  node1$ hakeeper cluster serve-join --listen 198.18.0.11 &
   node1$ hakeeper cluster token                 # prints hk1.<id>.<secret>.<CA sha256>
-  node1$ hakeeper cluster serve-join --listen 198.18.0.11
   node2$ hakeeper cluster join --token hk1.... 198.18.0.11
+  node1$ hakeeper cluster token
+  node3$ hakeeper cluster join --token hk1.... --witness 198.18.0.11
+  node1$ lkstart; node2$ lkstart; node3$ lkstart
 
 The token carries the SHA-256 of the cluster CA: the new node talks only to a
 member of that cluster, and sends the secret only to it. Only a node that holds
-the CA key ('init' ran there, or 'ca import') makes tokens, admits and renews."""
+the CA key ('init' ran there, or 'ca import') makes tokens, admits and renews:
+'token' and 'serve-join' run there, 'join' on the new node."""
 
 
 @command(
     "cluster",
-    "cluster identity: init, token, join, serve-join, show, ca, renew, revoke",
+    "cluster identity and membership: init, token, join, serve-join, show, ca, renew, revoke",
     arg("action", choices=ACTIONS, metavar="ACTION", help=" | ".join(ACTIONS)),
     arg("operands", nargs="*", metavar="ARG",
         help="join: ADDRESS[:PORT]; ca: export FILE | import FILE | remove; renew: [MEMBER]; revoke: NODE"),
@@ -116,6 +129,9 @@ the CA key ('init' ran there, or 'ca import') makes tokens, admits and renews.""
     arg("--token", metavar="TOKEN", help="join: the token from 'hakeeper cluster token' ('-': read from stdin)"),
     arg("--witness", action="store_const", const=True,
         help="join: as a witness, a node that counts for quorum and holds no resources"),
+    arg("--address", action="append", metavar="ADDRESS/PREFIX",
+        help="join: an address this node announces, one per network, in priority order (repeat it; default: "
+             "its global addresses); serve-join: this node's own, when it has no path yet"),
     arg("--listen", metavar="ADDRESS[:PORT]", help=f"serve-join: where to listen (default 0.0.0.0:{JOIN_PORT})"),
     arg("--timeout", type=float, metavar="SECONDS",
         help=f"join, renew: wait for the member (default {JOIN_TIMEOUT:g}); serve-join: serve (default "
@@ -145,8 +161,8 @@ def _init(ctx: Context, args: argparse.Namespace) -> int:
     identity = init_cluster(root, ctx.lcd.local_node, name)
     ctx.print(f"cluster {identity.cluster} created; CA sha256:{identity.fingerprint}")
     ctx.print(f"{identity.node}'s key and certificate are in {identity.directory}")
-    ctx.print("to add a node: 'hakeeper cluster token' and 'hakeeper cluster serve-join' here, then")
-    ctx.print("'hakeeper cluster join --token TOKEN ADDRESS' there")
+    ctx.print("to add a node: 'hakeeper cluster serve-join' and 'hakeeper cluster token' here, then")
+    ctx.print("'hakeeper cluster join --token TOKEN ADDRESS' there, then lkstart on each node")
     return 0
 
 
@@ -187,11 +203,25 @@ def _join(ctx: Context, args: argparse.Namespace) -> int:
     host, port = parse_address(args.operands[0], JOIN_PORT, what="member address")
     timeout = _timeout(args.timeout, JOIN_TIMEOUT)
     root = ensure_state_dir(ctx.root)
-    identity = asyncio.run(join(root, ctx.lcd.local_node, token, host, port, timeout=timeout))
-    if args.witness and not ctx.lcd.has_flag(WITNESS_FLAG):
-        ctx.lcd.create_flag(WITNESS_FLAG)
+    addresses = announced(args.address)
+    witness = bool(args.witness)
+    said: list[str] = []
+
+    def admitted(admission: Admission) -> None:  # before the identity is installed: see join()
+        said.extend(write_members(ctx.lcd, admission.members, addresses, witness))
+
+    identity = asyncio.run(
+        join(root, ctx.lcd.local_node, token, host, port, addresses=addresses, witness=witness, admitted=admitted,
+             timeout=timeout)
+    )  # fmt: skip
     role = " as a witness" if args.witness else ""
     ctx.print(f"{identity.node} joined cluster {identity.cluster}{role} (CA sha256:{identity.fingerprint})")
+    for line in said:
+        ctx.print(line)
+    from hakeeper.cli.daemon import holds_lock
+
+    if holds_lock(root / PID_NAME):  # it started without an identity: no heartbeats, no messages
+        ctx.print("hakeeperd runs here without the new identity: restart it (lkstop -f; lkstart)")
     return 0
 
 
@@ -208,7 +238,10 @@ def _serve_join(ctx: Context, args: argparse.Namespace) -> int:
         ctx.print(f"{node} joined")
         ctx.out.flush()
 
-    service = JoinService(identity, authority, TokenStore(identity.directory), on_join=joined)
+    own = announced(args.address) if args.address is not None else None
+    service = JoinService(
+        identity, authority, TokenStore(identity.directory), on_join=joined, on_admit=registrar(root, own)
+    )
 
     async def serve() -> None:
         try:
@@ -248,6 +281,11 @@ def _show(ctx: Context, args: argparse.Namespace) -> int:
     ctx.print(f"certificate  serial {cert.serial_number:x}, valid until {cert.not_valid_after_utc:%Y-%m-%d}")
     ctx.print(f"CA key       {'here: this node admits nodes' if identity.has_authority else 'not here'}")
     ctx.print(f"files        {cluster_dir(root)}")
+    witnesses = set(ctx.lcd.witnesses())
+    for member in ctx.lcd.nodes():
+        role = ["witness (counts for quorum, runs no hierarchy)"] if member.name in witnesses else []
+        where = ["this node"] if member.local else [f"{len(ctx.lcd.paths(member.name))} path(s)"]
+        ctx.print(f"member       {member.name}: {', '.join(where + role)}")
     for node, entry in sorted(load_revocations(identity.directory).entries.items()):
         ctx.print(f"revoked      {node}: {entry.sentence()}")
     warning = expiry_warning(cert, dt.datetime.now(dt.UTC), RENEW_WARNING_DAYS)

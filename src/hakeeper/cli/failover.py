@@ -15,6 +15,7 @@ from hakeeper.cluster import decide, lease
 from hakeeper.cluster.decide import Hierarchy, View
 from hakeeper.cluster.failover import Failover, hierarchy_of
 from hakeeper.db import Lcd
+from hakeeper.db.catalog import WITNESS
 from hakeeper.errors import CommunicationFailed, HakeeperError, NotFound, UsageError
 from hakeeper.kits.base import DEFAULT_TIMEOUTS
 
@@ -30,10 +31,44 @@ def _hierarchy(lcd: Lcd, tag: str) -> Hierarchy:
     return h
 
 
+def _on_witness(lcd: Lcd, tag: str) -> bool:
+    """Whether this node is a witness that has no resource ``tag`` (a witness runs no hierarchy)."""
+    return lcd.has_flag(WITNESS) and not lcd.resources(tag=tag)
+
+
+async def _witness_sentence(ctx: Context, tag: str) -> str:
+    """'node3 is a witness: it runs no hierarchy; web runs on node1', from what the live peers say they run."""
+    me = ctx.lcd.local_node
+    failover = ctx.daemon.failover
+    views = await failover.views()
+    holders = sorted(peer for peer, answer in views.items() if tag in answer.get("in_service", []))
+    unknown = failover.unknown(views)
+    if holders:
+        where = f"{tag} runs on {', '.join(holders)}"
+    elif views:
+        where = f"{tag} runs on no node that answered ({', '.join(sorted(views))})"
+    else:
+        where = f"no live member said where {tag} runs"
+    silent = f"; {', '.join(unknown)} did not say what it runs" if unknown else ""
+    return f"{me} is a witness: it runs no hierarchy; {where}{silent}"
+
+
+def _witness_offline(lcd: Lcd, tag: str) -> str:
+    return (
+        f"{lcd.local_node} is a witness: it runs no hierarchy; where {tag} runs is known to its members "
+        f"(hakeeper why {tag} -d NODE, with hakeeperd running here)"
+    )
+
+
 async def _switchover_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
     daemon = ctx.daemon
-    _hierarchy(ctx.lcd, args.tag)
     target = other_node(ctx.lcd, args.to)
+    if _on_witness(ctx.lcd, args.tag) and target is None:
+        raise NotFound(
+            f"{await _witness_sentence(ctx, args.tag)} (to move it: hakeeper switchover {args.tag} --to NODE)"
+        )
+    if not _on_witness(ctx.lcd, args.tag):  # a witness sends it on to --to NODE, which has the hierarchy
+        _hierarchy(ctx.lcd, args.tag)
     if target is not None:
         answer = await daemon.run_remote(target, "switchover", [args.tag], ctx.actor)
         ctx.out.write(answer.out)
@@ -54,6 +89,8 @@ async def _switchover_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
     in_daemon=_switchover_in_daemon,
 )
 def _switchover(ctx: Context, args: argparse.Namespace) -> int:
+    if _on_witness(ctx.lcd, args.tag):
+        raise NotFound(_witness_offline(ctx.lcd, args.tag))
     _hierarchy(ctx.lcd, args.tag)
     other_node(ctx.lcd, args.to)
     raise CommunicationFailed("switchover needs hakeeperd on this node (see: lkstart)")
@@ -135,6 +172,9 @@ def _remove_timeout(services: DaemonServices, lcd: Lcd) -> Callable[[str], float
 
 
 async def _why_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
+    if _on_witness(ctx.lcd, args.tag):
+        ctx.print(await _witness_sentence(ctx, args.tag))
+        return 0
     failover = ctx.daemon.failover
     h = _hierarchy(ctx.lcd, args.tag)
     views = await failover.views()
@@ -159,6 +199,9 @@ async def _why_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
     in_daemon=_why_in_daemon,
 )
 def _why(ctx: Context, args: argparse.Namespace) -> int:
+    if _on_witness(ctx.lcd, args.tag):
+        ctx.print(_witness_offline(ctx.lcd, args.tag))
+        return 0
     h = _hierarchy(ctx.lcd, args.tag)
     here = [t for t, _id, state, _reason in ctx.lcd.summaries() if state.in_service]
     lines = _why_lines(ctx.lcd, h, None, {ctx.lcd.local_node: here}, None) + lease_lines(ctx.lcd, h)

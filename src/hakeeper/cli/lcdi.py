@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from typing import TypeVar
 
 from hakeeper.cli.base import Context, arg, command
-from hakeeper.db import graph
+from hakeeper.db import Lcd, graph
+from hakeeper.db.catalog import WITNESS
 from hakeeper.db.model import Resource, info_text, parse_info
 from hakeeper.db.states import SETTABLE_STATES, Init, State, Switchback
 from hakeeper.errors import DeleteRefused, IllegalArgument, NotFound, OutOfRange, SystemCallFailed, UsageError
@@ -647,16 +648,39 @@ def _app_list(ctx: Context, args: argparse.Namespace) -> int:
 FLAG = arg("-f", dest="flag", required=True, help="flag name")
 
 
-@command("flg_create", "set an operation flag", FLAG)
+WITNESS_EPILOG = (
+    "The flag 'witness' makes this node a witness (it counts for quorum, holds no resources):\n"
+    "every member learns it (through hakeeperd; without it, once hakeeperd runs here) and marks\n"
+    "it in sys_list."
+)
+
+
+@command("flg_create", "set an operation flag", FLAG, epilog=WITNESS_EPILOG)
 def _flg_create(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.lcd.create_flag(args.flag)
+    if args.flag == WITNESS:
+        _replicated(ctx).set_witness(True)
+    else:
+        ctx.lcd.create_flag(args.flag)
     return 0
 
 
-@command("flg_remove", "clear an operation flag", FLAG)
+@command("flg_remove", "clear an operation flag", FLAG, epilog=WITNESS_EPILOG)
 def _flg_remove(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.lcd.remove_flag(args.flag)
+    if args.flag == WITNESS:
+        _replicated(ctx).set_witness(False)
+    else:
+        ctx.lcd.remove_flag(args.flag)
     return 0
+
+
+def _replicated(ctx: Context) -> Lcd:
+    """The LCD, its cluster-wide changes sent on: by hakeeperd, or kept in the outbox until it runs here."""
+    lcd = ctx.lcd
+    if not ctx.replicated:
+        from hakeeper.cluster.configsync import deferred_replicator
+
+        lcd.replicator = deferred_replicator(lcd, ctx.actor)
+    return lcd
 
 
 @command("flg_test", "exit 0 if a flag is set, 7 if it is not", FLAG)

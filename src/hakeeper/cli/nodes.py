@@ -7,15 +7,54 @@ import argparse
 import json
 
 from hakeeper.cli.base import Context, arg, command
-from hakeeper.errors import IllegalArgument, NotFound, UsageError
+from hakeeper.db import Lcd
+from hakeeper.db.model import CommPath
+from hakeeper.errors import AlreadyExists, CommunicationFailed, HakeeperError, IllegalArgument, NotFound, UsageError
 
 NODE = arg("-s", dest="node", required=True, help="node name")
 
 
-@command("sys_create", "add a node to this LCD", NODE)
+@command(
+    "sys_create",
+    "add a node to this LCD; with -a, to every member's, with paths on every network both are on",
+    NODE,
+    arg("-a", dest="addresses", action="append", metavar="ADDRESS[/PREFIX]",
+        help="an address NODE announced, one per network, in priority order (repeat it): NODE is registered "
+             "on every node of the cluster, each making a path from its own address on that network"),
+    arg("-l", dest="own", action="append", metavar="ADDRESS[/PREFIX]",
+        help="with -a: this node's own addresses (default: its paths' local addresses, then its interfaces')"),
+    arg("--witness", action="store_const", const=True, help="with -a: NODE is a witness (it holds no resources)"),
+    epilog="Without -a, as LifeKeeper: NODE is added here only, and net_create makes its paths.\n"
+    "With -a (what 'hakeeper cluster serve-join' runs for a joining node) it is idempotent: a node\n"
+    "or path that exists stays. Through hakeeperd the change reaches every member at once (one that\n"
+    "is down learns it when it is back); without hakeeperd it is made here and kept for the others,\n"
+    "who learn it once hakeeperd runs here.",
+)  # fmt: skip
 def _sys_create(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.lcd.create_node(args.node)
+    if args.addresses is None:
+        if args.own is not None or args.witness:
+            raise UsageError("-l and --witness go with -a (see: sys_create --help)")
+        ctx.lcd.create_node(args.node)
+        return 0
+    from hakeeper.cluster.configsync import deferred_replicator
+    from hakeeper.comm.announce import announced
+
+    lcd = ctx.lcd
+    own = announced(args.own) if args.own is not None else _own_addresses(lcd)
+    if not ctx.replicated:  # no hakeeperd: the other members are told once it runs here
+        lcd.replicator = deferred_replicator(lcd, ctx.actor)
+    created = lcd.register_node(args.node, args.addresses, {lcd.local_node: own}, witness=bool(args.witness))
+    for path in created:
+        ctx.print(f"path to {path.node}: {path.local} -> {path.remote} (priority {path.priority})")
     return 0
+
+
+def _own_addresses(lcd: Lcd) -> list[str]:
+    """This node's addresses for new paths: its paths' local ones if it has paths, else its interfaces'."""
+    from hakeeper.comm.announce import interface_addresses
+
+    locals_ = list(dict.fromkeys(p.local for p in lcd.paths()))
+    return locals_ if locals_ else interface_addresses()
 
 
 @command("sys_remove", "remove a node that no equivalency names", NODE)
@@ -24,10 +63,18 @@ def _sys_remove(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-@command("sys_list", "list the nodes this LCD knows", listing=True)
+@command(
+    "sys_list",
+    "list the nodes this LCD knows (a witness: a second field 'witness')",
+    listing=True,
+    epilog="A witness counts for quorum and holds no resources: this node when it has the flag\n"
+    "'witness', another node when it joined as one (hakeeper cluster join --witness).",
+)
 def _sys_list(ctx: Context, args: argparse.Namespace) -> int:
     nodes = ctx.lcd.nodes()
-    ctx.rows(args, [[n.name] for n in nodes], [{"name": n.name, "local": n.local} for n in nodes])
+    witnesses = set(ctx.lcd.witnesses())
+    rows = [[n.name, "witness"] if n.name in witnesses else [n.name] for n in nodes]
+    ctx.rows(args, rows, [{"name": n.name, "local": n.local, "witness": n.name in witnesses} for n in nodes])
     return 0
 
 
@@ -82,19 +129,73 @@ def _require_node(ctx: Context, node: str) -> None:
         raise NotFound(f"no node named {node!r} (see: sys_list)")
 
 
+PEER_TIMEOUT = 10.0  # net_create: how long the other node may take to create its end
+
+
+def _reverse_argv(ctx: Context, path: CommPath) -> list[str]:
+    return ["-s", ctx.lcd.local_node, "-l", path.remote, "-r", path.local, "--local-only"]
+
+
+async def _net_create_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
+    """This end here, then the other end on the other node through its hakeeperd, over the paths to it."""
+    _check_kind(args)
+    path = await ctx.daemon.change_replicated(
+        ctx.actor, lambda lcd: lcd.create_path(args.node, args.local, args.remote, args.priority)
+    )
+    if args.local_only:
+        return 0
+    argv = _reverse_argv(ctx, path)
+    request = {"command": "net_create", "argv": argv, "user": ctx.actor}
+    try:
+        answer = await ctx.daemon.request(args.node, "run", request, timeout=PEER_TIMEOUT)
+        if not isinstance(answer, dict):
+            raise CommunicationFailed(f"{args.node} gave a malformed answer")
+        code, err = int(answer.get("code", 1)), str(answer.get("err", "")).strip()
+    except HakeeperError as exc:
+        code, err = exc.exit_code, str(exc)
+    if code == 0:
+        ctx.print(
+            f"created both ends: {path.local} -> {path.remote} here, {path.remote} -> {path.local} on {args.node}"
+        )
+    elif code == AlreadyExists.exit_code:
+        ctx.print(f"created here; {args.node} has its end already")
+    else:
+        ctx.warn(_one_end(args.node, err, argv))
+    return 0
+
+
+def _one_end(node: str, why: str, argv: list[str]) -> str:
+    why = " ".join(why.split()) or "no answer"
+    there = " ".join(argv[:-1])
+    return f"net_create: warning: this end only: {node} did not create its end ({why}); there: net_create {there}"
+
+
+def _check_kind(args: argparse.Namespace) -> None:
+    if args.kind.upper() != "TCP":
+        raise IllegalArgument(f"path kind {args.kind!r}: only TCP paths exist in hakeeper")
+
+
 @command(
     "net_create",
-    "create a communication path to another node (several per node; a node is dead only when all are)",
+    "create a communication path to another node, both ends when the other node can be reached",
     arg("-s", dest="node", required=True, help="the other node"),
     arg("-n", dest="kind", default="TCP", help="TCP (the only kind; LifeKeeper's TTY paths do not exist here)"),
     arg("-l", dest="local", required=True, help="this node's address on the path"),
     arg("-r", dest="remote", required=True, help="the other node's address on the path"),
     arg("-p", dest="priority", type=int, help="priority 1 (first choice for messages) to 99 (default: next free)"),
-)
+    arg("--local-only", dest="local_only", action="store_true", help="this end only (as LifeKeeper's net_create)"),
+    epilog="As LifeKeeper's 'Create Comm Path': through hakeeperd, the other node is asked (over the paths\n"
+    "to it, this one included) to create its end (its next free priority); it must know this node\n"
+    "(sys_list). When it cannot be reached or refuses, this end stays, the exit code is 0 and one\n"
+    "line on stderr says so, with the command to run there. Without hakeeperd, this end only (the\n"
+    "same warning). A node has several paths; it is dead only when all are.",
+    in_daemon=_net_create_in_daemon,
+)  # fmt: skip
 def _net_create(ctx: Context, args: argparse.Namespace) -> int:
-    if args.kind.upper() != "TCP":
-        raise IllegalArgument(f"path kind {args.kind!r}: only TCP paths exist in hakeeper")
-    ctx.lcd.create_path(args.node, args.local, args.remote, args.priority)
+    _check_kind(args)
+    path = ctx.lcd.create_path(args.node, args.local, args.remote, args.priority)
+    if not args.local_only:
+        ctx.warn(_one_end(args.node, "hakeeperd does not run here to ask it", _reverse_argv(ctx, path)))
     return 0
 
 

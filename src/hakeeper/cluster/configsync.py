@@ -72,8 +72,10 @@ REPLICATED = frozenset(
     }
 )
 
-#: Changes that concern every node of the cluster, whatever the hierarchies.
-CLUSTER_WIDE = frozenset({"set_settings"})
+#: Changes that concern every node of the cluster, whatever the hierarchies. ``register_node``
+#: (``cluster join``) makes a node known, with paths to it, on every member: a member that is
+#: away learns it when it is back, as for settings.
+CLUSTER_WIDE = frozenset({"set_settings", "register_node"})
 
 Send = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
 
@@ -85,8 +87,8 @@ def involved_tags(op: str, args: dict[str, Any]) -> set[str]:
 
 def participants(lcd: Lcd, op: str, args: dict[str, Any]) -> list[str]:
     """The other nodes a change concerns: those in the equivalencies of the resources it touches, or all."""
-    if op in CLUSTER_WIDE:
-        return sorted(n.name for n in lcd.nodes() if n.name != lcd.local_node)
+    if op in CLUSTER_WIDE:  # a node being registered is not told of itself: it writes its own LCD
+        return sorted(n.name for n in lcd.nodes() if n.name not in (lcd.local_node, args.get("node")))
     if op not in REPLICATED:
         return []
     if op == "apply":  # each step names the nodes it concerned when it was made (hakeeper.db.bulk)
@@ -266,6 +268,40 @@ class Pending:
 
     def finish(self, committed: bool) -> None:
         asyncio.run_coroutine_threadsafe(self.sync.finish(self.txn, committed), self.loop).result(120)
+
+
+@dataclass
+class Deferred:
+    """A cluster-wide change made where hakeeperd does not run: every other node is away, told later.
+
+    Its outbox rows are written with the change; hakeeperd, once started here,
+    delivers them (its catch-up loop, and each peer asks when it sees this node).
+    """
+
+    rows: list[tuple[str, str, int, str]]
+
+    @property
+    def outbox(self) -> list[tuple[str, str, int, str]]:
+        return self.rows
+
+    def finish(self, committed: bool) -> None:
+        return None
+
+
+def deferred_replicator(lcd: Lcd, actor: str) -> Callable[[str, dict[str, Any]], Deferred | None]:
+    """A replicator for a command run without hakeeperd: a cluster-wide change waits in the outbox."""
+
+    def replicate(op: str, args: dict[str, Any]) -> Deferred | None:
+        nodes = participants(lcd, op, args) if op in CLUSTER_WIDE else []
+        if not nodes:
+            return None
+        seq = lcd.last_seq() + 1
+        txid = f"{lcd.local_node}-{time.time_ns()}-deferred"
+        message = json.dumps({"txid": txid, "op": op, "args": args, "actor": actor, "seq": seq})
+        logger.info("%s: %s told when hakeeperd runs here", op, ", ".join(nodes))
+        return Deferred([(txid, node, seq, message) for node in nodes])
+
+    return replicate
 
 
 def thread_replicator(

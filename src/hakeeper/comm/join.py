@@ -25,14 +25,20 @@ object of at most :data:`MAX_FRAME` bytes.
    handshake is signed by that CA and valid now (the handshake itself proved the
    member holds that certificate's key). Otherwise it hangs up: the secret never
    goes to a server that is not a member of the token's cluster.
-2. joiner → member: ``{"id": ID, "secret": SECRET, "csr": PEM}``, a certificate
-   request for a key the joiner just made, CN = its node name.
-3. member → joiner: ``{"ok": true, "certificate": PEM}``, or
-   ``{"ok": false, "error": TEXT}``. The member refuses an unknown, used or
-   expired token (the reason is logged, with the token's id, never its secret), a
-   token bound to another node name,
-   a malformed request and a request for its own name; otherwise it marks the
-   token used and signs the request. Nothing is issued for a refused token.
+2. joiner → member: ``{"id": ID, "secret": SECRET, "csr": PEM, "addresses": [...],
+   "witness": BOOL}``, a certificate request for a key the joiner just made, CN = its
+   node name, and the addresses it announces (``ADDRESS/PREFIX``, one per network, in
+   priority order; see :mod:`hakeeper.db.members`).
+3. member → joiner: ``{"ok": true, "certificate": PEM, "members": [{"node": NAME,
+   "addresses": [...], "witness": BOOL}, ...]}``, or ``{"ok": false, "error": TEXT}``.
+   The member refuses an unknown, used or expired token (the reason is logged, with
+   the token's id, never its secret), a token bound to another node name, a malformed
+   request and a request for its own name. Otherwise it first *registers* the joiner
+   (``on_admit``: the node and its paths in every member's LCD, idempotent, see
+   :mod:`hakeeper.cli.members`), then marks the token used and signs the request. Nothing is
+   issued for a refused token or a failed registration (the token stays unused).
+   ``members`` is every node the member knows, itself included, with the addresses
+   the joiner pairs with its own to write its LCD.
 
 The joiner stores its key, its certificate and the CA certificate in
 ``<root>/cluster/`` (:func:`hakeeper.comm.identity.install_identity`). It gets no CA
@@ -58,7 +64,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -91,6 +97,7 @@ from hakeeper.comm.pki import (
     parse_csr,
 )
 from hakeeper.comm.tls import close_writer, peer_address, reason, start_tls
+from hakeeper.db.members import parse_announced
 from hakeeper.db.model import check_name
 from hakeeper.errors import (
     AlreadyExists,
@@ -103,6 +110,8 @@ from hakeeper.errors import (
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 JOIN_PORT = 7367  # messages use comm_port (7365, LifeKeeper's LCM port), heartbeats 7366, joins this one
 TOKEN_PREFIX = "hk1"
 TOKEN_FILE = "tokens.json"
@@ -111,6 +120,7 @@ MIN_TTL = 60
 MAX_TTL = 86400
 KEEP_SPENT = 86400.0  # used and expired tokens are remembered this long, to log why they are refused
 MAX_FRAME = 64 * 1024
+MAX_ADDRESSES = 16  # a joiner announces one address per network
 JOIN_TIMEOUT = 30.0  # one whole exchange, on either side
 PROTOCOL_VERSION = 1
 
@@ -244,11 +254,21 @@ class TokenStore:
 
     def consume(self, token_id: str, secret: str, node: str) -> None:
         """Mark the token used by ``node``, or raise :class:`TokenRefused`; atomic, so a token works once."""
+        self.spend(token_id, secret, node, lambda: None)
+
+    def spend(self, token_id: str, secret: str, node: str, work: Callable[[], T]) -> T:
+        """Check the token, run ``work``, then mark the token used by ``node``: all under the token lock.
+
+        The check and the use it guards are one transaction: two joins with one token
+        cannot both pass the check, and when ``work`` raises the token stays unused.
+        """
         with self._locked() as tokens:
             entry = self._refusal(tokens, token_id, secret, node)
+            result = work()
             entry["used"] = self.clock()
             entry["node"] = node
             self._write(tokens)
+            return result
 
     def _refusal(
         self, tokens: dict[str, dict[str, Any]], token_id: str, secret: str, node: str | None = None
@@ -312,12 +332,29 @@ def _request_fields(request: dict[str, Any]) -> tuple[str, str, x509.Certificate
     return token_id, secret, csr, node
 
 
+def _announced(request: dict[str, Any]) -> tuple[list[str], bool]:
+    """(addresses, witness) a join request announces; none from a joiner that announces nothing."""
+    addresses, witness = request.get("addresses", []), request.get("witness", False)
+    if not isinstance(addresses, list) or len(addresses) > MAX_ADDRESSES or not isinstance(witness, bool):
+        raise ValueError(f"addresses must be a list of at most {MAX_ADDRESSES}, witness true or false")
+    try:
+        return [parse_announced(str(a)) for a in addresses], witness
+    except IllegalArgument as exc:
+        raise ValueError(str(exc)) from None
+
+
+#: Registers a node being admitted, with the addresses it announced and whether it is a witness, on
+#: every member; returns the members it may pair with: {"node", "addresses", "witness"} each.
+OnAdmit = Callable[[str, list[str], bool], list[dict[str, Any]] | None]
+
+
 class JoinService:
     """A member's join service: admits nodes that bring a valid token.
 
     ``handle`` is an :func:`asyncio.start_server` callback (hakeeperd will host
     it); ``start`` listens by itself (``hakeeper cluster serve-join``).
-    ``on_join`` is called with the name of each node admitted.
+    ``on_join`` is called with the name of each node admitted; ``on_admit``
+    registers it first (see :data:`OnAdmit`); a refusal there is the joiner's answer.
     """
 
     def __init__(
@@ -327,6 +364,7 @@ class JoinService:
         tokens: TokenStore,
         *,
         on_join: Callable[[str], None] | None = None,
+        on_admit: OnAdmit | None = None,
         timeout: float = JOIN_TIMEOUT,
     ) -> None:
         if fingerprint(authority.certificate) != identity.fingerprint:
@@ -335,6 +373,7 @@ class JoinService:
         self.authority = authority
         self.tokens = tokens
         self.on_join = on_join
+        self.on_admit = on_admit
         self.timeout = timeout
         self._context = _join_server_context(identity)
 
@@ -347,7 +386,9 @@ class JoinService:
             return
         try:
             async with asyncio.timeout(self.timeout):
-                await self._exchange(reader, writer, address)
+                request = await self._request(reader, writer, address)
+            if request is not None:  # the admission (a registration on every member) has its own bounds
+                await self._answer(request, writer, address)
         except TimeoutError:
             logger.warning(
                 "join from %s refused: no complete request within %g s; nothing issued", address, self.timeout
@@ -363,7 +404,10 @@ class JoinService:
         finally:
             await close_writer(writer)
 
-    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str) -> None:
+    async def _request(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str
+    ) -> dict[str, Any] | None:
+        """The greeting, then the joiner's request (None: it hung up, not accepting this member)."""
         await write_frame(
             writer,
             {"hakeeper": "join", "version": PROTOCOL_VERSION, "ca": cert_pem(self.identity.ca).decode()},
@@ -375,15 +419,21 @@ class JoinService:
             if exc.partial:
                 raise FrameError("the request stops in the middle") from None
             logger.info("join from %s: the joiner hung up after the greeting (it did not accept this member)", address)
-            return
+            return None
+        return request
+
+    async def _answer(self, request: dict[str, Any], writer: asyncio.StreamWriter, address: str) -> None:
+        """Admit the joiner or say why not. The joiner may give up meanwhile (its own timeout): the admission
+        is then logged and done, and the joiner joins again with a new token, which registers nothing twice."""
         try:
             token_id, secret, csr, node = _request_fields(request)
+            addresses, witness = _announced(request)
         except ValueError as exc:
             logger.warning("join from %s refused: malformed request (%s); nothing issued", address, exc)
             await write_frame(writer, {"ok": False, "error": f"malformed request: {exc}"}, MAX_FRAME)
             return
         try:
-            cert = await asyncio.to_thread(self._admit, token_id, secret, csr, node)
+            cert, members = await asyncio.to_thread(self._admit, token_id, secret, csr, node, (addresses, witness))
         except TokenRefused as exc:
             logger.warning("join from %s refused: token %s: %s; nothing issued", address, token_id, exc)
             await write_frame(
@@ -394,22 +444,48 @@ class JoinService:
             logger.warning("join from %s refused: %s; nothing issued", address, exc)
             await write_frame(writer, {"ok": False, "error": str(exc)}, MAX_FRAME)
             return
+        except HakeeperError as exc:  # the registration (or this member) failed: nothing issued, the token unused
+            logger.error("join of %s from %s failed: %s; nothing issued", node, address, exc)
+            await write_frame(writer, {"ok": False, "error": f"admission of {node} failed: {exc}"}, MAX_FRAME)
+            return
         logger.info(
             "admitted node %s from %s (token %s, certificate serial %x)", node, address, token_id, cert.serial_number
         )
-        await write_frame(writer, {"ok": True, "certificate": cert_pem(cert).decode()}, MAX_FRAME)
+        answer: dict[str, Any] = {"ok": True, "certificate": cert_pem(cert).decode()}
+        if members is not None:
+            answer["members"] = members
+        await write_frame(writer, answer, MAX_FRAME)
         if self.on_join is not None:
             self.on_join(node)
 
-    def _admit(self, token_id: str, secret: str, csr: x509.CertificateSigningRequest, node: str) -> x509.Certificate:
-        """Check the token, refuse this node's own name, mark the token used, sign. Blocking: run in a thread."""
-        self.tokens.check(token_id, secret, node)
-        if node == self.identity.node:
-            raise IllegalArgument(f"node name {node!r} is this member's own; a joining node needs a name of its own")
+    def _admit(
+        self,
+        token_id: str,
+        secret: str,
+        csr: x509.CertificateSigningRequest,
+        node: str,
+        announced: tuple[list[str], bool] = ([], False),
+    ) -> tuple[x509.Certificate, list[dict[str, Any]] | None]:
+        """Check the token, refuse this node's own name, register the node, mark the token used, sign.
+
+        Blocking: run in a thread. The registration runs between the token's check and its
+        use, under the token lock (:meth:`TokenStore.spend`): when it fails, the same token
+        can be tried again; it is idempotent, so a retry with a new token (the answer was
+        lost) registers nothing twice.
+        """
         key = csr.public_key()
         assert isinstance(key, ec.EllipticCurvePublicKey)  # checked by _request_fields
-        self.tokens.consume(token_id, secret, node)
-        return self.authority.issue(node, key)
+        addresses, witness = announced
+
+        def admit() -> tuple[x509.Certificate, list[dict[str, Any]] | None]:
+            if node == self.identity.node:
+                raise IllegalArgument(
+                    f"node name {node!r} is this member's own; a joining node needs a name of its own"
+                )
+            members = self.on_admit(node, list(addresses), witness) if self.on_admit is not None else None
+            return self.authority.issue(node, key), members
+
+        return self.tokens.spend(token_id, secret, node, admit)
 
 
 # ---------------------------------------------------------------------- the joiner's side
@@ -436,6 +512,7 @@ class Admission:
     ca: x509.Certificate
     certificate: x509.Certificate
     member: str  # the member's node name
+    members: list[dict[str, Any]] | None = None  # every node the member knows (None: it registered nothing)
 
 
 def _check_greeting(greeting: dict[str, Any], token: Token, member_der: bytes | None, address: str) -> x509.Certificate:
@@ -467,6 +544,8 @@ async def request_join(
     node: str,
     key: ec.EllipticCurvePrivateKey,
     *,
+    addresses: list[str] | None = None,
+    witness: bool = False,
     timeout: float = JOIN_TIMEOUT,
 ) -> Admission:
     """Ask the member at ``host:port`` to admit ``node`` with ``token``; the certificate it gives, checked."""
@@ -486,7 +565,9 @@ async def request_join(
                     raise
                 member = node_of(x509.load_der_x509_certificate(member_der))
                 csr = make_csr(node, key).public_bytes(serialization.Encoding.PEM).decode()
-                await write_frame(writer, {"id": token.id, "secret": token.secret, "csr": csr}, MAX_FRAME)
+                request = {"id": token.id, "secret": token.secret, "csr": csr, "addresses": list(addresses or []),
+                           "witness": witness}  # fmt: skip
+                await write_frame(writer, request, MAX_FRAME)
                 answer = await read_frame(reader, MAX_FRAME)
             finally:
                 await close_writer(writer)
@@ -512,20 +593,37 @@ async def request_join(
         raise CommunicationFailed(f"the member at {address} sent an unusable certificate ({exc})") from None
     if cert.public_key() != key.public_key() or node_of(cert) != node:
         raise CommunicationFailed(f"the member at {address} sent a certificate for another key or node")
-    return Admission(ca, cert, member)
+    members = answer.get("members")
+    return Admission(ca, cert, member, members if isinstance(members, list) else None)
 
 
 async def join(
-    root: str | os.PathLike[str], node: str, token: Token, host: str, port: int, *, timeout: float = JOIN_TIMEOUT
+    root: str | os.PathLike[str],
+    node: str,
+    token: Token,
+    host: str,
+    port: int,
+    *,
+    addresses: list[str] | None = None,
+    witness: bool = False,
+    admitted: Callable[[Admission], None] | None = None,
+    timeout: float = JOIN_TIMEOUT,
 ) -> Identity:
-    """Join the cluster of ``token`` through the member at ``host:port``; this node's identity, installed."""
+    """Join the cluster of ``token`` through the member at ``host:port``; this node's identity, installed.
+
+    ``admitted`` is called with the member's answer before the identity is installed (the
+    CLI writes the members into this node's LCD there): if it fails, this node has no
+    identity and joins again with a new token, which registers nothing twice.
+    """
     check_name(node, "node name")
     if identity_exists(root):
         raise AlreadyExists(
             f"this node has a cluster identity already in {cluster_dir(root)} (see: hakeeper cluster show)"
         )
     key = new_key()
-    admission = await request_join(token, host, port, node, key, timeout=timeout)
+    admission = await request_join(token, host, port, node, key, addresses=addresses, witness=witness, timeout=timeout)
+    if admitted is not None:
+        admitted(admission)
     install_identity(
         root,
         {CA_CERT: cert_pem(admission.ca), NODE_CERT: cert_pem(admission.certificate), NODE_KEY: key_pem(key)},

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hakeeper.db.journal import Journal, _Unchanged, _write
+from hakeeper.db.members import pair, parse_announced
 from hakeeper.db.model import CommPath, Node, ResourceType, check_flag, check_name
 from hakeeper.db.rows import MAX_PATH_PRIORITY, MEASURED, check_address, delete_resources, ip_of, normal_address
 from hakeeper.db.settings import SETTINGS, check_rules, defaults
 from hakeeper.errors import AlreadyExists, DeleteRefused, IllegalArgument, NotFound, OutOfRange, SystemCallFailed
 
+ROLE = "role:"  # meta key prefix: a node's role as its registration told it (role:node3 = witness)
+WITNESS = "witness"  # the role, and the flag a witness has in its own LCD (flg_create -f witness)
 KITS_KEY = "registered_kits"  # meta key: the kits whose application and type register_kits created (JSON list)
 
 
@@ -51,6 +54,82 @@ class Catalog(Journal):
             )
         with self._change("remove_node", {"name": name}) as db:
             db.execute("DELETE FROM nodes WHERE name = ?", (name,))
+
+    @_write
+    def register_node(
+        self,
+        node: str,
+        addresses: Sequence[str],
+        known: Mapping[str, Sequence[str]] | None = None,
+        witness: bool = False,
+    ) -> list[CommPath]:
+        """Know ``node`` and have a path to it on every network both are on (``cluster join``); idempotent.
+
+        ``addresses``: what ``node`` announced (``ADDRESS[/PREFIX]``, one per network, in
+        priority order); ``known``: the announced addresses of other nodes, this one's among
+        them (the paths' local addresses count too: they are this node's). A path or the node
+        that exists already stays as it is; ``witness`` records the node's role. Registering
+        this node itself changes nothing. Replicated to every node (hakeeper.cluster.configsync),
+        each pairing its own addresses. Returns the paths created here.
+        """
+        check_name(node, "node name")
+        theirs = [parse_announced(a) for a in addresses]
+        told = {check_name(str(n), "node name"): [parse_announced(a) for a in v] for n, v in (known or {}).items()}
+        args = {"node": node, "addresses": theirs, "known": dict(sorted(told.items())), "witness": bool(witness)}
+        if node == self._local:
+            return []
+        paths = self.paths()
+        own = list(dict.fromkeys([p.local for p in paths] + told.get(self._local, [])))
+        existing = {(p.local, p.remote) for p in paths if p.node == node}
+        new = [(local, remote) for local, remote in pair(own, theirs) if (local, remote) not in existing]
+        taken = {p.priority for p in paths if p.node == node}
+        free = [p for p in range(1, MAX_PATH_PRIORITY + 1) if p not in taken]
+        if len(free) < len(new):
+            raise OutOfRange(f"{node!r} has no free path priority in 1..{MAX_PATH_PRIORITY}")
+        created = [
+            CommPath(node, "TCP", local, remote, priority) for (local, remote), priority in zip(new, free, strict=False)
+        ]
+        with self._change("register_node", args) as db:
+            db.execute("INSERT OR IGNORE INTO nodes (name) VALUES (?)", (node,))
+            db.executemany(
+                "INSERT INTO comm_paths (node, kind, local_addr, remote_addr, priority) VALUES (?, ?, ?, ?, ?)",
+                [(p.node, p.kind, p.local, p.remote, p.priority) for p in created],
+            )
+            if witness:
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (ROLE + node, WITNESS))
+            else:
+                db.execute("DELETE FROM meta WHERE key = ?", (ROLE + node,))
+        return created
+
+    @_write
+    def set_witness(self, witness: bool) -> None:
+        """This node becomes a witness (its ``witness`` flag), or stops being one; the members learn it.
+
+        One change, recorded as this node's registration of itself with its role
+        (``register_node``, no addresses): replicated to every member, which records
+        the role; here it sets or clears the flag. The flag set already, or not set
+        when it is cleared, is refused as ``flg_create`` / ``flg_remove`` refuse it.
+        """
+        has = self.has_flag(WITNESS)
+        if witness and has:
+            raise AlreadyExists(f"flag {WITNESS!r} exists already")
+        if not witness and not has:
+            raise NotFound(f"no flag {WITNESS!r} (see: flg_list)")
+        args = {"node": self._local, "addresses": [], "known": {}, "witness": witness}
+        with self._change("register_node", args) as db:
+            if witness:
+                db.execute("INSERT INTO flags (name) VALUES (?)", (WITNESS,))
+            else:
+                db.execute("DELETE FROM flags WHERE name = ?", (WITNESS,))
+
+    def witnesses(self) -> list[str]:
+        """The nodes known here as witnesses: this node when it has the ``witness`` flag, others as registered."""
+        rows = self._query("SELECT key FROM meta WHERE substr(key, 1, ?) = ? AND value = ?", (len(ROLE), ROLE, WITNESS))
+        found = {str(key)[len(ROLE) :] for (key,) in rows}
+        found.discard(self._local)
+        if self.has_flag(WITNESS):
+            found.add(self._local)
+        return sorted(found)
 
     def _require_node(self, name: str) -> None:
         if not self._exists("SELECT 1 FROM nodes WHERE name = ?", (name,)):

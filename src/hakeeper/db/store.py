@@ -695,6 +695,7 @@ _REPLAYABLE: dict[str, Callable[..., Any]] = {
     "set_settings": Lcd.set_settings,
     "set_node_settings": Lcd.set_settings,
     "create_path": Lcd.create_path,
+    "register_node": Lcd.register_node,
     "change_path": Lcd.change_path,
     "remove_path": Lcd.remove_path,
     "remove_flag": Lcd.remove_flag,
