@@ -237,6 +237,14 @@ def test_the_token_command_binds_and_show_says_so(cli: Cli, root: Path) -> None:
     assert bad.code == ILLEGAL and bad.err.count("\n") == 1
     wrong = cli("cluster", "show", "--node", "node3")
     assert wrong.code == SYNTAX and "--node does not go with 'cluster show'" in wrong.err
+    two = cli("cluster", "token", "--node", "node2", "--node", "node4")
+    assert two.code == OK, two.err
+    lines = [line.split(" ") for line in two.out.splitlines()]
+    assert [name for name, _token in lines] == ["node2", "node4"] and lines[0][1] != lines[1][1]
+    shown = cli("cluster", "show").out
+    assert "(for node node2 only)" in shown and "(for node node4 only)" in shown
+    twice = cli("cluster", "token", "--node", "node2", "--node", "node2")
+    assert (twice.code, twice.out) == (ILLEGAL, "") and "given twice" in twice.err
 
 
 # ---------------------------------------------------------------------- the CA key: export, import, remove

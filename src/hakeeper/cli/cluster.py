@@ -107,6 +107,8 @@ A cluster of node1, node2 and node3 (the whole set-up: no sys_create or net_crea
   node2$ hakeeper cluster join --token hk1.... 198.18.0.11
   node1$ hakeeper cluster token
   node3$ hakeeper cluster join --token hk1.... --witness 198.18.0.11
+('cluster token --node node2 --node node3' prints one token per node, each
+good only for the node it names: 'node2 hk1....' lines.)
   node1$ lkstart; node2$ lkstart; node3$ lkstart
 
 The token carries the SHA-256 of the cluster CA: the new node talks only to a
@@ -123,7 +125,8 @@ the CA key ('init' ran there, or 'ca import') makes tokens, admits and renews:
         help="join: ADDRESS[:PORT]; ca: export FILE | import FILE | remove; renew: [MEMBER]; revoke: NODE"),
     arg("--name", metavar="CLUSTER", help=f"init: the cluster's name (default {DEFAULT_CLUSTER_NAME})"),
     arg("--ttl", type=int, metavar="SECONDS", help=f"token: lifetime (default {DEFAULT_TTL})"),
-    arg("--node", metavar="NAME", help="token: admit only a node of this name"),
+    arg("--node", action="append", metavar="NAME",
+        help="token: admit only a node of this name (repeat it: one token per node, printed as 'NAME TOKEN')"),
     arg("--new-key", dest="new_key", action="store_const", const=True,
         help="renew: make a new key too (default: keep this node's key)"),
     arg("--token", metavar="TOKEN", help="join: the token from 'hakeeper cluster token' ('-': read from stdin)"),
@@ -173,10 +176,19 @@ def _token(ctx: Context, args: argparse.Namespace) -> int:
     root = ensure_state_dir(ctx.root)
     identity = load_identity(root)
     load_authority(root)  # a token is good only where the CA key is
-    if args.node is not None and check_name(args.node, "node name") == identity.node:
-        raise IllegalArgument(f"--node {args.node} is this member's own name; a joining node needs one of its own")
-    token = TokenStore(identity.directory).create(identity.fingerprint, ttl, node=args.node)
-    ctx.print(token.text())
+    names: list[str] = []
+    for name in args.node or []:
+        if check_name(name, "node name") == identity.node:
+            raise IllegalArgument(f"--node {name} is this member's own name; a joining node needs one of its own")
+        if name in names:
+            raise IllegalArgument(f"--node {name} is given twice")
+        names.append(name)
+    store = TokenStore(identity.directory)
+    if len(names) <= 1:
+        ctx.print(store.create(identity.fingerprint, ttl, node=names[0] if names else None).text())
+        return 0
+    for name in names:  # one per node, each bound to its name
+        ctx.print(f"{name} {store.create(identity.fingerprint, ttl, node=name).text()}")
     return 0
 
 
