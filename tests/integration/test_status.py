@@ -69,6 +69,8 @@ def test_every_node_and_the_witness_see_where_web_runs_before_and_after_a_power_
             assert view["degraded"] == [], (node, view["degraded"])
             assert {p["state"] for p in view["paths"]} == {"ALIVE"}
         epoch = web["owner"]["epoch"]
+        assert where_row(ha, "node2") == ["web", "node1", str(epoch)]  # on the backup: where web runs now
+        assert ha.ok("node2", "lcdstatus", "-q") == ""
 
         lan.power_off(lan.node("node1"))
         served_after(prober, "node2", start)
@@ -90,9 +92,20 @@ def test_every_node_and_the_witness_see_where_web_runs_before_and_after_a_power_
         assert [(b["node"], b["state"], b["live"]) for b in web["backups"]] == [("node1", "DEAD", False)]
         assert f"node1 is DEAD (all paths from {node} DEAD)" in view["degraded"], view["degraded"]
         assert "web: no live backup (node1 DEAD)" in view["degraded"], view["degraded"]
+    assert where_row(ha, "node2") == ["web", "node2", str(views["node2"]["hierarchies"][0]["running"][0]["epoch"])]
+    assert ha.ok("node2", "lcdstatus", "-q") == "hierarchy web: no live backup (in service on node2; node1 DEAD)\n"
     text = ha.ok("node3", "hakeeper", "status")
     assert f"web: in service on node2 (epoch {views['node3']['hierarchies'][0]['running'][0]['epoch']})" in text
     assert "node3  ALIVE    this node; witness" in text, text
+
+
+def where_row(ha: HaCluster, node: str, hierarchy: str = "web") -> list[str]:
+    """The row of ``hierarchy`` in the HIERARCHY / IN SERVICE ON / EPOCH table of ``lcdstatus -e`` on ``node``."""
+    lines = ha.ok(node, "lcdstatus", "-e").splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split() == ["HIERARCHY", "IN", "SERVICE", "ON", "EPOCH"])
+    rows = [line.split() for line in lines[header + 1 :] if line.split()[:1] == [hierarchy]]
+    assert len(rows) == 1, lines
+    return rows[0]
 
 
 def dead_in(view: dict[str, Any]) -> set[str]:
@@ -113,6 +126,7 @@ def test_a_silent_daemon_is_unknown_never_running_nothing_and_watch_redraws(
     node1.freeze(ha.procs["node1"].pid)
     try:
         view = status(ha, "node2")
+        row = where_row(ha, "node2")
     finally:
         node1.thaw(ha.procs["node1"].pid)
     assert node_states(view)["node1"] == "ALIVE"
@@ -122,6 +136,7 @@ def test_a_silent_daemon_is_unknown_never_running_nothing_and_watch_redraws(
     assert web["running"] == [] and web["unknown"] == ["node1"], web
     assert web["where"].startswith("unknown: node1"), web["where"]
     assert "in service nowhere" not in " ".join(view["degraded"])
+    assert row == ["web", "?", "--"], row  # lcdstatus -e: unknown, not "--" (nowhere)
     assert any(line.startswith("node1 did not answer") for line in view["degraded"]), view["degraded"]
     ha.wait(lambda: web_of(status(ha, "node2"))["running"] != [], 10, "node1 answering again")
     assert [r["node"] for r in web_of(status(ha, "node2"))["running"]] == ["node1"]

@@ -8,6 +8,7 @@ real daemons and a client.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -15,7 +16,9 @@ from typing import Any
 
 import pytest
 
+from hakeeper.cli.base import Context, parse
 from hakeeper.cli.clusterstatus import merge, render
+from hakeeper.cli.status import Where, show
 from tests.conftest import Cli, Result
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "status.md"
@@ -244,3 +247,59 @@ def test_watch_and_count_are_checked(extended: Cli) -> None:
     assert extended("status", "--watch", "0").code == 6
     assert extended("status", "--count", "0", "--watch").code == 6
     assert extended("status", "--watch", "soon") == Result(2, "", extended("status", "--watch", "soon").err)
+
+
+# ---------------------------------------------------------------------- lcdstatus on a backup: where web runs now
+
+
+def lcdstatus(root: Path, places: list[Where] | None, *argv: str) -> str:
+    """lcdstatus as hakeeperd runs it, with ``places`` as hakeeperd would have learnt them (None: no hakeeperd)."""
+    out, err = io.StringIO(), io.StringIO()
+    _cmd, args = parse("lcdstatus", list(argv), "lcdstatus")
+    ctx = Context(root, out, err, readonly=True)
+    try:
+        assert show(ctx, args, places) == 0
+    finally:
+        ctx.close()
+    assert err.getvalue() == ""
+    return out.getvalue()
+
+
+def web_where(
+    running: tuple[tuple[str, int], ...], unknown: tuple[str, ...], backups: tuple[tuple[str, str], ...]
+) -> Where:
+    return Where("web", frozenset({"web"}), running, unknown, backups)
+
+
+def test_lcdstatus_short_form_says_where_each_hierarchy_runs_now(extended: Cli, root: Path) -> None:
+    served = web_where((("node2", 3),), (), (("node1", "ALIVE"),))
+    lines = lcdstatus(root, [served], "-e").splitlines()
+    at = lines.index("HIERARCHY  IN SERVICE ON  EPOCH")
+    assert lines[at + 1].split() == ["web", "node2", "3"]
+    assert lines[1].split()[:4] == ["node2", "web", "web-1", "ISP"]  # LifeKeeper's columns as they were
+    assert lines[at + 2].startswith("MACHINE")
+    unknown = web_where((), ("node2",), (("node1", "ALIVE"),))
+    assert lcdstatus(root, [unknown], "-e").splitlines()[at + 1].split() == ["web", "?", "--"]
+    nowhere = web_where((), (), (("node1", "ALIVE"), ("node2", "ALIVE")))
+    assert lcdstatus(root, [nowhere], "-e").splitlines()[at + 1].split() == ["web", "--", "--"]
+    assert "HIERARCHY" not in lcdstatus(root, None, "-e")  # without hakeeperd: LifeKeeper's form only
+
+
+def test_lcdstatus_quiet_reports_a_hierarchy_without_a_live_backup(extended: Cli, root: Path) -> None:
+    covered = web_where((("node2", 3),), (), (("node1", "ALIVE"),))
+    assert lcdstatus(root, [covered], "-q") == ""
+    alone = web_where((("node2", 3),), (), (("node1", "DEAD"), ("node3", "OSF")))
+    assert (
+        lcdstatus(root, [alone], "-q") == "hierarchy web: no live backup (in service on node2; node1 DEAD, node3 OSF)\n"
+    )
+    silent = web_where((("node2", 3),), ("node1",), (("node1", "UNKNOWN"),))
+    assert lcdstatus(root, [silent], "-q") == (
+        "hierarchy web: no backup known to be live (in service on node2; node1 UNKNOWN)\n"
+    )
+    quiet = json.loads(lcdstatus(root, [covered, alone], "-q", "--json"))
+    assert quiet["placement"] == [
+        {"hierarchy": "web", "in_service_on": ["node2"], "epoch": 3, "live_backups": [], "unknown": []}
+    ]
+    everything = json.loads(lcdstatus(root, [web_where((), ("node2",), ())], "--json"))
+    assert everything["placement"][0]["in_service_on"] is None  # unknown, not "nowhere" ([])
+    assert json.loads(lcdstatus(root, None, "--json"))["placement"] is None

@@ -406,7 +406,7 @@ def render(status: Mapping[str, Any]) -> list[str]:
             notes.append("witness")
         if not n["answered"] and not n["this"] and status["daemon"] and n["state"] != DEAD:
             notes.append(f"did not answer: {n['error']}")
-        lines.append(f"  {n['name']:<{width}}  {n['state']:<7}" + (f"  {'; '.join(notes)}" if notes else "").rstrip())
+        lines.append((f"  {n['name']:<{width}}  {n['state']:<7}" + (f"  {'; '.join(notes)}" if notes else "")).rstrip())
     own = [p for p in status["paths"] if p["from"] == me]
     lines += ["", f"Communication paths from {me}:"]
     if own:
