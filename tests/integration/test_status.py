@@ -140,3 +140,41 @@ def test_a_silent_daemon_is_unknown_never_running_nothing_and_watch_redraws(
     assert any(line.startswith("node1 did not answer") for line in view["degraded"]), view["degraded"]
     ha.wait(lambda: web_of(status(ha, "node2"))["running"] != [], 10, "node1 answering again")
     assert [r["node"] for r in web_of(status(ha, "node2"))["running"]] == ["node1"]
+
+
+@pytest.mark.slow
+def test_after_the_owners_hakeeperd_is_killed_the_others_agree_and_its_node_shows_its_lcd_marked(
+    ha_cluster: HaCluster, lan: Lan, tmp_path: Path
+) -> None:
+    """SIGKILL of node1's hakeeperd: its guard takes web down, node2 takes over; node1 without hakeeperd says so."""
+    ha = ha_cluster
+    ha.ok("node3", "flg_create", "-f", "witness")
+    setup_web(ha, tmp_path, backups=("node2",))
+    node1 = lan.node("node1")
+    survivors = ["node2", "node3"]
+    with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
+        start = serving(prober, "node1")
+        node1.kill_daemon(ha.procs["node1"].pid)
+        served_after(prober, "node2", start)
+        ha.wait(lambda: all("node1" in dead_in(status(ha, n)) for n in survivors), 10, "node1 DEAD in every status")
+        where = now_serving(prober)
+        views = {node: status(ha, node) for node in survivors}
+        ha.wait(lambda: "guard: out of service: web" in ha.log("node1"), 10, "node1's guard to take web down")
+        alone = status(ha, "node1")
+        text = ha.ok("node1", "hakeeper", "status")
+        rounds = prober.rounds()
+    assert not double_service(rounds), "answers from two nodes at once"
+    assert where == "node2"
+    for node, view in views.items():
+        assert node_states(view) == {"node1": "DEAD", "node2": "ALIVE", "node3": "ALIVE"}, (node, view["nodes"])
+        web = web_of(view)
+        assert [r["node"] for r in web["running"]] == [where] and web["owner"]["node"] == where, (node, web)
+        assert web["owner"]["agreed"] and web["running"][0]["epoch"] == web["owner"]["epoch"]
+    # node1: no hakeeperd; what its LCD says, marked; the others unknown, not "running nothing"
+    assert alone["daemon"] is False and alone["quorum"]["ok"] is None
+    assert node_states(alone) == {"node1": "ALIVE", "node2": "UNKNOWN", "node3": "UNKNOWN"}
+    web = web_of(alone)
+    assert web["running"] == [] and web["unknown"] == ["node2"], web
+    assert alone["degraded"][0].startswith("hakeeperd is not running on node1"), alone["degraded"]
+    assert "hakeeperd is not running on node1: what its LCD says" in text
+    assert "  web: unknown: node2 did not say what they run" in text
