@@ -303,3 +303,22 @@ def test_lcdstatus_quiet_reports_a_hierarchy_without_a_live_backup(extended: Cli
     everything = json.loads(lcdstatus(root, [web_where((), ("node2",), ())], "--json"))
     assert everything["placement"][0]["in_service_on"] is None  # unknown, not "nowhere" ([])
     assert json.loads(lcdstatus(root, None, "--json"))["placement"] is None
+
+
+def test_a_witness_that_does_not_answer_is_marked_from_its_registration_else_unknown() -> None:
+    reports = calm()
+    del reports["node3"]
+    unknown = merge("node1", reports, {"node3": "no answer within 2 s"}, now=NOW)
+    assert [n["witness"] for n in unknown["nodes"]] == [False, False, None]
+    reports["node1"]["witnesses"] = ["node3"]  # cluster join --witness registered it
+    registered = merge("node1", reports, {"node3": "no answer within 2 s"}, now=NOW)
+    assert [n["witness"] for n in registered["nodes"]] == [False, False, True]
+
+
+def test_lcdstatus_names_the_witness(cli: Cli) -> None:
+    assert "Witnesses" not in cli("lcdstatus").out
+    assert json.loads(cli("lcdstatus", "--json").out)["witnesses"] == []
+    assert cli("flg_create", "-f", "witness").code == 0
+    assert "\nWitnesses: node1 (count for quorum, hold no resources)\n" in cli("lcdstatus").out
+    assert json.loads(cli("lcdstatus", "--json").out)["witnesses"] == ["node1"]
+    assert "Witnesses" not in cli("lcdstatus", "-e").out  # LifeKeeper's short form stays as it is

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hakeeper.cli.base import Context, arg, command
+from hakeeper.cli.status import known_witnesses
 from hakeeper.cluster import decide
 from hakeeper.comm.paths import PathState, read_states
 from hakeeper.control import forward_to_daemon
@@ -87,6 +88,7 @@ def lcd_report(lcd: Lcd, root: Path) -> Report:
         "node": me,
         "daemon": False,
         "witness": lcd.has_flag(WITNESS_FLAG),
+        "witnesses": known_witnesses(lcd),
         "nodes": sorted({n.name for n in lcd.nodes()} | {me}),
         "membership": {},
         "paths": [_path(p, states) for p in lcd.paths()],
@@ -207,6 +209,7 @@ def merge(me: str, reports: Mapping[str, Report], failures: Mapping[str, str], *
     daemon = bool(mine.get("daemon"))
     names = sorted(set(mine["nodes"]) | set(reports) | {me})
     membership: Mapping[str, str] = mine.get("membership", {})
+    registered = set(mine.get("witnesses", []))  # a node that does not answer: what its registration said
 
     def seen(node: str) -> str:
         return ALIVE if node == me else str(membership.get(node, UNKNOWN))
@@ -216,7 +219,7 @@ def merge(me: str, reports: Mapping[str, Report], failures: Mapping[str, str], *
             "name": n,
             "state": seen(n),
             "this": n == me,
-            "witness": bool(reports[n].get("witness")) if n in reports else None,
+            "witness": bool(reports[n].get("witness")) if n in reports else (True if n in registered else None),
             "answered": n in reports,
             "daemon": bool(reports[n].get("daemon")) if n in reports else None,
             "error": None if n in reports else failures.get(n, "not asked: hakeeperd is not running here"),

@@ -52,6 +52,7 @@ class Snapshot:
     paths: list[CommPath]
     path_states: dict[str, PathState]
     resources: dict[str, Resource] | None = None
+    witnesses: tuple[str, ...] = ()
 
     @classmethod
     def read(cls, lcd: Lcd, *, full: bool = False) -> Snapshot:
@@ -69,6 +70,7 @@ class Snapshot:
             paths=lcd.paths(),
             path_states=read_states(lcd.path.parent),
             resources={r.tag: r for r in lcd.resources()} if full else None,
+            witnesses=tuple(known_witnesses(lcd)) if full else (),
         )
 
     def full(self) -> dict[str, Resource]:
@@ -179,6 +181,18 @@ async def where_now(services: DaemonServices) -> list[Where]:
     return places
 
 
+def known_witnesses(lcd: Lcd) -> list[str]:
+    """The nodes this LCD knows as witnesses: itself with the ``witness`` flag, others as their join registered them.
+
+    (``Lcd.witnesses`` comes with the registration of nodes by ``cluster join``; an LCD without it knows
+    only its own flag.)
+    """
+    registered = getattr(lcd, "witnesses", None)
+    if callable(registered):
+        return sorted(str(n) for n in registered())
+    return [lcd.local_node] if lcd.has_flag("witness") else []
+
+
 def _scope(snap: Snapshot, top: str | None) -> set[str]:
     if top is None:
         return set(snap.summaries)
@@ -240,6 +254,11 @@ def long_form(snap: Snapshot, tags: set[str]) -> list[str]:
         "Communication paths:",
         *(["  " + line for line in path_lines(snap)] if snap.paths else ["  (none: see net_create)"]),
         "",
+        *(
+            [f"Witnesses: {', '.join(snap.witnesses)} (count for quorum, hold no resources)", ""]
+            if snap.witnesses
+            else []
+        ),
         "Flags:",
         *(["  " + f for f in snap.flags] or ["  (none)"]),
         "",
@@ -296,6 +315,7 @@ def as_json(snap: Snapshot, tags: set[str], places: Sequence[Where] | None = Non
             for p in snap.paths
         ],
         "flags": snap.flags,
+        "witnesses": list(snap.witnesses),
         "shutdown_strategy": snap.shutdown_strategy,
         "placement": None if places is None else [w.as_json() for w in places],
     }
