@@ -97,7 +97,7 @@ def test_a_calm_cluster_seen_from_the_witness() -> None:
     assert web["where"] == "in service on node1 (epoch 3)"
     assert web["running"] == [{"node": "node1", "epoch": 3}] and web["unknown"] == []
     assert web["owner"] == {"node": "node1", "epoch": 3, "votes": 3, "voters": 3,
-                            "held_by": ["node1", "node2", "node3"], "agreed": True}  # fmt: skip
+                            "held_by": ["node1", "node2", "node3"], "needed": 2, "agreed": True}  # fmt: skip
     assert web["backups"] == [{"node": "node2", "priority": 2, "state": "ALIVE", "live": True}]
     assert status["degraded"] == []
     text = render(status)
@@ -178,7 +178,7 @@ NODE = {"name", "state", "this", "witness", "answered", "daemon", "error"}
 PATH = {"from", "node", "kind", "local", "remote", "priority", "state"}
 HIERARCHY = {"name", "roots", "members", "priorities", "where", "running", "unknown", "owner", "backups",
              "resources", "blocked", "degraded"}  # fmt: skip
-OWNER = {"node", "epoch", "votes", "voters", "held_by", "agreed"}
+OWNER = {"node", "epoch", "votes", "voters", "held_by", "needed", "agreed"}
 BACKUP = {"node", "priority", "state", "live"}
 RESOURCE = {"tag", "node", "state", "reason"}
 
@@ -322,3 +322,14 @@ def test_lcdstatus_names_the_witness(cli: Cli) -> None:
     assert "\nWitnesses: node1 (count for quorum, hold no resources)\n" in cli("lcdstatus").out
     assert json.loads(cli("lcdstatus", "--json").out)["witnesses"] == ["node1"]
     assert "Witnesses" not in cli("lcdstatus", "-e").out  # LifeKeeper's short form stays as it is
+
+
+def test_with_quorum_mode_none_a_record_is_agreed_by_a_majority_of_the_live_voters() -> None:
+    gone = {"node1": "DEAD", "node3": "DEAD"}
+    alone = report("node2", runs={"web": 4}, states=RUNNING, record=(4, "node2"), ballot=9, membership=gone)
+    alone["quorum"] = {"mode": "none", "ok": True, "why": "quorum checking is off", "sees": 1, "of": 3}
+    owner = web_of(merge("node2", {"node2": alone}, {}, now=NOW))["owner"]
+    assert (owner["votes"], owner["voters"], owner["needed"], owner["agreed"]) == (1, 3, 1, True)
+    alone["quorum"]["mode"] = "majority"
+    owner = web_of(merge("node2", {"node2": alone}, {}, now=NOW))["owner"]
+    assert (owner["needed"], owner["agreed"]) == (2, False)

@@ -38,7 +38,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -227,7 +227,9 @@ def merge(me: str, reports: Mapping[str, Report], failures: Mapping[str, str], *
         for n in names
     ]
     paths = [{"from": node, **p} for node in sorted(reports) for p in reports[node].get("paths", [])]
-    hierarchies = [_hierarchy(h, me, names, reports, seen) for h in _definitions(me, reports)]
+    mode = str((mine.get("quorum") or {}).get("mode", "majority"))
+    need = majority(len(names) if mode == "majority" else len([n for n in names if seen(n) != DEAD]))
+    hierarchies = [_hierarchy(h, names, reports, seen, need) for h in _definitions(me, reports)]
     degraded = _degraded(me, mine, nodes=nodes, paths=paths, hierarchies=hierarchies, reports=reports)
     return {
         "schema": SCHEMA,
@@ -251,7 +253,9 @@ def _definitions(me: str, reports: Mapping[str, Report]) -> list[Report]:
     return [found[name] for name in sorted(found)]
 
 
-def _hierarchy(h: Report, me: str, names: list[str], reports: Mapping[str, Report], seen: Any) -> dict[str, Any]:
+def _hierarchy(
+    h: Report, names: list[str], reports: Mapping[str, Report], seen: Callable[[str], str], need: int
+) -> dict[str, Any]:
     name = str(h["name"])
     members = [str(t) for t in h["members"]]
     priorities = {str(n): int(p) for n, p in dict(h["priorities"]).items()}
@@ -267,7 +271,7 @@ def _hierarchy(h: Report, me: str, names: list[str], reports: Mapping[str, Repor
         if tag in reports[n].get("resources", {})
     ]
     failed_on = {r["node"] for r in resources if r["state"] in FAILED}
-    backups = []
+    backups: list[dict[str, Any]] = []
     for priority, node in sorted((p, n) for n, p in priorities.items() if n not in on):
         state = seen(node)
         live: bool | None = None  # UNKNOWN, or ALIVE but its hakeeperd did not say
@@ -276,7 +280,7 @@ def _hierarchy(h: Report, me: str, names: list[str], reports: Mapping[str, Repor
         elif node in reports and state == ALIVE:
             live = True
         backups.append({"node": node, "priority": priority, "state": state, "live": live})
-    owner = _owner(name, names, reports)
+    owner = _owner(name, names, reports, need)
     where = _where(running, unknown)
     degraded = []
     if len(running) > 1:
@@ -328,8 +332,12 @@ def _where(running: list[dict[str, Any]], unknown: list[str]) -> str:
     return "in service nowhere"
 
 
-def _owner(name: str, names: list[str], reports: Mapping[str, Report]) -> dict[str, Any] | None:
-    """The record with the highest ballot among the voters that answered, and how many of all voters hold it."""
+def _owner(name: str, names: list[str], reports: Mapping[str, Report], need: int) -> dict[str, Any] | None:
+    """The record with the highest ballot among the voters that answered, and how many of all voters hold it.
+
+    ``need``: how many a claim needs (a majority of all voters; with quorum_mode tcp_remote or none, of the
+    live ones, as :meth:`hakeeper.cluster.quorum.QuorumWatch.voters_needed` counts them).
+    """
     records = {n: r["records"][name] for n, r in reports.items() if name in r.get("records", {})}
     if not records:
         return None
@@ -342,7 +350,8 @@ def _owner(name: str, names: list[str], reports: Mapping[str, Report]) -> dict[s
         "votes": len(holders),
         "voters": voters,
         "held_by": holders,
-        "agreed": len(holders) >= majority(voters),
+        "needed": need,
+        "agreed": len(holders) >= need,
     }
 
 
