@@ -5,20 +5,22 @@ what this node sees of the others, its paths, its quorum, the hierarchies its LC
 knows, what it runs under which epoch, the ownership records its voter accepted)
 and asks every peer that is not DEAD to it for that peer's own report, all at once,
 through the ``run`` request every hakeeperd serves (``status --local``), each within
-:data:`STATUS_TIMEOUT`. :func:`merge` — a pure function — makes one view of them:
+:data:`STATUS_TIMEOUT` on each of its paths. :func:`merge` — a pure function — makes
+one view of them:
 
 - **nodes**: ALIVE, DEAD or UNKNOWN as *this* node sees them; a node says itself
-  whether it is a witness (the ``witness`` flag of its own LCD), so a node that does
-  not answer is ``witness: null``;
+  whether it is a witness (the ``witness`` flag of its own LCD); for one that does
+  not answer, this LCD's registration of it says, else ``witness: null``;
 - **where each hierarchy runs**: the nodes that answered and run one of its
   resources, each with the epoch it holds it under. A node that did not answer and
   is not DEAD is listed as *unknown*: it may run it. Unknown is never "nothing";
 - **the owner**: the ownership record (owner, epoch) with the highest ballot among
-  the voters that answered, and how many voters hold it: ``agreed`` when a majority
-  of all voters does (the record a claim read from a majority would find);
+  the voters that answered, and how many voters hold it: ``agreed`` when as many
+  as a claim needs do (the record a claim read from a majority would find); status
+  sends no ballot, so it never disturbs a claim under way;
 - **backups**: the other nodes the hierarchy is extended to, by priority, each
   live (ALIVE and answering, none of its resources failed there), not live, or
-  unknown (ALIVE but not answering);
+  unknown (UNKNOWN, or ALIVE but not answering);
 - **degraded**: every line an administrator should act on: quorum lost, a node
   DEAD, UNKNOWN or silent, a path DEAD (those to a DEAD node are summed up in its
   line), a resource ISU, OSF or ILLSTATE, a hierarchy with no live backup, in
@@ -57,7 +59,7 @@ if TYPE_CHECKING:
     from hakeeper.services import DaemonServices
 
 SCHEMA = 1  # bumped only when a field changes meaning or goes away; new fields may be added
-STATUS_TIMEOUT = 2.0  # a peer's report; one that takes longer is unknown
+STATUS_TIMEOUT = 2.0  # a peer's report, on each of its paths; one that takes longer is unknown
 WITNESS_FLAG = "witness"  # hakeeper.cluster.extend.WITNESS_FLAG (not imported: it pulls in the kits)
 FAILED = frozenset({"OSF", "ILLSTATE"})
 PROBLEMS = frozenset({"OSF", "ISU", "ILLSTATE"})
@@ -511,7 +513,7 @@ def once(ctx: Context) -> dict[str, Any]:
     arg("--count", type=int, metavar="N", help="with --watch: stop after N views"),
     arg("--local", action="store_true", help=argparse.SUPPRESS),  # a peer's hakeeperd asks for this node's report
     epilog="Runs on any node, a witness too. hakeeperd here asks every node it does not see DEAD\n"
-    "for its own report (2 s each, all at once): a node that does not answer is shown as\n"
+    "for its own report (all at once, 2 s a path): a node that does not answer is shown as\n"
     "unknown, never as running nothing. Without hakeeperd here, it shows what this node's\n"
     "LCD says, marked as such. 'Degraded' lists what an administrator should act on.\n"
     "With --watch and --json, one JSON document a line.",
