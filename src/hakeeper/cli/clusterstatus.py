@@ -431,7 +431,9 @@ def render(status: Mapping[str, Any]) -> list[str]:
         lines.append("  (none: see net_create)")
     lines += ["", "Hierarchies:"]
     if not status["hierarchies"]:
-        lines.append("  (none extended to more than one node)")
+        lines.append(
+            "  (none extended to more than one node)" if status["daemon"] else "  (none known to this LCD alone)"
+        )
     for h in status["hierarchies"]:
         lines.append(f"  {h['name']}: {h['where']}")
         owner = h["owner"]
