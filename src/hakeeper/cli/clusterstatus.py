@@ -94,7 +94,13 @@ def lcd_report(lcd: Lcd, root: Path) -> Report:
         "nodes": sorted({n.name for n in lcd.nodes()} | {me}),
         "membership": {},
         "paths": [_path(p, states) for p in lcd.paths()],
-        "quorum": {"mode": str(lcd.settings()["quorum_mode"]), "ok": None, "why": "hakeeperd is not running here"},
+        "quorum": {
+            "mode": str(lcd.settings()["quorum_mode"]),
+            "ok": None,
+            "why": "hakeeperd is not running here",
+            "sees": None,
+            "of": None,
+        },
         "hierarchies": [
             {"name": h.name, "roots": list(h.roots), "members": sorted(h.members), "priorities": dict(h.priorities)}
             for h in found
