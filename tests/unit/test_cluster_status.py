@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from hakeeper.cli.base import Context, parse
-from hakeeper.cli.clusterstatus import merge, render
+from hakeeper.cli.clusterstatus import _checked, merge, render
 from hakeeper.cli.status import Where, show
 from tests.conftest import Cli, Result
 
@@ -335,3 +335,12 @@ def test_with_quorum_mode_none_a_record_is_agreed_by_a_majority_of_the_live_vote
     alone["quorum"]["mode"] = "majority"
     owner = web_of(merge("node2", {"node2": alone}, {}, now=NOW))["owner"]
     assert (owner["needed"], owner["agreed"]) == (2, False)
+
+
+def test_a_report_this_version_cannot_read_makes_its_node_unknown() -> None:
+    good = report("node2")
+    assert _checked(good, "node2") is good
+    assert _checked(good, "node3") == "an answer from 'node2', not 'node3'"
+    assert _checked([], "node2") == "unreadable answer: not a report"
+    old = {k: v for k, v in good.items() if k not in ("runs", "records")}
+    assert _checked(old, "node2") == "unreadable answer: no records, runs (another version of hakeeper?)"

@@ -189,7 +189,7 @@ async def gather(services: DaemonServices, actor: str) -> tuple[dict[str, Report
             report = json.loads(str(answer.get("out", "")))
         except ValueError as exc:
             return f"unreadable answer: {exc}"
-        return report if isinstance(report, dict) and report.get("node") == node else "an answer about another node"
+        return _checked(report, node)
 
     answers = await asyncio.gather(*(one(n) for n in asked))
     reports = {me: mine}
@@ -199,6 +199,25 @@ async def gather(services: DaemonServices, actor: str) -> tuple[dict[str, Report
         else:
             failures[node] = answer
     return reports, failures
+
+
+#: What every report holds, with the type of each (a peer of another version may answer otherwise: unknown then).
+REPORT_FIELDS: dict[str, type] = {
+    "node": str, "daemon": bool, "witness": bool, "nodes": list, "membership": dict, "paths": list,
+    "hierarchies": list, "resources": dict, "runs": dict, "records": dict, "blocked": dict,
+}  # fmt: skip
+
+
+def _checked(report: object, node: str) -> Report | str:
+    """``report`` if it is a report of ``node`` this version can read; else why not (the node is then unknown)."""
+    if not isinstance(report, dict):
+        return "unreadable answer: not a report"
+    wrong = sorted(k for k, kind in REPORT_FIELDS.items() if not isinstance(report.get(k), kind))
+    if wrong:
+        return f"unreadable answer: no {', '.join(wrong)} (another version of hakeeper?)"
+    if report["node"] != node:
+        return f"an answer from {report['node']!r}, not {node!r}"
+    return report
 
 
 # ---------------------------------------------------------------------- one view of them (pure)
