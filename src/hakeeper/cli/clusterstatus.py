@@ -71,20 +71,23 @@ Report = dict[str, Any]
 # ---------------------------------------------------------------------- one node's own report
 
 
-def lcd_report(lcd: Lcd, root: Path) -> Report:
-    """What this node's LCD and state directory say: everything of a report but what only hakeeperd knows."""
+def lcd_report(lcd: Lcd, root: Path, *, records: bool = True) -> Report:
+    """What this node's LCD and state directory say: everything of a report but what only hakeeperd knows.
+
+    ``records``: read the ownership records from ``placement.db`` (hakeeperd has them in memory).
+    """
     me = lcd.local_node
     summaries = {tag: (state.name, reason) for tag, _id, state, reason in lcd.summaries()}
     found = decide.hierarchies(lcd.edges(), lcd.equivalencies())
     members = set().union(*(h.members for h in found)) if found else set()
     states = read_states(root)  # empty unless the heartbeat process that wrote them lives
     in_service = {tag for tag, (state, _reason) in summaries.items() if state in ("ISP", "ISU")}
-    held = _placement_rows(root, "SELECT key, epoch FROM held")
-    records = {
-        str(key): {"ballot": [int(r), str(n)], "epoch": int(epoch), "owner": owner}
-        for key, r, n, epoch, owner in _placement_rows(
-            root, "SELECT key, accepted_round, accepted_node, epoch, owner FROM slots"
-        )
+    held = dict(_placement_rows(root, "SELECT key, epoch FROM held")) if records else {}
+    rows = (
+        _placement_rows(root, "SELECT key, accepted_round, accepted_node, epoch, owner FROM slots") if records else []
+    )
+    accepted = {
+        str(key): {"ballot": [int(r), str(n)], "epoch": int(epoch), "owner": owner} for key, r, n, epoch, owner in rows
     }
     return {
         "node": me,
@@ -108,8 +111,8 @@ def lcd_report(lcd: Lcd, root: Path) -> Report:
         "resources": {
             tag: [state, reason] for tag, (state, reason) in summaries.items() if tag in members or state in PROBLEMS
         },
-        "runs": {h.name: dict(held).get(h.name, 0) for h in found if h.members & in_service},
-        "records": records,
+        "runs": {h.name: held.get(h.name, 0) for h in found if h.members & in_service},
+        "records": accepted,
         "blocked": {},
     }
 
@@ -142,7 +145,7 @@ async def daemon_report(services: DaemonServices) -> Report:
     """This node's own report, inside hakeeperd: the LCD's part read off the event loop, then what hakeeperd knows."""
     failover = services.failover
     root = services.lcd.path.parent
-    report = await services.db.read(lambda lcd: lcd_report(lcd, root))
+    report = await services.db.read(lambda lcd: lcd_report(lcd, root, records=False))
     membership = failover.membership()
     view = failover.view()
     q = await failover.quorum.now()
