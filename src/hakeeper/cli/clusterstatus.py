@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hakeeper.cli.base import Context, arg, command
-from hakeeper.cli.status import known_witnesses
+from hakeeper.cli.status import dump_json, known_witnesses
 from hakeeper.cluster import decide
 from hakeeper.comm.paths import PathState, read_states
 from hakeeper.control import forward_to_daemon
@@ -227,6 +227,7 @@ def _checked(report: object, node: str) -> Report | str:
 
 
 def majority(count: int) -> int:
+    """As :func:`hakeeper.cluster.placement.majority` (not imported here: that module loads asyncio)."""
     return count // 2 + 1
 
 
@@ -516,8 +517,7 @@ async def _status_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
 
 def _shown(status: Mapping[str, Any], args: argparse.Namespace, out: Any) -> str:
     if args.json:
-        terminal = getattr(out, "isatty", lambda: False)()
-        return json.dumps(status, indent=2 if terminal else None, ensure_ascii=False) + "\n"
+        return dump_json(status, out) + "\n"
     return "".join(line + "\n" for line in render(status))
 
 

@@ -321,7 +321,7 @@ def as_json(snap: Snapshot, tags: set[str], places: Sequence[Where] | None = Non
     }
 
 
-def _dump(data: Any, out: Any) -> str:
+def dump_json(data: Any, out: Any) -> str:
     """JSON indented for a person at a terminal, compact (and much faster) for programs."""
     terminal = getattr(out, "isatty", lambda: False)()
     return json.dumps(data, indent=2 if terminal else None, ensure_ascii=False)
@@ -388,7 +388,7 @@ def show(ctx: Context, args: argparse.Namespace, places: Sequence[Where] | None)
         if places is not None:
             places = [w for w in places if w.trouble()]
     if args.json:
-        ctx.print(_dump(as_json(snap, tags, places), ctx.out))
+        ctx.print(dump_json(as_json(snap, tags, places), ctx.out))
     elif args.quiet:
         troubles = [w.trouble() or "" for w in places or ()]
         ctx.out.write("".join(line + "\n" for line in [*problems(snap, tags), *troubles]))
