@@ -149,13 +149,12 @@ async def daemon_report(services: DaemonServices) -> Report:
     membership = failover.membership()
     view = failover.view()
     q = await failover.quorum.now()
-    held = failover.box.held()
     report.update(
         daemon=True,
         membership={n: membership.get(n, PathState.UNKNOWN).value for n in report["nodes"] if n != report["node"]},
         quorum={"mode": report["quorum"]["mode"], "ok": q.ok, "why": q.why, "sees": len(view.alive),
                 "of": len(view.nodes)},
-        runs={name: held.get(name, 0) for name in report["runs"]},
+        runs=failover.runs_here(),  # what its heartbeats say it runs, with the epochs it holds them under
         records={
             name: {"ballot": slot.accepted.as_json(), "epoch": slot.value.epoch, "owner": slot.value.node}
             for name, slot in failover.box.slots().items()

@@ -157,12 +157,10 @@ async def where_now(services: DaemonServices) -> list[Where]:
     found = [h for h in found if set(h.priorities) - {me}]
     views = await failover.views()
     membership = failover.membership()
-    held = failover.box.held()
     runs: dict[str, dict[str, int]] = {
         peer: {str(k): int(v) for k, v in dict(answer.get("runs") or {}).items()} for peer, answer in views.items()
     }
-    in_service = {tag for tag, state in here.items() if state in ("ISP", "ISU")}
-    runs[me] = {h.name: held.get(h.name, 0) for h in found if h.members & in_service}
+    runs[me] = failover.runs_here()  # what this node's heartbeats say it runs (kept until the LCD changes)
     silent = set(failover.unknown(views))
     places = []
     for h in found:
