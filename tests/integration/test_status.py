@@ -37,6 +37,12 @@ def web_of(view: dict[str, Any]) -> dict[str, Any]:
     return found[0]
 
 
+def web_and_a_witness(ha: HaCluster, tmp_path: Path) -> None:
+    """node3 a witness; web in service on node1 (priority 1), node2 (priority 2) its backup."""
+    ha.ok("node3", "flg_create", "-f", "witness")
+    setup_web(ha, tmp_path, backups=("node2",))
+
+
 def now_serving(prober: Prober) -> str:
     """Who answers the client now: the last change of who served, which must be one node."""
     time.sleep(0.2)
@@ -50,8 +56,7 @@ def test_every_node_and_the_witness_see_where_web_runs_before_and_after_a_power_
     ha_cluster: HaCluster, lan: Lan, tmp_path: Path
 ) -> None:
     ha = ha_cluster
-    ha.ok("node3", "flg_create", "-f", "witness")
-    setup_web(ha, tmp_path, backups=("node2",))
+    web_and_a_witness(ha, tmp_path)
     with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
         start = serving(prober, "node1")
         assert now_serving(prober) == "node1"
@@ -148,8 +153,7 @@ def test_after_the_owners_hakeeperd_is_killed_the_others_agree_and_its_node_show
 ) -> None:
     """SIGKILL of node1's hakeeperd: its guard takes web down, node2 takes over; node1 without hakeeperd says so."""
     ha = ha_cluster
-    ha.ok("node3", "flg_create", "-f", "witness")
-    setup_web(ha, tmp_path, backups=("node2",))
+    web_and_a_witness(ha, tmp_path)
     node1 = lan.node("node1")
     survivors = ["node2", "node3"]
     with Prober(lan, targets(lan), tmp_path / "probe.jsonl") as prober:
