@@ -50,6 +50,7 @@ from hakeeper.cli.status import dump_json, known_witnesses
 from hakeeper.cluster import decide
 from hakeeper.comm.paths import PathState, read_states
 from hakeeper.control import forward_to_daemon
+from hakeeper.db.catalog import WITNESS
 from hakeeper.db.model import CommPath
 from hakeeper.db.store import Lcd
 from hakeeper.errors import CommunicationFailed, HakeeperError, OutOfRange
@@ -60,7 +61,6 @@ if TYPE_CHECKING:
 
 SCHEMA = 1  # bumped only when a field changes meaning or goes away; new fields may be added
 STATUS_TIMEOUT = 2.0  # a peer's report, on each of its paths; one that takes longer is unknown
-WITNESS_FLAG = "witness"  # hakeeper.cluster.extend.WITNESS_FLAG (not imported: it pulls in the kits)
 FAILED = frozenset({"OSF", "ILLSTATE"})
 PROBLEMS = frozenset({"OSF", "ISU", "ILLSTATE"})
 ALIVE, DEAD, UNKNOWN = PathState.ALIVE.value, PathState.DEAD.value, PathState.UNKNOWN.value
@@ -92,7 +92,7 @@ def lcd_report(lcd: Lcd, root: Path, *, records: bool = True) -> Report:
     return {
         "node": me,
         "daemon": False,
-        "witness": lcd.has_flag(WITNESS_FLAG),
+        "witness": lcd.has_flag(WITNESS),
         "witnesses": known_witnesses(lcd),
         "nodes": sorted({n.name for n in lcd.nodes()} | {me}),
         "membership": {},

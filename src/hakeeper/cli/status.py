@@ -180,15 +180,8 @@ async def where_now(services: DaemonServices) -> list[Where]:
 
 
 def known_witnesses(lcd: Lcd) -> list[str]:
-    """The nodes this LCD knows as witnesses: itself with the ``witness`` flag, others as their join registered them.
-
-    (``Lcd.witnesses`` comes with the registration of nodes by ``cluster join``; an LCD without it knows
-    only its own flag.)
-    """
-    registered = getattr(lcd, "witnesses", None)
-    if callable(registered):
-        return sorted(str(n) for n in registered())
-    return [lcd.local_node] if lcd.has_flag("witness") else []
+    """The nodes this LCD knows as witnesses: itself with the ``witness`` flag, others as their join registered them."""
+    return lcd.witnesses()
 
 
 def _scope(snap: Snapshot, top: str | None) -> set[str]:
