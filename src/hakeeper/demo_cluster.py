@@ -379,7 +379,7 @@ def _explain(cluster: Loopback, target: str) -> None:
         f"\nThe service answers on port {cluster.port} of {target}; the client asks every 10 ms.\n"
         f"Watch it from another terminal:\n"
         f"  export PATH={BIN}:$PATH HAKEEPER_ROOT={root}     # node1's view; node2, node3 beside it\n"
-        f"  lcdstatus -e; hakeeper why web; tail -f {root}/hakeeperd.log\n"
+        f"  hakeeper status; lcdstatus -e; hakeeper why web; tail -f {root}/hakeeperd.log\n"
         f"A failure here means: {cluster.how_to_fail}.\n"
     )
 

@@ -219,6 +219,7 @@ VALID: dict[str, tuple[str, ...]] = {
     "sys_getst": ("-s", "node2"),
     "changes": ("--since", "3"),
     "lcdstatus": ("-e",),
+    "status": (),
     "kits": (),
     "create": ("gen/app", "-t", "new", f"restore={TRUE}", f"remove={TRUE}"),
     "perform_action": ("-t", "web", "-a", "remove"),  # web is OSU: nothing to do, exit 0
@@ -449,6 +450,9 @@ SEMANTIC_CASES: list[Case] = [
     Case("changes", ("--since", "99999999999999999999"), RANGE, "since beyond any sequence number"),
     Case("changes", ("-f", ""), SYNTAX, "empty separator"),
     Case("lcdstatus", ("-r", "nosuch"), MISSING, "unknown top"),
+    # status
+    Case("status", ("--watch", "0"), RANGE, "watch interval too short"),
+    Case("status", ("--watch", "1", "--count", "0"), RANGE, "no view to show"),
     # kits, create, perform_action
     Case("kits", ("--agent", "garbage"), ILLEGAL, "agent not ocf:PROVIDER:AGENT"),
     Case("kits", ("--agent", "ocf:nosuch:Nope"), MISSING, "unknown agent"),

@@ -131,6 +131,7 @@ COMMAND_MODULES: dict[str, str] = {
         "hakeeper.cli.nodes",
     ),
     "lcdstatus": "hakeeper.cli.status",
+    "status": "hakeeper.cli.clusterstatus",
     "kits": "hakeeper.cli.actions",
     "create": "hakeeper.cli.actions",
     "perform_action": "hakeeper.cli.actions",
@@ -168,6 +169,7 @@ READ_ONLY = frozenset(
         "net_list",
         "changes",
         "lcdstatus",
+        "status",
         "export",
     }
 )

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 #: The commands that hakeeperd never runs: they start and stop it, or work on the state
 #: directory itself. (:data:`hakeeper.cli.base.COMMANDS` says the same with ``local``; a test
 #: keeps the two in step.)
-LOCAL = frozenset({"lkstart", "lkstop", "cluster", "lcd", "lab", "demo"})
+LOCAL = frozenset({"lkstart", "lkstop", "cluster", "lcd", "lab", "demo", "status"})  # status asks hakeeperd itself
 
 #: The commands with a step of their own where they are typed, before hakeeperd runs them
 #: (``apply`` reads its file here): they go to the daemon through :func:`hakeeper.cli.base.run`.
