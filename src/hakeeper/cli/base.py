@@ -151,6 +151,8 @@ COMMAND_MODULES: dict[str, str] = {
     "export": "hakeeper.cli.apply",
     "lab": "hakeeper.cli.lab",
     "demo": "hakeeper.cli.lab",
+    "config": "hakeeper.cli.config",
+    "log": "hakeeper.cli.logs",
 }
 
 #: Commands that only read the LCD. They open it read-only: they work where the state

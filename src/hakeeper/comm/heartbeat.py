@@ -705,7 +705,9 @@ def main() -> None:
     parser.add_argument("--root", required=True)
     parser.add_argument("--guard-fd", type=int, help="where to tell the guard to cut (see Lease)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from hakeeper.logs.write import configure_child
+
+    configure_child("hakeeper-heartbeat")  # where hakeeperd logs (its journal, syslog or file), else stderr
     logger.info("heartbeat process %d: %s", os.getpid(), realtime())
     if args.guard_fd is not None:
         os.set_blocking(args.guard_fd, False)  # never wait on the guard
