@@ -62,6 +62,7 @@ class Key:
     check: Check
     env: str | None = None
     option: str | None = None
+    integer: bool = False  # an integer, written as text in the environment or an option
 
     @property
     def dotted(self) -> str:
@@ -105,8 +106,6 @@ def _one_of(choices: tuple[str, ...], *, upper: bool = False) -> Check:
 
 def _integer(low: int, high: int) -> Check:
     def check(value: Any, what: str) -> int:
-        if isinstance(value, str) and value.strip().isdigit():  # from the environment or an option
-            value = int(value)
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{what} must be an integer, not {_kind(value)}")
         if not low <= value <= high:
@@ -123,7 +122,7 @@ def _addresses(value: Any, what: str) -> tuple[str, ...]:
         raise ConfigError(f'{what} must be an array of strings ("HOST" or "HOST:PORT"), not {_kind(value)}')
     for item in value:
         try:
-            parse_address(_string(item, f"each of {what}"), 0, what=f"an address of {what}", listen=True)
+            parse_address(_string(item, f"each of {what}"), 0, what=f"{what} address", listen=True)
         except ConfigError:
             raise
         except IllegalArgument as exc:
@@ -139,8 +138,8 @@ KEYS = (
     Key("log", "level", f"a string ({' | '.join(LEVELS)})", _one_of(LEVELS, upper=True), env="HAKEEPER_LOG_LEVEL",
         option="--log-level"),
     Key("log", "file", "a string (an absolute path)", _absolute, env="HAKEEPER_LOG_FILE", option="--log-file"),
-    Key("log", "max_bytes", "an integer (0: never rotate)", _integer(0, 1 << 40)),
-    Key("log", "backups", f"an integer (1..{MAX_BACKUPS})", _integer(1, MAX_BACKUPS)),
+    Key("log", "max_bytes", "an integer (0: never rotate)", _integer(0, 1 << 40), integer=True),
+    Key("log", "backups", f"an integer (1..{MAX_BACKUPS})", _integer(1, MAX_BACKUPS), integer=True),
     Key("listen", "addresses", 'an array of strings ("HOST" or "HOST:PORT")', _addresses),
 )  # fmt: skip
 BY_NAME = {key.dotted: key for key in KEYS}
@@ -244,6 +243,8 @@ def _effective(
 
 def _from_here(key: Key, value: Any) -> Any:
     """A path given in the environment or on the command line is relative to the current directory."""
+    if key.integer and isinstance(value, str) and value.strip().isdigit():
+        return int(value)
     if key.check is _absolute and isinstance(value, str) and value and "\0" not in value:
         return os.path.abspath(value)
     return value
