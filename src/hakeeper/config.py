@@ -26,7 +26,7 @@ from typing import Any
 from hakeeper.errors import IllegalArgument
 from hakeeper.layout import CONFIG_ENV, DEFAULT_CONFIG, DEFAULT_ROOT, LOG_NAME
 
-TARGETS = ("auto", "journal", "syslog", "file")
+TARGETS = ("auto", "journal", "syslog", "file", "stderr")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_BACKUPS = 5
@@ -228,6 +228,8 @@ def _effective(
     earlier: Mapping[str, Value],
 ) -> Value:
     if key.dotted in given:
+        if given[key.dotted] == "":
+            raise ConfigError(f"{key.option or key.dotted} is empty (''): give {key.expected}, or leave it out")
         value = _from_here(key, given[key.dotted])
         return Value(key.check(value, key.option or key.dotted), "option", key.option or "")
     if key.env is not None and key.env in env:

@@ -108,7 +108,7 @@ def test_the_log_file_defaults_to_the_state_directory_that_won(tmp_path: Path) -
         ("[log]\nlevel = 3\n", ":2: log.level must be a string, not an integer"),
         ('[log]\nbackups = "5"\n', ":2: log.backups must be an integer, not a string"),
         ("[log]\nmax_bytes = -1\n", ":2: log.max_bytes must be within 0..1099511627776, not -1"),
-        ('[log]\ntarget = "console"\n', ":2: log.target must be one of auto, journal, syslog, file, not 'console'"),
+        ('[log]\ntarget = "console"\n', ":2: log.target must be one of auto, journal, syslog, file, stderr, not"),
         ('[node]\nstate_dir = "var/lib"\n', ":2: node.state_dir must be an absolute path, not 'var/lib'"),
         ('[node]\nname = "node 1"\n', ":2: node.name 'node 1' may only hold letters, digits, '-', '_' and '.'"),
         ('[listen]\naddresses = "198.18.0.1"\n', ":2: listen.addresses must be an array of strings"),

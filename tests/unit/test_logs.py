@@ -223,6 +223,16 @@ def test_auto_means_the_journal_only_when_stderr_is_the_journal_stream(monkeypat
     assert not stderr_is_journal()
 
 
+def test_auto_by_hand_logs_on_stderr_one_record_a_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    handler = handler_for({"target": "auto"}, "hakeeperd")  # not under systemd (lkstart asks for the file)
+    handler.handle(failing())
+    err = capsys.readouterr().err
+    assert err.startswith(f"ERROR hakeeperd[{os.getpid()}] hakeeper.test: the monitor failed\n  | Traceback", 30)
+
+
 def test_the_guard_and_heartbeat_log_where_hakeeperd_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "hakeeperd.log"
     settings = {"target": "file", "file": str(path), "level": "INFO", "max_bytes": 0, "backups": 1}

@@ -167,7 +167,7 @@ def _lkstart(ctx: Context, args: argparse.Namespace) -> int:
         _lease_warnings(ctx)
         return 0
     settings = _settings(args, str(root))  # a wrong configuration file is said here, not in a log
-    to_file = args.log is not None or settings["log.target"] in ("auto", "file")  # auto: its stderr is no journal
+    to_file = args.log is not None or settings["log.target"] in ("auto", "file")  # auto: lkstart's is the file
     log_path = Path(args.log).absolute() if args.log else Path(settings.log_file)
     # Its stderr: the log file (what the interpreter itself may print, a crash, lands among the records),
     # or beside the LCD when it logs to journald or syslog.
@@ -185,7 +185,7 @@ def _lkstart(ctx: Context, args: argparse.Namespace) -> int:
                 "from hakeeper.cli.daemon import hakeeperd; hakeeperd()",
                 "--root",
                 str(root),
-                *(["--log-target", "file", "--log-file", str(log_path)] if args.log else []),
+                *(["--log-target", "file", "--log-file", str(log_path)] if to_file else []),
                 *_daemon_argv(args),
             ],
             stdin=subprocess.DEVNULL,

@@ -4,13 +4,14 @@ Where it reads follows ``[log] target`` (docs/configuration.md): ``file`` reads
 the file and its rotated files, oldest first; ``journal`` (and ``syslog``, which
 journald keeps too on a systemd machine) runs ``journalctl -o json
 SYSLOG_IDENTIFIER=hakeeperd``; ``auto`` reads the file when there is one, else
-the journal. ``--source`` chooses. Always run here, never by hakeeperd: ``-f`` goes
+the journal if journald runs here. ``--source`` chooses. Always run here, never by hakeeperd: ``-f`` goes
 on until interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 
 from hakeeper.cli.base import Context, arg, command
@@ -29,6 +30,7 @@ from hakeeper.logs.read import (
     read_journal,
 )
 
+JOURNALD_RUNS = "/run/systemd/journal"  # there while journald runs
 FOLLOW_HISTORY = 10  # -f without -n: the last records first, as tail -f
 
 
@@ -55,7 +57,8 @@ def _log(ctx: Context, args: argparse.Namespace) -> int:
     path = settings.log_file
     source = args.source or {"file": "file", "journal": "journal", "syslog": "journal"}.get(settings["log.target"])
     if source is None:  # auto: hakeeperd chose at its start; the file tells whether it wrote one
-        source = "file" if log_files(path) or shutil.which("journalctl") is None else "journal"
+        journald = os.path.isdir(JOURNALD_RUNS) and shutil.which("journalctl") is not None
+        source = "journal" if journald and not log_files(path) else "file"
 
     def show(record: Record) -> None:
         ctx.out.write(record.text + "\n")

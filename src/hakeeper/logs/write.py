@@ -6,7 +6,10 @@ the guard and the heartbeat process, started by hakeeperd, call
 :func:`configure_child` and log where it logs.
 
 The target ``auto`` is journald when stderr is the journal (hakeeperd started by
-systemd: :func:`hakeeper.logs.journal.stderr_is_journal`), else the file.
+systemd: :func:`hakeeper.logs.journal.stderr_is_journal`); else the file when
+``lkstart`` starts hakeeperd (it asks for ``file``); else stderr, where a
+hakeeperd run by hand in the foreground (or by the test LAN, into a file of its
+choosing) always logged.
 
 The file is written by three processes at once, so its rotation is theirs
 together (:class:`SharedRotatingFileHandler`): each appends (``O_APPEND``: lines
@@ -147,8 +150,12 @@ def handler_for(settings: Mapping[str, Any], process: str = IDENTIFIER) -> loggi
     """The handler of the ``[log]`` settings (keys ``target``, ``file``, ``max_bytes``, ``backups``; the
     tests add ``journal_socket`` or ``syslog_socket``, a socket of their own)."""
     target = settings["target"]
-    if target == "auto":
-        target = "journal" if stderr_is_journal() else "file"
+    if target == "auto":  # lkstart asks for the file itself (cli.daemon)
+        target = "journal" if stderr_is_journal() else "stderr"
+    if target == "stderr":
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(OneLineFormatter(process))
+        return stream
     if target == "journal":
         return JournalHandler(settings.get("journal_socket") or JOURNAL_SOCKET)
     if target == "syslog":
