@@ -91,7 +91,7 @@ def test_hakeeperd_configured_by_its_file_logs_there_and_hakeeper_log_reads_it_b
     records = node.run("hakeeper", "log", "--tag", "web").stdout.splitlines()
     assert any(" tag=web: web OSU -> ISP (perform_action by " in line for line in records), records
     assert not any("web-ip" in line for line in records)
-    assert all(line.split()[1] in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") for line in records)
+    assert all(line.split()[2] in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") for line in records)
     since_now = node.run("hakeeper", "log", "--since", "1 min ago", "-n", "1").stdout
     assert since_now.count("\n") == 1
 

@@ -259,3 +259,19 @@ def test_the_light_path_with_a_configuration_file_imports_no_toml_parser(config:
     env |= {"PYTHONPATH": os.pathsep.join(sys.path), CONFIG_ENV: str(config)}
     done = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.splitlines() == ["/srv/hakeeper", ""]
+
+
+def test_config_check_warns_of_a_path_from_an_address_the_list_does_not_name(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with Lcd.open(state, node="node1") as lcd:
+        lcd.create_node("node2")
+        lcd.create_path("node2", "198.18.0.11", "198.18.0.12")
+        lcd.create_path("node2", "198.18.1.11", "198.18.1.12")
+    path = tmp_path / "hakeeper.toml"
+    path.write_text(f'[node]\nstate_dir = "{state}"\n[listen]\naddresses = ["198.18.0.11:7380"]\n')
+    code, _, err = check(str(path))
+    assert code == 0  # hakeeperd listens at each path's local address all the same
+    assert err == (
+        "hakeeper config: warning: the path to node2 (198.18.1.11 -> 198.18.1.12) is from an address "
+        "listen.addresses does not name\n"
+    )

@@ -47,7 +47,7 @@ def record(
 
 def failing() -> logging.LogRecord:
     try:
-        raise RuntimeError("boom\n2026-01-01T00:00:00.000+00:00 INFO hakeeperd[1] x tag=web: forged")
+        raise RuntimeError("boom\n2026-01-01T00:00:00.000+00:00 hakeeperd[1] INFO x tag=web: forged")
     except RuntimeError:
         rec = record("the monitor failed")
         rec.exc_info = sys.exc_info()
@@ -61,7 +61,7 @@ def failing() -> logging.LogRecord:
 def test_a_record_is_one_line_with_its_time_process_logger_and_tag() -> None:
     line = OneLineFormatter("hakeeperd").format(record("%s OSU -> ISP (%s)", "web", "restore", tag="web"))
     stamp, rest = line.split(" ", 1)
-    assert rest == f"INFO hakeeperd[{os.getpid()}] hakeeper.test tag=web: web OSU -> ISP (restore)"
+    assert rest == f"hakeeperd[{os.getpid()}] INFO hakeeper.test tag=web: web OSU -> ISP (restore)"
     assert stamp[10] == "T" and stamp[19] == "." and stamp[-6] in "+-"  # 2026-12-03T22:03:27.123+00:00
 
 
@@ -209,7 +209,7 @@ def test_syslog_gets_one_line_a_record_as_the_daemon_facility(datagrams: tuple[s
     finally:
         handler.close()
     data = sock.recv(1 << 16).decode()
-    assert data.startswith(f"<27>hakeeperd[{os.getpid()}]: ERROR hakeeperd[{os.getpid()}] hakeeper.test: ")  # 3*8+3
+    assert data.startswith(f"<27>hakeeperd[{os.getpid()}]: hakeeperd[{os.getpid()}] ERROR hakeeper.test: ")  # 3*8+3
     assert "\n" not in data.rstrip("\x00") and " | Traceback" in data
 
 
@@ -230,7 +230,7 @@ def test_auto_by_hand_logs_on_stderr_one_record_a_line(
     handler = handler_for({"target": "auto"}, "hakeeperd")  # not under systemd (lkstart asks for the file)
     handler.handle(failing())
     err = capsys.readouterr().err
-    assert err.startswith(f"ERROR hakeeperd[{os.getpid()}] hakeeper.test: the monitor failed\n  | Traceback", 30)
+    assert err.startswith(f"hakeeperd[{os.getpid()}] ERROR hakeeper.test: the monitor failed\n  | Traceback", 30)
 
 
 def test_the_guard_and_heartbeat_log_where_hakeeperd_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -238,7 +238,7 @@ def test_the_guard_and_heartbeat_log_where_hakeeperd_logs(tmp_path: Path, monkey
     settings = {"target": "file", "file": str(path), "level": "INFO", "max_bytes": 0, "backups": 1}
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
-    monkeypatch.delenv(SETUP_ENV, raising=False)
+    monkeypatch.setenv(SETUP_ENV, "")  # configure() sets it: restored (unset) after the test
     try:
         configure(settings, "hakeeperd")
         assert json.loads(os.environ[SETUP_ENV]) == settings  # what its children inherit
@@ -250,7 +250,7 @@ def test_the_guard_and_heartbeat_log_where_hakeeperd_logs(tmp_path: Path, monkey
             handler.close()
         root.handlers[:], root.level = saved
     (only,) = read_files([str(path)])
-    assert f"ERROR hakeeper-guard[{os.getpid()}] hakeeper.guard: guard: hakeeperd (pid 7) is silent" in only.text
+    assert f"hakeeper-guard[{os.getpid()}] ERROR hakeeper.guard: guard: hakeeperd (pid 7) is silent" in only.text
 
 
 # ---------------------------------------------------------------------- reading back
@@ -278,15 +278,15 @@ def test_since_takes_clock_times_days_and_iso_times() -> None:
 
 
 LOG = """\
-2026-12-03T21:00:00.000+00:00 INFO hakeeperd[10] hakeeper.daemon: hakeeperd serving node node1
-2026-12-03T21:10:00.000+00:00 INFO hakeeperd[10] hakeeper.db.store tag=web: web OSU -> ISP (restore)
-2026-12-03T21:20:00.000+00:00 ERROR hakeeperd[10] hakeeper.events.monitor: quickCheck of web-ip failed
+2026-12-03T21:00:00.000+00:00 hakeeperd[10] INFO hakeeper.daemon: hakeeperd serving node node1
+2026-12-03T21:10:00.000+00:00 hakeeperd[10] INFO hakeeper.db.store tag=web: web OSU -> ISP (restore)
+2026-12-03T21:20:00.000+00:00 hakeeperd[10] ERROR hakeeper.events.monitor: quickCheck of web-ip failed
   | Traceback (most recent call last):
   |   File "x.py", line 1, in <module>
   | RuntimeError: web is fine
-2026-12-03T21:30:00.000+00:00 WARNING hakeeper-guard[11] hakeeper.guard: guard: out of service: web
+2026-12-03T21:30:00.000+00:00 hakeeper-guard[11] WARNING hakeeper.guard: guard: out of service: web
 Fatal Python error: printed by the interpreter, not by logging
-2026-12-03T21:40:00.000+00:00 INFO hakeeperd[10] hakeeper.db.store tag=web-ip: web-ip ISP -> OSU (lkstop)
+2026-12-03T21:40:00.000+00:00 hakeeperd[10] INFO hakeeper.db.store tag=web-ip: web-ip ISP -> OSU (lkstop)
 """
 
 
@@ -330,8 +330,8 @@ def test_journalctl_records_are_shown_as_the_file_shows_them() -> None:
     ]  # fmt: skip
     records = list(journal_records([json.dumps(e) for e in entries] + ["", "not json"]))
     assert [r.tag for r in records] == ["web", None]
-    assert records[0].text.endswith(" INFO hakeeperd[10] hakeeper.db.store tag=web: web OSU -> ISP (restore)")
-    assert records[1].text.endswith(" ERROR hakeeperd[11] -: hi\n  | \ufffd")
+    assert records[0].text.endswith(" hakeeperd[10] INFO hakeeper.db.store tag=web: web OSU -> ISP (restore)")
+    assert records[1].text.endswith(" hakeeperd[11] ERROR -: hi\n  | \ufffd")
     assert records[0].time == 1796331600.0
 
 

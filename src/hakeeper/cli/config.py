@@ -3,18 +3,26 @@
 Every setting is printed with its value and where it came from (default, file
 with its line, environment variable, option), then what does not agree with this
 node: a node name that is not the LCD's or the certificate's, a log directory that
-is not there. Exit 0 when all is well; else each problem on stderr and exit 5.
+is not there. Exit 0 when all is well; else each problem on stderr and exit 5. A
+communication path from an address ``listen.addresses`` does not name is a warning.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from hakeeper.cli.base import Context, arg, command
 from hakeeper.config import KEYS, ConfigError, Settings, load
 from hakeeper.layout import CONFIG_ENV, DEFAULT_CONFIG, LCD_NAME
+
+if TYPE_CHECKING:
+    from hakeeper.db.store import Lcd
+
+T = TypeVar("T")
 
 
 @command(
@@ -38,6 +46,8 @@ def _config(ctx: Context, args: argparse.Namespace) -> int:
     for key in KEYS:
         value = settings.values[key.dotted]
         ctx.print(f"{key.dotted.ljust(width)} = {_shown(key.dotted, value.value)}  # {value.shown()}")
+    for warning in unlistened_paths(settings):
+        ctx.warn(f"hakeeper config: warning: {warning}")
     problems = disagreements(settings)
     for problem in problems:
         ctx.warn(f"hakeeper config: {problem}")
@@ -86,8 +96,33 @@ def disagreements(settings: Settings) -> list[str]:
     return problems
 
 
+def unlistened_paths(settings: Settings) -> list[str]:
+    """The communication paths whose local address is not among ``listen.addresses`` (when that is set).
+
+    hakeeperd listens at each path's local address (not at the list): a path the list does
+    not name is likely an address the administrator forgot, or a path left from before.
+    """
+    if not settings.listen:
+        return []
+    from hakeeper.comm.addresses import parse_address
+
+    hosts = {parse_address(address, 0, listen=True)[0] for address in settings.listen}
+    paths = _lcd_read(Path(settings.state_dir), lambda lcd: lcd.paths())
+    return [
+        f"the path to {p.node} ({p.local} -> {p.remote}) is from an address listen.addresses does not name"
+        for p in paths or []
+        if p.local not in hosts
+    ]
+
+
 def _lcd_node(root: Path) -> str | None:
     """The LCD's own node name, if there is an LCD (never created here)."""
+    return _lcd_read(root, lambda lcd: lcd.local_node)
+
+
+def _lcd_read(root: Path, read: Callable[[Lcd], T]) -> T | None:
+    """What ``read`` finds in the LCD of ``root``; None when there is none (never created here) or it is damaged
+    (that is for lkstart and lcdstatus to report)."""
     if not (root / LCD_NAME).exists():
         return None
     from hakeeper.db.store import Lcd
@@ -95,9 +130,9 @@ def _lcd_node(root: Path) -> str | None:
 
     try:
         with Lcd.open(root, readonly=True) as lcd:
-            return lcd.local_node
+            return read(lcd)
     except HakeeperError:
-        return None  # a damaged LCD is for lkstart and lcdstatus to report
+        return None
 
 
 def _certificate_node(root: Path) -> str | None:

@@ -2,10 +2,11 @@
 
 One record a line in a file::
 
-    2026-12-03T22:03:27.123+00:00 INFO hakeeperd[1234] hakeeper.db.store tag=web: web OSU -> ISP (restore)
+    2026-12-03T22:03:27.123+00:00 hakeeperd[1234] INFO hakeeper.db.store tag=web: web OSU -> ISP (restore)
 
-time (ISO 8601, milliseconds, UTC offset), level, process and pid (hakeeperd, and
-its guard and heartbeat processes write the same log), logger, ``tag=TAG`` when
+time (ISO 8601, milliseconds, UTC offset), process and pid (hakeeperd, and its
+guard and heartbeat processes write the same log), level, logger (``LEVEL
+logger: message`` as logging's own format had it), ``tag=TAG`` when
 the record concerns one resource, then the message. A message of several lines (a
 traceback) goes on in lines that begin with :data:`CONTINUATION`: no line of a
 message can pass for a record of its own, and a reader keeps them with their record.

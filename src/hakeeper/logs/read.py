@@ -26,8 +26,8 @@ from hakeeper.logs import CONTINUATION, IDENTIFIER
 from hakeeper.logs.write import timestamp
 
 HEAD = re.compile(
-    r"(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d|Z)?) (?P<level>[A-Z]+) "
-    r"(?P<process>[^\s\[]+)\[(?P<pid>\d+)\] (?P<logger>[^\s:]+)(?: tag=(?P<tag>[^\s:]+))?: ?(?P<message>.*)"
+    r"(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d|Z)?) (?P<process>[^\s\[]+)\[(?P<pid>\d+)\] "
+    r"(?P<level>[A-Z]+) (?P<logger>[^\s:]+)(?: tag=(?P<tag>[^\s:]+))?: ?(?P<message>.*)"
 )
 #: What logging.basicConfig wrote (this log before hakeeper 0.x, and a guard started by hand).
 OLD_HEAD = re.compile(
@@ -223,7 +223,7 @@ def journal_record(entry: dict[str, Any]) -> Record:
     process = _text(entry.get("SYSLOG_IDENTIFIER", IDENTIFIER))
     pid = _text(entry.get("_PID") or entry.get("SYSLOG_PID") or "0")
     logger = _text(entry.get("HAKEEPER_LOGGER", "-"))
-    head = f"{timestamp(when)} {level} {process}[{pid}] {logger}" + (f" tag={tag}" if tag else "")
+    head = f"{timestamp(when)} {process}[{pid}] {level} {logger}" + (f" tag={tag}" if tag else "")
     text = f"{head}: " + ("\n" + CONTINUATION).join(message.split("\n"))
     return Record(when, text, tag)
 

@@ -52,7 +52,7 @@ def timestamp(created: float) -> str:
 
 
 class OneLineFormatter(logging.Formatter):
-    """``TIME LEVEL PROCESS[PID] LOGGER [tag=TAG]: MESSAGE``; further lines of the message begin with
+    """``TIME PROCESS[PID] LEVEL LOGGER [tag=TAG]: MESSAGE``; further lines of the message begin with
     :data:`hakeeper.logs.CONTINUATION` (``stamped=False``: without the time, for syslog)."""
 
     def __init__(self, process: str = IDENTIFIER, *, stamped: bool = True, joiner: str = "\n" + CONTINUATION) -> None:
@@ -68,7 +68,7 @@ class OneLineFormatter(logging.Formatter):
         if record.stack_info:
             message = message.rstrip("\n") + "\n" + self.formatStack(record.stack_info)
         tag = getattr(record, "tag", None)
-        head = f"{record.levelname} {self.process}[{record.process}] {record.name}"
+        head = f"{self.process}[{record.process}] {record.levelname} {record.name}"
         if tag:
             head += f" tag={tag}"
         if self.stamped:
