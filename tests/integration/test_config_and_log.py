@@ -4,6 +4,7 @@ log is read back with ``hakeeper log --tag``, and followed with ``-f``."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import signal
@@ -112,3 +113,21 @@ def test_hakeeperd_configured_by_its_file_logs_there_and_hakeeper_log_reads_it_b
             follower.stdout.close()
     node.run("lkstop")
     assert "hakeeperd stopped" in node.log.read_text()
+
+
+def test_the_guard_logs_where_hakeeperd_told_it_with_its_own_name(tmp_path: Path) -> None:
+    """The guard as hakeeperd starts it (its settings in the environment), its hakeeperd gone at once:
+    on a node with nothing in service it only says so, in hakeeperd's file."""
+    state = tmp_path / "state"
+    Lcd.open(state, node="node1").close()
+    log = tmp_path / "hakeeperd.log"
+    setup = {"target": "file", "file": str(log), "level": "INFO", "max_bytes": 0, "backups": 1}
+    env = dict(os.environ, HAKEEPER_LOG_SETUP=json.dumps(setup))
+    done = subprocess.run(
+        [sys.executable, "-m", "hakeeper.guard", "--root", str(state), "--daemon-pid", str(2**22 + 1)],
+        input=b"", env=env, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, b"")
+    lines = log.read_text().splitlines()
+    assert lines[0].endswith(f"ERROR hakeeper.guard: guard: hakeeperd (pid {2**22 + 1}) is gone")
+    assert all(" hakeeper-guard[" in line for line in lines)
