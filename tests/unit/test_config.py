@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -15,7 +16,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from hakeeper.cli.base import run
-from hakeeper.config import ConfigError, load
+from hakeeper.config import BY_NAME, ConfigError, load
 from hakeeper.db import Lcd
 from hakeeper.errors import IllegalArgument
 from hakeeper.layout import CONFIG_ENV, DEFAULT_ROOT, scan_state_dir, state_root
@@ -275,3 +276,20 @@ def test_config_check_warns_of_a_path_from_an_address_the_list_does_not_name(tmp
         "hakeeper config: warning: the path to node2 (198.18.1.11 -> 198.18.1.12) is from an address "
         "listen.addresses does not name\n"
     )
+
+
+def test_the_shipped_example_is_a_configuration_of_every_key_with_its_defaults(tmp_path: Path) -> None:
+    """src/hakeeper/data/hakeeper.toml.example, as shipped (all commented) and uncommented, is read as it says."""
+    from importlib.resources import files
+
+    text = files("hakeeper").joinpath("data", "hakeeper.toml.example").read_text()
+    shipped, uncommented = tmp_path / "shipped.toml", tmp_path / "uncommented.toml"
+    shipped.write_text(text)
+    uncommented.write_text(re.sub(r"^# (\w+ = )", r"\1", text, flags=re.M))
+    defaults = load(shipped, environ={})
+    assert all(value.source == "default" for value in defaults.values.values())
+    settings = load(uncommented, environ={})
+    assert {dotted for dotted, value in settings.values.items() if value.source == "file"} == set(BY_NAME)
+    for dotted in BY_NAME:  # "every value shown is the default", but for the examples of a name and addresses
+        if dotted not in ("node.name", "listen.addresses"):
+            assert settings[dotted] == defaults[dotted], dotted

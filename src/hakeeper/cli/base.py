@@ -355,7 +355,9 @@ def build_parser(cmd: Command, prog: str) -> Parser:
         return parser
     where = "run against NODE's LCD" if cmd.node_option == "-d" else "send it to NODE's hakeeperd"
     parser.add_argument(cmd.node_option, dest="dest", metavar="NODE", help=f"{where} (default: this node)")
-    parser.add_argument("--root", metavar="DIR", help="state directory (default: $HAKEEPER_ROOT or /var/lib/hakeeper)")
+    parser.add_argument(
+        "--root", metavar="DIR", help="state directory (default: $HAKEEPER_ROOT, else state_dir in hakeeper.toml)"
+    )
     return parser
 
 

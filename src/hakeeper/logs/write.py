@@ -146,12 +146,18 @@ class SharedRotatingFileHandler(logging.Handler):
         super().close()
 
 
+def resolved(target: str) -> str:
+    """The target ``auto`` stands for in this process: journald when stderr is the journal, else stderr
+    (lkstart asks for the file itself: see :mod:`hakeeper.cli.daemon`)."""
+    if target != "auto":
+        return target
+    return "journal" if stderr_is_journal() else "stderr"
+
+
 def handler_for(settings: Mapping[str, Any], process: str = IDENTIFIER) -> logging.Handler:
     """The handler of the ``[log]`` settings (keys ``target``, ``file``, ``max_bytes``, ``backups``; the
     tests add ``journal_socket`` or ``syslog_socket``, a socket of their own)."""
-    target = settings["target"]
-    if target == "auto":  # lkstart asks for the file itself (cli.daemon)
-        target = "journal" if stderr_is_journal() else "stderr"
+    target = resolved(settings["target"])
     if target == "stderr":
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(OneLineFormatter(process))
@@ -188,7 +194,8 @@ def configure(settings: Mapping[str, Any], process: str = IDENTIFIER) -> logging
         old.close()
     root.addHandler(handler)
     root.setLevel(str(settings["level"]).upper())
-    os.environ[SETUP_ENV] = json.dumps(dict(settings), sort_keys=True)
+    exported = {**settings, "target": resolved(settings["target"])}  # the children log where this process does
+    os.environ[SETUP_ENV] = json.dumps(exported, sort_keys=True)
     return handler
 
 
