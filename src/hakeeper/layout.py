@@ -40,7 +40,8 @@ CONFIG_ENV = "HAKEEPER_CONFIG"  # another configuration file (``hakeeper --confi
 
 
 def state_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """The state directory: ``root`` if given, else ``$HAKEEPER_ROOT``, else /var/lib/hakeeper.
+    """The state directory: ``root`` if given, else ``$HAKEEPER_ROOT``, else the configuration file's
+    ``state_dir`` (the whole file read and checked: :func:`hakeeper.config.load`), else /var/lib/hakeeper.
 
     An empty value is refused, never taken for "not given": a script whose
     variable is unset must not reach the production LCD.
