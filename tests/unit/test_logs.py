@@ -201,6 +201,26 @@ def test_without_journald_a_record_goes_to_stderr_with_its_priority_prefix(
     assert capsys.readouterr().err == "<3>line one\n<3>line two\n"
 
 
+def test_a_journald_that_does_not_read_never_makes_a_process_wait(
+    datagrams: tuple[str, socket.socket], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The heartbeat process logs through this handler: a full queue sends records to stderr instead."""
+    path, _ = datagrams  # never read: its queue fills
+    handler = JournalHandler(path)
+
+    def flood() -> None:
+        for number in range(5000):  # far more than a socket's queue holds
+            handler.handle(record("record %d %s", number, "x" * 200))
+
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    thread.join(60)  # bounded: a handler that waits fails here (the socket's close at teardown frees it)
+    assert not thread.is_alive(), "the handler waited for journald"
+    handler.close()
+    err = capsys.readouterr().err
+    assert err.endswith("<6>record 4999 " + "x" * 200 + "\n")
+
+
 def test_syslog_gets_one_line_a_record_as_the_daemon_facility(datagrams: tuple[str, socket.socket]) -> None:
     path, sock = datagrams
     handler = handler_for({"target": "syslog", "syslog_socket": path})

@@ -79,6 +79,9 @@ class JournalHandler(logging.Handler):
         self.path = path
         self.identifier = identifier
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        # Never wait for a busy journald: the heartbeat process logs through this too. A full queue
+        # sends the record to stderr instead, where every record went before there was this handler.
+        self.sock.setblocking(False)
 
     def fields(self, record: logging.LogRecord) -> list[tuple[str, str]]:
         message = record.getMessage()
