@@ -16,9 +16,10 @@ directory, which :func:`hakeeper.layout.configured_root` scans for without TOML.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,21 @@ class Settings:
         """This node's addresses, one per network ("HOST" or "HOST:PORT"); empty: each path's local address."""
         addresses: tuple[str, ...] = self["listen.addresses"]
         return addresses
+
+
+@contextlib.contextmanager
+def without_config_file() -> Iterator[None]:
+    """Within, this process and what it starts read no configuration file ($HAKEEPER_CONFIG=/dev/null, an
+    empty file: the defaults). For the demo, whose nodes are not this machine's."""
+    previous = os.environ.get(CONFIG_ENV)
+    os.environ[CONFIG_ENV] = os.devnull
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(CONFIG_ENV, None)
+        else:
+            os.environ[CONFIG_ENV] = previous
 
 
 def load(

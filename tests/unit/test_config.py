@@ -293,3 +293,15 @@ def test_the_shipped_example_is_a_configuration_of_every_key_with_its_defaults(t
     for dotted in BY_NAME:  # "every value shown is the default", but for the examples of a name and addresses
         if dotted not in ("node.name", "listen.addresses"):
             assert settings[dotted] == defaults[dotted], dotted
+
+
+def test_dev_null_is_no_configuration_for_the_lab_and_the_demo(config: Path) -> None:
+    """A machine's own hakeeper.toml (here: the fixture's) must not reach the lab's or the demo's nodes."""
+    from hakeeper.config import without_config_file
+
+    with without_config_file():
+        settings = load()
+        assert settings.state_dir == DEFAULT_ROOT and settings.node_name is None
+        assert root_of([]) == DEFAULT_ROOT
+    assert os.environ[CONFIG_ENV] == str(config)
+    assert load().node_name == "node1"
