@@ -380,3 +380,43 @@ def test_following_shows_new_records_across_a_rotation(tmp_path: Path) -> None:
         handler.close()
     assert len(log_files(str(path))) > 1  # it did rotate under the follower
     assert [r.text.split()[-2] for r in seen] == [f"{n:03d}" for n in range(1, wanted, 2)]
+
+
+def test_hakeeper_log_reads_journald_through_journalctl_and_follows_after_what_it_showed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journalctl of the test's own: what it is asked, and its JSON read back, filtered by tag."""
+    entries = [
+        {"__CURSOR": "c1", "__REALTIME_TIMESTAMP": "1796331600000000", "MESSAGE": "web OSU -> ISP (restore)",
+         "PRIORITY": "6", "SYSLOG_IDENTIFIER": "hakeeperd", "_PID": "10", "HAKEEPER_TAG": "web"},
+        {"__CURSOR": "c2", "__REALTIME_TIMESTAMP": "1796331601000000", "MESSAGE": "db OSU -> ISP (restore)",
+         "PRIORITY": "6", "SYSLOG_IDENTIFIER": "hakeeperd", "_PID": "10", "HAKEEPER_TAG": "db"},
+    ]  # fmt: skip
+    later = {"__CURSOR": "c3", "__REALTIME_TIMESTAMP": "1796331602000000", "MESSAGE": "web ISP -> OSU (remove)",
+             "PRIORITY": "6", "SYSLOG_IDENTIFIER": "hakeeperd", "_PID": "10", "HAKEEPER_TAG": "web"}  # fmt: skip
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "history.json").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    (tmp_path / "later.json").write_text(json.dumps(later) + "\n")
+    journalctl = bin_dir / "journalctl"
+    journalctl.write_text(
+        f'#!/bin/sh\necho "$*" >> {tmp_path}/asked\n'
+        f'case "$*" in *" -f "*) cat {tmp_path}/later.json ;; *) cat {tmp_path}/history.json ;; esac\n'
+    )  # following: one more entry, then the end of its output (bounded)
+    journalctl.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    config = tmp_path / "hakeeper.toml"
+    config.write_text('[log]\ntarget = "journal"\n')
+    monkeypatch.setenv("HAKEEPER_CONFIG", str(config))
+    out, err = io.StringIO(), io.StringIO()
+    code = run("log", ["--tag", "web", "-f", "--since", "2026-12-03T20:00:00+00:00"], root=str(tmp_path), out=out,
+               err=err)  # fmt: skip
+    assert (code, err.getvalue()) == (0, "")
+    assert [line.split(": ", 1)[1] for line in out.getvalue().splitlines()] == [
+        "web OSU -> ISP (restore)", "web ISP -> OSU (remove)",
+    ]  # fmt: skip
+    asked = (tmp_path / "asked").read_text().splitlines()
+    assert asked == [
+        "--no-pager -o json SYSLOG_IDENTIFIER=hakeeperd --since=@1796328000",
+        "--no-pager -o json SYSLOG_IDENTIFIER=hakeeperd --after-cursor=c2 -f -n all",  # after the last one read
+    ]

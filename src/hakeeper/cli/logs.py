@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+from collections.abc import Iterable, Iterator
 
 from hakeeper.cli.base import Context, arg, command
 from hakeeper.config import load
@@ -65,10 +66,17 @@ def _log(ctx: Context, args: argparse.Namespace) -> int:
         ctx.out.flush()
 
     if source == "journal":
-        for record in last(read_journal(since), keep, count):
+        seen: list[str | None] = [None]  # the last entry's cursor, shown or not: -f goes on after it
+
+        def noting(records: Iterable[Record]) -> Iterator[Record]:
+            for record in records:
+                seen[0] = record.cursor or seen[0]
+                yield record
+
+        for record in last(noting(read_journal(since)), keep, count):
             show(record)
         if args.follow:
-            follow_journal(since, keep, show, lambda: False)  # until Ctrl-C
+            follow_journal(seen[0], keep, show, lambda: False)  # until Ctrl-C
         return 0
     files = log_files(path)
     if not files and not args.follow:

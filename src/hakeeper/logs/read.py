@@ -47,6 +47,7 @@ class Record:
     time: float | None
     text: str
     tag: str | None = None
+    cursor: str | None = None  # journald's, where a follower goes on from
 
     def concerns(self, tag: str) -> bool:
         return self.tag == tag or names(self.text, tag)
@@ -225,7 +226,8 @@ def journal_record(entry: dict[str, Any]) -> Record:
     logger = _text(entry.get("HAKEEPER_LOGGER", "-"))
     head = f"{timestamp(when)} {process}[{pid}] {level} {logger}" + (f" tag={tag}" if tag else "")
     text = f"{head}: " + ("\n" + CONTINUATION).join(message.split("\n"))
-    return Record(when, text, tag)
+    cursor = entry.get("__CURSOR")
+    return Record(when, text, tag, cursor if isinstance(cursor, str) else None)
 
 
 def _text(value: Any) -> str:
@@ -237,9 +239,12 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def journalctl_argv(since: float | None, follow: bool) -> list[str]:
+def journalctl_argv(since: float | None, follow: bool, after: str | None = None) -> list[str]:
+    """``journalctl``'s command line: hakeeperd's entries as JSON, from ``since`` (or after the ``after`` cursor)."""
     argv = ["journalctl", "--no-pager", "-o", "json", f"SYSLOG_IDENTIFIER={IDENTIFIER}"]
-    if since is not None:
+    if after is not None:
+        argv.append(f"--after-cursor={after}")
+    elif since is not None:
         argv.append(f"--since=@{int(since)}")
     if follow:
         argv += ["-f", "-n", "all"]  # the filter and -n are ours: journalctl's -n would count before the tag filter
@@ -274,9 +279,11 @@ def read_journal(since: float | None, *, timeout: float = 120.0) -> Iterator[Rec
     return journal_records(done.stdout.splitlines())
 
 
-def follow_journal(since: float | None, keep: Filter, show: Callable[[Record], None], stop: Callable[[], bool]) -> None:
-    """Show hakeeperd's records as journald gets them, until ``stop()`` (checked as each record comes)."""
-    proc = subprocess.Popen(journalctl_argv(since or time.time(), True), stdout=subprocess.PIPE, text=True)
+def follow_journal(after: str | None, keep: Filter, show: Callable[[Record], None], stop: Callable[[], bool]) -> None:
+    """Show hakeeperd's records as journald gets them, after the entry of cursor ``after`` (None: from now),
+    until ``stop()`` (checked as each record comes)."""
+    argv = journalctl_argv(time.time() if after is None else None, True, after)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         for record in journal_records(proc.stdout):
@@ -285,9 +292,12 @@ def follow_journal(since: float | None, keep: Filter, show: Callable[[Record], N
             if stop():
                 break
     finally:
-        proc.terminate()
+        if proc.poll() is None:
+            proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 # ---------------------------------------------------------------------- --since
