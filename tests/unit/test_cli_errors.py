@@ -929,9 +929,13 @@ def test_hakeeper_usage_errors(argv: list[str], populated: Path) -> None:
         (["--recover-attempts", "-1"], RANGE),
         (["--recover-window", "soon"], SYNTAX),
         (["--log-level", "LOUD"], ILLEGAL),
+        (["--log-target", "console"], ILLEGAL),
+        (["--log-target", "file", "--log-file", "/proc/nonexistent/hakeeperd.log"], SYSCALL),
+        (["--config", "/proc/nonexistent/hakeeper.toml"], ILLEGAL),
     ],
-    ids=["unknown option", "negative attempts", "window not a number", "bad log level"],
-)
+    ids=["unknown option", "negative attempts", "window not a number", "bad log level", "bad log target",
+         "a log that cannot be written", "no such configuration file"],
+)  # fmt: skip
 def test_hakeeperd_usage_errors(argv: list[str], code: int, populated: Path) -> None:
     """The daemon's own command line: refused before it starts, in one line, with LifeKeeper's codes."""
     before = lcd_dump(populated)
