@@ -56,7 +56,7 @@ from hakeeper.comm.identity import Identity, load_identity
 from hakeeper.comm.paths import Dialer, PathMonitor, PathState, node_state
 from hakeeper.db.model import CommPath
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("hakeeper.comm.heartbeat")  # not __main__ when run as python -m (see main)
 
 MAX_FRAME = 4096
 DEADLINE_SLACK = 0.0005  # the ticker wakes this long after a path's budget ran out (a timer may fire early)
