@@ -276,12 +276,13 @@ def marks(path: Path, offset: int) -> list[tuple[float, str]]:
         f.seek(offset)
         text = f.read().decode(errors="replace")
     found = []
-    for line in text.splitlines():
+    for line in text.splitlines():  # 2026-01-01T12:00:00.123+00:00 hakeeperd[PID] LEVEL logger: message
+        stamp, _, rest = line.partition(" ")
         try:
-            at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            at = datetime.fromisoformat(stamp).timestamp()
         except ValueError:
             continue  # a traceback's continuation lines
-        found.append((at, line[24:]))
+        found.append((at, rest.partition(" ")[2]))
     return found
 
 

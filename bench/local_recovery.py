@@ -371,15 +371,17 @@ def read_trace(path: Path) -> list[Mark]:
 
 
 def read_log(path: Path) -> list[Mark]:
-    """hakeeperd's log lines (``2026-01-01 12:00:00,123 LEVEL logger: message``) as marks."""
+    """hakeeperd's log lines (``2026-01-01T12:00:00.123+00:00 hakeeperd[PID] LEVEL logger: message``) as marks
+    of ``LEVEL logger: message``."""
     marks = []
     with contextlib.suppress(FileNotFoundError):
         for line in path.read_text(errors="replace").splitlines():
+            stamp, _, rest = line.partition(" ")
             try:
-                at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                at = datetime.fromisoformat(stamp).timestamp()
             except ValueError:
                 continue  # a traceback's continuation lines
-            marks.append(Mark("log", at, 0, line[24:]))
+            marks.append(Mark("log", at, 0, rest.partition(" ")[2]))
     return marks
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 
 from hakeeper.cli.base import run
+from hakeeper.config import without_config_file
 from hakeeper.db import Lcd, State
 
 #: A step of part 1 that is not a command: it does something and says what.
@@ -135,6 +136,11 @@ PARTS = (1, 2, 3)
 
 def main(parts: Collection[int] = PARTS) -> int:
     """The demo's ``parts`` (1: a configuration, 2: a live node, 3: a live cluster), in order."""
+    with without_config_file():  # the demo's nodes are not this machine's: its hakeeper.toml stays out
+        return _parts(parts)
+
+
+def _parts(parts: Collection[int]) -> int:
     if 1 in parts:
         configuration()
     if 2 in parts:

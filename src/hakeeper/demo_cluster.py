@@ -112,7 +112,8 @@ class Loopback:
         return self.base / name
 
     def env(self, name: str) -> dict[str, str]:
-        return dict(os.environ, HAKEEPER_ROOT=str(self.root(name)), HAKEEPER_NODE=name)
+        # HAKEEPER_CONFIG: the machine's /etc/hakeeper/hakeeper.toml (its log file...) is not the demo nodes'
+        return dict(os.environ, HAKEEPER_ROOT=str(self.root(name)), HAKEEPER_NODE=name, HAKEEPER_CONFIG=os.devnull)
 
     def hk(self, name: str, *argv: str, show: bool = True, stdin: str | None = None) -> str:
         if show:

@@ -276,7 +276,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--cut-fd", type=int, help="where the heartbeat process says: cut (see cut())")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from hakeeper.logs.write import configure_child
+
+    configure_child("hakeeper-guard")  # where hakeeperd logs (its journal, syslog or file), else stderr
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C meant for hakeeperd in a terminal is not ours
     _warm_up()  # a dead hakeeperd's resources race the peers' takeover too
     why = watch(sys.stdin.fileno(), args.timeout, cut_fd=args.cut_fd, on_cut=lambda: cut(args.root))

@@ -18,24 +18,28 @@ import os
 from _json import encode_basestring_ascii as _quoted
 from _json import scanstring as _scanstring
 
-from hakeeper.layout import DEFAULT_ROOT, SOCKET_NAME
+from hakeeper.layout import SOCKET_NAME, configured_root
 
 CONNECT_TIMEOUT = 5.0
 ANSWER_TIMEOUT = 3600.0  # a restore of a large hierarchy may take long; every action has its own timeout
 
 
 def root_of(argv: list[str], given: str | None = None) -> str | None:
-    """The state directory of a command that hakeeperd may answer: ``given``, else $HAKEEPER_ROOT, else the default.
+    """The state directory of a command that hakeeperd may answer: ``given``, else $HAKEEPER_ROOT, else the
+    configuration file's ``state_dir`` (scanned, not parsed: :func:`hakeeper.layout.configured_root`), else the default.
 
     None when the command line has a ``--root`` of its own (only the command's own
-    parser knows whether that word is the option or the value of another), or when
+    parser knows whether that word is the option or the value of another), when
     the value is empty (the full command refuses it: an unset variable in a script
-    must not reach the default state directory). The full command then decides.
+    must not reach the default state directory), or when the configuration file
+    needs the full parser. The full command then decides.
     """
     if any(item == "--root" or item.startswith("--root=") for item in argv):
         return None
     chosen = given if given is not None else os.environ.get("HAKEEPER_ROOT")
-    return DEFAULT_ROOT if chosen is None else chosen or None
+    if chosen is None:
+        chosen = configured_root()  # None: only the full parser can tell, and the full command will
+    return chosen or None
 
 
 def request(command: str, argv: list[str]) -> bytes:

@@ -130,9 +130,8 @@ def watch_neighbours(host: Node, out: Path) -> subprocess.Popen[bytes]:
 
 
 def log_time(line: str) -> float:
-    """The wall-clock time of a log line (``%(asctime)s``: 2026-11-25 20:45:18,608)."""
-    stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
-    return stamp.timestamp()
+    """The wall-clock time of a log line (hakeeper.logs: 2026-11-25T20:45:18.608+00:00 hakeeperd[12] ...)."""
+    return datetime.fromisoformat(line.split(" ", 1)[0]).timestamp()
 
 
 # ---------------------------------------------------------------------- the contract, in a node
@@ -343,7 +342,7 @@ def report_move(ha: HaCluster, monitor: Path, vip: str, mac: str) -> None:
     moved = next((line for line in monitor.read_text().splitlines() if vip in line and mac in line), "")
     if added and moved.startswith("["):
         when = datetime.fromisoformat(moved[1 : moved.index("]")]).timestamp()
-        print(f"kit: {added[24:]}")
+        print(f"kit: {added.split(' ', 1)[1]}")
         print(f"client's entry moved {(when - log_time(added)) * 1000:.1f} ms after the announcement was logged")
 
 

@@ -244,6 +244,8 @@ VALID: dict[str, tuple[str, ...]] = {
     "demo": ("--part", "1"),
     "apply": (APPLY_NOOP,),
     "export": ("--format", "json"),
+    "config": ("check",),
+    "log": ("-n", "1", "--tag", "web"),
 }
 
 #: Where a well-formed command line cannot succeed here: without hakeeperd, nothing takes an event,
@@ -255,6 +257,7 @@ WELL_FORMED_CODE = {
     "eqv_create": COMM,
     "extend": COMM,
     "unextend": COMM,
+    "log": MISSING,  # hakeeperd never ran here: there is no log to read
 }
 
 
@@ -593,6 +596,14 @@ SEMANTIC_CASES: list[Case] = [
     Case("apply", (TRUE,), ILLEGAL, "not UTF-8 text"),
     Case("apply", ("--prune", "-n"), SYNTAX, "no file"),
     Case("export", ("--format", "xml"), SYNTAX, "unknown format"),
+    # config, log (the file's contents: tests/unit/test_config.py)
+    Case("config", ("check", "/proc/nonexistent/hakeeper.toml"), ILLEGAL, "no such file"),
+    Case("config", ("check", "/proc"), ILLEGAL, "a directory"),
+    Case("config", ("check", TRUE), ILLEGAL, "not UTF-8 text"),
+    Case("config", ("verify",), SYNTAX, "unknown action"),
+    Case("log", ("--since", "soon"), ILLEGAL, "not a time"),
+    Case("log", ("-n", "-1"), RANGE, "a negative count"),
+    Case("log", ("--source", "syslog"), SYNTAX, "unknown source"),
 ]
 
 CASES = syntax_cases() + SEMANTIC_CASES
@@ -642,7 +653,7 @@ ABOUT_A_NODE = sorted(name for name, cmd in COMMANDS.items() if not cmd.stateles
 
 
 def test_stateless_commands_take_no_state_directory() -> None:
-    assert sorted(set(COMMANDS) - set(ABOUT_A_NODE)) == ["demo", "lab"]
+    assert sorted(set(COMMANDS) - set(ABOUT_A_NODE)) == ["config", "demo", "lab"]  # config: of its file
     for name in ("demo", "lab"):
         assert {"--root", "-d"}.isdisjoint(a.flag for a in options(name))
 
@@ -681,8 +692,8 @@ def test_state_dir_that_cannot_be_created(name: str, state_dir: str) -> None:
     if name == "lkstop":  # stopping what does not run succeeds, and lkstop creates nothing
         assert result == Result(OK, "hakeeperd is not running\n", "")
         return
-    # 'lcd check' creates nothing either: there is no LCD to check there
-    assert result.code == (MISSING if name == "lcd" else SYSCALL), result.err
+    # 'lcd check' and 'log' create nothing either: there is no LCD to check, no log to read there
+    assert result.code == (MISSING if name in ("lcd", "log") else SYSCALL), result.err
     assert_one_line(result.err, f"{name}: ")
     assert "/proc/nonexistent/" in result.err
     assert result.out == ""
@@ -918,9 +929,13 @@ def test_hakeeper_usage_errors(argv: list[str], populated: Path) -> None:
         (["--recover-attempts", "-1"], RANGE),
         (["--recover-window", "soon"], SYNTAX),
         (["--log-level", "LOUD"], ILLEGAL),
+        (["--log-target", "console"], ILLEGAL),
+        (["--log-target", "file", "--log-file", "/proc/nonexistent/hakeeperd.log"], SYSCALL),
+        (["--config", "/proc/nonexistent/hakeeper.toml"], ILLEGAL),
     ],
-    ids=["unknown option", "negative attempts", "window not a number", "bad log level"],
-)
+    ids=["unknown option", "negative attempts", "window not a number", "bad log level", "bad log target",
+         "a log that cannot be written", "no such configuration file"],
+)  # fmt: skip
 def test_hakeeperd_usage_errors(argv: list[str], code: int, populated: Path) -> None:
     """The daemon's own command line: refused before it starts, in one line, with LifeKeeper's codes."""
     before = lcd_dump(populated)

@@ -91,9 +91,16 @@ def test_the_commands_with_a_step_where_they_are_typed_take_the_full_path() -> N
         ([], "", "/srv/a", None),
     ],
 )
-def test_which_state_directory_the_fast_path_asks(
-    monkeypatch: pytest.MonkeyPatch, argv: list[str], given: str | None, env: str | None, expected: str | None
+def test_which_state_directory_the_fast_path_asks(  # noqa: PLR0917 - pytest's parameters
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    argv: list[str],
+    given: str | None,
+    env: str | None,
+    expected: str | None,
 ) -> None:
+    (tmp_path / "empty.toml").write_text("")  # a configuration file that names no state_dir (see test_config)
+    monkeypatch.setenv("HAKEEPER_CONFIG", str(tmp_path / "empty.toml"))
     if env is None:
         monkeypatch.delenv("HAKEEPER_ROOT", raising=False)
     else:

@@ -48,7 +48,13 @@ def test_the_example_configuration_parses_and_names_every_key_commented() -> Non
     uncommented = re.sub(r"^# (\w+ = )", r"\1", text, flags=re.M)
     assert tomllib.loads(uncommented) == {
         "node": {"name": "node1", "state_dir": "/var/lib/hakeeper"},
-        "log": {"target": "auto", "level": "INFO", "file": "/var/log/hakeeper/hakeeperd.log"},
+        "log": {
+            "target": "auto",
+            "level": "INFO",
+            "file": "/var/lib/hakeeper/hakeeperd.log",
+            "max_bytes": 10485760,
+            "backups": 5,
+        },
         "listen": {"addresses": ["198.18.0.11", "198.18.1.11"]},
     }
 

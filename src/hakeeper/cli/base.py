@@ -151,6 +151,8 @@ COMMAND_MODULES: dict[str, str] = {
     "export": "hakeeper.cli.apply",
     "lab": "hakeeper.cli.lab",
     "demo": "hakeeper.cli.lab",
+    "config": "hakeeper.cli.config",
+    "log": "hakeeper.cli.logs",
 }
 
 #: Commands that only read the LCD. They open it read-only: they work where the state
@@ -353,7 +355,9 @@ def build_parser(cmd: Command, prog: str) -> Parser:
         return parser
     where = "run against NODE's LCD" if cmd.node_option == "-d" else "send it to NODE's hakeeperd"
     parser.add_argument(cmd.node_option, dest="dest", metavar="NODE", help=f"{where} (default: this node)")
-    parser.add_argument("--root", metavar="DIR", help="state directory (default: $HAKEEPER_ROOT or /var/lib/hakeeper)")
+    parser.add_argument(
+        "--root", metavar="DIR", help="state directory (default: $HAKEEPER_ROOT, else state_dir in hakeeper.toml)"
+    )
     return parser
 
 

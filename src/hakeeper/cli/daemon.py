@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import io
-import logging
 import os
 import subprocess
 import sys
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from hakeeper.cli.base import Arg, Context, arg, command, run_in_daemon
+from hakeeper.config import Settings
+from hakeeper.config import load as load_config
 from hakeeper.control import Answer, forward_to_daemon
 from hakeeper.db.model import check_name
 from hakeeper.db.store import Lcd
@@ -26,11 +27,13 @@ from hakeeper.errors import (
     SystemCallFailed,
 )
 from hakeeper.events.alarm import SEVERITIES, Event, severity_name
-from hakeeper.layout import LOG_NAME, PID_NAME, ensure_state_dir, state_root
+from hakeeper.layout import CONFIG_ENV, DEFAULT_CONFIG, LOG_NAME, PID_NAME, ensure_state_dir, state_root
+from hakeeper.logs.write import configure as configure_logging
 
 if TYPE_CHECKING:
     from hakeeper.daemon import Daemon
 
+OUT_NAME = "hakeeperd.out"  # hakeeperd's stderr under lkstart when it logs to journald or syslog
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 600.0
 POLL = 0.05
@@ -70,7 +73,7 @@ DAEMON_OPTIONS = (
         help="the local recovery window (default 300)"),
     arg("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
         help="how long running actions may finish at shutdown (default 30)"),
-    arg("--log-level", default="INFO", help="DEBUG | INFO (default) | WARNING | ERROR"),
+    arg("--log-level", help="DEBUG | INFO | WARNING | ERROR (default: [log] level, else INFO)"),
 )  # fmt: skip
 
 
@@ -81,7 +84,7 @@ def _check_daemon_options(args: argparse.Namespace) -> None:
         raise OutOfRange(f"--recover-window {args.recover_window:g} must be within 0..86400 s")
     if not 0 <= args.drain_timeout <= 3600:
         raise OutOfRange(f"--drain-timeout {args.drain_timeout:g} must be within 0..3600 s")
-    if args.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+    if args.log_level is not None and args.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise IllegalArgument(f"--log-level {args.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
 
 
@@ -90,7 +93,7 @@ def _daemon_argv(args: argparse.Namespace) -> list[str]:
         "--recover-attempts", str(args.recover_attempts),
         "--recover-window", str(args.recover_window),
         "--drain-timeout", str(args.drain_timeout),
-        "--log-level", args.log_level.upper(),
+        *(["--log-level", args.log_level.upper()] if args.log_level is not None else []),
     ]  # fmt: skip
 
 
@@ -100,19 +103,25 @@ def hakeeperd(argv: list[str] | None = None) -> NoReturn:
     from hakeeper.daemon import Config, serve
 
     parser = Parser(prog="hakeeperd", description="the hakeeper node daemon, in the foreground (see: lkstart)")
-    parser.add_argument("--root", metavar="DIR", help="state directory (default: $HAKEEPER_ROOT or /var/lib/hakeeper)")
+    parser.add_argument("--root", metavar="DIR", help="state directory (default: $HAKEEPER_ROOT, else state_dir)")
+    parser.add_argument(
+        "--config", metavar="FILE", help=f"configuration file (default: ${CONFIG_ENV}, {DEFAULT_CONFIG})"
+    )
+    parser.add_argument("--log-target", metavar="TARGET", help="auto | journal | syslog | file (default: [log] target)")
+    parser.add_argument("--log-file", metavar="FILE", help=f"the log file (default: [log] file, <root>/{LOG_NAME})")
     for option in DAEMON_OPTIONS:
         parser.add_argument(*option.flags, **option.options)
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
         _check_daemon_options(args)
-        root = state_root(args.root)
+        if args.config is not None:  # what hakeeperd reads later (a new LCD's node name) reads this file too
+            os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+        settings = _settings(args, args.root)
+        root = state_root(settings.state_dir)
+        configure_logging(settings.table("log"))  # the guard and heartbeat processes log there too
     except HakeeperError as exc:
         sys.stderr.write(f"hakeeperd: {one_line(str(exc))}\n")
         sys.exit(exc.exit_code)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
     config = Config(
         root=root,
         recover_attempts=args.recover_attempts,
@@ -120,6 +129,18 @@ def hakeeperd(argv: list[str] | None = None) -> NoReturn:
         drain_timeout=args.drain_timeout,
     )
     sys.exit(serve(config, dispatch))
+
+
+def _settings(args: argparse.Namespace, root: str | None) -> Settings:
+    """The configuration (hakeeper.config) with this command line's options over it."""
+    return load_config(
+        options={
+            "node.state_dir": root,
+            "log.level": args.log_level,
+            "log.target": getattr(args, "log_target", None),
+            "log.file": getattr(args, "log_file", None),
+        }
+    )
 
 
 def _running(root: Path) -> Answer | None:
@@ -132,7 +153,7 @@ def _running(root: Path) -> Answer | None:
 @command(
     "lkstart",
     "start hakeeperd on this node, in the background",
-    arg("--log", metavar="FILE", help=f"where its log goes (default: <root>/{LOG_NAME})"),
+    arg("--log", metavar="FILE", help=f"log to FILE (default: as [log] says, else <root>/{LOG_NAME})"),
     *DAEMON_OPTIONS,
     local=True,
     epilog="The other options are hakeeperd's, passed on to it.",
@@ -145,11 +166,17 @@ def _lkstart(ctx: Context, args: argparse.Namespace) -> int:
         ctx.print(f"hakeeperd runs already (node and pid: {answer.out.strip()})")
         _lease_warnings(ctx)
         return 0
-    log_path = Path(args.log).absolute() if args.log else root / LOG_NAME
+    settings = _settings(args, str(root))  # a wrong configuration file is said here, not in a log
+    to_file = args.log is not None or settings["log.target"] in ("auto", "file")  # auto: lkstart's is the file
+    log_path = Path(args.log).absolute() if args.log else Path(settings.log_file)
+    # Its stderr: the log file (what the interpreter itself may print, a crash, lands among the records),
+    # or beside the LCD when it logs to journald or syslog.
+    out_path = log_path if to_file else root / OUT_NAME
     try:
-        log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+        log = open(out_path, "ab", opener=_private)  # noqa: SIM115 - handed to the child, closed below
     except OSError as exc:
-        raise SystemCallFailed(f"cannot write the log {str(log_path)!r}: {exc.strerror}") from None
+        raise SystemCallFailed(f"cannot write the log {str(out_path)!r}: {exc.strerror}") from None
+    where = log_path if to_file else f"{settings['log.target']} (hakeeperd's own output in {out_path})"
     with log:
         proc = subprocess.Popen(
             [
@@ -158,6 +185,7 @@ def _lkstart(ctx: Context, args: argparse.Namespace) -> int:
                 "from hakeeper.cli.daemon import hakeeperd; hakeeperd()",
                 "--root",
                 str(root),
+                *(["--log-target", "file", "--log-file", str(log_path)] if to_file else []),
                 *_daemon_argv(args),
             ],
             stdin=subprocess.DEVNULL,
@@ -169,14 +197,18 @@ def _lkstart(ctx: Context, args: argparse.Namespace) -> int:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            raise SystemCallFailed(f"hakeeperd exited at once ({tail[0]}); see {log_path}")
+            tail = out_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise SystemCallFailed(f"hakeeperd exited at once ({tail[0]}); see {out_path}")
         if _running(root) is not None:
-            ctx.print(f"hakeeperd started (pid {proc.pid}), log in {log_path}")
+            ctx.print(f"hakeeperd started (pid {proc.pid}), log in {where}")
             _lease_warnings(ctx)
             return 0
         time.sleep(POLL)
-    raise SystemCallFailed(f"hakeeperd (pid {proc.pid}) did not answer within {START_TIMEOUT:g} s; see {log_path}")
+    raise SystemCallFailed(f"hakeeperd (pid {proc.pid}) did not answer within {START_TIMEOUT:g} s; see {where}")
+
+
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o640)  # as hakeeper.logs.write creates it
 
 
 def _lease_warnings(ctx: Context) -> None:

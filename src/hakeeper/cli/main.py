@@ -14,6 +14,7 @@ parser and the LCD here (:func:`hakeeper.cli.base.run`).
 
 from __future__ import annotations
 
+import os
 import sys
 
 from hakeeper import __version__
@@ -28,7 +29,9 @@ if TYPE_CHECKING:
 #: The commands that hakeeperd never runs: they start and stop it, or work on the state
 #: directory itself. (:data:`hakeeper.cli.base.COMMANDS` says the same with ``local``; a test
 #: keeps the two in step.)
-LOCAL = frozenset({"lkstart", "lkstop", "cluster", "lcd", "lab", "demo", "status"})  # status asks hakeeperd itself
+LOCAL = frozenset(
+    {"lkstart", "lkstop", "cluster", "lcd", "lab", "demo", "status", "config", "log"}
+)  # status asks hakeeperd itself
 
 #: The commands with a step of their own where they are typed, before hakeeperd runs them
 #: (``apply`` reads its file here): they go to the daemon through :func:`hakeeper.cli.base.run`.
@@ -36,7 +39,7 @@ LOCAL = frozenset({"lkstart", "lkstop", "cluster", "lcd", "lab", "demo", "status
 CLIENT_STEP = frozenset({"apply"})
 
 
-USAGE = """usage: hakeeper [--root DIR] COMMAND [ARGS...]
+USAGE = """usage: hakeeper [--root DIR] [--config FILE] COMMAND [ARGS...]
 
 hakeeper keeps applications in service on one node of a cluster and moves them
 to a backup node when they or their node fail. Each command below is also
@@ -70,6 +73,13 @@ def dispatch(argv: list[str]) -> int:
             root = argv.pop(0)
         elif option.startswith("--root="):
             root = option.split("=", 1)[1]
+        elif option == "--config" or option.startswith("--config="):
+            if option == "--config" and not argv:
+                sys.stderr.write("hakeeper: --config needs a value: the configuration file (see: hakeeper --help)\n")
+                return 2
+            # The command and what it starts (lkstart's hakeeperd) read the file named here: see hakeeper.config.
+            chosen = argv.pop(0) if option == "--config" else option.split("=", 1)[1]
+            os.environ["HAKEEPER_CONFIG"] = os.path.abspath(chosen) if chosen else chosen
         else:
             sys.stderr.write(f"hakeeper: unknown option {option!r} (see: hakeeper --help)\n")
             return 2

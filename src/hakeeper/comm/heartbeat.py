@@ -56,7 +56,7 @@ from hakeeper.comm.identity import Identity, load_identity
 from hakeeper.comm.paths import Dialer, PathMonitor, PathState, node_state
 from hakeeper.db.model import CommPath
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("hakeeper.comm.heartbeat")  # not __main__ when run as python -m (see main)
 
 MAX_FRAME = 4096
 DEADLINE_SLACK = 0.0005  # the ticker wakes this long after a path's budget ran out (a timer may fire early)
@@ -705,7 +705,9 @@ def main() -> None:
     parser.add_argument("--root", required=True)
     parser.add_argument("--guard-fd", type=int, help="where to tell the guard to cut (see Lease)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from hakeeper.logs.write import configure_child
+
+    configure_child("hakeeper-heartbeat")  # where hakeeperd logs (its journal, syslog or file), else stderr
     logger.info("heartbeat process %d: %s", os.getpid(), realtime())
     if args.guard_fd is not None:
         os.set_blocking(args.guard_fd, False)  # never wait on the guard

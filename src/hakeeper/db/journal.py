@@ -53,9 +53,15 @@ J = TypeVar("J", bound="Journal")
 
 
 def default_node_name() -> str:
-    """This node's name when the LCD is first created: ``$HAKEEPER_NODE`` or the short host name."""
+    """This node's name when the LCD is first created: ``$HAKEEPER_NODE``, the configuration file's
+    ``[node] name`` (hakeeper.config), or the short host name."""
     chosen = os.environ.get("HAKEEPER_NODE")
     if chosen is None:
+        from hakeeper.config import load
+
+        configured = load().node_name
+        if configured is not None:
+            return configured
         host = os.uname().nodename.split(".")[0]
         try:
             return check_name(host, "node name")

@@ -299,7 +299,9 @@ class Lcd(Catalog):
         with self._change("set_state", {"tag": tag, "state": new.name, "reason": reason}) as db:
             db.execute("UPDATE resources SET state = ?, reason = ? WHERE tag = ?", (int(new), reason, tag))
         self._when_committed(
-            lambda: logger.info("%s %s -> %s (%s)", tag, old.name, new.name, reason or "no reason given")
+            lambda: logger.info(
+                "%s %s -> %s (%s)", tag, old.name, new.name, reason or "no reason given", extra={"tag": tag}
+            )
         )
         return old
 
@@ -649,7 +651,7 @@ class Lcd(Catalog):
 
 
 def _log_state(tag: str, old: State, new: State, reason: str) -> None:
-    logger.info("%s %s -> %s (%s)", tag, old.name, new.name, reason or "no reason given")
+    logger.info("%s %s -> %s (%s)", tag, old.name, new.name, reason or "no reason given", extra={"tag": tag})
 
 
 def _replay_create_resource(lcd: Lcd, **args: Any) -> None:

@@ -89,7 +89,8 @@ class HaCluster:
         return self.base / name
 
     def env(self, name: str) -> dict[str, str]:
-        return dict(os.environ, HAKEEPER_ROOT=str(self.root(name)), HAKEEPER_NODE=name)
+        # HAKEEPER_CONFIG: the machine's /etc/hakeeper/hakeeper.toml (its log file...) is not the lab nodes'
+        return dict(os.environ, HAKEEPER_ROOT=str(self.root(name)), HAKEEPER_NODE=name, HAKEEPER_CONFIG=os.devnull)
 
     def command(self, node: str, *argv: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
         """Run a console script (``lcdstatus``, ``hakeeper`` ...) as ``node``'s administrator: through its hakeeperd."""
