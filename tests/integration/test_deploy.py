@@ -15,10 +15,12 @@ on a virtual address that a client sees move to node2 when node1 loses power.
 from __future__ import annotations
 
 import configparser
+import json
 import re
 import shlex
 import socket
 import subprocess
+import sys
 import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -99,9 +101,9 @@ class Machine:
 
 def install(machine: Machine, built: Path) -> None:
     """Section 1, "from the wheel alone", into the machine's own places; section 3's configuration file."""
-    subprocess.run(["python3", "-m", "venv", "--without-pip", str(machine.venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(machine.venv)], check=True, timeout=120)
     python = str(machine.venv / "bin" / "python")
-    pip = ["python3", "-m", "pip", "--python", python, "install", "-q", str(built)]
+    pip = [sys.executable, "-m", "pip", "--python", python, "install", "-q", str(built)]
     done = subprocess.run(pip, env=clean_env(machine.venv), cwd=machine.base, capture_output=True, text=True,
                           timeout=900, check=False)  # fmt: skip
     assert done.returncode == 0, f"pip install failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
@@ -160,7 +162,7 @@ def test_the_deploy_guide_makes_a_protected_service_in_ten_commands(
                 node, token = out.split()
                 tokens[node] = token
 
-    (machines["node1"].etc / "web.yaml").write_text(documented_yaml())
+    (machines["node1"].etc / "web.yaml").write_text(documented_yaml().replace(ETC, f"{machines['node1'].etc}/"))
     try:
         with Prober(lan, [("198.18.0.50", PORT)], tmp_path / "probe.jsonl") as prober:
             for name, line in steps:
@@ -170,13 +172,21 @@ def test_the_deploy_guide_makes_a_protected_service_in_ten_commands(
                 proc.wait(10)
             prober.wait_for(lambda r: first_answer_from(r, "node1") is not None, 60, "node1 serving web on the VIP")
             served = machines["node1"].node
-            extended = machines["node1"].node.run([str(machines["node1"].sbin / "eqv_list"), "-t", "web"],
+            extended = machines["node1"].node.run([str(machines["node1"].sbin / "eqv_list"), "-t", "web", "-f:"],
                                                   env=machines["node1"].env(), timeout=60)  # fmt: skip
-            assert {"node2", "node3"} <= set(extended.stdout.split()), extended.stdout
+            assert {line.split(":")[2] for line in extended.stdout.splitlines()} == {"node2", "node3"}, extended
             lan.power_off(served)
             prober.wait_for(lambda r: first_answer_from(r, "node2") is not None, 30, "node2 serving web after node1")
             rounds = prober.rounds()
+            views = {name: status(machines[name]) for name in ("node2", "node3")}
         assert not double_service(rounds), "two nodes answered for the VIP at once"
+        for name, view in views.items():  # what the client saw, every survivor's hakeeper status says
+            assert {n["name"]: n["state"] for n in view["nodes"]} == {
+                "node1": "DEAD", "node2": "ALIVE", "node3": "ALIVE"
+            }, (name, view["nodes"])  # fmt: skip
+            (web,) = [h for h in view["hierarchies"] if h["name"] == "web"]
+            assert [r["node"] for r in web["running"]] == ["node2"], (name, web)
+            assert web["owner"]["node"] == "node2" and web["owner"]["agreed"], (name, web["owner"])
     finally:
         for proc in [*background, *daemons.values()]:
             if proc.poll() is None:
@@ -185,6 +195,19 @@ def test_the_deploy_guide_makes_a_protected_service_in_ten_commands(
     assert "hakeeperd serving node node2" in (machines["node2"].base / "hakeeperd.log").read_text(), (
         "node2's log went where its configuration file says"
     )
+
+
+def status(m: Machine) -> dict[str, Any]:
+    """``hakeeper status --json`` on the machine, once web runs on node2 (bounded: the record settles)."""
+    for _ in range(50):
+        done = m.node.run([str(m.sbin / "hakeeper"), "status", "--json"], env=m.env(), timeout=60)
+        assert done.returncode == 0, done.stderr
+        view: dict[str, Any] = json.loads(done.stdout)
+        webs = [h for h in view["hierarchies"] if h["name"] == "web"]
+        if webs and [r["node"] for r in webs[0]["running"]] == ["node2"] and webs[0]["owner"]["agreed"]:
+            return view
+        time.sleep(0.2)
+    return view
 
 
 def start_as_unit(m: Machine) -> subprocess.Popen[Any]:
@@ -213,7 +236,7 @@ def wait_listening(node: Node, argv: list[str]) -> None:
     address = argv[argv.index("--listen") + 1]
     probe = f"import socket; socket.create_connection(({address!r}, 7367), timeout=0.2).close()"
     for _ in range(150):  # bounded: 30 s and more
-        if node.run(["python3", "-c", probe], timeout=10).returncode == 0:
+        if node.run([sys.executable, "-c", probe], timeout=10).returncode == 0:
             return
         time.sleep(0.2)
     raise AssertionError(f"{' '.join(argv)} does not listen")
