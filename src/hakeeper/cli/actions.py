@@ -91,14 +91,7 @@ def _create(ctx: Context, args: argparse.Namespace) -> int:
     init = enum_value(Init, args.init, "initialization")
     switchback = enum_value(Switchback, args.switchback, "switchback")
     local_recover = yes_no(args.local_recover, "local recovery")
-    params: dict[str, str] = {}
-    for item in args.params:
-        name, eq, value = item.partition("=")
-        if not eq or not name:
-            raise IllegalArgument(f"parameter {item!r} is not NAME=VALUE")
-        if name in params:
-            raise IllegalArgument(f"parameter {name!r} is given twice")
-        params[name] = value
+    params = parse_params(args.params)
     lcd = ctx.lcd
     if any(r.tag == args.tag for r in lcd.resources(tag=args.tag)):
         raise AlreadyExists(f"a resource tagged {args.tag!r} exists already")
@@ -121,6 +114,19 @@ def _create(ctx: Context, args: argparse.Namespace) -> int:
         kit.discard(args.tag)
         raise
     return 0
+
+
+def parse_params(items: list[str]) -> dict[str, str]:
+    """A kit's ``NAME=VALUE`` parameters as typed (create, update): each once, each with its ``=``."""
+    params: dict[str, str] = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise IllegalArgument(f"parameter {item!r} is not NAME=VALUE")
+        if name in params:
+            raise IllegalArgument(f"parameter {name!r} is given twice")
+        params[name] = value
+    return params
 
 
 def prepare_with_kit(kit: Kit, app: str, rtype: str, tag: str, values: Mapping[str, Any], *, id: str | None) -> Created:

@@ -7,23 +7,10 @@ from __future__ import annotations
 
 import argparse
 
-from hakeeper.cli.actions import kits_of
+from hakeeper.cli.actions import kits_of, parse_params
 from hakeeper.cli.base import Context, arg, command
 from hakeeper.cluster.update import update, update_here
-from hakeeper.errors import IllegalArgument
 from hakeeper.kits.base import Revision
-
-
-def _params(items: list[str]) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for item in items:
-        name, eq, value = item.partition("=")
-        if not eq or not name:
-            raise IllegalArgument(f"parameter {item!r} is not NAME=VALUE")
-        if name in params:
-            raise IllegalArgument(f"parameter {name!r} is given twice")
-        params[name] = value
-    return params
 
 
 def _say(ctx: Context, tag: str, revision: Revision, nodes: list[str]) -> int:
@@ -35,7 +22,7 @@ def _say(ctx: Context, tag: str, revision: Revision, nodes: list[str]) -> int:
 
 
 async def _update_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
-    nodes, revision = await update(ctx.daemon, args.tag, _params(args.params), ctx.actor)
+    nodes, revision = await update(ctx.daemon, args.tag, parse_params(args.params), ctx.actor)
     return _say(ctx, args.tag, revision, nodes)
 
 
@@ -55,5 +42,5 @@ async def _update_in_daemon(ctx: Context, args: argparse.Namespace) -> int:
 )
 def _update(ctx: Context, args: argparse.Namespace) -> int:
     lcd = ctx.lcd
-    revision = update_here(lcd, kits_of(ctx, lcd), args.tag, _params(args.params))
+    revision = update_here(lcd, kits_of(ctx, lcd), args.tag, parse_params(args.params))
     return _say(ctx, args.tag, revision, [lcd.local_node])
