@@ -14,6 +14,7 @@ import pytest
 from hakeeper.cli.base import run
 from hakeeper.db import Lcd
 from tests.lan_fixtures import ha_cluster_fixture, lan_fixture, make_lan_fixture, needs_lan_fixture  # noqa: F401
+from tests.wheel_fixtures import wheel_fixture  # noqa: F401
 
 REQUIRE_ALL = os.environ.get("HAKEEPER_REQUIRE_ALL") == "1"
 

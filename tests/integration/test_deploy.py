@@ -34,7 +34,7 @@ from hakeeper.lab.lan import Lan
 from hakeeper.lab.node import Node
 from hakeeper.lab.probe import Prober, double_service, first_answer_from
 from hakeeper.lab.webapp import write_scripts
-from tests.integration.test_install import REPO, clean_env, wheel  # noqa: F401 - wheel: the module's fixture
+from tests.wheel_fixtures import REPO, clean_env
 
 pytestmark = pytest.mark.slow
 
@@ -123,7 +123,7 @@ def install(machine: Machine, built: Path) -> None:
 def test_the_deploy_guide_makes_a_protected_service_in_ten_commands(
     lan: Lan,
     tmp_path: Path,
-    wheel: Path,  # noqa: F811 - the fixture imported above
+    wheel: Path,
 ) -> None:
     steps = documented_steps()
     assert len(steps) <= MOST_COMMANDS, f"the guide takes {len(steps)} commands"
