@@ -231,3 +231,15 @@ def test_announced_addresses_given_are_checked_and_kept_in_order() -> None:
     assert announced(["198.18.1.13/24", "198.18.0.13/24", "198.18.1.13/24"]) == ["198.18.1.13/24", "198.18.0.13/24"]
     with pytest.raises(IllegalArgument):
         announced(["198.18.0.13/33"])
+
+
+def test_the_configuration_s_listen_addresses_are_announced_with_their_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """[listen] addresses (HOST or HOST:PORT) choose what a join announces, in the file's order."""
+    from hakeeper.comm import announce
+
+    monkeypatch.setattr(announce, "interface_addresses", lambda: ["198.18.0.13/24", "198.18.1.13/24", "2001:2::13/64"])
+    assert announce.announced(None) == ["198.18.0.13/24", "198.18.1.13/24", "2001:2::13/64"]
+    assert announce.announced(None, ["198.18.1.13:7365", "198.18.0.13"]) == ["198.18.1.13/24", "198.18.0.13/24"]
+    assert announce.announced(["198.18.0.13/24"], ["198.18.1.13"]) == ["198.18.0.13/24"], "--address wins"
+    with pytest.raises(IllegalArgument, match=r"names 198\.18\.2\.13, which no interface here has"):
+        announce.announced(None, ["198.18.0.13", "198.18.2.13"])

@@ -215,7 +215,9 @@ def _join(ctx: Context, args: argparse.Namespace) -> int:
     host, port = parse_address(args.operands[0], JOIN_PORT, what="member address")
     timeout = _timeout(args.timeout, JOIN_TIMEOUT)
     root = ensure_state_dir(ctx.root)
-    addresses = announced(args.address)
+    from hakeeper.config import load
+
+    addresses = announced(args.address, load().listen)
     witness = bool(args.witness)
     said: list[str] = []
 
