@@ -150,11 +150,16 @@ async def where_now(services: DaemonServices) -> list[Where]:
     me = services.lcd.local_node
 
     def read(lcd: Lcd) -> tuple[list[Hierarchy], dict[str, str]]:
-        found = hierarchies(lcd.edges(), lcd.equivalencies())
+        equivalencies = lcd.equivalencies()
+        if all(e.node == me for e in equivalencies):  # nothing extended: nothing runs elsewhere (and no graph to walk)
+            return [], {}
+        found = hierarchies(lcd.edges(), equivalencies)
         return found, {tag: state.name for tag, _id, state, _reason in lcd.summaries()}
 
     found, here = await services.db.read(read)
     found = [h for h in found if set(h.priorities) - {me}]
+    if not found:
+        return []
     views = await failover.views()
     membership = failover.membership()
     runs: dict[str, dict[str, int]] = {
