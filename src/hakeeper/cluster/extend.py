@@ -174,7 +174,8 @@ def plan_unextend(lcd: Lcd, tag: str, node: str) -> UnextendPlan:
     return UnextendPlan(tag, node, tags, [there[t] for t in tags])
 
 
-def _reachable(services: Services, node: str, what: str) -> None:
+def refuse_unreachable(services: Services, node: str, what: str) -> None:
+    """Refuse ``what`` ("nothing was changed") when ``node`` cannot be asked anything."""
     try:
         services.check_reachable(node)
     except CommunicationFailed as exc:
@@ -222,7 +223,7 @@ async def extend(services: Services, tag: str, node: str, priority: int | None, 
     # Every node the equivalencies concern, the new one first: a DEAD one refuses before anything is sent.
     change = {"tags": plan.tags, "other_node": node}
     for other in [node, *[n for n in participants(lcd, "create_equivalencies", change) if n != node]]:
-        _reachable(services, other, what)
+        refuse_unreachable(services, other, what)
     xid = f"{lcd.local_node}-{time.time_ns()}"
     request = adopt_request(plan, services.kits, xid, actor)
     try:
@@ -258,7 +259,7 @@ async def unextend(services: Services, tag: str, node: str, actor: str) -> list[
     lcd = services.lcd
     plan = await services.db.read(lambda r: plan_unextend(r, tag, node))
     what = f"unextend of {tag} from {node}"
-    _reachable(services, node, what)
+    refuse_unreachable(services, node, what)
     try:
         await services.request(node, "unadopt", {"tags": plan.there, "check": True}, timeout=ANSWER_TIMEOUT)
     except RemoteError as exc:

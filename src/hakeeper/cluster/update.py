@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hakeeper.cluster.configsync import participants
-from hakeeper.cluster.extend import ANSWER_TIMEOUT, Services
+from hakeeper.cluster.extend import ANSWER_TIMEOUT, Services, refuse_unreachable
 from hakeeper.comm.rpc import RemoteError
 from hakeeper.comm.tls import Peer
 from hakeeper.db import Lcd, Resource, State
@@ -72,10 +72,7 @@ async def update(services: Services, tag: str, params: Mapping[str, str], actor:
     others = participants(lcd, "set_info", {"tag": tag, "info": revision.info})
     what = f"update of {tag}"
     for node in others:
-        try:
-            services.check_reachable(node)
-        except HakeeperError as exc:
-            raise error_for(exc.exit_code, f"{what} refused: {exc}; nothing was changed") from None
+        refuse_unreachable(services, node, what)
     request = {"tag": tag, "info": revision.info, "payload": revision.payload}
     states = {lcd.local_node: resource.state}
     kit.stage(tag, revision.info, revision.payload)

@@ -335,16 +335,7 @@ class Kit(ABC):
 
     def check_params(self, params: Mapping[str, str]) -> dict[str, Any]:
         """Parse ``NAME=VALUE`` parameters against :attr:`meta`; unknown, missing or bad ones are errors."""
-        values: dict[str, Any] = {}
-        for name, text in params.items():
-            param = self.meta.param(name)
-            if param is None:
-                if not self.meta.open_params:
-                    known = ", ".join(p.name for p in self.meta.params) or "none"
-                    raise IllegalArgument(f"{self.meta.name} has no parameter {name!r} (it takes: {known})")
-                values[name] = text
-                continue
-            values[name] = param.parse(text)
+        values = self._parse(params, open_params=self.meta.open_params)
         for param in self.meta.params:
             if param.name not in values:
                 if param.required:
@@ -378,13 +369,20 @@ class Kit(ABC):
 
     def parse_changes(self, params: Mapping[str, str]) -> dict[str, Any]:
         """Parse the ``NAME=VALUE`` parameters ``hakeeper update`` changes: known ones only, none required."""
+        return self._parse(params, open_params=False)
+
+    def _parse(self, params: Mapping[str, str], *, open_params: bool) -> dict[str, Any]:
+        """Each parameter parsed by its :class:`Param`; an unknown one kept as text if ``open_params``, else refused."""
         values: dict[str, Any] = {}
         for name, text in params.items():
             param = self.meta.param(name)
-            if param is None:
+            if param is not None:
+                values[name] = param.parse(text)
+            elif open_params:
+                values[name] = text
+            else:
                 known = ", ".join(p.name for p in self.meta.params) or "none"
                 raise IllegalArgument(f"{self.meta.name} has no parameter {name!r} (it takes: {known})")
-            values[name] = param.parse(text)
         return values
 
     def revise(self, resource: Resource, params: Mapping[str, str]) -> Revision:
