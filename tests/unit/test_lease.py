@@ -145,6 +145,15 @@ def test_removes_and_cuts_are_measured_and_kept_in_the_lcd(lcd: Lcd) -> None:
     assert "disk" not in lcd.measurements("remove") and "web" not in lcd.measurements("remove")
 
 
+def test_the_guards_cut_alone_is_measured_too(lcd: Lcd) -> None:
+    two_hierarchies(lcd)
+    kits, _kit = kits_with_ip(lcd, Script(delay=0.02))
+    report = asyncio.run(Engine(lcd, kits).cut_network_face(reason="guard: no majority heard"))
+    assert sorted(report.done) == ["vip", "vip2"]
+    assert sorted(lcd.measurements("cut")) == ["vip", "vip2"], "why reports the guard's cut, not 'never measured'"
+    assert lcd.resource("web").state is State.ISP, "only the network face"
+
+
 def test_an_ordinary_remove_is_measured_too(lcd: Lcd) -> None:
     build(lcd, [("web", "fs")])
     kits, _kit = fake_kits(lcd)

@@ -425,6 +425,7 @@ class Engine:
             cut = Report("cut", "the network face", started=started)
             with self._holding(face):
                 await self._remove_members(self.kits, face, [], cut, reason=f"{reason}: clients cut", stop=False)
+            await self._note("cut", cut.finished)  # the lease check (why, lkstart) learns the guard's cuts too
             return told(cut) if face else cut
 
     async def mark(self, tag: str, state: State, reason: str) -> State:
