@@ -22,8 +22,9 @@ CONFDIR ?= /etc/hakeeper
 WHEEL   ?=
 INSTALL_DIRS = --sbindir '$(SBINDIR)' --unitdir '$(UNITDIR)' --confdir '$(CONFDIR)'
 STAMP  := $(VENV)/.installed
-# Debian packages the suite and the benchmarks need.
-DEB_PACKAGES := iproute2 sqlite3 resource-agents nftables util-linux procps fence-agents bind9 bind9-dnsutils keepalived gcc libc6-dev
+# Debian packages the suite and the benchmarks need (fuse3 libfuse3-3: the replication volume, libfuse 3.14.0;
+# e2fsprogs: mkfs.ext4 and e2fsck on it).
+DEB_PACKAGES := iproute2 sqlite3 resource-agents nftables util-linux procps fence-agents bind9 bind9-dnsutils keepalived gcc libc6-dev fuse3 libfuse3-3 e2fsprogs
 
 .PHONY: demo test lint unit integration bench deps venv clean install uninstall
 
