@@ -44,7 +44,7 @@ logger = logging.getLogger("hakeeper.replication.serve")
 
 DEVICE_FILE = "device"
 MOUNT_DIR = "fuse"
-BUSY_RETRY = 5.0  # s between two attempts to stop while the device is still in use
+BUSY_RETRY = 1.0  # s between two attempts to stop while the device is still in use
 
 StoreFactory = Callable[[LocalStore], BlockStore]
 
@@ -75,6 +75,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--wrap", help="MODULE:FUNCTION turning the LocalStore into the BlockStore served")
     parser.add_argument("--max-threads", type=int, default=8, help="libfuse's worker threads, at most")
     parser.add_argument("--max-idle-threads", type=int, default=4, help="libfuse's worker threads kept when idle")
+    parser.add_argument(
+        "--detach-timeout", type=float, default=10.0, help="s to wait for the loop device to go at each stop attempt"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
     return parser.parse_args(argv)
 
@@ -121,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         while True:
             stop.wait()
             try:
-                volume.close()
+                volume.close(detach_timeout=args.detach_timeout)
                 break
             except VolumeBusy as exc:
                 logger.error("%s", exc)
