@@ -51,6 +51,7 @@ bench: venv
 	$(BIN)/python bench/dns_restore.py
 	$(BIN)/python bench/ip_kit.py
 	$(BIN)/python bench/cli_latency.py
+	$(BIN)/python bench/mirror_throughput.py
 
 # The wheel is built in a temporary directory with the new venv's own pip (no pip needed besides
 # python3-venv); pip then installs it with its dependencies. The second pip run replaces a hakeeper

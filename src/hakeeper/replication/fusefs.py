@@ -47,6 +47,7 @@ MAX_WRITE = 1 << 20  # the kernel's largest FUSE request here (max_pages_limit 2
 TESTED_LIBFUSE3 = ("3.14.0",)  # libfuse3 versions whose layouts mfusepy 3.1 gets right, tested here
 MFUSEPY_SERIES = "3.1."
 
+LOG_EVERY = 1000  # a store that keeps failing: log its first failed write, then one in LOG_EVERY
 FUSE_CAP_SPLICE_READ = 1 << 9
 FUSE_CAP_WRITEBACK_CACHE = 1 << 16
 FUSE_BUF_IS_FD = 1 << 1
@@ -162,6 +163,7 @@ class VolumeFS:
         self._ready = threading.Event()
         self._stopping = threading.Event()
         self._conn: dict[str, int] = {}
+        self._write_failures = 0
 
     # -- lifecycle (not FUSE operations)
 
@@ -248,7 +250,12 @@ class VolumeFS:
                     self._store.write(offset + done, data)
                     done += buf.size - skip
         except Exception as exc:  # noqa: BLE001 -- any failure of the store is a failed disk: EIO
-            logger.error("writing %d bytes at %d failed, EIO to the kernel: %s", length, offset, exc)
+            self._write_failures += 1  # approximate under races: it only thins the log out
+            if self._write_failures % LOG_EVERY == 1:
+                logger.error(
+                    "writing %d bytes at %d failed, EIO to the kernel (%d failed writes so far): %s",
+                    length, offset, self._write_failures, exc,
+                )  # fmt: skip
             raise _fuse_error(errno.EIO) from None
         return done
 
