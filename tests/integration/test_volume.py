@@ -181,21 +181,56 @@ def test_sigkill_of_the_serving_process_leaves_no_mount_and_no_loop_device(serve
     assert fuse_mounts() == []
 
 
+def test_sigkill_with_the_filesystem_mounted_leaves_nothing_once_it_is_unmounted(
+    serve: list[Served], tmp_path: Path
+) -> None:
+    one = start(tmp_path)
+    serve.append(one)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    shell(f"mkfs.ext4 -F -q {one.device}")
+    holder = mounted(one.device, mnt, "echo data > {mnt}/late; sync || true; umount {mnt}")
+    try:
+        one.process.kill()
+        one.process.wait(STOP)
+        assert loop.is_attached(Path(one.device).name), "the mounted filesystem keeps the device"
+        finish(holder)  # its writes fail (a dead disk); the unmount works
+    finally:
+        stop(holder)
+    assert loop.wait_detached(Path(one.device).name, STOP)
+    assert fuse_mounts() == []
+
+
+def mounted(device: str, mnt: Path, then: str) -> subprocess.Popen[str]:
+    """A shell in a private mount namespace that mounts ``device``, says "up", waits for a line, runs ``then``."""
+    holder = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c",
+         f"mount {device} {mnt} || exit 1; echo up; read x; {then.format(mnt=mnt)}"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None
+    ready, _, _ = select.select([holder.stdout], [], [], SHELL)
+    if not (ready and holder.stdout.readline().strip() == "up"):
+        stop(holder)
+        pytest.fail(f"could not mount {device}")
+    return holder
+
+
+def finish(holder: subprocess.Popen[str]) -> int:
+    assert holder.stdin is not None
+    holder.stdin.write("go\n")
+    holder.stdin.close()
+    return holder.wait(SHELL)
+
+
 def test_sigterm_waits_while_a_filesystem_on_the_device_is_mounted(serve: list[Served], tmp_path: Path) -> None:
     one = start(tmp_path, None, "--detach-timeout", "0.5")
     serve.append(one)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     shell(f"mkfs.ext4 -F -q {one.device}")
-    holder = subprocess.Popen(
-        ["unshare", "-m", "--propagation", "private", "sh", "-ec", f"mount {one.device} {mnt}; echo up; read x; "
-         f"echo data > {mnt}/late; sync; umount {mnt}"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    holder = mounted(one.device, mnt, "echo data > {mnt}/late && sync && umount {mnt}")
     try:
-        assert holder.stdout is not None and holder.stdin is not None
-        ready, _, _ = select.select([holder.stdout], [], [], SHELL)
-        assert ready and holder.stdout.readline().strip() == "up"
         one.process.send_signal(signal.SIGTERM)
         log = tmp_path / "serve.log"
         deadline = time.monotonic() + STOP * 2
@@ -203,9 +238,7 @@ def test_sigterm_waits_while_a_filesystem_on_the_device_is_mounted(serve: list[S
             time.sleep(0.1)
         assert "still in use" in log.read_text()
         assert one.process.poll() is None, "the volume must keep serving the mounted filesystem"
-        holder.stdin.write("go\n")
-        holder.stdin.close()
-        assert holder.wait(SHELL) == 0, "the mounted filesystem keeps working after SIGTERM"
+        assert finish(holder) == 0, "the mounted filesystem keeps working after SIGTERM"
     finally:
         stop(holder)
     assert one.process.wait(STOP * 2) == 0

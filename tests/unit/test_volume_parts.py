@@ -10,6 +10,7 @@ import ctypes
 import errno
 import struct
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -158,9 +159,25 @@ MOUNTINFO = """\
 
 
 def test_inherited_loop_mounts_are_found_deepest_first_except_kept_paths() -> None:
-    from pathlib import Path
-
     assert unescape_mountinfo("/a\\040b\\134c") == "/a b\\c"
     assert inherited_loop_mounts(MOUNTINFO) == ["/srv/data/inner", "/var/lib/hakeeper vol", "/srv/data"]
     kept = inherited_loop_mounts(MOUNTINFO, keep=(Path("/var/lib/hakeeper vol/state"),))
     assert kept == ["/srv/data/inner", "/srv/data"]
+
+
+def test_the_namespace_is_entered_before_threads_and_the_volume_refuses_to_run_outside_one(tmp_path: Path) -> None:
+    from hakeeper.replication.volume import Volume, enter_private_mount_namespace
+
+    with pytest.raises(VolumeError, match="private mount namespace"):
+        Volume(MemoryStore(), tmp_path / "mnt").open()  # this process never entered one
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, args=(10,))
+    other.start()
+    try:
+        with pytest.raises(VolumeError, match="before any thread"):
+            enter_private_mount_namespace()
+    finally:
+        release.set()
+        other.join(10)
+    with pytest.raises(VolumeError, match="thread pool"):
+        Volume(MemoryStore(), tmp_path / "mnt", max_threads=2, max_idle_threads=3)

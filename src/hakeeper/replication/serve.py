@@ -33,6 +33,7 @@ from typing import cast
 
 from hakeeper.errors import HakeeperError, UsageError
 from hakeeper.replication.device import BlockStore, LocalStore
+from hakeeper.replication.loop import VolumeError
 from hakeeper.replication.volume import (
     Volume,
     VolumeBusy,
@@ -44,6 +45,7 @@ logger = logging.getLogger("hakeeper.replication.serve")
 
 DEVICE_FILE = "device"
 MOUNT_DIR = "fuse"
+WATCH = 1.0  # s between two looks at libfuse's loop while serving
 BUSY_RETRY = 1.0  # s between two attempts to stop while the device is still in use
 
 StoreFactory = Callable[[LocalStore], BlockStore]
@@ -122,7 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_device_file(state_dir, volume.device)
         print(volume.device, flush=True)
         while True:
-            stop.wait()
+            while not stop.wait(WATCH):
+                if not volume.serving:
+                    raise VolumeError(f"the FUSE loop of {volume.image} ended by itself: {volume.device} is dead")
             try:
                 volume.close(detach_timeout=args.detach_timeout)
                 break

@@ -177,6 +177,11 @@ class Volume:
         return self._loop.path
 
     @property
+    def serving(self) -> bool:
+        """Whether libfuse's loop still runs (it ends only when stopped, unless something went wrong)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def negotiated(self) -> dict[str, int]:
         """What the kernel and libfuse agreed on at INIT (max_write, protocol minor, capabilities)."""
         return self._fs.negotiated
