@@ -97,6 +97,14 @@ def test_store_failures_are_eio_never_einval() -> None:
         with pytest.raises(OSError) as raised:
             fs.fsync("/vol.img", 1, 0)
         assert raised.value.errno == errno.EIO
+    store.read_into = failing_read  # type: ignore[method-assign]
+    with pytest.raises(OSError) as raised:
+        read(fs, 512, 0)
+    assert raised.value.errno == errno.EIO
+
+
+def failing_read(offset: int, buf: memoryview) -> int:
+    raise TimeoutError("the store gave up")
 
 
 def test_the_volume_does_not_grow_or_shrink() -> None:
@@ -124,8 +132,24 @@ def test_attributes_are_stable_and_fsync_flushes() -> None:
     assert raised.value.errno == errno.ENOENT
     fs.fsync("/vol.img", 1, 0)
     assert store.flushes == 1
-    assert fs.read("/vol.img", 1024, 0, 0) == b"q" * 512 + bytes(512)
-    assert fs.read("/vol.img", 1024, SIZE, 0) == b""
+    assert read(fs, 1024, 0) == b"q" * 512 + bytes(512)
+    assert read(fs, 1024, SIZE - 100) == bytes(100)
+    assert read(fs, 1024, SIZE) == b""
+
+
+def read(fs: VolumeFS, size: int, offset: int) -> bytes:
+    """read_buf as libfuse calls it; the buffers it malloc'd are freed here, as libfuse frees them."""
+    pointer = ctypes.pointer(ctypes.c_void_p())
+    assert fs.read_buf("/vol.img", pointer, size, offset, 0) == 0
+    vec = pointer.contents.value
+    assert vec is not None
+    head = fusefs._FuseBufvecHead.from_address(vec)
+    buf = fusefs._FuseBuf.from_address(vec + ctypes.sizeof(fusefs._FuseBufvecHead))
+    assert (head.count, head.idx, head.off, buf.flags) == (1, 0, 0, 0)
+    data = ctypes.string_at(buf.mem, buf.size)
+    fusefs._libc.free(buf.mem)
+    fusefs._libc.free(vec)
+    return data
 
 
 def test_the_loop_config_is_the_kernels_struct() -> None:

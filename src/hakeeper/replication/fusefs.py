@@ -71,6 +71,14 @@ class _FuseBufvecHead(ctypes.Structure):
     _fields_ = (("count", ctypes.c_size_t), ("idx", ctypes.c_size_t), ("off", ctypes.c_size_t))
 
 
+_VEC_ONE_SIZE = ctypes.sizeof(_FuseBufvecHead) + ctypes.sizeof(_FuseBuf)  # a fuse_bufvec of one buffer
+_libc = ctypes.CDLL(None)
+_libc.malloc.restype = ctypes.c_void_p
+_libc.malloc.argtypes = (ctypes.c_size_t,)
+_libc.free.restype = None
+_libc.free.argtypes = (ctypes.c_void_p,)
+
+
 def libfuse3_version(path: str) -> str:
     """The full version of a libfuse3 shared library from its real file name (libfuse3.so.3.14.0 -> 3.14.0)."""
     real = os.path.basename(os.path.realpath(path))
@@ -222,16 +230,31 @@ class VolumeFS:
             raise _fuse_error(errno.EPERM)
         return 0
 
-    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
-        if offset >= self._size:
-            return b""
-        buf = bytearray(min(size, self._size - offset))
+    def read_buf(self, path: str, bufpp: Any, size: int, offset: int, fh: int) -> int:
+        """Read into a buffer malloc'd here, which libfuse sends and frees (``fuse_free_buf``): one copy."""
+        length = max(0, min(size, self._size - offset))
+        vec = _libc.malloc(_VEC_ONE_SIZE)
+        mem = _libc.malloc(max(length, 1))
+        if not vec or not mem:
+            _libc.free(vec)
+            _libc.free(mem)
+            raise _fuse_error(errno.ENOMEM)
+        got = 0
         try:
-            got = self._store.read_into(offset, memoryview(buf))
+            if length:
+                with memoryview((ctypes.c_ubyte * length).from_address(mem)) as raw, raw.cast("B") as view:
+                    got = self._store.read_into(offset, view)
         except Exception:
-            logger.exception("reading %d bytes at %d failed: EIO", len(buf), offset)
+            _libc.free(vec)
+            _libc.free(mem)
+            logger.exception("reading %d bytes at %d failed: EIO", length, offset)
             raise _fuse_error(errno.EIO) from None
-        return bytes(buf[:got]) if got < len(buf) else bytes(buf)
+        head = _FuseBufvecHead.from_address(vec)
+        head.count, head.idx, head.off = 1, 0, 0
+        buf = _FuseBuf.from_address(vec + ctypes.sizeof(_FuseBufvecHead))
+        buf.size, buf.flags, buf.mem, buf.fd, buf.pos = got, 0, mem, -1, 0
+        ctypes.cast(bufpp, ctypes.POINTER(ctypes.c_void_p))[0] = vec
+        return 0
 
     def write_buf(self, path: str, bufvec: Any, offset: int, fh: int) -> int:
         head = _FuseBufvecHead.from_address(ctypes.addressof(bufvec.contents))
