@@ -249,17 +249,23 @@ class Volume:
             return
         self._fs.request_stop()
         deadline = time.monotonic() + timeout
+        poker = threading.Thread(target=self._poke, args=(thread, deadline), name="volume-stop", daemon=True)
+        poker.start()  # its lookups may block (a mount that never answered INIT): this thread only joins
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            raise VolumeError(f"libfuse's loop on {self.mountpoint} did not end in {timeout} s")
+        self._thread = None
+        logger.info("volume on %s unmounted", self.mountpoint)
+
+    def _poke(self, thread: threading.Thread, deadline: float) -> None:
+        """Look up the stop name until libfuse's loop ended: a LOOKUP wakes a worker, which ends the loop."""
         while thread.is_alive() and time.monotonic() < deadline:
-            try:  # a LOOKUP wakes a worker, which ends libfuse's loop (fusefs.VolumeFS.getattr)
+            try:
                 os.stat(self.mountpoint / fusefs.STOP_PATH.lstrip("/"))
             except OSError as exc:
                 if exc.errno not in (errno.ENOENT, errno.ENOTCONN, errno.ENOTDIR):
                     logger.debug("stop lookup: %s", exc)
             thread.join(0.05)
-        if thread.is_alive():
-            raise VolumeError(f"libfuse's loop on {self.mountpoint} did not end in {timeout} s")
-        self._thread = None
-        logger.info("volume on %s unmounted", self.mountpoint)
 
     def __enter__(self) -> Volume:
         return self.open()
