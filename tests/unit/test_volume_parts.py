@@ -205,3 +205,17 @@ def test_the_namespace_is_entered_before_threads_and_the_volume_refuses_to_run_o
         other.join(10)
     with pytest.raises(VolumeError, match="thread pool"):
         Volume(MemoryStore(), tmp_path / "mnt", max_threads=2, max_idle_threads=3)
+
+
+def test_the_engine_seam_loads_a_factory_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    from hakeeper.errors import UsageError
+    from hakeeper.replication.serve import load_factory, write_device_file
+    from tests.integration import volume_stores
+
+    assert load_factory("tests.integration.volume_stores:counting") is volume_stores.counting
+    for bad in ("tests.integration.volume_stores", "no.such.module:f", "tests.integration.volume_stores:nothing"):
+        with pytest.raises(UsageError):
+            load_factory(bad)
+    write_device_file(tmp_path, "/dev/loop7")
+    assert (tmp_path / "device").read_text() == "/dev/loop7\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["device"]
