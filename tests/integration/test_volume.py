@@ -123,7 +123,9 @@ def shell(script: str) -> str:
 
 
 def fuse_mounts() -> list[str]:
-    return [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if "hakeeper-volume" in line]
+    """The volume's FUSE mounts this process or PID 1 can see (none: they live in the server's namespace)."""
+    lines = Path("/proc/self/mountinfo").read_text().splitlines() + Path("/proc/1/mountinfo").read_text().splitlines()
+    return [line for line in lines if "hakeeper-volume" in line]
 
 
 def test_ext4_on_the_volume_is_clean_and_keeps_its_files(serve: list[Served], tmp_path: Path) -> None:
