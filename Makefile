@@ -22,8 +22,9 @@ CONFDIR ?= /etc/hakeeper
 WHEEL   ?=
 INSTALL_DIRS = --sbindir '$(SBINDIR)' --unitdir '$(UNITDIR)' --confdir '$(CONFDIR)'
 STAMP  := $(VENV)/.installed
-# Debian packages the suite and the benchmarks need.
-DEB_PACKAGES := iproute2 sqlite3 resource-agents nftables util-linux procps fence-agents bind9 bind9-dnsutils keepalived gcc libc6-dev
+# Debian packages the suite and the benchmarks need (fuse3 libfuse3-3: the replication volume, libfuse 3.14.0;
+# e2fsprogs: mkfs.ext4 and e2fsck on it).
+DEB_PACKAGES := iproute2 sqlite3 resource-agents nftables util-linux procps fence-agents bind9 bind9-dnsutils keepalived gcc libc6-dev fuse3 libfuse3-3 e2fsprogs
 
 .PHONY: demo test lint unit integration bench deps venv clean install uninstall
 
@@ -50,6 +51,7 @@ bench: venv
 	$(BIN)/python bench/dns_restore.py
 	$(BIN)/python bench/ip_kit.py
 	$(BIN)/python bench/cli_latency.py
+	$(BIN)/python bench/mirror_throughput.py
 
 # The wheel is built in a temporary directory with the new venv's own pip (no pip needed besides
 # python3-venv); pip then installs it with its dependencies. The second pip run replaces a hakeeper

@@ -38,7 +38,10 @@ class BlockStore(Protocol):
 
     def write(self, offset: int, data: bytes | memoryview) -> None:
         """Write ``data`` at ``offset``. Returns once the write is acknowledged by the store's rules
-        (a mirror's mode); raises OSError only when the local disk failed it."""
+        (a mirror's mode); raises OSError only when the local disk failed it.
+
+        From the FUSE volume, ``data`` is a memoryview on libfuse's own buffer, valid only until this
+        call returns: a store that keeps the data longer (an asynchronous mirror's queue) copies it."""
         ...
 
     def flush(self) -> None:
