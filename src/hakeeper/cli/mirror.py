@@ -121,14 +121,15 @@ def _mirror(ctx: Context, args: argparse.Namespace) -> int:
     if action == "status":
         return _status(ctx, args, [ctx.lcd.mirror(args.volume)] if args.volume else ctx.lcd.mirrors(), {})
     lcd = ctx.lcd
-    if action == "create":
-        change = _create_args(args)
-        lcd.try_change("create_mirror", change)  # every check this node can make, then: the target must be told
-        raise ctx.needs_daemon(str(change["target"]))
-    if action == "delete":
-        change = {"volume": args.volume, "target": args.target}
-        lcd.try_change("delete_mirror", change)
-        raise ctx.needs_daemon(", ".join(n for n in lcd.mirror(args.volume).nodes if n != lcd.local_node))
+    if action in ("create", "delete"):
+        op, change = _change_of(args)
+        if not ctx.replicated:  # the other nodes cannot record their side: check, then refuse (as extend does)
+            lcd.try_change(op, change)
+            others = [str(change["target"])] if op == "create_mirror" else lcd.mirror(args.volume).nodes
+            raise ctx.needs_daemon(", ".join(n for n in others if n != lcd.local_node))
+        if op == "create_mirror":  # in a worker thread of hakeeperd, the LCD replicating its changes
+            return _created(ctx, lcd.create_mirror(**change), str(change["target"]))
+        return _deleted(ctx, args, lcd.delete_mirror(args.volume, args.target))
     _check_verb(lcd.mirror(args.volume), lcd.local_node, args)
     raise MirrorNotRunning(
         f"no replication process of {args.volume!r} runs here: hakeeperd does not run on {ctx.root} (start it: lkstart)"
@@ -206,29 +207,41 @@ async def _change(ctx: Context, args: argparse.Namespace) -> int:
     from hakeeper.cluster.extend import refuse_unreachable
 
     services = ctx.daemon
-    if args.action == "create":
-        op, change = "create_mirror", _create_args(args)
-    else:
-        op, change = "delete_mirror", {"volume": args.volume, "target": args.target}
+    op, change = _change_of(args)
     await services.db.write(lambda w: w.try_change(op, change))
     volume = str(change["volume"])
     known = await services.db.read(lambda r: r.mirror(volume).nodes if r.has_mirror(volume) else [])
     what = f"mirror {args.action} of {volume}"
     for node in sorted({*known, *([str(change["target"])] if op == "create_mirror" else [])}):
-        if node != services.lcd.local_node:
+        if node != services.lcd.local_node:  # a DEAD node refuses before anything is sent (as extend)
             refuse_unreachable(services, node, what)
     if op == "create_mirror":
         made: Mirror = await services.change_replicated(ctx.actor, lambda w: w.create_mirror(**change))
-        new = made.target(str(change["target"]))
-        assert new is not None
-        limit = f"{new.limit / 1_000_000:g} MB/s" if new.limit else "no limit"
-        ctx.print(
-            f"{volume} mirrored from {made.source} to {new.node} ({new.mode.value}, {made.size} bytes, "
-            f"bitmap chunk {_size(new.bitmap_chunk)}, {limit})"
-        )
-        return 0
+        return _created(ctx, made, str(change["target"]))
     gone: list[str] = await services.change_replicated(ctx.actor, lambda w: w.delete_mirror(volume, args.target))
-    ctx.print(f"{volume}: mirror to {', '.join(gone)} deleted" + ("" if args.target else f"; {volume} deleted"))
+    return _deleted(ctx, args, gone)
+
+
+def _change_of(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    if args.action == "create":
+        return "create_mirror", _create_args(args)
+    return "delete_mirror", {"volume": args.volume, "target": args.target}
+
+
+def _created(ctx: Context, made: Mirror, target: str) -> int:
+    new = made.target(target)
+    assert new is not None
+    limit = f"{new.limit / 1_000_000:g} MB/s" if new.limit else "no limit"
+    ctx.print(
+        f"{made.volume} mirrored from {made.source} to {new.node} ({new.mode.value}, {made.size} bytes, "
+        f"bitmap chunk {_size(new.bitmap_chunk)}, {limit})"
+    )
+    return 0
+
+
+def _deleted(ctx: Context, args: argparse.Namespace, gone: list[str]) -> int:
+    whole = "" if args.target else f"; {args.volume} deleted"
+    ctx.print(f"{args.volume}: mirror to {', '.join(gone)} deleted{whole}")
     return 0
 
 

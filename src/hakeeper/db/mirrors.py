@@ -266,8 +266,10 @@ class Mirrors(Catalog):
             found = probe_store(store)  # this node's store: the size of a new volume
             if existing is None:
                 size = found
-            elif found < existing.size:
-                raise IllegalArgument(f"{store} on {this} has {found} bytes, less than {volume!r}'s {existing.size}")
+            else:
+                size = existing.size
+                if found < size:
+                    raise IllegalArgument(f"{store} on {this} has {found} bytes, less than {volume!r}'s {size}")
         else:  # replayed: the same targets as where it was made (a node that lacked the volume learns them)
             assert others is not None
             if existing is not None and {n: list(v) for n, v in others.items()} != current:
