@@ -14,6 +14,7 @@ import asyncio
 import io
 import json
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -34,6 +35,8 @@ from hakeeper.replication.control import MirrorControl, MirrorControls, NoReplic
 from hakeeper.replication.states import MirrorState
 from hakeeper.services import DaemonServices
 from tests.conftest import Result
+from tests.unit.lcd_racers import Racers
+from tests.unit.test_lcd_races import assert_serial, assert_whole, copy_lcd, lcd_with, one_after_the_other
 
 T = TypeVar("T")
 NAMES = ("node1", "node2", "node3")
@@ -438,3 +441,54 @@ def test_the_verbs_reach_the_replication_process(nodes: dict[str, Node]) -> None
     assert_refused(nodes["node1"].mirror_cmd("pause"), SYNTAX, before, nodes, "needs a VOL")
     assert_refused(nodes["node1"].mirror_cmd("verify", "data", "--checksum"), SYNTAX, before, nodes, "--checksum")
     assert len(process.calls) == 4, "a refused verb never reached the process"
+
+
+# ---------------------------------------------------------------------- two commands at once (test_lcd_races' way)
+
+RACES = 30
+
+
+@pytest.fixture(scope="module")
+def racers() -> Iterator[Racers]:
+    pair = Racers(2)
+    yield pair
+    pair.close()
+
+
+def mirror_create(store: str, target: str) -> list[str]:
+    return ["mirror", "create", "data", "--store", store, "--target", target, "--mode", "sync"]
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [
+        ("node2", "node2"),  # the same volume to the same target: one wins, the other exits 4
+        ("node2", "node3"),  # a new volume to two targets: one creates it, the other adds its target
+        ("node2", None),  # create and delete: deleted, or "no mirrored volume" (7)
+    ],
+    ids=["same target", "two targets", "create / delete"],
+)
+def test_two_mirror_commands_at_once_give_the_result_of_one_after_the_other(
+    pair: tuple[str, str | None], racers: Racers, tmp_path: Path
+) -> None:
+    """As hakeeperd's worker threads run them, every peer agreeing: the check and the write are one transaction."""
+    store = str(tmp_path / "vol.img")
+    with open(store, "wb") as f:
+        f.truncate(MiB)
+    first, second = pair
+    commands = (
+        mirror_create(store, first),
+        mirror_create(store, second) if second is not None else ["mirror", "delete", "data"],
+    )
+    template = lcd_with(tmp_path / "template", [])
+    serial = one_after_the_other(template, commands, tmp_path)
+    seen: Counter[tuple[int, ...]] = Counter()
+    for round in range(1, RACES + 1):
+        root = copy_lcd(template, tmp_path / "race")
+        results = racers.race(str(root), commands)
+        assert_whole(root, f"round {round}")
+        assert_serial(root, commands, results, serial, f"round {round}")
+        seen[tuple(r.code for r in results)] += 1
+    assert set(seen) <= {o.codes for o in serial}, seen
+    if first == second:
+        assert set(seen) <= {(OK, EXISTS), (EXISTS, OK)}, seen
