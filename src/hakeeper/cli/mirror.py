@@ -114,6 +114,7 @@ async def _in_daemon(ctx: Context, args: argparse.Namespace) -> int:
     arg("--keep", metavar="NODE", help="resolve: the node whose data survive a split brain"),
     arg("--json", action="store_const", const=True, help="status: print JSON"),
     epilog=EPILOG,
+    intermixed=True,
     in_daemon=_in_daemon,
 )  # fmt: skip
 def _mirror(ctx: Context, args: argparse.Namespace) -> int:
