@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hakeeper.db.catalog import Catalog
-from hakeeper.db.journal import _write
+from hakeeper.db.journal import _write, logger
 from hakeeper.db.model import check_tag
 from hakeeper.errors import AlreadyExists, IllegalArgument, NotFound, OutOfRange
 from hakeeper.replication.states import MirrorMode
@@ -319,6 +319,8 @@ class Mirrors(Catalog):
                 "INSERT INTO mirror_targets (volume, node, mode, bitmap_chunk, rate_limit) VALUES (?, ?, ?, ?, ?)",
                 (volume, target, new.mode.value, new.bitmap_chunk, new.limit),
             )
+        shown = f"mirror {volume}: {source} -> {target} ({chosen.value}, {size} bytes) defined by {self.actor}"
+        self._when_committed(lambda: logger.info("%s", shown))
         return self._mirror(volume)  # read in the change's transaction (a dry run's too, before its rollback)
 
     @_write
@@ -351,6 +353,8 @@ class Mirrors(Catalog):
                     "DELETE FROM mirror_targets WHERE volume = ? AND node = ?", [(volume, n) for n in doomed]
                 )
                 db.executemany("DELETE FROM mirror_stores WHERE volume = ? AND node = ?", [(volume, n) for n in doomed])
+        gone = f"mirror {volume}: -> {', '.join(doomed)} deleted{' with the volume' if whole else ''} by {self.actor}"
+        self._when_committed(lambda: logger.info("%s", gone))
         return doomed
 
 
