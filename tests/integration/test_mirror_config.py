@@ -50,6 +50,13 @@ def test_a_mirror_is_defined_on_its_nodes_or_on_none(ha_cluster: HaCluster, lan:
     status = json.loads(ha.ok("node2", "hakeeper", "mirror", "status", "--json"))
     assert status[0]["targets"][0]["state"] == "unknown" and status[0]["live"] is False
 
+    # No replication process runs yet: a verb is refused by hakeeperd (1), one line, nothing changed.
+    before = {node: definition(ha, node) for node in ("node1", "node2")}
+    paused = ha.command("node1", "hakeeper", "mirror", "pause", "data")
+    assert paused.returncode == 1 and paused.stdout == "", paused
+    assert "no replication process of 'data' runs on node1" in paused.stderr and paused.stderr.count("\n") == 1
+    assert {node: definition(ha, node) for node in ("node1", "node2")} == before
+
     # node3's store is smaller than the volume: node3 refuses as it prepares, no LCD changes anywhere.
     before = {node: definition(ha, node) for node in ("node1", "node2", "node3")}
     refused = ha.command("node1", "hakeeper", "mirror", "create", "data", "--target", "node3", "--target-store", small,

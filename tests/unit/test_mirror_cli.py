@@ -31,7 +31,14 @@ from hakeeper.db import Lcd
 from hakeeper.db.aio import Inline
 from hakeeper.errors import CommunicationFailed, HakeeperError
 from hakeeper.kits.registry import register_kits
-from hakeeper.replication.control import MirrorControl, MirrorControls, NoReplication, TargetStatus, VolumeStatus
+from hakeeper.replication.control import (
+    MirrorControl,
+    MirrorControls,
+    MirrorNotRunning,
+    NoReplication,
+    TargetStatus,
+    VolumeStatus,
+)
 from hakeeper.replication.states import MirrorState
 from hakeeper.services import DaemonServices
 from tests.conftest import Result
@@ -408,6 +415,23 @@ def test_status_shows_the_live_state_with_datakeepers_number(nodes: dict[str, No
     records = json.loads(nodes["node1"].mirror_cmd("status", "--json").out)
     target = records[0]["targets"][0]
     assert (target["state"], target["state_code"], target["resync_percent"]) == ("Resynchronizing", 2, 42.5)
+
+
+def test_a_process_that_does_not_answer_shows_unknown_not_an_error(nodes: dict[str, Node]) -> None:
+    assert create(nodes["node1"], "node2").code == OK
+
+    class Gone(FakeProcess):
+        def status(self) -> VolumeStatus:
+            raise MirrorNotRunning("the replication process of 'data' exited")
+
+    nodes["node1"].mirror_controls = Running(Gone())
+    result = nodes["node1"].mirror_cmd("status")
+    assert result.code == OK
+    assert result.out.splitlines()[1].split()[-1] == "unknown"
+    assert (
+        result.err == "mirror: data: the replication process did not answer (the replication process of 'data' "
+        "exited): its state is shown unknown\n"
+    )
 
 
 @pytest.mark.parametrize("verb", ["pause", "continue", "break", "resync", "verify"])

@@ -21,7 +21,7 @@ from typing import Any
 
 from hakeeper.cli.base import Context, arg, command
 from hakeeper.db.mirrors import Mirror, check_mode, check_volume, parse_chunk, parse_limit
-from hakeeper.errors import IllegalArgument, NotFound, UsageError
+from hakeeper.errors import HakeeperError, IllegalArgument, NotFound, UsageError
 from hakeeper.replication.control import MirrorControl, MirrorNotRunning, VolumeStatus
 
 ACTIONS = ("create", "delete", "status", "pause", "continue", "break", "resync", "verify", "switchover", "resolve")
@@ -253,7 +253,11 @@ async def _live(ctx: Context, volume: str) -> VolumeStatus | None:
     control = ctx.daemon.mirror_controls.control(volume)
     if control is None:
         return None
-    return await asyncio.to_thread(control.status)
+    try:
+        return await asyncio.to_thread(control.status)
+    except HakeeperError as exc:  # it went away meanwhile: what it would say is not known, and shown so
+        ctx.warn(f"mirror: {volume}: the replication process did not answer ({exc}): its state is shown unknown")
+        return None
 
 
 def _size(value: int) -> str:
