@@ -64,6 +64,7 @@ from hakeeper.notify import Notifier
 from hakeeper.recovery import plan
 from hakeeper.recovery.engine import DEFAULT_MAX_PARALLEL, Engine
 from hakeeper.recovery.engine import call as kit_call
+from hakeeper.replication.control import MirrorControls, NoReplication
 from hakeeper.supervise import FATAL, FAULTS_ENV, RESTART, Failure, Service, Supervisor
 
 logger = logging.getLogger(__name__)
@@ -147,6 +148,8 @@ class Daemon:
         if self.credentials is not None:
             self.credentials.changed = drop_kept  # connections kept to a node just revoked go
         self.adopter = Adopter(self.lcd, self.kits, db=self.db)
+        #: The replication processes of mirrored volumes here (hakeeper mirror's verbs): none run yet.
+        self.mirror_controls: MirrorControls = NoReplication()
         self.reviser = Reviser(self.lcd, self.kits, db=self.db)
         handlers = {
             "run": self._rpc_run,

@@ -19,6 +19,7 @@ from hakeeper.control import Answer
 from hakeeper.db import Lcd
 from hakeeper.events.alarm import Event
 from hakeeper.recovery.engine import Engine
+from hakeeper.replication.control import MirrorControls
 
 
 class DaemonServices(ExtendServices, Protocol):
@@ -26,6 +27,7 @@ class DaemonServices(ExtendServices, Protocol):
 
     engine: Engine
     failover: Failover
+    mirror_controls: MirrorControls  # the replication processes of mirrored volumes here
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run ``coro`` as a task of the daemon, logged if it fails, cancelled at shutdown."""

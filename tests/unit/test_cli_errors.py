@@ -247,6 +247,7 @@ VALID: dict[str, tuple[str, ...]] = {
     "export": ("--format", "json"),
     "config": ("check",),
     "log": ("-n", "1", "--tag", "web"),
+    "mirror": ("status",),
 }
 
 #: Where a well-formed command line cannot succeed here: without hakeeperd, nothing takes an event,
@@ -605,6 +606,65 @@ SEMANTIC_CASES: list[Case] = [
     Case("log", ("--since", "soon"), ILLEGAL, "not a time"),
     Case("log", ("-n", "-1"), RANGE, "a negative count"),
     Case("log", ("--source", "syslog"), SYNTAX, "unknown source"),
+    # mirror (between nodes, a store too small, a second mirror: tests/unit/test_mirror_cli.py)
+    Case(
+        "mirror",
+        ("create", "vol", "--store", "/proc/nonexistent/vol.img", "--target", "node2", "--mode", "sync"),
+        MISSING,
+        "a backing store that is not there",
+    ),
+    Case(
+        "mirror",
+        ("create", "vol", "--store", "/proc", "--target", "node2", "--mode", "sync"),
+        ILLEGAL,
+        "a backing store that is a directory",
+    ),
+    Case(
+        "mirror",
+        ("create", "vol", "--store", "vol.img", "--target", "node2", "--mode", "sync"),
+        ILLEGAL,
+        "a relative backing store",
+    ),
+    Case(
+        "mirror",
+        ("create", "vol", "--store", TRUE, "--target", "nosuch", "--mode", "sync"),
+        MISSING,
+        "a target that is no node",
+    ),
+    Case(
+        "mirror",
+        ("create", "vol", "--store", TRUE, "--target", "node1", "--mode", "sync"),
+        ILLEGAL,
+        "a mirror to itself",
+    ),
+    Case("mirror", ("create", "vol", "--store", TRUE, "--target", "node2", "--mode", "fast"), ILLEGAL, "bad mode"),
+    Case(
+        "mirror",
+        ("create", "vol", "--store", TRUE, "--target", "node2", "--mode", "sync", "--bitmap-chunk", "3K"),
+        RANGE,
+        "chunk too small",
+    ),
+    Case(
+        "mirror",
+        ("create", "vol", "--store", TRUE, "--target", "node2", "--mode", "sync", "--bitmap-chunk", "96K"),
+        ILLEGAL,
+        "chunk not a power of two",
+    ),
+    Case(
+        "mirror",
+        ("create", "vol", "--store", TRUE, "--target", "node2", "--mode", "sync", "--limit", "-1"),
+        RANGE,
+        "negative limit",
+    ),
+    Case("mirror", ("create", "vol", "--store", TRUE, "--target", "node2"), SYNTAX, "create without --mode"),
+    Case("mirror", ("create", "bad vol", "--target", "node2", "--mode", "sync"), ILLEGAL, "volume with a space"),
+    Case("mirror", ("status", "--checksum"), SYNTAX, "--checksum is for resync"),
+    Case("mirror", ("status", "nosuch"), MISSING, "status of no volume"),
+    Case("mirror", ("pause", "nosuch"), MISSING, "pause of no volume"),
+    Case("mirror", ("delete", "nosuch"), MISSING, "delete of no volume"),
+    Case("mirror", ("resolve", "nosuch"), SYNTAX, "resolve without --keep"),
+    Case("mirror", ("pause",), SYNTAX, "a verb without its volume"),
+    Case("mirror", ("mirror",), SYNTAX, "unknown action"),
 ]
 
 CASES = syntax_cases() + SEMANTIC_CASES

@@ -487,7 +487,10 @@ def test_restore_refuses_another_nodes_backup(state: Path, tmp_path: Path) -> No
 def _older_schema(path: Path) -> None:
     """Make ``path`` an LCD of schema version 2 (before the outbox of migration 3)."""
     with closing(sqlite3.connect(path)) as db:
-        db.executescript("DROP TABLE outbox; DROP TABLE applied; PRAGMA user_version = 2;")
+        db.executescript(
+            "DROP TABLE mirror_targets; DROP TABLE mirror_stores; DROP TABLE mirrors; "  # migration 4's
+            "DROP TABLE outbox; DROP TABLE applied; PRAGMA user_version = 2;"
+        )
 
 
 def _newer_schema(path: Path) -> None:

@@ -153,6 +153,7 @@ COMMAND_MODULES: dict[str, str] = {
     "demo": "hakeeper.cli.lab",
     "config": "hakeeper.cli.config",
     "log": "hakeeper.cli.logs",
+    "mirror": "hakeeper.cli.mirror",
 }
 
 #: Commands that only read the LCD. They open it read-only: they work where the state

@@ -47,7 +47,8 @@ from hakeeper.comm.rpc import RemoteError
 from hakeeper.comm.tls import Peer
 from hakeeper.db import Lcd
 from hakeeper.db.aio import Access, Inline
-from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument
+from hakeeper.db.mirrors import MIRROR_CHANGES, mirror_nodes
+from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument, error_for
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ REPLICATED = frozenset(
         "remove_equivalencies",
         "remove_resources",
         "apply",  # hakeeper apply: one change of several steps, each naming the nodes it concerns
+        *MIRROR_CHANGES,  # a mirrored volume's definition: every node of the mirror (hakeeper.db.mirrors)
     }
 )
 
@@ -91,6 +93,8 @@ def participants(lcd: Lcd, op: str, args: dict[str, Any]) -> list[str]:
         return sorted(n.name for n in lcd.nodes() if n.name not in (lcd.local_node, args.get("node")))
     if op not in REPLICATED:
         return []
+    if op in MIRROR_CHANGES:  # the change names them: the source, the targets there were, the new one
+        return sorted(mirror_nodes(op, args) - {lcd.local_node})
     if op == "apply":  # each step names the nodes it concerned when it was made (hakeeper.db.bulk)
         named = {str(n) for step in args.get("steps", []) if isinstance(step, dict) for n in step.get("nodes", [])}
         return sorted(named - {lcd.local_node})
@@ -163,7 +167,10 @@ class ConfigSync:
                 await self.send(node, "prepare", request)
             except RemoteError as exc:
                 await self._abort(txn)
-                raise CommunicationFailed(f"{op} refused by node {node}: {exc}; nothing was changed") from None
+                # A mirror's node judges what only it can see, its backing store: its refusal is about the
+                # input (exit 7, 5...), as extend gives a kit's refusal there; others say "the node refused" (9).
+                code = exc.code if op in MIRROR_CHANGES else CommunicationFailed.exit_code
+                raise error_for(code, f"{op} refused by node {node}: {exc}; nothing was changed") from None
             except HakeeperError as exc:
                 if every:
                     await self._abort(txn)

@@ -47,6 +47,14 @@ class Catalog(Journal):
             raise DeleteRefused(f"node {name!r} is this node and cannot be removed from its own LCD")
         if self.paths(name):
             raise DeleteRefused(f"node {name!r} still has communication paths (see: net_remove)")
+        volumes = self._query(
+            "SELECT DISTINCT volume FROM mirror_stores WHERE node = ? ORDER BY volume LIMIT 3", (name,)
+        )
+        if volumes:
+            raise DeleteRefused(
+                f"node {name!r} is still a node of the mirrored volume {', '.join(v[0] for v in volumes)} "
+                "(see: hakeeper mirror delete)"
+            )
         users = self._query("SELECT tag FROM equivalencies WHERE node = ? ORDER BY tag LIMIT 3", (name,))
         if users:
             raise DeleteRefused(

@@ -557,6 +557,9 @@ _UNIQUE = {
     "flags.name": "that flag",
     "comm_paths.node, comm_paths.local_addr, comm_paths.remote_addr": "that communication path",
     "comm_paths.node, comm_paths.priority": "that priority for another path to that node",
+    "mirrors.volume": "a mirrored volume of that name",
+    "mirror_stores.volume, mirror_stores.node": "a backing store of that volume on that node",
+    "mirror_targets.volume, mirror_targets.node": "a mirror of that volume to that node",
 }
 
 

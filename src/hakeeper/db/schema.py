@@ -96,6 +96,32 @@ MIGRATIONS: tuple[str, ...] = (
         time REAL NOT NULL
     );
     """,
+    # 4: mirrored volumes (DataKeeper, issue 14): the administrator's intent only; the live state
+    # (Mirroring, Paused...) is the replication process's. Every node of a mirror has its backing
+    # store (mirror_stores, the source's included); each target has its mirror's parameters.
+    """
+    CREATE TABLE mirrors (
+        volume TEXT PRIMARY KEY,
+        size   INTEGER NOT NULL CHECK (size > 0 AND size % 512 = 0),
+        source TEXT NOT NULL REFERENCES nodes (name)
+    );
+    CREATE TABLE mirror_stores (
+        volume TEXT NOT NULL REFERENCES mirrors (volume),
+        node   TEXT NOT NULL REFERENCES nodes (name),
+        store  TEXT NOT NULL CHECK (substr(store, 1, 1) = '/'),
+        PRIMARY KEY (volume, node)
+    );
+    CREATE INDEX mirror_stores_node ON mirror_stores (node);
+    CREATE TABLE mirror_targets (
+        volume       TEXT NOT NULL,
+        node         TEXT NOT NULL,
+        mode         TEXT NOT NULL CHECK (mode IN ('sync', 'async')),
+        bitmap_chunk INTEGER NOT NULL CHECK (bitmap_chunk >= 4096 AND (bitmap_chunk & (bitmap_chunk - 1)) = 0),
+        rate_limit   INTEGER NOT NULL CHECK (rate_limit >= 0),
+        PRIMARY KEY (volume, node),
+        FOREIGN KEY (volume, node) REFERENCES mirror_stores (volume, node)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

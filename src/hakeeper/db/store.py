@@ -18,9 +18,10 @@ The method names follow LifeKeeper's LCDI commands, and the change log records
 each change as ``(op, args)`` where ``op`` is the method name and ``args`` its
 keyword arguments, so :meth:`Lcd.replay` can apply a change again elsewhere.
 
-The class is built in three parts, one module each: :mod:`hakeeper.db.journal`
+The class is built in four parts, one module each: :mod:`hakeeper.db.journal`
 (the connection, transactions, the change log), :mod:`hakeeper.db.catalog`
-(nodes, applications and types, flags, settings, communication paths) and this
+(nodes, applications and types, flags, settings, communication paths),
+:mod:`hakeeper.db.mirrors` (mirrored volumes' definitions) and this
 one (resources, dependencies, equivalencies, and replaying changes);
 :mod:`hakeeper.db.rows` turns rows into the model's objects.
 """
@@ -33,8 +34,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from hakeeper.db import graph
-from hakeeper.db.catalog import Catalog
 from hakeeper.db.journal import BUSY_TIMEOUT_MS, ChangedMeanwhile, LcdBusy, _write, logger
+from hakeeper.db.mirrors import Mirrors
 from hakeeper.db.model import (
     Dependency,
     Equivalency,
@@ -62,7 +63,7 @@ from hakeeper.errors import AlreadyExists, HakeeperError, IllegalArgument, NotFo
 __all__ = ["BUSY_TIMEOUT_MS", "ChangedMeanwhile", "Lcd", "LcdBusy"]
 
 
-class Lcd(Catalog):
+class Lcd(Mirrors):
     """An open LCD. Use as a context manager, or call :meth:`close`.
 
     ``Lcd(path)`` creates the file if there is none (:meth:`open` creates it
@@ -702,4 +703,6 @@ _REPLAYABLE: dict[str, Callable[..., Any]] = {
     "remove_path": Lcd.remove_path,
     "remove_flag": Lcd.remove_flag,
     "apply": _replay_steps,
+    "create_mirror": Lcd.create_mirror,
+    "delete_mirror": Lcd.delete_mirror,
 }
