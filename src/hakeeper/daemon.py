@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hakeeper.cluster import decide
+from hakeeper.cluster import decide, lease
 from hakeeper.cluster.configsync import ConfigSync, thread_replicator
 from hakeeper.cluster.credentials import Credentials
 from hakeeper.cluster.extend import Adopter
@@ -122,6 +122,7 @@ class Daemon:
             self.engine,
             limits=Limits(config.recover_attempts, config.recover_window),
             failover=self.failover.resource_failed,
+            refusal=self.failover.quorum.refusal,
         )
         self.monitor = Monitor(self.engine, self.on_check_failure, refresh=config.monitor_refresh)
         self.membership: dict[str, PathState] = {}
@@ -136,6 +137,8 @@ class Daemon:
                 guard_fd=self._cut_w,
                 runs=self.failover.runs_here,
                 on_runs=self.failover.peer_runs,
+                face=lease.Face(self.lcd),
+                on_cut=self.failover.quorum.direct_cuts.heard,
             )
             if self.identity
             else None

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hakeeper.comm.paths import Dialer, PathMonitor, PathState, node_state, read_states, write_states
-from hakeeper.db import Lcd
+from hakeeper.db import Lcd, State
 from hakeeper.db.settings import check_rules, defaults, detection_budget
 from hakeeper.errors import OutOfRange
 from tests.conftest import Cli
@@ -161,6 +161,47 @@ def test_the_lease_asks_for_a_cut_once_when_no_majority_is_heard_and_hakeeperd_i
     assert not Lease(voters=0, stale_after=0.1, last_tick=0.0).due(5.0, alive_peers=0), "quorum is not a majority"
     assert not Lease(voters=4, stale_after=0.1, last_tick=0.0).due(5.0, alive_peers=2), "3 of 4 is a majority"
     assert Lease(voters=4, stale_after=0.1, last_tick=0.0).due(5.0, alive_peers=1), "2 of 4 is not"
+
+
+def test_the_heartbeat_process_cuts_the_face_itself_once_per_loss_of_a_majority_it_had() -> None:
+    from hakeeper.comm.heartbeat import Lease
+
+    lease = Lease(voters=3, stale_after=0.1, last_tick=10.0, face={"vip": "198.18.0.50"})
+    assert not lease.cut_due(alive_peers=0), "never heard a majority (a node that starts alone keeps what it runs)"
+    assert not lease.cut_due(alive_peers=1), "2 of 3: a majority"
+    assert lease.cut_due(alive_peers=0), "the majority is gone: cut at once, whatever hakeeperd does"
+    assert not lease.cut_due(alive_peers=0), "once per loss"
+    assert not lease.cut_due(alive_peers=2) and lease.cut_due(alive_peers=0), "back, then lost again: cut again"
+    lease.face = {}
+    assert not lease.cut_due(alive_peers=2) and not lease.cut_due(alive_peers=0), "nothing to cut"
+    assert not Lease(voters=0, stale_after=0.1, last_tick=0.0, face={"v": "198.18.0.9"}, held=True).cut_due(0)
+
+
+def test_the_face_is_the_addresses_in_service_here_when_a_quorum_loss_takes_them_out(lcd: Lcd) -> None:
+    from hakeeper.cluster.lease import Face
+
+    for tag, address in (("vip", "198.18.0.50/24"), ("vip2", "198.18.0.51/24"), ("vip3", "198.18.0.52/24")):
+        lcd.create_resource(tag, f"ip-{tag}", "comm", "ip", info={"address": address}, ensure_type=True)
+    lcd.set_state("vip", State.ISP, "test")
+    lcd.set_state("vip2", State.OSF, "test")  # a failed remove may have left it: cut too
+    face = Face(lcd)
+    assert face() == {"vip": "198.18.0.50", "vip2": "198.18.0.51"}
+    lcd.set_state("vip", State.OSU, "test")
+    assert face() == {"vip2": "198.18.0.51"}, "kept only until the LCD changes"
+    lcd.set_settings({"quorum_loss_action": "fastkill"})
+    assert face() == {}, "a node that halts cuts nothing first"
+
+
+def test_the_lease_is_checked_against_the_heartbeat_process_s_cut_when_it_was_first() -> None:
+    from hakeeper.cluster.lease import DirectCuts
+
+    clock = iter([100.0]).__next__
+    cuts = DirectCuts(clock)
+    assert cuts.covering(["vip"], since=99.0) is None, "nothing cut"
+    cuts.heard(["vip", "vip2"], 0.002)
+    assert cuts.covering(["vip"], since=99.0) == 0.002
+    assert cuts.covering(["vip", "vip3"], since=99.0) is None, "vip3 was not cut by it"
+    assert cuts.covering(["vip"], since=100.5) is None, "a cut of an earlier loss"
 
 
 def test_frames_carry_what_runs_here_and_a_peer_s_new_digest_is_reported_once() -> None:

@@ -47,6 +47,14 @@ def test_without_a_recover_action_the_resource_and_those_above_restart(lcd: Lcd)
     assert requests == []
 
 
+def test_a_node_that_lost_quorum_recovers_nothing_in_place(lcd: Lcd) -> None:
+    kit, recovery, requests = setup(lcd)
+    recovery.refusal = lambda: "this node lost quorum"  # its heartbeat process cut the address under the monitor
+    outcome = asyncio.run(recovery.failed("web-ip", "quickCheck: stopped"))
+    assert outcome == "web-ip: this node lost quorum: no recovery for quickCheck: stopped"
+    assert kit.calls == [] and requests == [], "neither restored here nor moved"
+
+
 def test_the_kits_recover_action_comes_first(lcd: Lcd) -> None:
     kit, recovery, requests = setup(lcd, Script(recover_ok=True))
     outcome = asyncio.run(recovery.failed("web-fs", "sendevent"))

@@ -24,18 +24,21 @@ application that writes to shared storage needs fencing.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from hakeeper.cluster import decide
 from hakeeper.cluster.decide import Hierarchy
-from hakeeper.db import Lcd, graph
+from hakeeper.db import Lcd, State, graph
 from hakeeper.recovery import plan
 from hakeeper.recovery.engine import Engine, Report
 
 logger = logging.getLogger(__name__)
 
 ADVICE = "add an IP resource below it, or fencing, or raise takeover_delay"
+#: The heartbeat process sees a loss of quorum before hakeeperd: a cut it made this long before hakeeperd's counts.
+DIRECT_CUT_BEFORE = 2.0
 
 
 def lease(settings: Mapping[str, Any]) -> float:
@@ -133,18 +136,74 @@ def cut_line(lcd: Lcd, h: Hierarchy) -> str | None:
     return f"after a quorum loss {', '.join(face)} is removed first ({took}); the lease is {lease(settings):.2f} s"
 
 
-async def take_out_of_service(lcd: Lcd, engine: Engine, *, reason: str) -> None:
-    """Quorum lost, ``quorum_loss_action=osu``: cut the network face at once, then remove the rest; check the lease."""
+class Face:
+    """The virtual addresses in service here (tag -> address), which the heartbeat process cuts by itself
+    the moment it hears no majority (:mod:`hakeeper.comm.cut`). Empty unless a quorum loss takes this
+    node's resources out of service (``quorum_loss_action=osu``). Asked at every tick: kept until the LCD changes.
+    """
+
+    def __init__(self, lcd: Lcd) -> None:
+        self.lcd = lcd
+        self._kept: tuple[int, dict[str, str]] | None = None
+
+    def __call__(self) -> dict[str, str]:
+        seq = self.lcd.last_seq()
+        if self._kept is None or self._kept[0] != seq:
+            self._kept = (seq, self._read())
+        return dict(self._kept[1])
+
+    def _read(self) -> dict[str, str]:
+        settings = self.lcd.settings()
+        if settings["quorum_mode"] != "majority" or settings["quorum_loss_action"] != "osu":
+            return {}
+        face = {}
+        for r in self.lcd.resources():
+            if r.state is not State.OSU and plan.is_network_face(r) and isinstance(r.info, dict):
+                address = str(r.info.get("address", ""))
+                if address:
+                    face[r.tag] = address.split("/", 1)[0]
+        return face
+
+
+class DirectCuts:
+    """What the heartbeat process cut by itself and how fast: the lease is checked against the first cut."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.last: tuple[float, frozenset[str], float] | None = None  # when heard, tags, seconds it took
+
+    def heard(self, tags: list[str], took: float) -> None:
+        self.last = (self.clock(), frozenset(tags), took)
+
+    def covering(self, tags: list[str], since: float) -> float | None:
+        """How long the heartbeat process took to cut all of ``tags``, if it did so after ``since``."""
+        if self.last is None:
+            return None
+        when, cut, took = self.last
+        return took if when >= since and set(tags) <= cut else None
+
+
+async def take_out_of_service(lcd: Lcd, engine: Engine, *, reason: str, direct: DirectCuts | None = None) -> None:
+    """Quorum lost, ``quorum_loss_action=osu``: cut the network face at once, then remove the rest; check the lease.
+
+    The heartbeat process has usually cut the addresses already (``direct``): their remove here then finds
+    them gone, and the lease is checked against the heartbeat process's cut, which is what clients saw.
+    """
     settings = lcd.settings()
     limit = lease(settings)
     checked = applies(settings)  # not with a fence_command: the others fence this node before they take over
+    since = time.monotonic() - DIRECT_CUT_BEFORE
 
     def after_cut(cut: Report, took: float) -> None:
         if not cut.done:
             return
+        first = direct.covering(cut.done, since) if direct is not None else None
+        by = ""
+        if first is not None and first < took:
+            took, by = first, " by the heartbeat process"
         logger.warning(
-            "quorum lost: clients cut in %.3f s (%s removed first), %s the %.2f s lease; now the rest",
-            took, ", ".join(cut.done), "within" if took <= limit else "NOT within", limit,
+            "quorum lost: clients cut in %.3f s%s (%s removed first), %s the %.2f s lease; now the rest",
+            took, by, ", ".join(cut.done), "within" if took <= limit else "NOT within", limit,
         )  # fmt: skip
         if checked and took > limit:
             logger.error(

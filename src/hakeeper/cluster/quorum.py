@@ -50,6 +50,8 @@ class QuorumWatch:
         self.retries = retries
         self.runs_here = runs_here
         self.lost = False
+        #: The heartbeat process's own cuts of the virtual addresses (hakeeper.comm.cut), told by the heartbeat link.
+        self.direct_cuts = lease.DirectCuts()
 
     async def now(self) -> decide.Quorum:
         settings = self.lcd.settings()
@@ -72,6 +74,11 @@ class QuorumWatch:
         else:
             logger.info("no quorum (%s): taking nothing over", q.why)
         return False
+
+    def refusal(self) -> str | None:
+        """Why nothing may be restored here now, not even in place (local recovery): this node lost quorum
+        and took its resources out of service (or its heartbeat process cut their addresses). None: it may."""
+        return "this node lost quorum" if self.lost else None
 
     async def regained(self) -> bool:
         """After a loss, whether quorum is back (a peer came back); False while it is still lost."""
@@ -121,7 +128,7 @@ class QuorumWatch:
             return
         running = self.runs_here()
         # The network face (virtual addresses) first, at once, then the rest: see hakeeper.cluster.lease.
-        await lease.take_out_of_service(self.lcd, self.engine, reason=f"quorum lost ({q.why})")
+        await lease.take_out_of_service(self.lcd, self.engine, reason=f"quorum lost ({q.why})", direct=self.direct_cuts)
         for name in running:  # when quorum is back, the anti-entropy pass brings back what nobody took over
             self.retries.soon(name)
 

@@ -98,24 +98,43 @@ class Config:
 
 @dataclass
 class Lease:
-    """When this node must cut its clients off by itself: no majority heard, and hakeeperd not acting on it.
+    """When this node must cut its clients off by itself: it hears no majority.
 
-    hakeeperd takes its resources out of service when it loses quorum; a frozen
-    hakeeperd cannot, and its guard would act only after ``guard_timeout``, long
-    after the others took over. So hakeeperd ticks this process (a line on stdin,
-    every quarter interval); when the node hears no majority and hakeeperd has
-    not ticked for an interval, this process tells the guard to cut the virtual
-    addresses (once per loss of quorum).
+    hakeeperd takes its resources out of service when it loses quorum, but a busy
+    machine may slow its loop by more than the lease, and a frozen hakeeperd cannot
+    act at all. So this process, which sees the loss first and runs SCHED_FIFO,
+    removes the virtual addresses itself (``face``: tag -> address, sent by hakeeperd
+    with its ticks; :mod:`hakeeper.comm.cut`), once per loss of quorum. hakeeperd ticks
+    this process every quarter interval; when it has not ticked for an interval
+    during a loss, this process also tells the guard, which records the cut in the
+    LCD (once per loss of quorum).
     """
 
     voters: int
     stale_after: float
     last_tick: float
     sent: bool = False
+    face: dict[str, str] = field(default_factory=dict)
+    #: A majority was heard since the last cut (or start): only losing it cuts, as only a loss makes hakeeperd
+    #: act (hakeeper.cluster.quorum). A node that starts alone keeps what it runs (a lone hierarchy).
+    held: bool = False
+
+    def lost(self, alive_peers: int) -> bool:
+        return self.voters > 0 and 2 * (alive_peers + 1) <= self.voters
+
+    def cut_due(self, alive_peers: int) -> bool:
+        """The face is to be cut now, by this process: the majority heard until now is gone (once per loss)."""
+        if not self.lost(alive_peers):
+            self.held = self.voters > 0
+            return False
+        if not self.held:
+            return False
+        self.held = False
+        return bool(self.face)
 
     def due(self, now: float, alive_peers: int) -> bool:
-        lost = self.voters > 0 and 2 * (alive_peers + 1) <= self.voters
-        if not lost:
+        """The guard is to be told now (hakeeperd silent during a loss of quorum; once per loss)."""
+        if not self.lost(alive_peers):
             self.sent = False
             return False
         if self.sent or now - self.last_tick <= self.stale_after:
@@ -377,9 +396,10 @@ class Heartbeats:
     #: (they carry old settings, and would make the path look ALIVE for a moment when it heals).
     _incoming: dict[str, set[asyncio.StreamWriter]] = field(default_factory=dict)
     _handlers: set[asyncio.Task[Any]] = field(default_factory=set)
-    #: When to tell the guard to cut (see Lease), and how: None when there is no guard.
+    #: When to cut the virtual addresses here and tell the guard (see Lease), and how to tell it: None, no guard.
     lease: Lease | None = None
     cut: Callable[[], None] | None = None
+    _cutting: asyncio.Task[None] | None = None  # this process's own cut (comm/cut), left to finish at a stop
     #: What this node runs (hierarchy -> epoch), from hakeeperd; carried by every frame. The peers' last digests.
     runs: dict[str, int] = field(default_factory=dict)
     _peer_runs: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -558,10 +578,24 @@ class Heartbeats:
                 if change is not None:
                     self._changed(key, change)
             alive = sum(s is PathState.ALIVE for s in self._nodes.values())
+            if self.lease is not None and self.lease.cut_due(alive):
+                self._cutting = asyncio.create_task(self._cut_face(dict(self.lease.face), now))
             if self.lease is not None and self.cut is not None and self.lease.due(now, alive):
                 logger.error("heartbeat: no majority heard and hakeeperd silent for %.2f s: the guard cuts the "
                              "virtual addresses", now - self.lease.last_tick)  # fmt: skip
                 self.cut()
+
+    async def _cut_face(self, face: dict[str, str], seen: float) -> None:
+        """Remove the virtual addresses at once (no majority heard) and tell hakeeperd how long it took."""
+        from hakeeper.comm.cut import cut_addresses
+
+        outcome = await cut_addresses(face)
+        took = self.clock() - seen
+        if outcome.cut:
+            logger.warning("heartbeat: no majority heard: cut %s in %.3f s", ", ".join(sorted(outcome.cut)), took)
+        for tag, why in sorted(outcome.failed.items()):
+            logger.error("heartbeat: no majority heard: cannot cut %s (%s); hakeeperd tries again", tag, why)
+        self.emit({"event": "cut", "tags": sorted(outcome.cut), "failed": sorted(outcome.failed), "took": took})
 
     def _changed(self, key: str, state: PathState) -> None:
         if state is PathState.DEAD:
@@ -638,6 +672,7 @@ async def _main(identity: Identity, guard_fd: int | None = None) -> str:
 
     lease: Lease | None = None
     runs_now: dict[str, int] = {}
+    face: dict[str, str] = {}  # what hakeeperd said before the first configuration came
 
     def cut() -> None:
         if guard_fd is None:
@@ -665,6 +700,11 @@ async def _main(identity: Identity, guard_fd: int | None = None) -> str:
             if line.startswith(b'{"tick"'):  # hakeeperd's event loop runs (and, now and then, what runs here)
                 if lease is not None:
                     lease.last_tick = time.monotonic()
+                if b'"face"' in line:
+                    with contextlib.suppress(ValueError, TypeError, AttributeError):
+                        face = {str(k): str(v) for k, v in json.loads(line)["face"].items()}
+                        if lease is not None:
+                            lease.face = face
                 if b'"runs"' in line:
                     with contextlib.suppress(ValueError, TypeError, AttributeError):
                         runs_now = {str(k): int(v) for k, v in json.loads(line)["runs"].items()}
@@ -681,11 +721,11 @@ async def _main(identity: Identity, guard_fd: int | None = None) -> str:
                 await previous.stop()
             current = Heartbeats(config, identity, emit)
             current.set_runs(runs_now)
-            if guard_fd is not None:
-                stale = lease.last_tick if lease is not None else time.monotonic()
-                lease = Lease(config.voters, config.interval, time.monotonic())
-                lease.last_tick = max(stale, lease.last_tick)
-                current.lease, current.cut = lease, cut
+            stale = lease.last_tick if lease is not None else time.monotonic()
+            held = lease.held if lease is not None else False
+            lease = Lease(config.voters, config.interval, time.monotonic(), face=lease.face if lease else face)
+            lease.last_tick, lease.held = max(stale, lease.last_tick), held
+            current.lease, current.cut = lease, (cut if guard_fd is not None else None)
             await current.start(previous)
             emit({"event": "configured", "paths": len(config.paths)})
     finally:
@@ -708,6 +748,8 @@ def main() -> None:
     from hakeeper.logs.write import configure_child
 
     configure_child("hakeeper-heartbeat")  # where hakeeperd logs (its journal, syslog or file), else stderr
+    import hakeeper.comm.cut  # noqa: F401  # now, not at the cut: importing netlink takes ~0.2 s, twice the lease
+
     logger.info("heartbeat process %d: %s", os.getpid(), realtime())
     if args.guard_fd is not None:
         os.set_blocking(args.guard_fd, False)  # never wait on the guard

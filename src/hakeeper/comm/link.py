@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 RESTART_DELAY = 1.0
 OnNode = Callable[[str, PathState], None]
 OnRuns = Callable[[str, dict[str, int]], None]
+OnCut = Callable[[list[str], float], None]
 
 
 def current_config(lcd: Lcd) -> Config:
@@ -52,11 +53,15 @@ class HeartbeatLink:
         guard_fd: int | None = None,
         runs: Callable[[], dict[str, int]] | None = None,
         on_runs: OnRuns | None = None,
+        face: Callable[[], dict[str, str]] | None = None,
+        on_cut: OnCut | None = None,
     ) -> None:
         self.root = root
         self.guard_fd = guard_fd
         self.runs = runs
         self.on_runs = on_runs
+        self.face = face  # the virtual addresses the heartbeat process cuts itself when it hears no majority
+        self.on_cut = on_cut
         self.lcd = lcd
         self.on_node = on_node
         self.refresh = refresh
@@ -108,6 +113,7 @@ class HeartbeatLink:
         """Tell the heartbeat process, every quarter interval, that this event loop runs (see heartbeat.Lease);
         every interval, what runs here when it changed (its frames carry it to the peers)."""
         sent: dict[str, int] | None = None
+        sent_face: dict[str, str] | None = None
         count = 0
         while proc.returncode is None and proc.stdin is not None:
             line: dict[str, Any] = {"tick": 1}
@@ -115,6 +121,10 @@ class HeartbeatLink:
                 runs = self.runs()
                 if runs != sent or count % 40 == 0:
                     line["runs"] = sent = runs
+            if self.face is not None:  # at once: an address restored a moment before a partition is cut with it
+                face = self.face()
+                if face != sent_face:
+                    line["face"] = sent_face = face
             proc.stdin.write(json.dumps(line).encode() + b"\n")
             count += 1
             await asyncio.sleep(float(self.lcd.settings()["heartbeat_interval"]) / 4)
@@ -159,6 +169,9 @@ class HeartbeatLink:
             else:
                 logger.info("%s %s (%d of %d paths alive)", node, state.value, event["alive"], event["paths"])
             self.on_node(node, state)
+        elif kind == "cut":
+            if self.on_cut is not None:  # the heartbeat process logged it
+                self.on_cut([str(t) for t in event["tags"]], float(event["took"]))
         elif kind == "runs" and self.on_runs is not None:
             self.on_runs(str(event["node"]), {str(k): int(v) for k, v in dict(event["runs"]).items()})
 

@@ -74,9 +74,11 @@ class LocalRecovery:
         *,
         limits: Limits | None = None,
         failover: FailoverRequest = lone_node,
+        refusal: Callable[[], str | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
+        self.refusal = refusal  # why this node may restore nothing now (it lost quorum), else None
         self.limits = limits or Limits()
         self.failover = failover
         self.clock = clock
@@ -112,6 +114,10 @@ class LocalRecovery:
                     why = await hold.intact()
                     if why is not None:
                         logger.debug("no local recovery for %s: %s: %s", message, tag, why)
+                        return f"{tag}: {why}: no recovery for {message}"
+                    why = self.refusal()
+                    if why is not None:  # its resources are being taken out of service: restore nothing
+                        logger.warning("%s: no local recovery (%s): %s", tag, message, why)
                         return f"{tag}: {why}: no recovery for {message}"
                     outcome, escalate = await self._recover(tag, message, policy)
         except HakeeperError as exc:
