@@ -1,0 +1,803 @@
+"""The source side: :class:`Mirror`, a :class:`~.device.BlockStore` that writes locally and to its targets.
+
+One :class:`TargetLink` per target, each with its own blocking socket and threads: a
+supervisor (connect, HELLO, resync, then housekeeping), a receiver (acks), and in async mode a
+sender that drains the link's queue. The application's threads (libfuse workers) call
+:meth:`Mirror.write` concurrently:
+
+1. overlapping writes are serialised by a range lock, held from marking the intent log until
+   the write is both issued locally and placed on each target's stream: two overlapping
+   writes reach every target in the order they reached the local disk, and a resync read of a
+   chunk cannot interleave with a write to it;
+2. each link marks the write's chunks in its bitmap (durable before anything is issued);
+3. sync links in Mirroring get the frame on their socket, then the local write runs (the
+   target works meanwhile), async links in Mirroring get it queued after the local write;
+4. outside the range lock, the writer waits for the sync links' acks, each at most the link's
+   timeout: a target that fails, disconnects or stalls is paused (its writes stay in its
+   bitmap) and the write succeeds. A write fails only when the local disk fails it.
+
+Bits are cleared once the target acknowledged a FLUSH after the write's ACK (the target
+processes frames in order, so an ACKed write before a FLUSH ACK is durable there): never
+earlier, so a chunk's bit covers it until the target has it on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import socket
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hakeeper.errors import HakeeperError
+
+from . import resync
+from .bitmap import DEFAULT_CHUNK, IntentLog
+from .device import LocalStore
+from .generations import GenerationStore, Relation
+from .protocol import MAX_DATA, Frame, IdleTimeout, Op, ProtocolError, recv_frame, send_frame, send_json
+from .states import MirrorMode, MirrorState
+
+logger = logging.getLogger(__name__)
+
+
+class MirrorError(HakeeperError):
+    """A mirror operation that cannot be done (unknown target, wrong state, split brain)."""
+
+    exit_code = 1
+
+
+class RangeLock:
+    """Byte ranges held by in-flight writes and resync reads; an overlapping request waits."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._held: list[tuple[int, int]] = []
+
+    def acquire(self, start: int, end: int) -> tuple[int, int]:
+        token = (start, end)
+        with self._cond:
+            while any(s < end and start < e for s, e in self._held):
+                self._cond.wait()
+            self._held.append(token)
+        return token
+
+    def release(self, token: tuple[int, int]) -> None:
+        with self._cond:
+            self._held.remove(token)
+            self._cond.notify_all()
+
+
+@dataclass
+class MirrorStatus:
+    """What ``mirror status`` shows for one target."""
+
+    target: str
+    mode: MirrorMode
+    state: MirrorState
+    bytes_dirty: int
+    resync_percent: float | None
+    resync_bytes_sent: int
+    reason: str
+    relation: str | None
+    last_error: str | None
+    split_brain: bool
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "target": self.target,
+            "mode": self.mode.value,
+            "state": self.state.label,
+            "state_code": int(self.state),
+            "bytes_dirty": self.bytes_dirty,
+            "resync_percent": self.resync_percent,
+            "resync_bytes_sent": self.resync_bytes_sent,
+            "reason": self.reason,
+            "relation": self.relation,
+            "last_error": self.last_error,
+            "split_brain": self.split_brain,
+        }
+
+
+class Reply:
+    """A reply awaited from the target (HASHES, or the ACK of a FLUSH or GEN)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.data: bytes | None = None
+        self.ok = False
+
+
+# completion kinds, kept per connection in sequence order
+_W, _P, _R, _F, _H = "write", "piece", "resync", "flush", "reply"
+
+
+@dataclass(eq=False)
+class Conn:
+    """One data connection to the target; dead for good once a failure closed it."""
+
+    sock: socket.socket
+    send_lock: threading.Lock = field(default_factory=threading.Lock)
+    next_seq: int = 1
+    acked: int = 0
+    alive: bool = True
+    completions: deque[tuple[int, str, int, int, Reply | None]] = field(default_factory=deque)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+
+_ALLOWED: dict[MirrorState, set[MirrorState]] = {
+    MirrorState.RESYNC_PENDING: {MirrorState.RESYNCING, MirrorState.PAUSED, MirrorState.BROKEN},
+    MirrorState.RESYNCING: {MirrorState.MIRRORING, MirrorState.PAUSED, MirrorState.BROKEN},
+    MirrorState.MIRRORING: {MirrorState.PAUSED, MirrorState.BROKEN},
+    MirrorState.PAUSED: {MirrorState.RESYNCING, MirrorState.BROKEN, MirrorState.RESYNC_PENDING},
+    MirrorState.BROKEN: {MirrorState.RESYNC_PENDING, MirrorState.RESYNCING},
+    MirrorState.NONE: set(),
+}
+
+
+class TargetLink:
+    """The mirror of the volume to one target: its state, intent log, connection and threads."""
+
+    def __init__(
+        self,
+        mirror: Mirror,
+        name: str,
+        connect: Callable[[], socket.socket],
+        bitmap: IntentLog,
+        *,
+        mode: MirrorMode,
+        timeout: float,
+        queue_bytes: int,
+        retry_interval: float,
+        clear_interval: float,
+        settings: resync.ResyncSettings,
+    ) -> None:
+        self.mirror = mirror
+        self.name = name
+        self.connect = connect
+        self.bitmap = bitmap
+        self.mode = mode
+        self.timeout = timeout
+        self.queue_bytes = queue_bytes
+        self.retry_interval = retry_interval
+        self.clear_interval = clear_interval
+        self.settings = settings
+        self.progress = resync.ResyncProgress()
+        self.bucket = resync.TokenBucket(settings.bandwidth)
+        self.state = MirrorState.RESYNC_PENDING
+        self.reason = "waiting for the target"
+        self.relation: Relation | None = None
+        self.last_error: str | None = None  # why the last connection attempt failed
+        self.split_brain = False  # the target refused: both sides wrote independently
+        self.lock = threading.Lock()
+        self._acked = threading.Condition(self.lock)
+        self.conn: Conn | None = None
+        self.inflight: dict[int, int] = {}  # chunk -> writes sent or queued, not acked
+        self.to_clear: set[int] = set()  # chunks the target acked; cleared at the next FLUSH ack
+        self.resync_pending: dict[int, bool] = {}  # chunk sent by resync, not acked -> written since?
+        self._admin: str | None = None  # "paused" / "broken": no reconnection until continue
+        self._discard_target = False
+        self._force_full = False
+        self.checksum_next = False
+        self.stopping = threading.Event()
+        self.wake = threading.Event()
+        self._queue: deque[tuple[Conn, int, bytes, int, int]] = deque()  # async: (conn, offset, data, first, last)
+        self._queued = 0
+        self._qcond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name=f"mirror-{mirror.volume}-{name}", daemon=True)
+
+    # -- state -------------------------------------------------------------------------------
+
+    def set_state(self, new: MirrorState, reason: str) -> None:
+        """The one place a state changes (call with ``self.lock`` held)."""
+        old = self.state
+        if new is old:
+            self.reason = reason
+            return
+        if new not in _ALLOWED[old]:
+            raise MirrorError(f"mirror {self.mirror.volume} -> {self.name}: no transition {old.name} -> {new.name}")
+        self.state = new
+        self.reason = reason
+        logger.info("mirror %s -> %s: %s -> %s (%s)", self.mirror.volume, self.name, old.name, new.name, reason)
+
+    def status(self) -> MirrorStatus:
+        with self.lock:
+            state, reason = self.state, self.reason
+        running = state is MirrorState.RESYNCING
+        return MirrorStatus(
+            target=self.name,
+            mode=self.mode,
+            state=state,
+            bytes_dirty=self.bitmap.dirty_bytes,
+            resync_percent=self.progress.percent if running else None,
+            resync_bytes_sent=self.progress.bytes_sent,
+            reason=reason,
+            relation=self.relation.value if self.relation else None,
+            last_error=self.last_error,
+            split_brain=self.split_brain,
+        )
+
+    # -- the write path (application threads) ---------------------------------------------
+
+    def prepare(self, offset: int, length: int) -> tuple[Conn | None, int, int, int]:
+        """Mark a write's chunks; (connection to send on or None, commit to wait for, first, last chunk)."""
+        with self.lock:
+            state = self.state
+            if state is MirrorState.BROKEN:
+                return None, 0, 0, 0
+            first, last = self.bitmap.chunk_range(offset, length)
+            need = self.bitmap.set_range(first, last)
+            self.touch(first, last)
+            conn = self.conn
+            if state is MirrorState.MIRRORING and conn is not None and conn.alive:
+                inflight = self.inflight
+                for c in range(first, last + 1):
+                    inflight[c] = inflight.get(c, 0) + 1
+                return conn, need, first, last
+            return None, need, first, last
+
+    def touch(self, first: int, last: int) -> None:
+        """Chunks written again: not to clear on earlier acks (call with ``self.lock`` held)."""
+        if self.to_clear:
+            for c in range(first, last + 1):
+                self.to_clear.discard(c)
+        if self.resync_pending:
+            for c in range(first, last + 1):
+                if c in self.resync_pending:
+                    self.resync_pending[c] = True
+
+    def send(
+        self,
+        conn: Conn,
+        op: Op,
+        offset: int,
+        payload: bytes | memoryview,
+        *,
+        kind: str,
+        a: int = 0,
+        b: int = 0,
+        reply: Reply | None = None,
+    ) -> int:
+        """Put one frame on the connection; its sequence, or 0 if the link failed (it is paused then)."""
+        if not conn.send_lock.acquire(timeout=self.timeout):
+            self.fail(conn, f"target silent for {self.timeout:.1f} s (send blocked)")
+            return 0
+        try:
+            if not conn.alive:
+                return 0
+            seq = conn.next_seq
+            conn.next_seq += 1
+            conn.completions.append((seq, kind, a, b, reply))
+            send_frame(conn.sock, op, seq=seq, offset=offset, payload=payload)
+            return seq
+        except (OSError, ValueError) as exc:
+            self.fail(conn, f"sending to the target failed: {exc}")
+            return 0
+        finally:
+            conn.send_lock.release()
+
+    def send_write(self, conn: Conn, offset: int, data: bytes | memoryview, first: int, last: int) -> int:
+        view = memoryview(data)
+        seq = 0
+        while view:
+            piece = view[:MAX_DATA]
+            view = view[MAX_DATA:]
+            seq = self.send(conn, Op.WRITE, offset, piece, kind=_P if view else _W, a=first, b=last)
+            if not seq:
+                return 0
+            offset += len(piece)
+        return seq
+
+    def wait_acked(self, conn: Conn, seq: int) -> bool:
+        with self.lock:
+            ok = self._acked.wait_for(lambda: conn.acked >= seq or not conn.alive, timeout=self.timeout)
+            alive = conn.alive
+        if not ok:
+            self.fail(conn, f"target silent for {self.timeout:.1f} s")
+        return ok and alive
+
+    def enqueue(self, conn: Conn, offset: int, data: bytes, first: int, last: int) -> None:
+        """Async: queue a write in order; at the queue's high water the mirror pauses instead."""
+        with self._qcond:
+            full = self._queued + len(data) > self.queue_bytes
+            if not full and conn.alive:
+                self._queue.append((conn, offset, data, first, last))
+                self._queued += len(data)
+                self._qcond.notify()
+        if full:
+            self.fail(conn, f"async queue at its high water ({self.queue_bytes} bytes)")
+
+    # -- acks, flushes, failures ---------------------------------------------------------
+
+    def flush_target(self, conn: Conn, *, wait: bool = True) -> bool:
+        """Send a barrier; with ``wait``, True once the target acked it (every earlier frame durable)."""
+        reply = Reply()
+        seq = self.send(conn, Op.FLUSH, 0, b"", kind=_F, reply=reply)
+        if not seq:
+            return False
+        return self.wait_acked(conn, seq) if wait else True
+
+    def request(self, conn: Conn, op: Op, offset: int, payload: bytes) -> Reply | None:
+        """Send a frame whose reply matters (HASH, GEN); the :class:`Reply` to wait on."""
+        reply = Reply()
+        return reply if self.send(conn, op, offset, payload, kind=_H, reply=reply) else None
+
+    def wait_reply(self, conn: Conn, reply: Reply) -> bool:
+        if not reply.event.wait(self.timeout):
+            self.fail(conn, f"target silent for {self.timeout:.1f} s")
+        return reply.ok
+
+    def _on_ack(self, conn: Conn, frame: Frame) -> None:
+        cleared: list[int] = []
+        with self.lock:
+            if not conn.alive:
+                return
+            completions = conn.completions
+            while completions and completions[0][0] <= frame.seq:
+                seq, kind, a, b, reply = completions.popleft()
+                if kind == _W:
+                    inflight = self.inflight
+                    for c in range(a, b + 1):
+                        n = inflight.get(c, 1) - 1
+                        if n > 0:
+                            inflight[c] = n
+                        else:
+                            inflight.pop(c, None)
+                            self.to_clear.add(c)
+                elif kind == _R:
+                    for c in range(a, b + 1):
+                        if not self.resync_pending.pop(c, True) and c not in self.inflight:
+                            self.to_clear.add(c)
+                elif kind == _F:  # every ACK before this one is durable on the target now
+                    cleared = list(self.to_clear)
+                    self.to_clear.clear()
+                if reply is not None:
+                    reply.ok = True
+                    if seq == frame.seq and frame.op is Op.HASHES:
+                        reply.data = bytes(frame.payload)
+                    reply.event.set()
+            conn.acked = frame.seq
+            if cleared:
+                self.bitmap.clear_chunks(cleared)
+            self._acked.notify_all()
+
+    def fail(self, conn: Conn, reason: str, *, diverge: bool = True) -> None:
+        """The connection is lost (error, stall, refusal, high water): pause, keep every bit."""
+        with self.lock:
+            if not conn.alive:
+                return
+            conn.alive = False
+            was = self.state
+            self.inflight.clear()
+            self.to_clear.clear()
+            self.resync_pending.clear()
+            for _seq, _kind, _a, _b, reply in conn.completions:
+                if reply is not None:
+                    reply.event.set()
+            conn.completions.clear()
+            if was in (MirrorState.MIRRORING, MirrorState.RESYNCING):
+                self.set_state(MirrorState.PAUSED, reason)  # MIRRORING/RESYNCING -> PAUSED
+            else:
+                self.reason = reason
+            self._acked.notify_all()
+        with self._qcond:
+            self._queue.clear()
+            self._queued = 0
+            self._qcond.notify_all()
+        with contextlib.suppress(OSError):
+            conn.sock.shutdown(socket.SHUT_RDWR)
+        if was is MirrorState.MIRRORING and diverge:
+            self.mirror.diverged(self, reason)
+        self.wake.set()
+
+    # -- threads -------------------------------------------------------------------------
+
+    def _receiver(self, conn: Conn) -> None:
+        seen = -1  # conn.acked at the last idle timeout with frames outstanding
+        while conn.alive:
+            try:
+                frame = recv_frame(conn.sock)
+            except IdleTimeout:
+                if conn.acked < conn.next_seq - 1:
+                    if conn.acked == seen:  # outstanding for two timeouts in a row, no progress
+                        self.fail(conn, f"target silent for {self.timeout:.1f} s")
+                    seen = conn.acked
+                else:
+                    seen = -1
+                continue
+            except (ProtocolError, OSError) as exc:
+                self.fail(conn, f"connection lost: {exc}")
+                return
+            seen = -1
+            if frame.op in (Op.ACK, Op.HASHES):
+                self._on_ack(conn, frame)
+            elif frame.op is Op.ERROR:
+                self.fail(conn, f"the target gave up: {frame.text()}")
+            else:
+                self.fail(conn, f"unexpected {frame.op.name} frame from the target")
+
+    def _sender(self, conn: Conn) -> None:
+        while True:
+            with self._qcond:
+                while not self._queue and conn.alive:
+                    self._qcond.wait()
+                if not conn.alive:
+                    return
+                item = self._queue.popleft()
+                self._queued -= len(item[2])
+            c, offset, data, first, last = item
+            if c is not conn:
+                continue
+            if first < 0:  # a flush marker
+                self.flush_target(conn, wait=False)
+            elif not self.send_write(conn, offset, data, first, last):
+                return
+
+    def queue_flush(self, conn: Conn) -> None:
+        with self._qcond:
+            if conn.alive:
+                self._queue.append((conn, 0, b"", -1, -1))
+                self._qcond.notify()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self._cycle()
+            except Exception:  # the supervisor never dies of one bad cycle
+                logger.exception("mirror %s -> %s: connection cycle failed", self.mirror.volume, self.name)
+                self.wake.wait(self.retry_interval)
+                self.wake.clear()
+
+    def _cycle(self) -> None:
+        if self._admin is not None:
+            self.wake.wait()
+            self.wake.clear()
+            return
+        try:
+            sock = self.connect()
+        except OSError as exc:
+            with self.lock:
+                self.last_error = f"target unreachable: {exc}"
+            self.wake.wait(self.retry_interval)
+            self.wake.clear()
+            return
+        conn = Conn(sock)
+        try:
+            sock.settimeout(self.timeout)
+            relation = self._hello(conn)
+        except (MirrorError, ProtocolError, OSError, ValueError) as exc:
+            refused = isinstance(exc, MirrorError)
+            with self.lock:
+                self.last_error = str(exc)
+                self.split_brain = refused and "split brain" in str(exc)
+            if refused:
+                logger.error("mirror %s -> %s: %s", self.mirror.volume, self.name, exc)
+            with contextlib.suppress(OSError):
+                sock.close()
+            self.wake.wait(self.retry_interval * (10 if refused else 1))
+            self.wake.clear()
+            return
+        if self.stopping.is_set() or self._admin is not None:
+            sock.close()
+            return
+        self.relation = relation
+        if relation in (Relation.NEW_TARGET, Relation.SPLIT_BRAIN, Relation.UNRELATED) or self._force_full:
+            self.bitmap.set_all()
+            self._force_full = False
+        self._discard_target = False
+        self.last_error = None
+        self.split_brain = False
+        receiver = threading.Thread(target=self._receiver, args=(conn,), name=f"mirror-rx-{self.name}", daemon=True)
+        conn.threads.append(receiver)
+        if self.mode is MirrorMode.ASYNC:
+            sender = threading.Thread(target=self._sender, args=(conn,), name=f"mirror-tx-{self.name}", daemon=True)
+            conn.threads.append(sender)
+        with self.lock:
+            self.conn = conn
+            # RESYNC_PENDING/PAUSED/BROKEN -> RESYNCING: the target is back
+            self.set_state(MirrorState.RESYNCING, f"target connected ({relation.value})")
+        for t in conn.threads:
+            t.start()
+        checksum, self.checksum_next = self.checksum_next, False
+        stopped = resync.run(self, conn, checksum=checksum)
+        if stopped is not None:
+            self.fail(conn, stopped, diverge=False)
+        while conn.alive and not self.stopping.is_set():  # housekeeping: make clears durable now and then
+            self.wake.wait(self.clear_interval)
+            self.wake.clear()
+            if conn.alive and self.to_clear and self.mode is MirrorMode.SYNC:
+                self.flush_target(conn)
+            elif conn.alive and self.to_clear:
+                self.queue_flush(conn)
+            self.bitmap.sync()
+        for t in conn.threads:
+            t.join(self.timeout * 2)
+        conn.sock.close()
+
+    def _hello(self, conn: Conn) -> Relation:
+        gen = self.mirror.generations.value
+        send_json(
+            conn.sock,
+            Op.HELLO,
+            {
+                "node": self.mirror.node,
+                "role": "source",
+                "volume": self.mirror.volume,
+                "size": self.mirror.size,
+                "chunk": self.bitmap.chunk,
+                "generation": gen.to_json(),
+                "discard_target": self._discard_target,
+            },
+        )
+        try:
+            frame = recv_frame(conn.sock)
+        except IdleTimeout:
+            raise ProtocolError("the target did not answer HELLO") from None
+        if frame.op is Op.ERROR:
+            raise MirrorError(f"the target refused: {frame.text()}")
+        if frame.op is not Op.HELLO:
+            raise ProtocolError(f"the target answered HELLO with {frame.op.name}")
+        info = frame.json()
+        try:
+            relation = Relation(info.get("relation"))
+        except ValueError:
+            raise ProtocolError(f"the target sent an unknown relation {info.get('relation')!r}") from None
+        with self.lock:
+            self.relation = relation
+        return relation
+
+    # -- administration --------------------------------------------------------------------
+
+    def pause(self, reason: str = "paused by the administrator") -> None:
+        self._admin = "paused"
+        conn = self.conn
+        if conn is not None:
+            self.fail(conn, reason)
+        with self.lock:
+            if self.state is MirrorState.RESYNC_PENDING:
+                self.set_state(MirrorState.PAUSED, reason)
+
+    def break_(self) -> None:
+        """Stop tracking: only a full resync brings the target back (the bitmap is set all dirty)."""
+        self._admin = "broken"
+        conn = self.conn
+        if conn is not None:
+            self.fail(conn, "broken by the administrator")
+        self.bitmap.set_all()
+        with self.lock:
+            if self.state is not MirrorState.BROKEN:
+                self.set_state(MirrorState.BROKEN, "broken by the administrator")
+
+    def continue_(self) -> None:
+        with self.lock:
+            if self.state in (MirrorState.BROKEN, MirrorState.PAUSED) and self._admin is not None:
+                self.set_state(MirrorState.RESYNC_PENDING, "continued by the administrator")
+        self._admin = None
+        self.wake.set()
+
+    def resync_now(self, *, full: bool, checksum: bool) -> None:
+        self._force_full = full
+        self.checksum_next = checksum
+        conn = self.conn
+        if conn is not None and conn.alive:
+            self.fail(conn, "resync requested", diverge=True)
+        self.continue_()
+
+    def resolve(self, keep: str) -> None:
+        if keep != self.mirror.node:
+            raise MirrorError(
+                f"to keep {keep}'s data, {keep} must become the source of {self.mirror.volume} "
+                f"and {self.mirror.node} its target (started with discard_local=True)"
+            )
+        self._discard_target = True
+        logger.info(
+            "mirror %s -> %s: split brain resolved, keeping %s: %s's changes will be overwritten",
+            self.mirror.volume,
+            self.name,
+            keep,
+            self.name,
+        )
+        self.continue_()
+
+    def close(self) -> None:
+        self.stopping.set()
+        conn = self.conn
+        if conn is not None and conn.alive:
+            if self.state is MirrorState.MIRRORING and self.mode is MirrorMode.SYNC:
+                self.flush_target(conn)
+            self.fail(conn, "the mirror engine is closing", diverge=False)
+        self.wake.set()
+        self._thread.join(self.timeout * 3)
+        self.bitmap.close()
+
+
+class Mirror:
+    """The mirrored volume on the source: a :class:`~.device.BlockStore` over the local store."""
+
+    def __init__(
+        self,
+        local: LocalStore,
+        *,
+        volume: str,
+        node: str,
+        generations: GenerationStore,
+    ) -> None:
+        self.local = local
+        self.volume = volume
+        self.node = node
+        self.generations = generations
+        generations.start_data()
+        self.ranges = RangeLock()
+        self._links: tuple[TargetLink, ...] = ()
+        self._gate = threading.Condition()
+        self._gated: set[str] = set()
+        self._gate_timeout = 5.0
+        self._closed = False
+
+    def add_target(
+        self,
+        name: str,
+        connect: Callable[[], socket.socket],
+        bitmap_path: Path | str,
+        *,
+        mode: MirrorMode = MirrorMode.SYNC,
+        chunk: int = DEFAULT_CHUNK,
+        timeout: float = 5.0,
+        queue_bytes: int = 64 << 20,
+        retry_interval: float = 1.0,
+        clear_interval: float = 1.0,
+        settings: resync.ResyncSettings | None = None,
+    ) -> TargetLink:
+        """Mirror to ``name``; ``connect`` opens a connected socket (TLS already wrapped) to its target.
+
+        An existing bitmap file is reopened (after a crash: its dirty chunks are resent); a new one
+        starts all dirty (full resync).
+        """
+        if any(link.name == name for link in self._links):
+            raise MirrorError(f"{self.volume} is already mirrored to {name}")
+        if name == self.node:
+            raise MirrorError(f"{self.volume} cannot be mirrored to its own node {name}")
+        bitmap = IntentLog.open(bitmap_path, size=self.size, chunk=chunk)
+        link = TargetLink(
+            self,
+            name,
+            connect,
+            bitmap,
+            mode=mode,
+            timeout=timeout,
+            queue_bytes=queue_bytes,
+            retry_interval=retry_interval,
+            clear_interval=clear_interval,
+            settings=settings or resync.ResyncSettings(),
+        )
+        self._links = (*self._links, link)
+        link.start()
+        return link
+
+    def link(self, name: str) -> TargetLink:
+        for link in self._links:
+            if link.name == name:
+                return link
+        raise MirrorError(f"{self.volume} has no mirror to {name}")
+
+    @property
+    def links(self) -> tuple[TargetLink, ...]:
+        return self._links
+
+    def status(self) -> list[MirrorStatus]:
+        return [link.status() for link in self._links]
+
+    # -- BlockStore ---------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return self.local.size
+
+    def read_into(self, offset: int, buf: memoryview) -> int:
+        return self.local.read_into(offset, buf)
+
+    def write(self, offset: int, data: bytes | memoryview) -> None:
+        n = len(data)
+        if offset < 0 or offset + n > self.size:
+            raise OSError(errno.EINVAL, f"write at {offset}+{n} outside the volume ({self.size} bytes)")
+        if self._gated:
+            with self._gate:  # a resync finishing its last passes delays writers, bounded
+                self._gate.wait_for(lambda: not self._gated, timeout=self._gate_timeout)
+        token = self.ranges.acquire(offset, offset + n)
+        waits: list[tuple[TargetLink, Conn, int]] = []
+        try:
+            plans = [(link, *link.prepare(offset, n)) for link in self._links]
+            for link, _conn, need, _first, _last in plans:
+                link.bitmap.wait_durable(need)  # the intent is on disk before the write is issued
+            for link, conn, _need, first, last in plans:
+                if conn is not None and link.mode is MirrorMode.SYNC:
+                    seq = link.send_write(conn, offset, data, first, last)
+                    if seq:
+                        waits.append((link, conn, seq))
+            self.local.write(offset, data)
+            copy: bytes | None = None
+            for link, conn, _need, first, last in plans:
+                if conn is not None and link.mode is MirrorMode.ASYNC:
+                    copy = copy if copy is not None else bytes(data)
+                    link.enqueue(conn, offset, copy, first, last)
+        finally:
+            self.ranges.release(token)
+        for link, conn, seq in waits:
+            link.wait_acked(conn, seq)
+
+    def flush(self) -> None:
+        """A barrier: locally and on every Mirroring sync target (async targets get it queued)."""
+        conns = []
+        for link in self._links:
+            conn = link.conn
+            if conn is not None and conn.alive and link.state is MirrorState.MIRRORING:
+                if link.mode is MirrorMode.SYNC:
+                    reply = Reply()
+                    seq = link.send(conn, Op.FLUSH, 0, b"", kind=_F, reply=reply)
+                    if seq:
+                        conns.append((link, conn, seq))
+                else:
+                    link.queue_flush(conn)
+        self.local.flush()
+        for link, conn, seq in conns:
+            link.wait_acked(conn, seq)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for link in self._links:
+            link.close()
+        self.local.close()
+
+    # -- called by links and resync ---------------------------------------------------------
+
+    def diverged(self, link: TargetLink, reason: str) -> None:
+        """A target stopped following: the source's data starts a new generation, which the
+        targets still Mirroring take at once."""
+        gen = self.generations.new_generation(f"mirror to {link.name} left Mirroring: {reason}")
+        for other in self._links:
+            conn = other.conn
+            if other is not link and conn is not None and conn.alive and other.state is MirrorState.MIRRORING:
+                other.request(conn, Op.GEN, 0, resync.gen_payload("in_sync", gen))
+
+    def close_gate(self, link: TargetLink, timeout: float) -> None:
+        with self._gate:
+            self._gate_timeout = timeout
+            self._gated.add(link.name)
+
+    def open_gate(self, link: TargetLink) -> None:
+        with self._gate:
+            self._gated.discard(link.name)
+            self._gate.notify_all()
+
+    # -- administration --------------------------------------------------------------------
+
+    def pause(self, target: str) -> None:
+        self.link(target).pause()
+
+    def continue_(self, target: str) -> None:
+        self.link(target).continue_()
+
+    def break_(self, target: str) -> None:
+        self.link(target).break_()
+
+    def resync(self, target: str, *, full: bool = False, checksum: bool = False) -> None:
+        self.link(target).resync_now(full=full, checksum=checksum)
+
+    def resolve(self, target: str, keep: str) -> None:
+        self.link(target).resolve(keep)
+
+    def verify(self, target: str) -> list[tuple[int, int]]:
+        link = self.link(target)
+        conn = link.conn
+        if conn is None or not conn.alive or link.state is not MirrorState.MIRRORING:
+            raise MirrorError(f"verify needs the mirror to {target} Mirroring (it is {link.state.label})")
+        return resync.verify(link, conn)
