@@ -167,6 +167,7 @@ class TargetLink:
         self.clear_interval = clear_interval
         self.settings = settings
         self.progress = resync.ResyncProgress()
+        self.resyncs_done = 0  # resyncs that ended in Mirroring
         self.bucket = resync.TokenBucket(settings.bandwidth)
         self.state = MirrorState.RESYNC_PENDING
         self.reason = "waiting for the target"

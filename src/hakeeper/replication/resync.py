@@ -141,6 +141,7 @@ def run(link: TargetLink, conn: Conn, *, checksum: bool) -> str | None:
                 with link.lock:
                     if conn.alive and bitmap.dirty_chunks == 0 and not link.resync_pending:
                         # RESYNCING -> MIRRORING: the target has every chunk; writes are sent from now on
+                        link.resyncs_done += 1
                         link.set_state(
                             MirrorState.MIRRORING,
                             f"resync done: {progress.passes} pass(es), {progress.bytes_sent} bytes sent",
