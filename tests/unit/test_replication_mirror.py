@@ -251,3 +251,27 @@ def test_pause_continue_and_break(source, node2, tmp_path) -> None:
     assert link.progress.bytes_sent == 2 * CHUNK
     source.flush()
     assert node2.data() == src_bytes(tmp_path)
+
+
+def test_sequential_writes_mark_ahead_and_clean_chunks_are_cleared_lazily(source, node2, tmp_path) -> None:
+    mirrored(source, node2, tmp_path, mark_ahead=1 * MiB, clear_interval=600)
+    link = source.link("node2")
+    commits = link.bitmap.commits
+    for i in range(16):  # 4 MiB in 256 KiB sequential writes: 64 chunks
+        source.write(i * 256 * KiB, pattern(i + 1, 256 * KiB))
+    # one commit per 1 MiB marked ahead (plus the write's own chunks), not one per write
+    assert link.bitmap.commits - commits <= 4
+    assert link.bitmap.dirty_chunks == 64
+    source.flush()  # the target has everything durably now
+    link.clear_clean(tick=True)
+    assert link.bitmap.dirty_chunks == 0
+    source.write(0, pattern(99, 4 * KiB))  # new territory again: chunk 0 and 16 ahead
+    assert link.bitmap.dirty_chunks == 17
+    link.clear_clean(tick=True)  # the chunks marked ahead survive one tick untouched...
+    source.write(CHUNK, pattern(98, 4 * KiB))  # ...and one written meanwhile is no longer "ahead"
+    link.clear_clean(tick=True)
+    assert {c for c in range(64) if link.bitmap.is_dirty(c)} == {0, 1}
+    source.flush()
+    link.clear_clean(tick=True)
+    assert link.bitmap.dirty_chunks == 0
+    assert node2.data() == src_bytes(tmp_path)

@@ -154,6 +154,7 @@ class TargetLink:
         queue_bytes: int,
         retry_interval: float,
         clear_interval: float,
+        mark_ahead: int,
         settings: resync.ResyncSettings,
     ) -> None:
         self.mirror = mirror
@@ -178,7 +179,11 @@ class TargetLink:
         self._acked = threading.Condition(self.lock)
         self.conn: Conn | None = None
         self.inflight: dict[int, int] = {}  # chunk -> writes sent or queued, not acked
-        self.to_clear: set[int] = set()  # chunks the target acked; cleared at the next FLUSH ack
+        self.to_clear: set[int] = set()  # chunks the target acked, not yet flushed there
+        self.durable_clean: set[int] = set()  # chunks the target has durably: bits cleared at the next tick
+        self.spec_new: set[int] = set()  # chunks marked ahead of a sequential writer in this interval
+        self.spec_old: set[int] = set()  # ... in the previous one: cleared at the next tick if untouched
+        self.ahead = max(0, mark_ahead // bitmap.chunk)
         self.resync_pending: dict[int, bool] = {}  # chunk sent by resync, not acked -> written since?
         self._admin: str | None = None  # "paused" / "broken": no reconnection until continue
         self._discard_target = False
@@ -231,10 +236,15 @@ class TargetLink:
             if state is MirrorState.BROKEN:
                 return None, 0, 0, 0
             first, last = self.bitmap.chunk_range(offset, length)
-            need = self.bitmap.set_range(first, last)
-            self.touch(first, last)
             conn = self.conn
-            if state is MirrorState.MIRRORING and conn is not None and conn.alive:
+            mirroring = state is MirrorState.MIRRORING and conn is not None and conn.alive
+            spec: list[int] = []
+            need = self.bitmap.set_range(first, last, ahead=self.ahead if mirroring else 0, speculative=spec)
+            self.touch(first, last)
+            if spec:
+                self.spec_new.update(spec)
+            if mirroring:
+                assert conn is not None
                 inflight = self.inflight
                 for c in range(first, last + 1):
                     inflight[c] = inflight.get(c, 0) + 1
@@ -243,9 +253,10 @@ class TargetLink:
 
     def touch(self, first: int, last: int) -> None:
         """Chunks written again: not to clear on earlier acks (call with ``self.lock`` held)."""
-        if self.to_clear:
+        sets = [s for s in (self.to_clear, self.durable_clean, self.spec_new, self.spec_old) if s]
+        for s in sets:
             for c in range(first, last + 1):
-                self.to_clear.discard(c)
+                s.discard(c)
         if self.resync_pending:
             for c in range(first, last + 1):
                 if c in self.resync_pending:
@@ -275,6 +286,9 @@ class TargetLink:
             conn.completions.append((seq, kind, a, b, reply))
             send_frame(conn.sock, op, seq=seq, offset=offset, payload=payload)
             return seq
+        except TimeoutError:
+            self.fail(conn, f"target silent for {self.timeout:.1f} s (send timed out)")
+            return 0
         except (OSError, ValueError) as exc:
             self.fail(conn, f"sending to the target failed: {exc}")
             return 0
@@ -333,7 +347,6 @@ class TargetLink:
         return reply.ok
 
     def _on_ack(self, conn: Conn, frame: Frame) -> None:
-        cleared: list[int] = []
         with self.lock:
             if not conn.alive:
                 return
@@ -354,7 +367,7 @@ class TargetLink:
                         if not self.resync_pending.pop(c, True) and c not in self.inflight:
                             self.to_clear.add(c)
                 elif kind == _F:  # every ACK before this one is durable on the target now
-                    cleared = list(self.to_clear)
+                    self.durable_clean |= self.to_clear
                     self.to_clear.clear()
                 if reply is not None:
                     reply.ok = True
@@ -362,9 +375,20 @@ class TargetLink:
                         reply.data = bytes(frame.payload)
                     reply.event.set()
             conn.acked = frame.seq
-            if cleared:
-                self.bitmap.clear_chunks(cleared)
             self._acked.notify_all()
+
+    def clear_clean(self, *, tick: bool) -> None:
+        """Clear the bits of chunks the target has durably (and, on a housekeeping ``tick``, the
+        chunks marked ahead that no write touched for a whole interval). Lazy on purpose: a chunk
+        written again before this costs no bitmap write at all."""
+        with self.lock:
+            chunks = self.durable_clean
+            self.durable_clean = set()
+            if tick:
+                chunks |= self.spec_old
+                self.spec_old, self.spec_new = self.spec_new, set()
+            if chunks:
+                self.bitmap.clear_chunks(chunks)
 
     def fail(self, conn: Conn, reason: str, *, diverge: bool = True) -> None:
         """The connection is lost (error, stall, refusal, high water): pause, keep every bit."""
@@ -374,7 +398,12 @@ class TargetLink:
             conn.alive = False
             was = self.state
             self.inflight.clear()
-            self.to_clear.clear()
+            self.to_clear.clear()  # acked but maybe not durable there: stays dirty
+            # durable on the target and untouched since, or marked ahead and never written: clean
+            clean = self.durable_clean | self.spec_new | self.spec_old
+            self.durable_clean, self.spec_new, self.spec_old = set(), set(), set()
+            if clean:
+                self.bitmap.clear_chunks(clean)
             self.resync_pending.clear()
             for _seq, _kind, _a, _b, reply in conn.completions:
                 if reply is not None:
@@ -517,6 +546,8 @@ class TargetLink:
                 self.flush_target(conn)
             elif conn.alive and self.to_clear:
                 self.queue_flush(conn)
+            if conn.alive:
+                self.clear_clean(tick=True)
             self.bitmap.sync()
         for t in conn.threads:
             t.join(self.timeout * 2)
@@ -654,6 +685,7 @@ class Mirror:
         queue_bytes: int = 64 << 20,
         retry_interval: float = 1.0,
         clear_interval: float = 1.0,
+        mark_ahead: int = 4 << 20,
         settings: resync.ResyncSettings | None = None,
     ) -> TargetLink:
         """Mirror to ``name``; ``connect`` opens a connected socket (TLS already wrapped) to its target.
@@ -676,6 +708,7 @@ class Mirror:
             queue_bytes=queue_bytes,
             retry_interval=retry_interval,
             clear_interval=clear_interval,
+            mark_ahead=mark_ahead,
             settings=settings or resync.ResyncSettings(),
         )
         self._links = (*self._links, link)

@@ -165,7 +165,10 @@ def _pass(link: TargetLink, conn: Conn, *, checksum: bool) -> bool:
         if sent is None:
             return False
         link.bucket.take(sent, link.stopping)
-    return link.flush_target(conn)
+    if not link.flush_target(conn):
+        return False
+    link.clear_clean(tick=False)  # the pass's chunks are durable on the target: their bits go now
+    return True
 
 
 def _register(link: TargetLink, first: int, last: int) -> None:
