@@ -505,17 +505,15 @@ class TargetLink:
         except (MirrorError, ProtocolError, OSError, ValueError) as exc:
             refused = isinstance(exc, MirrorError)
             with self.lock:
+                again = self.last_error == str(exc)
                 self.last_error = str(exc)
                 self.split_brain = refused and "split brain" in str(exc)
-            if refused:
+            if refused and not again:
                 logger.error("mirror %s -> %s: %s", self.mirror.volume, self.name, exc)
             with contextlib.suppress(OSError):
                 sock.close()
             self.wake.wait(self.retry_interval * (10 if refused else 1))
             self.wake.clear()
-            return
-        if self.stopping.is_set() or self._admin is not None:
-            sock.close()
             return
         self.relation = relation
         if relation in (Relation.NEW_TARGET, Relation.SPLIT_BRAIN, Relation.UNRELATED) or self._force_full:
@@ -529,7 +527,10 @@ class TargetLink:
         if self.mode is MirrorMode.ASYNC:
             sender = threading.Thread(target=self._sender, args=(conn,), name=f"mirror-tx-{self.name}", daemon=True)
             conn.threads.append(sender)
-        with self.lock:
+        with self.lock:  # pause() sets _admin before it takes the lock: one of us sees the other
+            if self.stopping.is_set() or self._admin is not None:
+                sock.close()
+                return
             self.conn = conn
             # RESYNC_PENDING/PAUSED/BROKEN -> RESYNCING: the target is back
             self.set_state(MirrorState.RESYNCING, f"target connected ({relation.value})")
@@ -589,7 +590,8 @@ class TargetLink:
 
     def pause(self, reason: str = "paused by the administrator") -> None:
         self._admin = "paused"
-        conn = self.conn
+        with self.lock:
+            conn = self.conn
         if conn is not None:
             self.fail(conn, reason)
         with self.lock:
@@ -599,7 +601,8 @@ class TargetLink:
     def break_(self) -> None:
         """Stop tracking: only a full resync brings the target back (the bitmap is set all dirty)."""
         self._admin = "broken"
-        conn = self.conn
+        with self.lock:
+            conn = self.conn
         if conn is not None:
             self.fail(conn, "broken by the administrator")
         self.bitmap.set_all()
