@@ -52,23 +52,39 @@ class MirrorError(HakeeperError):
 
 
 class RangeLock:
-    """Byte ranges held by in-flight writes and resync reads; an overlapping request waits."""
+    """Byte ranges held by in-flight writes and resync reads; an overlapping request waits.
+
+    Fair: a request that waits blocks later requests that overlap it, so a resync read of a
+    run that hot writers keep touching is not starved by a stream of small writes.
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._held: list[tuple[int, int]] = []
+        self._held: list[list[int]] = []
+        self._waiting: list[list[int]] = []
 
-    def acquire(self, start: int, end: int) -> tuple[int, int]:
-        token = (start, end)
+    @staticmethod
+    def _overlaps(token: list[int], others: list[list[int]]) -> bool:
+        start, end = token
+        return any(o[0] < end and start < o[1] for o in others)
+
+    def acquire(self, start: int, end: int) -> list[int]:
+        token = [start, end]
         with self._cond:
-            while any(s < end and start < e for s, e in self._held):
-                self._cond.wait()
+            if self._overlaps(token, self._held) or self._overlaps(token, self._waiting):
+                self._waiting.append(token)
+                while True:
+                    ahead = self._waiting[: next(i for i, t in enumerate(self._waiting) if t is token)]
+                    if not self._overlaps(token, self._held) and not self._overlaps(token, ahead):
+                        break
+                    self._cond.wait()
+                self._waiting = [t for t in self._waiting if t is not token]
             self._held.append(token)
         return token
 
-    def release(self, token: tuple[int, int]) -> None:
+    def release(self, token: list[int]) -> None:
         with self._cond:
-            self._held.remove(token)
+            self._held = [t for t in self._held if t is not token]
             self._cond.notify_all()
 
 
@@ -674,6 +690,7 @@ class Mirror:
         self._gate = threading.Condition()
         self._gated: set[str] = set()
         self._gate_timeout = 5.0
+        self.delayed_writes = 0  # writes a converging resync delayed (DataKeeper's write throttling)
         self._closed = False
 
     def add_target(
@@ -746,6 +763,7 @@ class Mirror:
             raise OSError(errno.EINVAL, f"write at {offset}+{n} outside the volume ({self.size} bytes)")
         if self._gated:
             with self._gate:  # a resync finishing its last passes delays writers, bounded
+                self.delayed_writes += 1
                 self._gate.wait_for(lambda: not self._gated, timeout=self._gate_timeout)
         token = self.ranges.acquire(offset, offset + n)
         waits: list[tuple[TargetLink, Conn, int]] = []
