@@ -77,6 +77,7 @@ class MirrorTarget:
         self.last_error: str | None = None
         self.source_node: str | None = None
         self._serving = threading.Lock()
+        self._sock: socket.socket | None = None
 
     def resolve(self, keep: str) -> None:
         """After a split brain: ``keep`` is the node whose data survives. If that is the source
@@ -95,18 +96,31 @@ class MirrorTarget:
         )
 
     def serve(self, sock: socket.socket) -> None:
-        """Serve one connection until the source closes it; refusals raise :class:`TargetRefused`."""
+        """Serve one connection until the source closes it; refusals raise :class:`TargetRefused`.
+
+        A new connection replaces one still served (the source reconnects only when it gave the
+        old one up): the old one is shut down and, once its frame in progress is applied, ends.
+        """
         if not self._serving.acquire(blocking=False):
-            with contextlib.suppress(OSError):
-                send_frame(sock, Op.ERROR, payload=f"{self.node} already serves a source for {self.volume}".encode())
-            sock.close()
-            raise TargetRefused(f"a second source connected for {self.volume} while one is served")
+            old = self._sock
+            if old is not None:
+                with contextlib.suppress(OSError):
+                    old.shutdown(socket.SHUT_RDWR)
+            if not self._serving.acquire(timeout=HELLO_TIMEOUT):
+                with contextlib.suppress(OSError):
+                    send_frame(
+                        sock, Op.ERROR, payload=f"{self.node} is still busy with the previous connection".encode()
+                    )
+                sock.close()
+                raise TargetRefused(f"a new source connection for {self.volume} while the previous one is stuck")
+        self._sock = sock
         try:
             self._handshake(sock)
             self._loop(sock)
         except (ProtocolError, OSError) as exc:  # the source went away, or its stream was garbage
             logger.info("mirror %s on %s: connection from %s ended: %s", self.volume, self.node, self.source_node, exc)
         finally:
+            self._sock = None
             self._serving.release()
             with contextlib.suppress(OSError):
                 sock.close()
