@@ -176,3 +176,28 @@ def test_one_lost_target_does_not_disturb_the_other(pair, tmp_path: Path) -> Non
         wait_until(lambda: node3.data() == (tmp_path / "src.img").read_bytes(), "node3 to catch up")
     finally:
         node3.close()
+
+
+def test_the_bandwidth_limit_sleeps_for_the_bytes_over_the_rate() -> None:
+    from hakeeper.replication.resync import TokenBucket
+
+    now = [100.0]
+    waits: list[float] = []
+
+    class Stop:
+        def wait(self, seconds: float) -> bool:
+            waits.append(seconds)
+            now[0] += seconds
+            return False
+
+    bucket = TokenBucket(1_000_000, burst=100_000, clock=lambda: now[0])
+    stop = Stop()
+    bucket.take(100_000, stop)  # type: ignore[arg-type]
+    assert waits == []  # the burst
+    bucket.take(500_000, stop)  # type: ignore[arg-type]
+    assert waits == [pytest.approx(0.5)]
+    now[0] += 2.0  # idle: at most a burst accumulates
+    bucket.take(300_000, stop)  # type: ignore[arg-type]
+    assert waits[1:] == [pytest.approx(0.2)]
+    TokenBucket(None).take(1 << 30, stop)  # type: ignore[arg-type]
+    assert len(waits) == 2

@@ -23,6 +23,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -72,18 +73,22 @@ class ResyncProgress:
 class TokenBucket:
     """A bandwidth limit: ``take(n)`` sleeps as long as sending ``n`` bytes needs at ``rate``."""
 
-    def __init__(self, rate: float | None, burst: float | None = None) -> None:
+    def __init__(
+        self, rate: float | None, burst: float | None = None, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.rate = rate
         self.burst = burst if burst is not None else (rate or 0) / 10
+        self._clock = clock
         self._tokens = self.burst
-        self._last = time.monotonic()
+        self._last = clock()
         self._lock = threading.Lock()
 
     def take(self, n: int, stop: threading.Event) -> None:
+        """Account for ``n`` bytes; sleep (interrupted by ``stop``) while they are over the rate."""
         if not self.rate or n <= 0:
             return
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate) - n
             self._last = now
             debt = -self._tokens

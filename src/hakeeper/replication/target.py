@@ -32,6 +32,7 @@ from .protocol import (
     send_frame,
     send_json,
 )
+from .resync import is_hole
 
 logger = logging.getLogger(__name__)
 
@@ -234,6 +235,8 @@ class MirrorTarget:
 
     def _zero(self, offset: int, length: int) -> None:
         """Make ``[offset, offset+length)`` zeros, writing only where it is not already."""
+        if is_hole(self.store.fd, offset, length):  # a sparse image: nothing to read or write
+            return
         buf = bytearray(len(_ZERO))
         view = memoryview(buf)
         end = offset + length
