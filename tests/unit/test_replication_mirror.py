@@ -336,3 +336,17 @@ def test_writers_that_outpace_the_resync_are_delayed_until_it_converges(tmp_path
         stop.set()
         source.close()
         node2.close()
+
+
+def test_drain_waits_until_an_async_target_has_every_write(source, node2, tmp_path) -> None:
+    mirrored(source, node2, tmp_path, mode=MirrorMode.ASYNC)
+    for i in range(40):
+        source.write(i * 64 * KiB, pattern(i + 1, 64 * KiB))
+    flushes = node2.store.flushes
+    assert source.drain("node2", timeout=20)
+    assert node2.store.flushes > flushes
+    assert node2.data() == src_bytes(tmp_path)
+    source.pause("node2")
+    assert not source.drain("node2", timeout=1)
+    status = source.status()[0].to_json()
+    assert (status["state"], status["state_code"], status["mode"]) == ("Paused", 4, "async")

@@ -207,7 +207,8 @@ class TargetLink:
         self.checksum_next = False
         self.stopping = threading.Event()
         self.wake = threading.Event()
-        self._queue: deque[tuple[Conn, int, bytes, int, int]] = deque()  # async: (conn, offset, data, first, last)
+        # async: (conn, offset, data, first, last, reply); first < 0: a FLUSH marker
+        self._queue: deque[tuple[Conn, int, bytes, int, int, Reply | None]] = deque()
         self._queued = 0
         self._qcond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=f"mirror-{mirror.volume}-{name}", daemon=True)
@@ -336,7 +337,7 @@ class TargetLink:
         with self._qcond:
             full = self._queued + len(data) > self.queue_bytes
             if not full and conn.alive:
-                self._queue.append((conn, offset, data, first, last))
+                self._queue.append((conn, offset, data, first, last, None))
                 self._queued += len(data)
                 self._qcond.notify()
         if full:
@@ -475,19 +476,34 @@ class TargetLink:
                     return
                 item = self._queue.popleft()
                 self._queued -= len(item[2])
-            c, offset, data, first, last = item
+            c, offset, data, first, last, reply = item
             if c is not conn:
                 continue
             if first < 0:  # a flush marker
-                self.flush_target(conn, wait=False)
+                self.send(conn, Op.FLUSH, 0, b"", kind=_F, reply=reply)
             elif not self.send_write(conn, offset, data, first, last):
                 return
 
-    def queue_flush(self, conn: Conn) -> None:
+    def queue_flush(self, conn: Conn, reply: Reply | None = None) -> None:
         with self._qcond:
             if conn.alive:
-                self._queue.append((conn, 0, b"", -1, -1))
+                self._queue.append((conn, 0, b"", -1, -1, reply))
                 self._qcond.notify()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until the target has every write acknowledged so far durably (a FLUSH behind them,
+        through the queue in async mode); False if the mirror is not Mirroring or it took too long.
+        For a switchover: the source stops writing, drains, then the roles swap."""
+        with self.lock:
+            conn = self.conn
+            if conn is None or not conn.alive or self.state is not MirrorState.MIRRORING:
+                return False
+        reply = Reply()
+        if self.mode is MirrorMode.ASYNC:
+            self.queue_flush(conn, reply)
+        elif not self.send(conn, Op.FLUSH, 0, b"", kind=_F, reply=reply):
+            return False
+        return reply.event.wait(timeout) and reply.ok and conn.alive
 
     def start(self) -> None:
         self._thread.start()
@@ -849,6 +865,10 @@ class Mirror:
 
     def resolve(self, target: str, keep: str) -> None:
         self.link(target).resolve(keep)
+
+    def drain(self, target: str, timeout: float = 30.0) -> bool:
+        """True once ``target`` has every write acknowledged so far, durably (see :meth:`TargetLink.drain`)."""
+        return self.link(target).drain(timeout)
 
     def verify(self, target: str) -> list[tuple[int, int]]:
         link = self.link(target)
