@@ -350,3 +350,23 @@ def test_drain_waits_until_an_async_target_has_every_write(source, node2, tmp_pa
     assert not source.drain("node2", timeout=1)
     status = source.status()[0].to_json()
     assert (status["state"], status["state_code"], status["mode"]) == ("Paused", 4, "async")
+
+
+@pytest.mark.parametrize("mode", [MirrorMode.SYNC, MirrorMode.ASYNC])
+def test_overlapping_concurrent_writes_reach_the_target_in_the_local_order(source, node2, tmp_path, mode) -> None:
+    mirrored(source, node2, tmp_path, mode=mode)
+
+    def writer(n: int) -> None:
+        rnd = random.Random(n)
+        for i in range(300):  # all in the first 512 KiB: writes overlap all the time
+            length = rnd.choice([512, 4 * KiB, 20 * KiB, 100 * KiB])
+            source.write(rnd.randrange(0, 512 * KiB - length), pattern(n * 1000 + i, length))
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert source.link("node2").state is MirrorState.MIRRORING
+    assert source.drain("node2", timeout=20)
+    assert node2.data() == src_bytes(tmp_path)
