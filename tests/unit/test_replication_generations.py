@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hakeeper.replication.generations import Generation, GenerationStore, Relation, compare
+from hakeeper.replication.generations import Generation, GenerationError, GenerationStore, Relation, compare
 from hakeeper.replication.mirror import MirrorError
 from hakeeper.replication.protocol import Op, recv_frame, send_json
 from hakeeper.replication.states import MirrorMode, MirrorState
@@ -201,3 +201,18 @@ def test_the_bandwidth_limit_sleeps_for_the_bytes_over_the_rate() -> None:
     assert waits[1:] == [pytest.approx(0.2)]
     TokenBucket(None).take(1 << 30, stop)  # type: ignore[arg-type]
     assert len(waits) == 2
+
+
+def test_a_target_is_promoted_with_a_new_generation_unless_it_is_inconsistent(tmp_path: Path) -> None:
+    store = GenerationStore(tmp_path / "vol1.gen")
+    store.adopt(Generation("a0", []))
+    store.set_inconsistent()
+    with pytest.raises(GenerationError, match=r"inconsistent .* promote only with force"):
+        store.promote(peer="node1")
+    forced = store.promote(peer="node1", force=True)
+    assert forced.history == ["a0"]
+    store.adopt(Generation("b0", ["a0"]))
+    promoted = store.promote(peer="node1")
+    assert promoted.current not in ("a0", "b0") and promoted.history[:2] == ["b0", "a0"]
+    # the old source, back with b0, is now behind: it must become the target
+    assert compare(Generation("b0", ["a0"]), promoted) is Relation.TARGET_AHEAD

@@ -144,6 +144,20 @@ class GenerationStore:
                 self._gen.inconsistent = True
                 self._save()
 
+    def promote(self, *, peer: str, force: bool = False) -> Generation:
+        """This node becomes the source without ``peer`` (the source died): a new generation, so
+        that the old source, back, is told apart (target ahead, or split brain if it wrote too).
+
+        Refused while the data is inconsistent (a resync into it did not finish: it is no
+        point-in-time image), unless ``force`` (DataKeeper: no failover to a target mid-resync).
+        """
+        if self.value.inconsistent and not force:
+            raise GenerationError(
+                f"the data of {self.path.stem} here is inconsistent (a resync from {peer} did not finish): "
+                "promote only with force, accepting a filesystem check"
+            )
+        return self.new_generation(f"promoted to source without {peer}")
+
     def _save(self) -> None:
         tmp = self.path.with_name(self.path.name + ".new")
         with open(tmp, "w") as f:

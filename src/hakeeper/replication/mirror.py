@@ -733,6 +733,10 @@ class Mirror:
             raise MirrorError(f"{self.volume} is already mirrored to {name}")
         if name == self.node:
             raise MirrorError(f"{self.volume} cannot be mirrored to its own node {name}")
+        if timeout <= 0 or retry_interval <= 0 or clear_interval <= 0:
+            raise MirrorError(f"the timeouts and intervals of the mirror to {name} must be positive")
+        if queue_bytes <= 0:
+            raise MirrorError(f"the async queue of the mirror to {name} needs a positive size, not {queue_bytes}")
         bitmap = IntentLog.open(bitmap_path, size=self.size, chunk=chunk)
         link = TargetLink(
             self,
@@ -775,6 +779,8 @@ class Mirror:
 
     def write(self, offset: int, data: bytes | memoryview) -> None:
         n = len(data)
+        if n == 0:
+            return
         if offset < 0 or offset + n > self.size:
             raise OSError(errno.EINVAL, f"write at {offset}+{n} outside the volume ({self.size} bytes)")
         if self._gated:
