@@ -81,6 +81,9 @@ def test_split_brain_is_detected_and_not_resynced_until_resolved(pair, tmp_path:
         node2.target.resolve(keep="node2")
     source.resolve("node2", keep="node1")
     wait_state(source, "node2", MirrorState.MIRRORING)
+    # a full resync compared by checksum: only the chunks either side changed travel
+    assert link.progress.bytes_sent == CHUNK  # node1's write while apart
+    assert link.progress.zero_bytes == CHUNK  # node2's write, where node1 has zeros
     source.flush()
     assert node2.data() == (tmp_path / "src.img").read_bytes()
     assert node2.gens.value.current == source.generations.value.current

@@ -664,6 +664,7 @@ class TargetLink:
                 f"and {self.mirror.node} its target (started with discard_local=True)"
             )
         self._discard_target = True
+        self.checksum_next = True  # a full resync, but only chunks that differ travel
         logger.info(
             "mirror %s -> %s: split brain resolved, keeping %s: %s's changes will be overwritten",
             self.mirror.volume,
