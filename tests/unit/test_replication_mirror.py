@@ -65,7 +65,7 @@ def test_a_sync_write_is_on_the_target_when_acknowledged_and_flush_is_a_barrier(
 
 
 def test_a_stalled_target_pauses_within_the_timeout_and_writes_are_tracked(source, node2, tmp_path, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="hakeeper.replication.mirror")
+    caplog.set_level(logging.INFO, logger="hakeeper.replication")
     mirrored(source, node2, tmp_path, timeout=0.5)
     node2.store.open_gate.clear()  # the target stops: no more writes, no more acks
     link = source.link("node2")

@@ -34,7 +34,7 @@ from .protocol import DIGEST, MAX_DATA, Op, hash_request, zero_payload
 from .states import MirrorState
 
 if TYPE_CHECKING:
-    from .mirror import Conn, TargetLink
+    from .link import Conn, TargetLink
 
 _ZEROS = bytes(MAX_DATA)
 HASH_BATCH = 256  # chunks per HASH request
