@@ -1,0 +1,176 @@
+"""Data generations: which copy of a volume descends from which (as DRBD's UUIDs).
+
+Each node keeps, per volume, a small record: the *current* generation (a random 64-bit id
+naming the data as it is now), the *history* of the generations it came from (newest first),
+and whether the data is *inconsistent* (a resync into it began and did not finish).
+
+* A new generation starts when the data goes its own way: a mirror leaves Mirroring (the
+  target stops following, the source goes on writing), or a node becomes source without its
+  peer (promotion after the source died).
+* A target brought in sync takes the source's current generation and history.
+
+On connect the two records say what may happen (:func:`compare`): equal -> in sync (the bitmap
+still resends what it holds); the target's current in the source's history -> the source is
+ahead (partial resync from the bitmap); the reverse -> the target is ahead (refused: roles are
+wrong); both moved on from a common generation -> **split brain**: never resynced
+automatically, only after an administrator chose the survivor (``resolve``); no relation at
+all -> unrelated data (refused unless resolved; then a full resync). A target that never held
+data (no generation) gets a full resync.
+
+The record is a JSON file beside the bitmap, replaced atomically (write, fsync, rename, fsync dir).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import secrets
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hakeeper.errors import HakeeperError
+
+logger = logging.getLogger(__name__)
+
+HISTORY = 32
+
+
+class GenerationError(HakeeperError):
+    """A generation record that cannot be read."""
+
+    exit_code = 1
+
+
+class Relation(enum.Enum):
+    IN_SYNC = "in sync"
+    SOURCE_AHEAD = "source ahead"
+    NEW_TARGET = "new target"  # the target never held data of this volume: full resync
+    TARGET_AHEAD = "target ahead"
+    SPLIT_BRAIN = "split brain"
+    UNRELATED = "unrelated data"
+
+
+@dataclass
+class Generation:
+    current: str = ""  # "" : never held data
+    history: list[str] = field(default_factory=list)
+    inconsistent: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"current": self.current, "history": list(self.history), "inconsistent": self.inconsistent}
+
+    @classmethod
+    def from_json(cls, value: object) -> Generation:
+        if not isinstance(value, dict):
+            raise GenerationError("a generation record is not an object")
+        current, history = value.get("current", ""), value.get("history", [])
+        if (
+            not isinstance(current, str)
+            or not isinstance(history, list)
+            or not all(isinstance(h, str) for h in history)
+        ):
+            raise GenerationError("a generation record has a malformed current/history")
+        return cls(current, list(history), bool(value.get("inconsistent", False)))
+
+
+def compare(source: Generation, target: Generation) -> Relation:
+    """What the two records say about a source and a target about to connect."""
+    if not target.current:
+        return Relation.NEW_TARGET
+    if not source.current:
+        return Relation.TARGET_AHEAD
+    if source.current == target.current:
+        return Relation.IN_SYNC
+    if target.current in source.history:
+        return Relation.SOURCE_AHEAD
+    if source.current in target.history:
+        return Relation.TARGET_AHEAD
+    if set(source.history) & set(target.history):
+        return Relation.SPLIT_BRAIN
+    return Relation.UNRELATED
+
+
+class GenerationStore:
+    """The generation record of one volume on this node, persisted at ``path``. Thread-safe."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        if self.path.exists():
+            try:
+                self._gen = Generation.from_json(json.loads(self.path.read_text()))
+            except (ValueError, OSError) as exc:
+                raise GenerationError(f"cannot read the generation record {self.path}: {exc}") from None
+        else:
+            self._gen = Generation()
+
+    @property
+    def value(self) -> Generation:
+        with self._lock:
+            return Generation(self._gen.current, list(self._gen.history), self._gen.inconsistent)
+
+    def start_data(self) -> Generation:
+        """Give data that has no generation yet its first one (a new volume on its first source)."""
+        with self._lock:
+            if not self._gen.current:
+                self._gen = Generation(_new_id(), [], False)
+                self._save()
+            return Generation(self._gen.current, list(self._gen.history), self._gen.inconsistent)
+
+    def new_generation(self, why: str) -> Generation:
+        """Start a new generation (the data goes its own way); the old one goes into the history."""
+        with self._lock:
+            old = self._gen
+            history = ([old.current] if old.current else []) + old.history
+            self._gen = Generation(_new_id(), history[:HISTORY], old.inconsistent)
+            self._save()
+            logger.info("data generation %s -> %s (%s)", old.current or "none", self._gen.current, why)
+            return Generation(self._gen.current, list(self._gen.history), self._gen.inconsistent)
+
+    def adopt(self, source: Generation) -> None:
+        """This node's data is now a copy of the source's: take its generation, consistent."""
+        with self._lock:
+            self._gen = Generation(source.current, list(source.history[:HISTORY]), False)
+            self._save()
+
+    def set_inconsistent(self) -> None:
+        """A resync into this node's data begins: until it ends the data is no point-in-time image."""
+        with self._lock:
+            if not self._gen.inconsistent:
+                self._gen.inconsistent = True
+                self._save()
+
+    def promote(self, *, peer: str, force: bool = False) -> Generation:
+        """This node becomes the source without ``peer`` (the source died): a new generation, so
+        that the old source, back, is told apart (target ahead, or split brain if it wrote too).
+
+        Refused while the data is inconsistent (a resync into it did not finish: it is no
+        point-in-time image), unless ``force`` (DataKeeper: no failover to a target mid-resync).
+        """
+        if self.value.inconsistent and not force:
+            raise GenerationError(
+                f"the data of {self.path.stem} here is inconsistent (a resync from {peer} did not finish): "
+                "promote only with force, accepting a filesystem check"
+            )
+        return self.new_generation(f"promoted to source without {peer}")
+
+    def _save(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".new")
+        with open(tmp, "w") as f:
+            json.dump(self._gen.to_json(), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _new_id() -> str:
+    return secrets.token_hex(8)

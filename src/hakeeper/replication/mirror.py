@@ -1,0 +1,272 @@
+"""The source side: :class:`Mirror`, a :class:`~.device.BlockStore` that writes locally and to its targets.
+
+One :class:`~.link.TargetLink` per target (its own socket and threads). The application's
+threads (libfuse workers) call :meth:`Mirror.write` concurrently:
+
+1. overlapping writes are serialised by a fair range lock, held from marking the intent log
+   until the write is both issued locally and placed on each target's stream: two
+   overlapping writes reach every target in the order they reached the local disk, and a
+   resync read of a chunk cannot interleave with a write to it;
+2. each link marks the write's chunks in its bitmap (durable before anything is issued);
+3. sync links in Mirroring get the frame on their socket, then the local write runs (the
+   target works meanwhile), async links in Mirroring get it queued after the local write;
+4. outside the range lock, the writer waits for the sync links' acks, each at most the link's
+   timeout: a target that fails, disconnects or stalls is paused (its writes stay in its
+   bitmap) and the write succeeds. A write fails only when the local disk fails it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from . import resync
+from .bitmap import DEFAULT_CHUNK, IntentLog
+from .device import LocalStore
+from .generations import GenerationStore
+from .link import Conn, MirrorError, MirrorStatus, TargetLink
+from .protocol import Op
+from .states import MirrorMode, MirrorState
+
+__all__ = ["Mirror", "MirrorError", "MirrorStatus", "RangeLock", "TargetLink"]
+
+logger = logging.getLogger(__name__)
+
+
+class RangeLock:
+    """Byte ranges held by in-flight writes and resync reads; an overlapping request waits.
+
+    Fair: a request that waits blocks later requests that overlap it, so a resync read of a
+    run that hot writers keep touching is not starved by a stream of small writes.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._held: list[list[int]] = []
+        self._waiting: list[list[int]] = []
+
+    @staticmethod
+    def _overlaps(token: list[int], others: list[list[int]]) -> bool:
+        start, end = token
+        return any(o[0] < end and start < o[1] for o in others)
+
+    def acquire(self, start: int, end: int) -> list[int]:
+        token = [start, end]
+        with self._cond:
+            if self._overlaps(token, self._held) or self._overlaps(token, self._waiting):
+                self._waiting.append(token)
+                while True:
+                    ahead = self._waiting[: next(i for i, t in enumerate(self._waiting) if t is token)]
+                    if not self._overlaps(token, self._held) and not self._overlaps(token, ahead):
+                        break
+                    self._cond.wait()
+                self._waiting = [t for t in self._waiting if t is not token]
+            self._held.append(token)
+        return token
+
+    def release(self, token: list[int]) -> None:
+        with self._cond:
+            self._held = [t for t in self._held if t is not token]
+            self._cond.notify_all()
+
+
+class Mirror:
+    """The mirrored volume on the source: a :class:`~.device.BlockStore` over the local store."""
+
+    def __init__(
+        self,
+        local: LocalStore,
+        *,
+        volume: str,
+        node: str,
+        generations: GenerationStore,
+    ) -> None:
+        self.local = local
+        self.volume = volume
+        self.node = node
+        self.generations = generations
+        generations.start_data()
+        self.ranges = RangeLock()
+        self._links: tuple[TargetLink, ...] = ()
+        self._gate = threading.Condition()
+        self._gated: set[str] = set()
+        self._gate_timeout = 5.0
+        self.delayed_writes = 0  # writes a converging resync delayed (DataKeeper's write throttling)
+        self._closed = False
+
+    def add_target(
+        self,
+        name: str,
+        connect: Callable[[], socket.socket],
+        bitmap_path: Path | str,
+        *,
+        mode: MirrorMode = MirrorMode.SYNC,
+        chunk: int = DEFAULT_CHUNK,
+        timeout: float = 5.0,
+        queue_bytes: int = 64 << 20,
+        retry_interval: float = 1.0,
+        clear_interval: float = 1.0,
+        mark_ahead: int = 4 << 20,
+        settings: resync.ResyncSettings | None = None,
+    ) -> TargetLink:
+        """Mirror to ``name``; ``connect`` opens a connected socket (TLS already wrapped) to its target.
+
+        An existing bitmap file is reopened (after a crash: its dirty chunks are resent); a new one
+        starts all dirty (full resync).
+        """
+        if any(link.name == name for link in self._links):
+            raise MirrorError(f"{self.volume} is already mirrored to {name}")
+        if name == self.node:
+            raise MirrorError(f"{self.volume} cannot be mirrored to its own node {name}")
+        if timeout <= 0 or retry_interval <= 0 or clear_interval <= 0:
+            raise MirrorError(f"the timeouts and intervals of the mirror to {name} must be positive")
+        if queue_bytes <= 0:
+            raise MirrorError(f"the async queue of the mirror to {name} needs a positive size, not {queue_bytes}")
+        bitmap = IntentLog.open(bitmap_path, size=self.size, chunk=chunk)
+        link = TargetLink(
+            self,
+            name,
+            connect,
+            bitmap,
+            mode=mode,
+            timeout=timeout,
+            queue_bytes=queue_bytes,
+            retry_interval=retry_interval,
+            clear_interval=clear_interval,
+            mark_ahead=mark_ahead,
+            settings=settings or resync.ResyncSettings(),
+        )
+        self._links = (*self._links, link)
+        link.start()
+        return link
+
+    def link(self, name: str) -> TargetLink:
+        for link in self._links:
+            if link.name == name:
+                return link
+        raise MirrorError(f"{self.volume} has no mirror to {name}")
+
+    @property
+    def links(self) -> tuple[TargetLink, ...]:
+        return self._links
+
+    def status(self) -> list[MirrorStatus]:
+        return [link.status() for link in self._links]
+
+    # -- BlockStore ---------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return self.local.size
+
+    def read_into(self, offset: int, buf: memoryview) -> int:
+        return self.local.read_into(offset, buf)
+
+    def write(self, offset: int, data: bytes | memoryview) -> None:
+        n = len(data)
+        if n == 0:
+            return
+        if offset < 0 or offset + n > self.size:
+            raise OSError(errno.EINVAL, f"write at {offset}+{n} outside the volume ({self.size} bytes)")
+        if self._gated:
+            with self._gate:  # a resync finishing its last passes delays writers, bounded
+                self.delayed_writes += 1
+                self._gate.wait_for(lambda: not self._gated, timeout=self._gate_timeout)
+        token = self.ranges.acquire(offset, offset + n)
+        waits: list[tuple[TargetLink, Conn, int]] = []
+        try:
+            plans = [(link, *link.prepare(offset, n)) for link in self._links]
+            for link, _conn, need, _first, _last in plans:
+                link.bitmap.wait_durable(need)  # the intent is on disk before the write is issued
+            for link, conn, _need, first, last in plans:
+                if conn is not None and link.mode is MirrorMode.SYNC:
+                    seq = link.send_write(conn, offset, data, first, last)
+                    if seq:
+                        waits.append((link, conn, seq))
+            self.local.write(offset, data)
+            copy: bytes | None = None
+            for link, conn, _need, first, last in plans:
+                if conn is not None and link.mode is MirrorMode.ASYNC:
+                    copy = copy if copy is not None else bytes(data)
+                    link.enqueue(conn, offset, copy, first, last)
+        finally:
+            self.ranges.release(token)
+        for link, conn, seq in waits:
+            link.wait_acked(conn, seq)
+
+    def flush(self) -> None:
+        """A barrier: locally and on every Mirroring sync target (async targets get it queued)."""
+        conns = []
+        for link in self._links:
+            conn = link.conn
+            if conn is not None and conn.alive and link.state is MirrorState.MIRRORING:
+                if link.mode is MirrorMode.SYNC:
+                    seq = link.start_flush(conn)
+                    if seq:
+                        conns.append((link, conn, seq))
+                else:
+                    link.queue_flush(conn)
+        self.local.flush()
+        for link, conn, seq in conns:
+            link.wait_acked(conn, seq)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for link in self._links:
+            link.close()
+        self.local.close()
+
+    # -- called by links and resync ---------------------------------------------------------
+
+    def diverged(self, link: TargetLink, reason: str) -> None:
+        """A target stopped following: the source's data starts a new generation, which the
+        targets still Mirroring take at once."""
+        gen = self.generations.new_generation(f"mirror to {link.name} left Mirroring: {reason}")
+        for other in self._links:
+            conn = other.conn
+            if other is not link and conn is not None and conn.alive and other.state is MirrorState.MIRRORING:
+                other.request(conn, Op.GEN, 0, resync.gen_payload("in_sync", gen))
+
+    def close_gate(self, link: TargetLink, timeout: float) -> None:
+        with self._gate:
+            self._gate_timeout = timeout
+            self._gated.add(link.name)
+
+    def open_gate(self, link: TargetLink) -> None:
+        with self._gate:
+            self._gated.discard(link.name)
+            self._gate.notify_all()
+
+    # -- administration --------------------------------------------------------------------
+
+    def pause(self, target: str) -> None:
+        self.link(target).pause()
+
+    def continue_(self, target: str) -> None:
+        self.link(target).continue_()
+
+    def break_(self, target: str) -> None:
+        self.link(target).break_()
+
+    def resync(self, target: str, *, full: bool = False, checksum: bool = False) -> None:
+        self.link(target).resync_now(full=full, checksum=checksum)
+
+    def resolve(self, target: str, keep: str) -> None:
+        self.link(target).resolve(keep)
+
+    def drain(self, target: str, timeout: float = 30.0) -> bool:
+        """True once ``target`` has every write acknowledged so far, durably (see :meth:`TargetLink.drain`)."""
+        return self.link(target).drain(timeout)
+
+    def verify(self, target: str) -> list[tuple[int, int]]:
+        link = self.link(target)
+        conn = link.conn
+        if conn is None or not conn.alive or link.state is not MirrorState.MIRRORING:
+            raise MirrorError(f"verify needs the mirror to {target} Mirroring (it is {link.state.label})")
+        return resync.verify(link, conn)
