@@ -57,7 +57,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from hakeeper.comm.identity import load_identity
+from cryptography import x509
+
+from hakeeper.comm.identity import Identity, load_identity
+from hakeeper.comm.revocation import load_revocations
 from hakeeper.comm.tls import client_context, peer_node, reason, server_context
 from hakeeper.db import Lcd
 from hakeeper.db.mirrors import Mirror as MirrorDefinition
@@ -157,8 +160,20 @@ def _keepalive(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def connector(context: ssl.SSLContext, node: str, addresses: list[str], port: int) -> Callable[[], socket.socket]:
-    """``connect`` for the mirror to ``node``: TCP to its data port, mutual TLS, the peer checked to be ``node``."""
+def revoked(identity: Identity) -> Callable[[x509.Certificate], str | None]:
+    """The cluster's revocation list, read at each handshake (``hakeeper cluster revoke`` holds here at once)."""
+    return lambda cert: load_revocations(identity.directory).refusal(cert)
+
+
+def connector(
+    context: ssl.SSLContext,
+    node: str,
+    addresses: list[str],
+    port: int,
+    refusal: Callable[[x509.Certificate], str | None] | None = None,
+) -> Callable[[], socket.socket]:
+    """``connect`` for the mirror to ``node``: TCP to its data port, mutual TLS, the peer checked to be ``node``
+    (and not revoked)."""
 
     def connect() -> socket.socket:
         failures = []
@@ -171,7 +186,7 @@ def connector(context: ssl.SSLContext, node: str, addresses: list[str], port: in
             try:
                 _keepalive(raw)
                 tls = context.wrap_socket(raw)
-                peer = peer_node(tls)
+                peer = peer_node(tls, refusal)
                 if peer != node:
                     raise ConnectionRefusedError(f"{address}:{port} is {peer}, not {node}")
                 return tls
@@ -199,7 +214,8 @@ class Source:
         state_dir = plan.state_dir
         enter_private_mount_namespace(keep=(Path(plan.store).absolute(), state_dir))  # before any thread
         harden_process()
-        context = client_context(load_identity(plan.root))
+        identity = load_identity(plan.root)
+        context, refusal = client_context(identity), revoked(identity)
         local = LocalStore(plan.store)
         if local.size < plan.definition.size:
             local.close()
@@ -212,7 +228,7 @@ class Source:
         server: ControlServer | None = None
         try:
             for t in plan.definition.targets:  # every target before the volume serves I/O
-                connect = connector(context, t.node, plan.peers.get(t.node, []), plan.port)
+                connect = connector(context, t.node, plan.peers.get(t.node, []), plan.port, refusal)
                 settings = ResyncSettings(bandwidth=float(t.limit) or None)
                 bitmap = state_dir / f"{t.node}.bitmap"
                 mirror.add_target(
@@ -322,10 +338,13 @@ class Target:
         self._threads: list[threading.Thread] = []
         self._listeners: list[socket.socket] = []
         self._conns: set[socket.socket] = set()
+        self.refusal: Callable[[x509.Certificate], str | None] | None = None
 
     def run(self, stop: threading.Event) -> int:
         plan = self.plan
-        context = server_context(load_identity(plan.root))
+        identity = load_identity(plan.root)
+        context = server_context(identity)
+        self.refusal = revoked(identity)
         store = LocalStore(plan.store)
         if store.size < plan.definition.size:
             store.close()
@@ -395,7 +414,7 @@ class Target:
             conn.settimeout(CONNECT_TIMEOUT)
             _keepalive(conn)
             tls = context.wrap_socket(conn, server_side=True)
-            node = peer_node(tls)
+            node = peer_node(tls, self.refusal)
         except (OSError, HakeeperError) as exc:
             logger.warning("mirror %s: data connection from %s refused: %s", self.plan.volume, peer[0],
                            reason(exc) if isinstance(exc, OSError) else exc)  # fmt: skip

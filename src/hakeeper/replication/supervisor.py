@@ -62,9 +62,29 @@ class _Kept:
 class ReplicationProcesses:
     """The replication processes of this node's mirrored volumes (see the module's docstring)."""
 
-    def __init__(self, root: Path, wanted: Callable[[], Awaitable[Wanted]]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        wanted: Callable[[], Awaitable[Wanted]],
+        *,
+        argv: Callable[[str], list[str]] | None = None,
+        first_backoff: float = FIRST_BACKOFF,
+    ) -> None:
         self.root = root
         self.wanted = wanted
+        #: volume -> the process's command line (tests put a stand-in here)
+        self.argv = argv or (
+            lambda volume: [
+                sys.executable,
+                "-m",
+                "hakeeper.replication.process",
+                "--root",
+                str(root),
+                "--volume",
+                volume,
+            ]
+        )
+        self.first_backoff = first_backoff
         self._kept: dict[str, _Kept] = {}
         self._changed = asyncio.Event()
         self._down = False
@@ -112,14 +132,13 @@ class ReplicationProcesses:
                 kept.task = asyncio.create_task(self._keep(kept), name=f"replication of {volume}")
 
     async def _keep(self, kept: _Kept) -> None:
-        delay = FIRST_BACKOFF
+        delay = self.first_backoff
         try:
             while not kept.stopping:
                 started = time.monotonic()
                 proc = kept.proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "hakeeper.replication.process", "--root", str(self.root),
-                    "--volume", kept.volume, stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
-                )  # fmt: skip
+                    *self.argv(kept.volume), stdin=asyncio.subprocess.DEVNULL, start_new_session=True
+                )
                 kept.started += 1
                 if kept.stopping:  # stopped while it was being started
                     proc.send_signal(signal.SIGTERM)
@@ -129,7 +148,7 @@ class ReplicationProcesses:
                     logger.info("mirror %s: replication process (pid %d) stopped (%s)", kept.volume, proc.pid, code)
                     return
                 if time.monotonic() - started >= HEALTHY:
-                    delay = FIRST_BACKOFF
+                    delay = self.first_backoff
                 how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
                 logger.error(
                     "mirror %s: replication process (pid %d) died (%s); starting it again in %g s "
