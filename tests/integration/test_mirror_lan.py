@@ -21,9 +21,11 @@ from typing import Any
 
 import pytest
 
+from hakeeper.db import Lcd
 from hakeeper.lab.cluster import HaCluster
 from hakeeper.lab.lan import Lan
 from hakeeper.replication import loop
+from hakeeper.replication.dataport import data_port
 from hakeeper.replication.process import volume_dir
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.slow]
@@ -184,7 +186,8 @@ def test_a_cut_data_link_pauses_the_mirror_and_resends_only_the_dirty_regions(mi
     create(ha, "sync")
     device = wait_state(ha, "Mirroring")["device"]
     write_files(lan, device, base / "mnt1", base / "payload", names[:16], mkfs=True)
-    port = 7365 + 3
+    with Lcd.open(ha.root("node2"), readonly=True) as lcd:
+        port = data_port(int(lcd.settings()["comm_port"]))
     cut = (
         "table inet rproc_cut {\n  chain input {\n    type filter hook input priority -10; policy accept;\n"
         f"    tcp dport {port} drop\n    tcp sport {port} drop\n  }}\n"

@@ -16,7 +16,8 @@ import pytest
 from hakeeper.errors import IllegalArgument
 from hakeeper.replication.control import MirrorNotRunning, TargetStatus, VolumeStatus
 from hakeeper.replication.controlsock import CONTROL_NAME, ControlServer, ProcessControl, status_json
-from hakeeper.replication.process import data_port, volume_dir
+from hakeeper.replication.dataport import data_port
+from hakeeper.replication.process import volume_dir
 from hakeeper.replication.states import MirrorState
 from hakeeper.replication.supervisor import ReplicationProcesses, Wanted
 

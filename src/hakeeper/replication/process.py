@@ -59,15 +59,15 @@ from typing import Any
 
 from cryptography import x509
 
-from hakeeper.comm.identity import Identity, load_identity
-from hakeeper.comm.revocation import load_revocations
-from hakeeper.comm.tls import client_context, peer_node, reason, server_context
+from hakeeper.comm.identity import load_identity
+from hakeeper.comm.tls import client_context, server_context
 from hakeeper.db import Lcd
 from hakeeper.db.mirrors import Mirror as MirrorDefinition
 from hakeeper.errors import HakeeperError, IllegalArgument, NotFound, SystemCallFailed, UsageError
 
 from .control import TargetStatus, VolumeStatus
 from .controlsock import CONTROL_NAME, ControlServer, status_json
+from .dataport import accept_from, connector, data_port, revoked
 from .device import LocalStore
 from .generations import GenerationStore
 from .loop import VolumeError
@@ -78,13 +78,11 @@ from .volume import Volume, VolumeBusy, enter_private_mount_namespace, harden_pr
 
 logger = logging.getLogger("hakeeper.replication.process")
 
-DATA_PORT_OFFSET = 3  # comm_port + 3: messages +0, heartbeats +1, joins 7367 (+2)
 DEVICE_NAME = "device"
 PID_NAME = "pid"
 LOCK_NAME = "lock"
 GENERATION_NAME = "generation.json"
 MOUNT_NAME = "fuse"
-CONNECT_TIMEOUT = 5.0  # s for a TCP connect and then for the TLS handshake, each
 LINK_TIMEOUT = 5.0  # s a sync write waits for a target before that mirror pauses
 LOCK_WAIT = 30.0  # s a new process waits for the previous one of the volume to go
 WATCH = 1.0  # s between two looks at the volume and the stop flag
@@ -92,11 +90,6 @@ BUSY_RETRY = 1.0
 PR_SET_PDEATHSIG = 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-def data_port(comm_port: int) -> int:
-    """The data port of mirrors: ``comm_port + 3`` (see the module's docstring)."""
-    return comm_port + DATA_PORT_OFFSET
 
 
 def volume_dir(root: Path, volume: str) -> Path:
@@ -149,53 +142,6 @@ def read_plan(root: Path, volume: str) -> Plan:
             peers.setdefault(path.node, []).append(path.remote)
             local.setdefault(path.node, []).append(path.local)
     return Plan(root, node, definition, port, peers, local)
-
-
-def _keepalive(sock: socket.socket) -> None:
-    """A peer that vanished (power off) is noticed within ~11 s even by a thread blocked in recv."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 5)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 2)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def revoked(identity: Identity) -> Callable[[x509.Certificate], str | None]:
-    """The cluster's revocation list, read at each handshake (``hakeeper cluster revoke`` holds here at once)."""
-    return lambda cert: load_revocations(identity.directory).refusal(cert)
-
-
-def connector(
-    context: ssl.SSLContext,
-    node: str,
-    addresses: list[str],
-    port: int,
-    refusal: Callable[[x509.Certificate], str | None] | None = None,
-) -> Callable[[], socket.socket]:
-    """``connect`` for the mirror to ``node``: TCP to its data port, mutual TLS, the peer checked to be ``node``
-    (and not revoked)."""
-
-    def connect() -> socket.socket:
-        failures = []
-        for address in addresses:
-            try:
-                raw = socket.create_connection((address, port), timeout=CONNECT_TIMEOUT)
-            except OSError as exc:
-                failures.append(f"{address}:{port}: {reason(exc)}")
-                continue
-            try:
-                _keepalive(raw)
-                tls = context.wrap_socket(raw)
-                peer = peer_node(tls, refusal)
-                if peer != node:
-                    raise ConnectionRefusedError(f"{address}:{port} is {peer}, not {node}")
-                return tls
-            except (OSError, HakeeperError) as exc:
-                raw.close()
-                failures.append(f"{address}:{port}: {reason(exc) if isinstance(exc, OSError) else exc}")
-        raise ConnectionError(f"no data connection to {node}: {'; '.join(failures) or 'no path to it'}")
-
-    return connect
 
 
 # ---------------------------------------------------------------------- the source
@@ -408,21 +354,9 @@ class Target:
             return
 
     def _connection(self, conn: socket.socket, peer: tuple[str, int], context: ssl.SSLContext) -> None:
-        source = self.plan.definition.source
         assert self.target is not None
-        try:
-            conn.settimeout(CONNECT_TIMEOUT)
-            _keepalive(conn)
-            tls = context.wrap_socket(conn, server_side=True)
-            node = peer_node(tls, self.refusal)
-        except (OSError, HakeeperError) as exc:
-            logger.warning("mirror %s: data connection from %s refused: %s", self.plan.volume, peer[0],
-                           reason(exc) if isinstance(exc, OSError) else exc)  # fmt: skip
-            conn.close()
-            return
-        if node != source:
-            logger.warning("mirror %s: refused %s (%s): the source is %s", self.plan.volume, node, peer[0], source)
-            tls.close()
+        tls = accept_from(conn, peer[0], context, self.plan.definition.source, self.refusal, what=self.plan.volume)
+        if tls is None:
             return
         self._conns.add(tls)
         try:
@@ -501,6 +435,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HakeeperError as exc:
         logger.error("mirror %s: %s", args.volume, exc)
         return exc.exit_code
+    except Exception:  # logged where hakeeperd logs, not only on a stderr nobody reads
+        logger.exception("mirror %s: the replication process failed", args.volume)
+        return 1
     finally:
         if lock >= 0:
             with contextlib.suppress(OSError):
