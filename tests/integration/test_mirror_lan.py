@@ -215,28 +215,43 @@ def test_a_cut_data_link_pauses_the_mirror_and_resends_only_the_dirty_regions(mi
 def test_a_killed_replication_process_is_restarted_and_the_volume_comes_back(mirror_lab: HaCluster, lan: Lan) -> None:
     ha = mirror_lab
     base = ha.base
-    sums = payloads(base / "payload", 16)
+    sums = payloads(base / "payload", 48)
+    names = sorted(sums)
     create(ha, "sync")
     device = wait_state(ha, "Mirroring")["device"]
-    mnt = base / "mnt1"
-    write_files(lan, device, mnt, base / "payload", sorted(sums), mkfs=True)
+    mnt, src = base / "mnt1", base / "payload"
+    write_files(lan, device, mnt, src, names[:16], mkfs=True)
+    # Killed mid-write: a writer goes on fsyncing files one by one (it fails once the volume is gone).
+    script = "".join(
+        f"dd if={src / n} of={mnt / n} bs=64K conv=fsync status=none || exit 0; echo {n}\n" for n in names[16:]
+    )
+    writer = lan.node("node1").popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout is not None
+    synced = names[:16] + [writer.stdout.readline().strip() for _ in range(4)]
     pid_file = volume_dir(ha.root("node1"), "data") / "pid"
     pid = int(pid_file.read_text())
     lan.node("node1").kill_daemon(pid, sig=signal.SIGKILL)
+    synced += [line.strip() for line in writer.stdout]  # what it fsynced before the kill took effect
+    writer.wait(60)
+    writer.stdout.close()
 
     ha.wait(lambda: f"(pid {pid}) died (killed by SIGKILL)" in ha.log("node1"), 30, "hakeeperd sees the death")
     ha.wait(lambda: pid_file.exists() and int(pid_file.read_text() or 0) != pid, 60, "a new process", step=0.2)
     again = wait_state(ha, "Mirroring")
-    print(f"restart: {device} -> {again['device']}; resent {again['targets'][0]['resync_bytes_sent']} bytes")
+    resent = again["targets"][0]["resync_bytes_sent"]
+    print(f"restart: {device} -> {again['device']}; volume {SIZE} bytes, resent {resent} bytes")
     assert again["device"] != device and again["device"].startswith("/dev/loop")
+    assert resent < SIZE // 2, "partial: from the persistent bitmap"
     # The old mount sits on a dead device (I/O errors, as with a failed disk): unmount it, mount the new one.
     script = (
         f"umount {mnt} || umount -l {mnt}\nmount {again['device']} {mnt}\ntrap 'cd /; umount {mnt}' EXIT\n"
         f"cd {mnt}\nfor f in f*; do echo \"$(sha256sum < $f | cut -d' ' -f1) $f\"; done"
     )
     found = {name: digest for digest, name in (line.split() for line in run(lan, "node1", script).splitlines())}
-    assert found == sums, "the volume's data intact after the restart"
-    assert again["targets"][0]["resync_bytes_sent"] < SIZE // 2, "partial: from the persistent bitmap"
+    assert {n: found.get(n) for n in synced} == {n: sums[n] for n in synced}, "every fsynced file intact"
+    ha.ok("node1", "hakeeper", "mirror", "verify", "data")
+    ha.wait(lambda: "verify found" in ha.log("node1"), 60, "the verify's result", step=0.3)
+    assert "data -> node2: verify found no difference" in ha.log("node1"), "node2 has what node1 has"
     assert loop.wait_detached(Path(device).name, 30), f"the dead {device} went once unmounted"
 
     # lkstop stops the process cleanly: its loop device goes, its files too.
