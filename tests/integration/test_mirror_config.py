@@ -64,7 +64,8 @@ def test_a_mirror_is_defined_on_its_nodes_or_on_none(ha_cluster: HaCluster, lan:
     assert refused.returncode == 5 and refused.stdout == "", refused
     assert "run 'mirror pause' on its source node1" in refused.stderr and refused.stderr.count("\n") == 1
     assert "data: mirror to node2 paused" in ha.ok("node1", "hakeeper", "mirror", "pause", "data")
-    assert "Paused" in ha.ok("node1", "hakeeper", "mirror", "status", "data")
+    shown = ha.ok("node1", "hakeeper", "mirror", "status", "data")
+    assert "Paused (4)" in shown and f"data: volume device {live('node1')['device']}" in shown, shown
     assert "continued" in ha.ok("node1", "hakeeper", "mirror", "continue", "data")
     assert {node: definition(ha, node) for node in ("node1", "node2")} == before
 

@@ -309,4 +309,7 @@ def _status(ctx: Context, args: argparse.Namespace, mirrors: list[Mirror], live:
         widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]
         for row in lines:
             ctx.print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for volume, known in sorted(live.items()):  # where to mkfs and mount it (a new device after a restart)
+        if known is not None and known.device:
+            ctx.print(f"{volume}: volume device {known.device}")
     return 0
