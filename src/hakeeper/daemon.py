@@ -354,9 +354,18 @@ class Daemon:
         return True
 
     async def _mirrored_here(self) -> Wanted:
-        """The mirrored volumes this node belongs to, each with its definition (a change restarts its process)."""
-        mirrors = await self.db.read(lambda r: r.mirrors())
-        return {m.volume: m for m in mirrors if self.node in m.nodes}
+        """The mirrored volumes this node belongs to, each with what its process reads at start: the definition,
+        the paths to the mirror's other nodes and the ports (a change restarts the process)."""
+
+        def read(r: Lcd) -> Wanted:
+            port, paths = r.settings()["comm_port"], r.paths()
+            return {
+                m.volume: (m, port, tuple(p for p in paths if p.node in m.nodes))
+                for m in r.mirrors()
+                if self.node in m.nodes
+            }
+
+        return await self.db.read(read)
 
     def _config_changed(self, op: str) -> None:
         if op in MIRROR_CHANGES and self.replication is not None:

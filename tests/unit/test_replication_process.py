@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from hakeeper.errors import IllegalArgument
+from hakeeper.db import Lcd
+from hakeeper.errors import IllegalArgument, NotFound
 from hakeeper.replication.control import MirrorNotRunning, TargetStatus, VolumeStatus
 from hakeeper.replication.controlsock import CONTROL_NAME, ControlServer, ProcessControl, status_json
 from hakeeper.replication.dataport import data_port
-from hakeeper.replication.process import volume_dir
+from hakeeper.replication.process import read_plan, volume_dir
 from hakeeper.replication.states import MirrorState
 from hakeeper.replication.supervisor import ReplicationProcesses, Wanted
 
@@ -114,3 +115,22 @@ def test_hakeeperd_keeps_one_process_per_volume_restarts_it_and_stops_it(tmp_pat
             await asyncio.gather(service, return_exceptions=True)
 
     asyncio.run(main())
+
+
+def test_the_process_reads_its_role_store_port_and_peer_addresses_from_the_lcd(tmp_path: Path) -> None:
+    root = tmp_path / "node1"
+    with Lcd.open(root, node="node1") as lcd:
+        for other in ("node2", "node3"):
+            lcd.create_node(other)
+        lcd.create_path("node2", "198.18.1.11", "198.18.1.12", priority=2)
+        lcd.create_path("node2", "198.18.0.11", "198.18.0.12", priority=1)
+        store = tmp_path / "data.img"
+        store.write_bytes(bytes(1 << 20))
+        lcd.create_mirror("data", "node2", store=str(store), target_store="/srv/data.img", mode="async")
+    plan = read_plan(root, "data")
+    assert (plan.role, plan.node, plan.store, plan.port) == ("source", "node1", str(store), 7368)
+    assert plan.peers["node2"] == ["198.18.0.12", "198.18.1.12"], "by path priority"
+    assert plan.local["node2"] == ["198.18.0.11", "198.18.1.11"]
+    assert plan.state_dir == root / "replication" / "data"
+    with pytest.raises(NotFound):
+        read_plan(root, "logs")
