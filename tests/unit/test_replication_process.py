@@ -18,7 +18,7 @@ from hakeeper.errors import IllegalArgument, NotFound
 from hakeeper.replication.control import MirrorNotRunning, TargetStatus, VolumeStatus
 from hakeeper.replication.controlsock import CONTROL_NAME, ControlServer, ProcessControl, status_json
 from hakeeper.replication.dataport import data_port
-from hakeeper.replication.process import read_plan, volume_dir
+from hakeeper.replication.process import BUSY_NAME, read_plan, volume_dir
 from hakeeper.replication.states import MirrorState
 from hakeeper.replication.supervisor import ReplicationProcesses, Wanted
 
@@ -134,3 +134,38 @@ def test_the_process_reads_its_role_store_port_and_peer_addresses_from_the_lcd(t
     assert plan.state_dir == root / "replication" / "data"
     with pytest.raises(NotFound):
         read_plan(root, "logs")
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_a_process_that_ignores_sigterm_is_killed_unless_a_mounted_volume_keeps_it_busy(
+    tmp_path: Path, busy: bool
+) -> None:
+    def argv(volume: str) -> list[str]:  # ignores SIGTERM, as a source whose volume is mounted does
+        state = volume_dir(tmp_path, volume)
+        mark = f"(d / {BUSY_NAME!r}).write_text('mounted'); " if busy else ""
+        script = (
+            f"import pathlib, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            f"d = pathlib.Path({str(state)!r}); d.mkdir(parents=True, exist_ok=True); {mark}"
+            f"(d / {CONTROL_NAME!r}).touch(); time.sleep(120)"
+        )
+        return [sys.executable, "-c", script]
+
+    async def main() -> None:
+        async def read() -> Wanted:
+            return {"data": 1}
+
+        procs = ReplicationProcesses(tmp_path, read, argv=argv, stop_timeout=0.5)
+        await procs.reconcile(await read())
+        await _until(lambda: procs.control("data") is not None, "the process ready")
+        pid = procs.pid("data")
+        assert pid is not None
+        await asyncio.wait_for(procs.stop_all(), 10)
+        if not busy:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+            return
+        os.kill(pid, 0)  # left serving the mounted volume: it stops once unmounted, not killed
+        os.kill(pid, signal.SIGKILL)  # the test's own cleanup, by PID
+        await _until(lambda: not procs._leaving, "the process left serving to end")
+
+    asyncio.run(main())

@@ -29,7 +29,8 @@ process per volume: a second waits for the first to go).
 
 SIGTERM (or hakeeperd's death: ``PR_SET_PDEATHSIG``) stops it: flush, let the loop device go, unmount
 the FUSE file, close the data connections and sockets. While a filesystem on the loop device is
-mounted the device cannot go: the process says so at ERROR and serves on until it is unmounted.
+mounted the device cannot go: the process says so at ERROR, writes the file ``busy`` and serves on
+until it is unmounted (hakeeperd never kills a process that says it is busy).
 After a SIGKILL the filesystem above sees I/O errors, as with a failed disk; the process hakeeperd
 starts again serves the volume on a new loop device (``hakeeper mirror status VOL`` shows it, and
 the ``device`` file holds it).
@@ -79,6 +80,7 @@ from .volume import Volume, VolumeBusy, enter_private_mount_namespace, harden_pr
 logger = logging.getLogger("hakeeper.replication.process")
 
 DEVICE_NAME = "device"
+BUSY_NAME = "busy"  # while a stop waits for the volume's filesystem to be unmounted (hakeeperd does not kill then)
 PID_NAME = "pid"
 LOCK_NAME = "lock"
 GENERATION_NAME = "generation.json"
@@ -191,6 +193,7 @@ class Source:
             if server is not None:
                 server.close()
             (state_dir / DEVICE_NAME).unlink(missing_ok=True)
+            (state_dir / BUSY_NAME).unlink(missing_ok=True)
             mirror.close()  # a last flush to the sync targets still Mirroring, then the links and the store
         logger.info("mirror %s: source on %s stopped", plan.volume, plan.node)
         return 0
@@ -205,6 +208,7 @@ class Source:
                 return
             except VolumeBusy as exc:
                 logger.error("%s", exc)
+                _write_atomic(self.plan.state_dir / BUSY_NAME, str(exc))
                 stop.clear()
                 stop.wait(BUSY_RETRY)
                 stop.set()
@@ -430,6 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = read_plan(root, args.volume)
         plan.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         lock = _lock(plan.state_dir, stop)
+        (plan.state_dir / BUSY_NAME).unlink(missing_ok=True)  # a killed predecessor's
         _write_atomic(plan.state_dir / PID_NAME, str(os.getpid()))
         return (Source(plan) if plan.role == "source" else Target(plan)).run(stop)
     except HakeeperError as exc:

@@ -16,7 +16,11 @@ new process serves the volume on a *new* loop device: ``hakeeper mirror status V
 partial.
 
 :meth:`stop_all` (lkstop, hakeeperd's shutdown) sends SIGTERM to every process, waits
-:data:`STOP_TIMEOUT` and then kills what is left (logged). Everything here is asyncio subprocess
+:data:`STOP_TIMEOUT` and then kills what is left (logged) -- except a process that says it is *busy*
+(a filesystem on its volume is still mounted): killing it would fail the disk under that filesystem,
+so it is left serving (logged) and stops by itself once the filesystem is unmounted; a process of
+the volume started meanwhile waits for it (the volume's lock). The same holds when a changed
+definition restarts a process. Everything here is asyncio subprocess
 management: nothing blocks hakeeperd's loop. The processes run in sessions of their own (a Ctrl-C to
 hakeeperd is not theirs) and die with hakeeperd (``PR_SET_PDEATHSIG`` in the process).
 """
@@ -34,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .controlsock import CONTROL_NAME, ProcessControl
-from .process import volume_dir
+from .process import BUSY_NAME, volume_dir
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +73,7 @@ class ReplicationProcesses:
         *,
         argv: Callable[[str], list[str]] | None = None,
         first_backoff: float = FIRST_BACKOFF,
+        stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
         self.root = root
         self.wanted = wanted
@@ -85,6 +90,8 @@ class ReplicationProcesses:
             ]
         )
         self.first_backoff = first_backoff
+        self.stop_timeout = stop_timeout
+        self._leaving: set[asyncio.Task[None]] = set()  # processes left serving a mounted volume, until they end
         self._kept: dict[str, _Kept] = {}
         self._changed = asyncio.Event()
         self._down = False
@@ -173,24 +180,35 @@ class ReplicationProcesses:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
             try:
-                async with asyncio.timeout(STOP_TIMEOUT):
+                async with asyncio.timeout(self.stop_timeout):
                     await proc.wait()
             except TimeoutError:
+                busy = volume_dir(self.root, kept.volume) / BUSY_NAME
+                if busy.exists():  # a mounted filesystem holds the volume: a kill would be a failed disk to it
+                    logger.error(
+                        "mirror %s: replication process (pid %d) serves on: a filesystem on its volume is still "
+                        "mounted; it stops once that is unmounted",
+                        kept.volume,
+                        proc.pid,
+                    )
+                    if kept.task is not None:
+                        self._leaving.add(kept.task)
+                        kept.task.add_done_callback(self._leaving.discard)
+                    return
                 logger.error(
-                    "mirror %s: replication process (pid %d) did not stop in %g s: killing it "
-                    "(a filesystem on its volume sees I/O errors)",
+                    "mirror %s: replication process (pid %d) did not stop in %g s: killing it",
                     kept.volume,
                     proc.pid,
-                    STOP_TIMEOUT,
+                    self.stop_timeout,
                 )
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(STOP_TIMEOUT):
+                    async with asyncio.timeout(self.stop_timeout):
                         await proc.wait()
         if kept.task is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                async with asyncio.timeout(STOP_TIMEOUT):
+                async with asyncio.timeout(self.stop_timeout):
                     await kept.task
 
     async def stop_all(self) -> None:
