@@ -211,6 +211,19 @@ def test_a_cut_data_link_pauses_the_mirror_and_resends_only_the_dirty_regions(mi
     ha.wait(lambda: "verify found" in ha.log("node1"), 60, "the verify's result", step=0.3)
     assert "data -> node2: verify found no difference" in ha.log("node1")
 
+    # lkstop with the filesystem still mounted: hakeeperd does not kill the busy process, the volume
+    # serves on, and the process stops by itself once the filesystem is unmounted.
+    pid_file = volume_dir(ha.root("node1"), "data") / "pid"
+    pid = int(pid_file.read_text())
+    ha.ok("node1", "lkstop", "-f")
+    assert f"replication process (pid {pid}) serves on: a filesystem on its volume is still mounted" in ha.log("node1")
+    mnt = base / "mnt1"
+    found = run(lan, "node1", f"sha256sum < {mnt / names[0]}").split()[0]
+    assert found == sums[names[0]], "the volume still serves"
+    run(lan, "node1", f"umount {mnt}")
+    ha.wait(lambda: not pid_file.exists(), 60, "the process stops once unmounted", step=0.2)
+    assert loop.wait_detached(Path(device).name, 30), f"{device} detached"
+
 
 def test_a_killed_replication_process_is_restarted_and_the_volume_comes_back(mirror_lab: HaCluster, lan: Lan) -> None:
     ha = mirror_lab
