@@ -273,3 +273,31 @@ def test_a_killed_replication_process_is_restarted_and_the_volume_comes_back(mir
     ha.wait(lambda: f"replication process (pid {new}) stopped (0)" in ha.log("node1"), 60, "a clean stop")
     assert loop.wait_detached(Path(again["device"]).name, 30), f"{again['device']} detached at lkstop"
     assert not pid_file.exists() and not (pid_file.parent / "device").exists()
+
+
+def test_a_target_added_to_a_mounted_volume_joins_the_running_process(mirror_lab: HaCluster, lan: Lan) -> None:
+    ha = mirror_lab
+    base = ha.base
+    sums = payloads(base / "payload", 8)
+    create(ha, "sync")
+    device = wait_state(ha, "Mirroring")["device"]
+    write_files(lan, device, base / "mnt1", base / "payload", sorted(sums), mkfs=True)
+    pid_file = volume_dir(ha.root("node1"), "data") / "pid"
+    pid = int(pid_file.read_text())
+
+    third = image(ha.root("node3") / "data.img")
+    ha.ok("node1", "hakeeper", "mirror", "create", "data", "--target", "node3", "--target-store", third,
+          "--mode", "async")  # fmt: skip
+
+    def states() -> dict[str, str]:
+        return {t["node"]: t["state"] for t in status(ha)["targets"]}
+
+    ha.wait(lambda: states() == {"node2": "Mirroring", "node3": "Mirroring"}, MIRRORING, "both targets Mirroring")
+    assert int(pid_file.read_text()) == pid and status(ha)["device"] == device, "no restart: the volume stayed up"
+    assert f"replication process (pid {pid}) reloaded" in ha.log("node1")
+    run(lan, "node1", f"umount {base / 'mnt1'}")
+    for target in ("node2", "node3"):
+        ha.ok("node1", "hakeeper", "mirror", "verify", "data", "--target", target)
+        said = f"data -> {target}: verify found"
+        ha.wait(lambda: said in ha.log("node1"), 60, f"verify of {target}")  # noqa: B023 -- waited for here
+        assert f"data -> {target}: verify found no difference" in ha.log("node1")

@@ -64,6 +64,7 @@ from hakeeper.comm.identity import load_identity
 from hakeeper.comm.tls import client_context, server_context
 from hakeeper.db import Lcd
 from hakeeper.db.mirrors import Mirror as MirrorDefinition
+from hakeeper.db.mirrors import MirrorTarget as MirrorTargetDefinition
 from hakeeper.errors import HakeeperError, IllegalArgument, NotFound, SystemCallFailed, UsageError
 
 from .control import TargetStatus, VolumeStatus
@@ -156,6 +157,8 @@ class Source:
         self.plan = plan
         self.mirror: Mirror | None = None
         self.volume: Volume | None = None
+        self._connect: Callable[[str, list[str]], Callable[[], socket.socket]] | None = None
+        self._reloading = threading.Lock()
 
     def run(self, stop: threading.Event) -> int:
         plan = self.plan
@@ -164,6 +167,11 @@ class Source:
         harden_process()
         identity = load_identity(plan.root)
         context, refusal = client_context(identity), revoked(identity)
+        self._connect = lambda node, addresses: connector(context, node, addresses, plan.port, refusal)
+        for old in state_dir.glob("*.bitmap"):  # a target deleted: if it comes back, it needs a full resync
+            if plan.definition.target(old.stem) is None:
+                logger.info("mirror %s: %s is no target any more: its intent log goes", plan.volume, old.stem)
+                old.unlink()
         local = LocalStore(plan.store)
         if local.size < plan.definition.size:
             local.close()
@@ -176,12 +184,7 @@ class Source:
         server: ControlServer | None = None
         try:
             for t in plan.definition.targets:  # every target before the volume serves I/O
-                connect = connector(context, t.node, plan.peers.get(t.node, []), plan.port, refusal)
-                settings = ResyncSettings(bandwidth=float(t.limit) or None)
-                bitmap = state_dir / f"{t.node}.bitmap"
-                mirror.add_target(
-                    t.node, connect, bitmap, mode=t.mode, chunk=t.bitmap_chunk, timeout=LINK_TIMEOUT, settings=settings
-                )
+                self._add(t, plan)
             volume = self.volume = Volume(mirror, state_dir / MOUNT_NAME)
             volume.open()
             _write_atomic(state_dir / DEVICE_NAME, volume.device)
@@ -197,6 +200,40 @@ class Source:
             mirror.close()  # a last flush to the sync targets still Mirroring, then the links and the store
         logger.info("mirror %s: source on %s stopped", plan.volume, plan.node)
         return 0
+
+    def _add(self, t: MirrorTargetDefinition, plan: Plan) -> None:
+        assert self.mirror is not None and self._connect is not None
+        connect = self._connect(t.node, plan.peers.get(t.node, []))
+        settings = ResyncSettings(bandwidth=float(t.limit) or None)
+        bitmap = plan.state_dir / f"{t.node}.bitmap"
+        self.mirror.add_target(
+            t.node, connect, bitmap, mode=t.mode, chunk=t.bitmap_chunk, timeout=LINK_TIMEOUT, settings=settings
+        )
+
+    def reload(self) -> str:
+        """Targets added to the definition join the running mirror (a full resync each: a new intent log,
+        all dirty, covers the writes issued while they are added). Anything else changed: refused, the
+        process must start again."""
+        with self._reloading:
+            old, new = self.plan, read_plan(self.plan.root, self.plan.volume)
+            kept = [t.node for t in old.definition.targets]
+            same = (
+                new.role == old.role
+                and (new.port, new.store, new.definition.size) == (old.port, old.store, old.definition.size)
+                and all(new.definition.target(n) == old.definition.target(n) for n in kept)
+                and all(new.peers.get(n) == old.peers.get(n) for n in kept)
+            )
+            if not same:
+                raise IllegalArgument(f"{old.volume}'s definition changed beyond new targets: the process starts again")
+            added = [t for t in new.definition.targets if t.node not in kept]
+            for t in added:
+                (new.state_dir / f"{t.node}.bitmap").unlink(missing_ok=True)
+                self._add(t, new)
+            self.plan = new
+        if not added:
+            return f"{new.volume}: nothing to add"
+        logger.info("mirror %s: now mirrored to %s too (full resync)", new.volume, ", ".join(t.node for t in added))
+        return f"{new.volume}: mirrored to {', '.join(t.node for t in added)} too"
 
     def _serve(self, volume: Volume, stop: threading.Event) -> None:
         while True:
@@ -237,6 +274,8 @@ class Source:
             return {"said": f"{volume}: split brain resolved, keeping {keep}'s data"}
         if verb == "switchover":
             raise IllegalArgument(f"switchover runs on a target of {volume!r}, not on its source {self.plan.node}")
+        if verb == "reload":
+            return {"said": self.reload()}
         names = self._targets(None if target is None else str(target))
         if verb == "pause":
             for name in names:
@@ -380,6 +419,12 @@ class Target:
             return {"said": f"{volume}: split brain resolved on {self.plan.node}, keeping {request.get('keep')}'s data"}
         if verb == "switchover":
             raise IllegalArgument(f"switchover of {volume!r} is not supported by this replication process yet")
+        if verb == "reload":  # another target added: nothing changes for this one
+            new = read_plan(self.plan.root, volume)
+            mine = (self.plan.role, self.plan.store, self.plan.port, self.plan.local.get(self.plan.definition.source))
+            if mine != (new.role, new.store, new.port, new.local.get(new.definition.source)):
+                raise IllegalArgument(f"{volume}'s definition changed for {self.plan.node}: the process starts again")
+            return {"said": f"{volume}: nothing changes on target {self.plan.node}"}
         source = self.plan.definition.source
         raise IllegalArgument(f"{self.plan.node} is a target of {volume!r}: run 'mirror {verb}' on its source {source}")
 

@@ -37,6 +37,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hakeeper.errors import HakeeperError
+
 from .controlsock import CONTROL_NAME, ProcessControl
 from .process import BUSY_NAME, volume_dir
 
@@ -128,15 +130,37 @@ class ReplicationProcesses:
         if self._down:
             return
         for volume, kept in list(self._kept.items()):
-            if wanted.get(volume) != kept.definition:
-                why = "no longer mirrored here" if volume not in wanted else "its definition changed"
-                logger.info("mirror %s: stopping its replication process (%s)", volume, why)
-                await self._stop(kept)
-                del self._kept[volume]
+            definition = wanted.get(volume)
+            if definition == kept.definition:
+                continue
+            if definition is not None and await self._reload(kept):
+                kept.definition = definition
+                continue
+            why = "no longer mirrored here" if definition is None else "its definition changed"
+            logger.info("mirror %s: stopping its replication process (%s)", volume, why)
+            await self._stop(kept)
+            del self._kept[volume]
+            if definition is None and (kept.proc is None or kept.proc.returncode is not None):
+                for bitmap in volume_dir(self.root, volume).glob("*.bitmap"):
+                    bitmap.unlink()  # a mirror made again later starts with full resyncs
         for volume, definition in sorted(wanted.items()):
             if volume not in self._kept:
                 kept = self._kept[volume] = _Kept(volume, definition)
                 kept.task = asyncio.create_task(self._keep(kept), name=f"replication of {volume}")
+
+    async def _reload(self, kept: _Kept) -> bool:
+        """A target added: the running process takes it without a restart (its volume stays up)."""
+        control = self.control(kept.volume)
+        if control is None:
+            return False
+        try:
+            said = await asyncio.to_thread(control.call, {"verb": "reload"})
+        except HakeeperError as exc:
+            logger.info("mirror %s: %s", kept.volume, exc)
+            return False
+        logger.info("mirror %s: replication process (pid %s) reloaded: %s", kept.volume, self.pid(kept.volume),
+                    said.get("said"))  # fmt: skip
+        return True
 
     async def _keep(self, kept: _Kept) -> None:
         delay = self.first_backoff
