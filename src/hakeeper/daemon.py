@@ -49,6 +49,7 @@ from hakeeper.comm.tls import Peer, Refusal
 from hakeeper.control import MAX_REQUEST, Answer, decode_request, socket_path
 from hakeeper.db import Lcd, Resource, State
 from hakeeper.db.aio import Threaded
+from hakeeper.db.mirrors import MIRROR_CHANGES
 from hakeeper.db.model import as_reason
 from hakeeper.db.settings import SHUTDOWN_STRATEGIES, daemon_busy_timeout
 from hakeeper.db.states import Init
@@ -65,6 +66,7 @@ from hakeeper.recovery import plan
 from hakeeper.recovery.engine import DEFAULT_MAX_PARALLEL, Engine
 from hakeeper.recovery.engine import call as kit_call
 from hakeeper.replication.control import MirrorControls, NoReplication
+from hakeeper.replication.supervisor import ReplicationProcesses, Wanted
 from hakeeper.supervise import FATAL, FAULTS_ENV, RESTART, Failure, Service, Supervisor
 
 logger = logging.getLogger(__name__)
@@ -151,8 +153,10 @@ class Daemon:
         if self.credentials is not None:
             self.credentials.changed = drop_kept  # connections kept to a node just revoked go
         self.adopter = Adopter(self.lcd, self.kits, db=self.db)
-        #: The replication processes of mirrored volumes here (hakeeper mirror's verbs): none run yet.
-        self.mirror_controls: MirrorControls = NoReplication()
+        #: The replication processes of the mirrored volumes of this node (a cluster's only: the data
+        #: connections use its certificates); hakeeper mirror's verbs reach them through mirror_controls.
+        self.replication = ReplicationProcesses(self.root, self._mirrored_here) if self.identity else None
+        self.mirror_controls: MirrorControls = self.replication or NoReplication()
         self.reviser = Reviser(self.lcd, self.kits, db=self.db)
         handlers = {
             "run": self._rpc_run,
@@ -209,6 +213,8 @@ class Daemon:
             services.append(Service("guard", self.guard.run, FATAL))
         if self.heartbeats is not None:
             services.append(Service("heartbeats", self.heartbeats.run, FATAL))
+        if self.replication is not None:
+            services.append(Service("replication", self.replication.run, RESTART))
         if self.credentials is not None:  # a warning a day before the certificate expires: nothing depends on it
             services.append(Service("certificate expiry", self.credentials.watch_expiry, RESTART))
         if self.rpc is not None:
@@ -347,7 +353,23 @@ class Daemon:
             return False
         return True
 
+    async def _mirrored_here(self) -> Wanted:
+        """The mirrored volumes this node belongs to, each with what its process reads at start: the definition,
+        the paths to the mirror's other nodes and the ports (a change restarts the process)."""
+
+        def read(r: Lcd) -> Wanted:
+            port, paths = r.settings()["comm_port"], r.paths()
+            return {
+                m.volume: (m, port, tuple(p for p in paths if p.node in m.nodes))
+                for m in r.mirrors()
+                if self.node in m.nodes
+            }
+
+        return await self.db.read(read)
+
     def _config_changed(self, op: str) -> None:
+        if op in MIRROR_CHANGES and self.replication is not None:
+            self.replication.changed()  # start, stop or restart the volume's replication process now
         if op != "set_settings":
             return
         self.db.set_busy_timeout(daemon_busy_timeout(self.lcd.settings()))  # guard_timeout may have changed
@@ -601,6 +623,8 @@ class Daemon:
         if self.identity is not None:  # the peers hear it from us, not from our heartbeats stopping
             switch_over = self._take_out_of_service and self.lcd.shutdown_strategy == SHUTDOWN_STRATEGIES[1]
             await self.failover.leaving(switch_over=switch_over)
+        if self.replication is not None:  # the volumes' processes first: a mounted volume may hold them a while
+            await self._watched("stopping the replication processes", self.replication.stop_all())
         await self._watched("stopping the services", self.services.cancel())
         if self._work:  # stage 2: let running work finish, then cancel it
             logger.info("waiting up to %g s for %d running task(s)", self.config.drain_timeout, len(self._work))

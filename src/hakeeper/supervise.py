@@ -51,6 +51,10 @@ monitor       restart  The quickCheck scheduler rebuilds its watchers from the L
                        it is down a failure is noticed late, not never.
 certificate   restart  The daily warning that this node's certificate expires soon
 expiry                 (``hakeeper cluster renew``); nothing depends on it.
+replication   restart  Keeps one replication process per mirrored volume of this node
+                       (hakeeper.replication.supervisor) and restarts a dead one itself; the
+                       service only reads the LCD and starts or stops processes: a new run
+                       takes over the processes the last one kept.
 watchdog      restart  Under systemd with ``WatchdogSec=`` only (hakeeper.notify): pings
                        systemd every half of it while the event loop turns. It holds no
                        state, and a failed send is logged, not raised; the first back-off

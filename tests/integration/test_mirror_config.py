@@ -47,14 +47,26 @@ def test_a_mirror_is_defined_on_its_nodes_or_on_none(ha_cluster: HaCluster, lan:
     assert [(t.node, t.store, t.bitmap_chunk) for t in mirror.targets] == [("node2", there, 256 * 1024)]
     assert definition(ha, "node1")[0] == definition(ha, "node2")[0]
     assert definition(ha, "node3") == node3_before, "node3 is no node of the mirror: it heard nothing"
-    status = json.loads(ha.ok("node2", "hakeeper", "mirror", "status", "--json"))
-    assert status[0]["targets"][0]["state"] == "unknown" and status[0]["live"] is False
 
-    # No replication process runs yet: a verb is refused by hakeeperd (1), one line, nothing changed.
+    # hakeeperd starts the volume's replication process on both nodes: the verbs reach it.
+    def live(node: str) -> dict[str, object]:
+        record: dict[str, object] = json.loads(ha.ok(node, "hakeeper", "mirror", "status", "--json"))[0]
+        return record
+
+    ha.wait(lambda: live("node2")["live"] is True, 30, "node2's replication process", step=0.2)
+    assert live("node2")["role"] == "target" and live("node2")["device"] is None, "a target exposes no device"
+    ha.wait(lambda: live("node1")["live"] is True, 30, "node1's replication process", step=0.2)
+    assert str(live("node1")["device"]).startswith("/dev/loop")
+
+    # A verb on the target is refused (5), one line, nothing changed; on the source it is done.
     before = {node: definition(ha, node) for node in ("node1", "node2")}
-    paused = ha.command("node1", "hakeeper", "mirror", "pause", "data")
-    assert paused.returncode == 1 and paused.stdout == "", paused
-    assert "no replication process of 'data' runs on node1" in paused.stderr and paused.stderr.count("\n") == 1
+    refused = ha.command("node2", "hakeeper", "mirror", "pause", "data")
+    assert refused.returncode == 5 and refused.stdout == "", refused
+    assert "run 'mirror pause' on its source node1" in refused.stderr and refused.stderr.count("\n") == 1
+    assert "data: mirror to node2 paused" in ha.ok("node1", "hakeeper", "mirror", "pause", "data")
+    shown = ha.ok("node1", "hakeeper", "mirror", "status", "data")
+    assert "Paused (4)" in shown and f"data: volume device {live('node1')['device']}" in shown, shown
+    assert "continued" in ha.ok("node1", "hakeeper", "mirror", "continue", "data")
     assert {node: definition(ha, node) for node in ("node1", "node2")} == before
 
     # node3's store is smaller than the volume: node3 refuses as it prepares, no LCD changes anywhere.
@@ -78,3 +90,6 @@ def test_a_mirror_is_defined_on_its_nodes_or_on_none(ha_cluster: HaCluster, lan:
     # And the mirror goes from both nodes at once.
     assert "data deleted" in ha.ok("node2", "hakeeper", "mirror", "delete", "data")
     assert definition(ha, "node1")[0] == definition(ha, "node2")[0] == ()
+    # ... and with it the replication processes: their pid files go as they stop.
+    ha.wait(lambda: not (ha.root("node1") / "replication" / "data" / "pid").exists(), 40, "node1's process stopped")
+    ha.wait(lambda: not (ha.root("node2") / "replication" / "data" / "pid").exists(), 40, "node2's process stopped")

@@ -144,7 +144,7 @@ def test_restartable_services_that_die_come_back_and_the_node_keeps_serving_and_
 ) -> None:
     setup_web(ha, tmp_path, interval=1)
     root = ha.root("node1")
-    for service in ("messages", "catch-up", "anti-entropy", "monitor"):
+    for service in ("messages", "catch-up", "anti-entropy", "monitor", "replication"):
         inject(root, service)
         ha.wait(restarted_once(ha, "node1", service), 30, f"{service} to start again")
         assert TRACEBACK.format(service) in ha.log("node1"), f"{service}: its death is logged with its traceback"

@@ -296,10 +296,12 @@ def _status(ctx: Context, args: argparse.Namespace, mirrors: list[Mirror], live:
                     "resync_percent": found.resync_percent if found is not None else None,
                     "dirty_bytes": found.dirty_bytes if found is not None else None,
                     "split_brain": found.split_brain if found is not None else None,
+                    "resync_bytes_sent": found.resync_bytes_sent if found is not None else None,
                 }
             )
         records.append({"volume": m.volume, "size": m.size, "source": m.source, "store": m.store,
-                        "live": known is not None, "targets": targets})  # fmt: skip
+                        "live": known is not None, "role": known.role if known is not None else None,
+                        "device": known.device if known is not None else None, "targets": targets})  # fmt: skip
     if args.json:
         ctx.print(json.dumps(records, indent=2, ensure_ascii=False))
         return 0
@@ -307,4 +309,7 @@ def _status(ctx: Context, args: argparse.Namespace, mirrors: list[Mirror], live:
         widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]
         for row in lines:
             ctx.print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for volume, known in sorted(live.items()):  # where to mkfs and mount it (a new device after a restart)
+        if known is not None and known.device:
+            ctx.print(f"{volume}: volume device {known.device}")
     return 0

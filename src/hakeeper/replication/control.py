@@ -45,6 +45,7 @@ class TargetStatus:
     resync_percent: float | None = None  # while RESYNCING: how much of what must be sent was sent
     dirty_bytes: int | None = None  # what the bitmap says the target lacks
     split_brain: bool = False  # both sides wrote independently (data generations differ): resolve first
+    resync_bytes_sent: int | None = None  # data the current (or last) resync put on the wire
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class VolumeStatus:
     volume: str
     role: str  # "source" or "target"
     targets: tuple[TargetStatus, ...]
+    device: str | None = None  # on the source: the loop device the administrator mounts (new after a restart)
 
 
 class MirrorControl(Protocol):
