@@ -516,10 +516,19 @@ class TargetLink:
 
     # -- administration --------------------------------------------------------------------
 
+    def tell_target(self, conn: Conn | None, state: MirrorState) -> None:
+        """Tell a Mirroring target the mirror leaves Mirroring on purpose (its copy will be older than
+        the source's: it must not be promoted); best effort, bounded by the link's timeout."""
+        if conn is not None and conn.alive and self.state is MirrorState.MIRRORING:
+            reply = self.request(conn, Op.GEN, 0, resync.gen_payload("left", None, state=state.label))
+            if reply is not None:
+                reply.event.wait(self.timeout)
+
     def pause(self, reason: str = "paused by the administrator") -> None:
         self._admin = "paused"
         with self.lock:
             conn = self.conn
+        self.tell_target(conn, MirrorState.PAUSED)
         if conn is not None:
             self.fail(conn, reason)
         with self.lock:
@@ -531,6 +540,7 @@ class TargetLink:
         self._admin = "broken"
         with self.lock:
             conn = self.conn
+        self.tell_target(conn, MirrorState.BROKEN)
         if conn is not None:
             self.fail(conn, "broken by the administrator")
         self.bitmap.set_all()
