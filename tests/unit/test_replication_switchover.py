@@ -234,11 +234,14 @@ def test_a_target_mid_resync_or_broken_is_not_promoted(tmp_path: Path) -> None:
 def _failover(tmp_path: Path, *, old_source_writes: bool) -> None:
     a = make_source(tmp_path, SIZE)
     b = TargetNode(tmp_path, "node2", SIZE)
+    c = TargetNode(tmp_path, "node3", SIZE)
     old_a: TargetNode | None = None
     new: Mirror | None = None
     try:
         add(a, b, tmp_path)
+        add(a, c, tmp_path)
         wait_state(a, "node2", MirrorState.MIRRORING)
+        wait_state(a, "node3", MirrorState.MIRRORING)
         for i in range(6):
             a.write(i * CHUNK, pattern(i, CHUNK))
         a.flush()
@@ -249,8 +252,10 @@ def _failover(tmp_path: Path, *, old_source_writes: bool) -> None:
         if old_source_writes:
             a.write(15 * CHUNK, pattern(99, CHUNK))  # node1 goes on alone
             assert gen.current in a.generations.value.history
+        c.down()
         a.close()  # node1 dies
         a_data = (tmp_path / "src.img").read_bytes()
+        c.up = True
 
         promoted = b.target.promote(peer="node1")  # node2 was Mirroring: the failover is allowed
         store, gens = become_source(tmp_path, b)
@@ -259,9 +264,11 @@ def _failover(tmp_path: Path, *, old_source_writes: bool) -> None:
         new.write(30 * CHUNK, pattern(7, 2 * CHUNK))  # the applications run on node2
         old_a = TargetNode(tmp_path, "node1", SIZE, image="src.img")  # node1 back, as node2's target
         new.add_target("node1", old_a.connect, tmp_path / "node2-node1.bitmap", **OPTS)  # type: ignore[arg-type]
-        link = new.link("node1")
+        new.add_target("node3", c.connect, tmp_path / "node2-node3.bitmap", **OPTS)  # type: ignore[arg-type]
+        link, to_c = new.link("node1"), new.link("node3")
         if old_source_writes:
             wait_until(lambda: link.split_brain, "the split brain to be reported")
+            wait_until(lambda: to_c.split_brain, "node3, which followed node1 after the cut, to be one too")
             assert link.state is MirrorState.RESYNC_PENDING and link.relation is None
             assert "split brain" in (link.last_error or "")
             assert old_a.data() == a_data  # not resynced until resolve
@@ -270,8 +277,10 @@ def _failover(tmp_path: Path, *, old_source_writes: bool) -> None:
             wait_state(new, "node1", MirrorState.MIRRORING)
             assert link.relation is Relation.SOURCE_AHEAD
             assert link.progress.bytes_sent == 2 * CHUNK  # node2's own writes only, found by checksum
+            wait_state(new, "node3", MirrorState.MIRRORING)
+            assert to_c.relation is Relation.SOURCE_AHEAD and to_c.progress.bytes_sent == 2 * CHUNK
             new.flush()
-            assert old_a.data() == (tmp_path / "node2.img").read_bytes()
+            assert old_a.data() == (tmp_path / "node2.img").read_bytes() == c.data()
     finally:
         a.close()
         if new is not None:
@@ -279,6 +288,7 @@ def _failover(tmp_path: Path, *, old_source_writes: bool) -> None:
         if old_a is not None:
             old_a.close()
         b.close()
+        c.close()
 
 
 def test_after_a_failover_an_old_source_that_wrote_nothing_resyncs_partially(tmp_path: Path) -> None:

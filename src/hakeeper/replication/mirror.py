@@ -150,9 +150,10 @@ class Mirror:
             mark_ahead=mark_ahead,
             settings=settings or resync.ResyncSettings(),
         )
-        if new and self.generations.value.previous_source == name:
-            # the node this one took over from (failover): its data is ours up to the promotion but for
-            # what was in flight; a full resync compared by checksum sends only the chunks that differ
+        if new and self.generations.value.previous_source:
+            # this node took over (failover): the old source and its other targets hold our data up to
+            # the promotion but for what was in flight; a full resync compared by checksum sends only
+            # the chunks that differ (a switchover seeds the bitmaps instead: they exist)
             link.checksum_next = True
         self._links = (*self._links, link)
         link.start()
@@ -262,15 +263,16 @@ class Mirror:
             self._diverged = f"mirror to {link.name} left Mirroring: {reason}"
 
     def _new_generation(self) -> None:
-        with self._gen_lock:
-            why, self._diverged = self._diverged, None
+        with self._gen_lock:  # writers that saw the flag wait here: none writes before the record is durable
+            why = self._diverged
             if why is None:
                 return
             gen = self.generations.new_generation(why)
-            for other in self._links:
-                conn = other.conn
-                if conn is not None and conn.alive and other.state is MirrorState.MIRRORING:
-                    other.request(conn, Op.GEN, 0, resync.gen_payload("in_sync", gen))
+            self._diverged = None
+        for other in self._links:  # outside the lock: a failing send calls diverged() again
+            conn = other.conn
+            if conn is not None and conn.alive and other.state is MirrorState.MIRRORING:
+                other.request(conn, Op.GEN, 0, resync.gen_payload("in_sync", gen))
 
     # -- switchover (see switchover.py) -------------------------------------------------------
 
