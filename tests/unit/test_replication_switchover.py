@@ -340,3 +340,54 @@ def test_a_target_refuses_to_serve_a_source_whose_generations_it_is_ahead_of(tmp
     finally:
         a.close()
         b.close()
+
+
+def test_switching_back_by_failover_does_not_trust_a_bitmap_from_an_earlier_time_as_source(tmp_path: Path) -> None:
+    """A->B switched over to B; B dies with a write A never got; A, promoted, resyncs it back by checksum."""
+    a = make_source(tmp_path, SIZE)
+    b = TargetNode(tmp_path, "node2", SIZE)
+    old_a: TargetNode | None = None
+    back: TargetNode | None = None
+    new: Mirror | None = None
+    again: Mirror | None = None
+    try:
+        add(a, b, tmp_path)
+        wait_state(a, "node2", MirrorState.MIRRORING)
+        a.write(0, pattern(1, CHUNK))
+        handover = a.prepare_switchover("node2", timeout=5.0)
+        a.close()  # node1-node2.bitmap stays behind, empty: it describes node1's time as source
+        store, gens = become_source(tmp_path, b)
+        old_a = TargetNode(tmp_path, "node1", SIZE, image="src.img")
+        new = Mirror.from_handover(store, handover, generations=gens, node="node2",
+                                   connect={"node1": old_a.connect}, bitmap_path=bitmaps(tmp_path, "node2"),
+                                   **OPTS)  # fmt: skip
+        wait_state(new, "node1", MirrorState.MIRRORING)
+        new.write(3 * CHUNK, pattern(3, CHUNK))
+        new.local.write(9 * CHUNK, pattern(9, CHUNK))  # in flight when node2 died: node1 never got it
+        new.close()
+        old_a.close()
+        old_a = None
+
+        back = TargetNode(tmp_path, "node2", SIZE)  # node2 back, as a target
+        a_gens = GenerationStore(tmp_path / "src.img.gen")
+        a_gens.promote(peer="node2")  # node1's copy was Mirroring: failover allowed
+        again = Mirror(LocalStore(tmp_path / "src.img"), volume="vol1", node="node1", generations=a_gens)
+        again.add_target("node2", back.connect, tmp_path / "node1-node2.bitmap", **OPTS)  # type: ignore[arg-type]
+        wait_state(again, "node2", MirrorState.MIRRORING)
+        link = again.link("node2")
+        assert link.relation is Relation.SOURCE_AHEAD
+        # the one chunk that differs (zeros on node1) is found by checksum: the old bitmap is not trusted
+        assert (link.progress.zero_bytes, link.progress.bytes_sent) == (CHUNK, 0)
+        assert link.progress.equal_bytes == SIZE - CHUNK
+        again.flush()
+        assert back.data() == (tmp_path / "src.img").read_bytes()
+        assert a_gens.value.renewed_bitmaps == ["node2"]
+    finally:
+        a.close()
+        for m in (new, again):
+            if m is not None:
+                m.close()
+        for n in (old_a, back):
+            if n is not None:
+                n.close()
+        b.close()

@@ -78,6 +78,9 @@ class Generation:
     state: str = ""
     # the node this one took over from (switchover or promotion), for status and the log
     previous_source: str = ""
+    # since this node last took over: the targets whose bitmaps were made anew (None: never took over).
+    # A bitmap left from an earlier time as source knows nothing of what the old source wrote since.
+    renewed_bitmaps: list[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,10 +89,14 @@ class Generation:
             "inconsistent": self.inconsistent,
             "state": self.state,
             "previous_source": self.previous_source,
+            "renewed_bitmaps": self.renewed_bitmaps,
         }
 
     def copy(self) -> Generation:
-        return Generation(self.current, list(self.history), self.inconsistent, self.state, self.previous_source)
+        renewed = None if self.renewed_bitmaps is None else list(self.renewed_bitmaps)
+        return Generation(
+            self.current, list(self.history), self.inconsistent, self.state, self.previous_source, renewed
+        )
 
     @classmethod
     def from_json(cls, value: object) -> Generation:
@@ -103,12 +110,14 @@ class Generation:
         ):
             raise GenerationError("a generation record has a malformed current/history")
         state, previous = value.get("state", ""), value.get("previous_source", "")
+        renewed = value.get("renewed_bitmaps")
         return cls(
             current,
             list(history),
             bool(value.get("inconsistent", False)),
             state if isinstance(state, str) else "",
             previous if isinstance(previous, str) else "",
+            [str(r) for r in renewed] if isinstance(renewed, list) else None,
         )
 
 
@@ -156,12 +165,20 @@ class GenerationStore:
                 self._save()
             return self._gen.copy()
 
-    def new_generation(self, why: str, *, previous_source: str = "") -> Generation:
+    def new_generation(self, why: str, *, previous_source: str | None = None) -> Generation:
         """Start a new generation (the data goes its own way); the old one goes into the history."""
         with self._lock:
             old = self._gen
             history = ([old.current] if old.current else []) + old.history
-            self._gen = Generation(_new_id(), history[:HISTORY], old.inconsistent, "", previous_source)
+            taken_over = previous_source is not None  # a promotion or switchover: every bitmap is stale
+            self._gen = Generation(
+                _new_id(),
+                history[:HISTORY],
+                old.inconsistent,
+                "",
+                previous_source if previous_source is not None else old.previous_source,
+                [] if taken_over else old.renewed_bitmaps,
+            )
             self._save()
             logger.info("data generation %s -> %s (%s)", old.current or "none", self._gen.current, why)
             return self._gen.copy()
@@ -179,6 +196,20 @@ class GenerationStore:
                 self._gen.inconsistent = True
                 self._gen.state = RESYNCING
                 self._save()
+
+    def bitmap_renewed(self, target: str) -> None:
+        """The bitmap for ``target`` was made anew since this node took over: it may be reopened."""
+        with self._lock:
+            renewed = self._gen.renewed_bitmaps
+            if renewed is not None and target not in renewed:
+                renewed.append(target)
+                self._save()
+
+    def bitmap_is_stale(self, target: str) -> bool:
+        """True if a bitmap for ``target`` on this node predates its taking over (see renewed_bitmaps)."""
+        with self._lock:
+            renewed = self._gen.renewed_bitmaps
+            return renewed is not None and target not in renewed
 
     def set_state(self, state: str) -> None:
         """As a target: the source says the mirror left Mirroring on purpose (Paused, Broken)."""

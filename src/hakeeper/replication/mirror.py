@@ -135,7 +135,9 @@ class Mirror:
             raise MirrorError(f"the timeouts and intervals of the mirror to {name} must be positive")
         if queue_bytes <= 0:
             raise MirrorError(f"the async queue of the mirror to {name} needs a positive size, not {queue_bytes}")
-        new = not Path(bitmap_path).exists()
+        stale = self.generations.bitmap_is_stale(name)
+        if stale:  # from before this node took over: it knows nothing of what the old source wrote since
+            Path(bitmap_path).unlink(missing_ok=True)
         bitmap = IntentLog.open(bitmap_path, size=self.size, chunk=chunk)
         link = TargetLink(
             self,
@@ -150,11 +152,12 @@ class Mirror:
             mark_ahead=mark_ahead,
             settings=settings or resync.ResyncSettings(),
         )
-        if new and self.generations.value.previous_source:
+        if stale:
             # this node took over (failover): the old source and its other targets hold our data up to
             # the promotion but for what was in flight; a full resync compared by checksum sends only
-            # the chunks that differ (a switchover seeds the bitmaps instead: they exist)
+            # the chunks that differ (a switchover seeds the bitmaps from the handover instead)
             link.checksum_next = True
+            self.generations.bitmap_renewed(name)
         self._links = (*self._links, link)
         link.start()
         return link

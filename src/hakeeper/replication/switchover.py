@@ -321,9 +321,10 @@ def take_over(
     missing = sorted(set(plan) - set(connect))
     if missing:
         raise MirrorError(f"no data connection given for {', '.join(missing)}, a target of {handover.volume}")
+    gen = generations.take_over(handover.generation, peer=handover.source)  # refused: nothing changed yet
     for name, t in plan.items():
         seed_bitmap(bitmap_path(name), size=handover.size, chunk=options.get("chunk", t.chunk), dirty=t.dirty)
-    gen = generations.take_over(handover.generation, peer=handover.source)
+        generations.bitmap_renewed(name)
     logger.info(
         "mirror %s: %s is the source now, taken over from %s (generation %s): targets %s",
         handover.volume,
