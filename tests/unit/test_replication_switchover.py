@@ -198,6 +198,31 @@ def test_a_switchover_is_refused_unless_the_mirror_is_mirroring_and_nothing_chan
         b.close()
 
 
+def test_a_switchover_to_a_target_that_stalls_is_refused_and_the_source_goes_on(tmp_path: Path) -> None:
+    a = make_source(tmp_path, SIZE)
+    b = TargetNode(tmp_path, "node2", SIZE)
+    try:
+        add(a, b, tmp_path, mode=MirrorMode.ASYNC, timeout=0.5)
+        wait_state(a, "node2", MirrorState.MIRRORING)
+        a.write(0, pattern(1, CHUNK))
+        b.store.open_gate.clear()  # node2's disk stops with a write of node1 queued for it
+        a.write(CHUNK, pattern(2, CHUNK))
+        gen = a.generations.value
+        with pytest.raises(SwitchoverRefused, match=r"node2 did not confirm every write within 1\.0 s"):
+            a.prepare_switchover("node2", timeout=1.0)
+        assert a.frozen is None and b.target.handover is None and not handover_path(b.gens).exists()
+        b.store.open_gate.set()
+        a.write(2 * CHUNK, pattern(3, CHUNK))  # node1 is still the source and takes writes
+        wait_state(a, "node2", MirrorState.MIRRORING)
+        assert a.drain("node2", 5.0)
+        assert b.data() == (tmp_path / "src.img").read_bytes()
+        assert compare(a.generations.value, b.gens.value) in (Relation.IN_SYNC, Relation.SOURCE_AHEAD)
+        assert gen.current in [a.generations.value.current, *a.generations.value.history]
+    finally:
+        a.close()
+        b.close()
+
+
 def test_a_target_mid_resync_or_broken_is_not_promoted(tmp_path: Path) -> None:
     a = make_source(tmp_path, SIZE)
     b = TargetNode(tmp_path, "node2", SIZE)
