@@ -202,7 +202,7 @@ def test_a_switchover_to_a_target_that_stalls_is_refused_and_the_source_goes_on(
     a = make_source(tmp_path, SIZE)
     b = TargetNode(tmp_path, "node2", SIZE)
     try:
-        add(a, b, tmp_path, mode=MirrorMode.ASYNC, timeout=0.5)
+        add(a, b, tmp_path, mode=MirrorMode.ASYNC, timeout=10.0)  # the link waits longer than the switchover
         wait_state(a, "node2", MirrorState.MIRRORING)
         a.write(0, pattern(1, CHUNK))
         b.store.open_gate.clear()  # node2's disk stops with a write of node1 queued for it
