@@ -416,3 +416,41 @@ def test_switching_back_by_failover_does_not_trust_a_bitmap_from_an_earlier_time
             if n is not None:
                 n.close()
         b.close()
+
+
+def test_switching_over_and_back_resends_nothing_and_never_splits(tmp_path: Path) -> None:
+    a = make_source(tmp_path, SIZE)
+    b = TargetNode(tmp_path, "node2", SIZE)
+    nodes: list[TargetNode] = [b]
+    images: dict[str, str | None]
+    mirrors: list[Mirror] = [a]
+    try:
+        add(a, b, tmp_path)
+        wait_state(a, "node2", MirrorState.MIRRORING)
+        source, target, images = a, b, {"node1": "src.img", "node2": None}
+        for turn in range(4):  # node1 -> node2 -> node1 -> node2 -> node1
+            source.write(turn * CHUNK, pattern(turn, CHUNK))
+            handover = source.prepare_switchover(target.name, timeout=5.0)
+            source.close()
+            store, gens = become_source(tmp_path, target)
+            old = TargetNode(tmp_path, source.node, SIZE, image=images[source.node])
+            nodes.append(old)
+            new = Mirror.from_handover(store, handover, generations=gens, node=target.name,
+                                       connect={source.node: old.connect},
+                                       bitmap_path=bitmaps(tmp_path, target.name), **OPTS)  # fmt: skip
+            mirrors.append(new)
+            wait_state(new, source.node, MirrorState.MIRRORING)
+            link = new.link(source.node)
+            assert link.relation is Relation.SOURCE_AHEAD
+            assert link.progress.bytes_sent == 0 and link.progress.equal_bytes == 0
+            assert compare(gens.value, old.gens.value) is Relation.IN_SYNC
+            source, target = new, old
+        source.write(5 * CHUNK, pattern(5, CHUNK))
+        source.flush()
+        assert target.data() == (tmp_path / "src.img").read_bytes()
+        assert source.node == "node1" and target.name == "node2"
+    finally:
+        for m in mirrors:
+            m.close()
+        for n in nodes:
+            n.close()
