@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +13,9 @@ import pytest
 
 from hakeeper.replication.device import LocalStore
 from hakeeper.replication.generations import GenerationStore, PromotionRefused, Relation, compare
-from hakeeper.replication.mirror import Mirror
+from hakeeper.replication.mirror import Mirror, MirrorError
+from hakeeper.replication.protocol import Op, ProtocolError, pack_ranges, recv_frame, send_frame, send_json
+from hakeeper.replication.resync import gen_payload
 from hakeeper.replication.states import MirrorMode, MirrorState
 from hakeeper.replication.switchover import Handover, SwitchoverRefused, handover_path
 
@@ -334,10 +339,10 @@ def test_a_handover_for_another_node_or_without_connections_changes_nothing(tmp_
         a.close()
         store, gens = become_source(tmp_path, b)
         before = gens.value
-        with pytest.raises(Exception, match="is for node2, not node3"):
+        with pytest.raises(MirrorError, match="is for node2, not node3"):
             Mirror.from_handover(store, handover, generations=gens, node="node3", connect={},
                                  bitmap_path=bitmaps(tmp_path, "node3"))  # fmt: skip
-        with pytest.raises(Exception, match="no data connection given for node1"):
+        with pytest.raises(MirrorError, match="no data connection given for node1"):
             Mirror.from_handover(store, handover, generations=gens, node="node2", connect={},
                                  bitmap_path=bitmaps(tmp_path, "node2"))  # fmt: skip
         assert gens.value == before and not (tmp_path / "node2-node1.bitmap").exists()
@@ -454,3 +459,35 @@ def test_switching_over_and_back_resends_nothing_and_never_splits(tmp_path: Path
             m.close()
         for n in nodes:
             n.close()
+
+
+def test_a_target_drops_a_dirty_frame_outside_a_handover_and_a_handover_for_another_node(tmp_path: Path) -> None:
+    b = TargetNode(tmp_path, "node2", SIZE)
+    try:
+        header = {"volume": "vol1", "size": SIZE, "source": "node1", "to": "node3", "generation": {"current": "g"}}
+        stray = [(Op.DIRTY, 0, pack_ranges([(0, CHUNK)]))]
+        not_mine = [
+            (Op.GEN, 0, gen_payload("handover", None, handover={**header, "targets": []})),
+            (Op.GEN, 0, gen_payload("handover_commit", None)),
+        ]
+        for frames in (stray, not_mine):
+            x, y = socket.socketpair()
+            x.settimeout(5)
+            send_json(x, Op.HELLO, {"role": "source", "volume": "vol1", "size": SIZE, "node": "node1",
+                                    "generation": {"current": "g"}})  # fmt: skip
+            server = threading.Thread(target=b.target.serve, args=(y,), daemon=True)
+            server.start()
+            assert recv_frame(x).op is Op.HELLO
+            for seq, (op, offset, payload) in enumerate(frames, 1):
+                send_frame(x, op, seq=seq, offset=offset, payload=payload)
+            replies = []
+            with contextlib.suppress(ProtocolError, OSError):
+                while True:
+                    replies.append(recv_frame(x))
+            assert replies[-1].op is Op.ERROR
+            server.join(10)
+            x.close()
+        assert b.target.handover is None and not handover_path(b.gens).exists()
+        assert b.data() == bytes(SIZE)
+    finally:
+        b.close()

@@ -307,8 +307,11 @@ class MirrorTarget:
             handover = Handover.from_json(header, dirty)
         except MirrorError as exc:
             raise ProtocolError(str(exc)) from None
-        if handover.to != self.node or handover.volume != self.volume:
-            raise ProtocolError(f"a handover of {handover.volume} to {handover.to} reached {self.node}")
+        if handover.to != self.node or handover.volume != self.volume or handover.source != self.source_node:
+            raise ProtocolError(
+                f"a handover of {handover.volume} from {handover.source} to {handover.to} reached {self.node} "
+                f"from {self.source_node}"
+            )
         self.store.flush()
         self.generations.adopt(handover.generation)
         handover.save(handover_path(self.generations))
