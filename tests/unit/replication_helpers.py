@@ -52,11 +52,11 @@ class GatedStore(LocalStore):
 class TargetNode:
     """A target: its store, generations and MirrorTarget, reachable through :meth:`connect`."""
 
-    def __init__(self, tmp_path: Path, name: str, size: int, *, volume: str = "vol1") -> None:
+    def __init__(self, tmp_path: Path, name: str, size: int, *, volume: str = "vol1", image: str | None = None) -> None:
         self.name = name
-        self.path = tmp_path / f"{name}.img"
-        self.store = GatedStore(self.path, create_size=size)
-        self.gens = GenerationStore(tmp_path / f"{name}.gen")
+        self.path = tmp_path / (image or f"{name}.img")
+        self.store = GatedStore(self.path, create_size=None if self.path.exists() else size)
+        self.gens = GenerationStore(tmp_path / (f"{image}.gen" if image else f"{name}.gen"))
         self.target = MirrorTarget(self.store, self.gens, volume=volume, node=name)
         self.up = True
         self.refusals: list[str] = []

@@ -73,6 +73,7 @@ def test_split_brain_is_detected_and_not_resynced_until_resolved(pair, tmp_path:
     (status,) = source.status()
     assert status.split_brain and status.state is MirrorState.PAUSED
     assert status.last_error is not None and "split brain" in status.last_error
+    wait_until(lambda: bool(node2.refusals), "node2's refusal")  # its thread records it after sending it
     assert "choose the survivor with resolve" in node2.refusals[0]
     assert node2.data() == node2_data  # nothing was resynced over it
     with pytest.raises(MirrorError, match="node2 must become the source"):

@@ -54,14 +54,49 @@ class Relation(enum.Enum):
     UNRELATED = "unrelated data"
 
 
+class PromotionRefused(GenerationError):
+    """This node's copy must not become the source: the message says why and what to do
+    (one sentence, shown as is by ``hakeeper why``)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, state: str) -> None:
+        super().__init__(message)
+        self.state = state  # the copy's state as a target: "Resynchronizing", "Broken", "Paused"
+
+
+# what a target's copy was, last it heard from its source (Generation.state)
+MIRRORING, RESYNCING, PAUSED, BROKEN = "Mirroring", "Resynchronizing", "Paused", "Broken"
+
+
 @dataclass
 class Generation:
     current: str = ""  # "" : never held data
     history: list[str] = field(default_factory=list)
     inconsistent: bool = False
+    # as a target, the state of the mirror last the source said ("" on a source or a new node)
+    state: str = ""
+    # the node this one took over from (switchover or promotion), for status and the log
+    previous_source: str = ""
+    # since this node last took over: the targets whose bitmaps were made anew (None: never took over).
+    # A bitmap left from an earlier time as source knows nothing of what the old source wrote since.
+    renewed_bitmaps: list[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"current": self.current, "history": list(self.history), "inconsistent": self.inconsistent}
+        return {
+            "current": self.current,
+            "history": list(self.history),
+            "inconsistent": self.inconsistent,
+            "state": self.state,
+            "previous_source": self.previous_source,
+            "renewed_bitmaps": self.renewed_bitmaps,
+        }
+
+    def copy(self) -> Generation:
+        renewed = None if self.renewed_bitmaps is None else list(self.renewed_bitmaps)
+        return Generation(
+            self.current, list(self.history), self.inconsistent, self.state, self.previous_source, renewed
+        )
 
     @classmethod
     def from_json(cls, value: object) -> Generation:
@@ -74,7 +109,16 @@ class Generation:
             or not all(isinstance(h, str) for h in history)
         ):
             raise GenerationError("a generation record has a malformed current/history")
-        return cls(current, list(history), bool(value.get("inconsistent", False)))
+        state, previous = value.get("state", ""), value.get("previous_source", "")
+        renewed = value.get("renewed_bitmaps")
+        return cls(
+            current,
+            list(history),
+            bool(value.get("inconsistent", False)),
+            state if isinstance(state, str) else "",
+            previous if isinstance(previous, str) else "",
+            [str(r) for r in renewed] if isinstance(renewed, list) else None,
+        )
 
 
 def compare(source: Generation, target: Generation) -> Relation:
@@ -111,7 +155,7 @@ class GenerationStore:
     @property
     def value(self) -> Generation:
         with self._lock:
-            return Generation(self._gen.current, list(self._gen.history), self._gen.inconsistent)
+            return self._gen.copy()
 
     def start_data(self) -> Generation:
         """Give data that has no generation yet its first one (a new volume on its first source)."""
@@ -119,44 +163,110 @@ class GenerationStore:
             if not self._gen.current:
                 self._gen = Generation(_new_id(), [], False)
                 self._save()
-            return Generation(self._gen.current, list(self._gen.history), self._gen.inconsistent)
+            return self._gen.copy()
 
-    def new_generation(self, why: str) -> Generation:
+    def new_generation(self, why: str, *, previous_source: str | None = None) -> Generation:
         """Start a new generation (the data goes its own way); the old one goes into the history."""
         with self._lock:
             old = self._gen
             history = ([old.current] if old.current else []) + old.history
-            self._gen = Generation(_new_id(), history[:HISTORY], old.inconsistent)
+            taken_over = previous_source is not None  # a promotion or switchover: every bitmap is stale
+            self._gen = Generation(
+                _new_id(),
+                history[:HISTORY],
+                old.inconsistent,
+                "",
+                previous_source if previous_source is not None else old.previous_source,
+                [] if taken_over else old.renewed_bitmaps,
+            )
             self._save()
             logger.info("data generation %s -> %s (%s)", old.current or "none", self._gen.current, why)
-            return Generation(self._gen.current, list(self._gen.history), self._gen.inconsistent)
+            return self._gen.copy()
 
     def adopt(self, source: Generation) -> None:
         """This node's data is now a copy of the source's: take its generation, consistent."""
         with self._lock:
-            self._gen = Generation(source.current, list(source.history[:HISTORY]), False)
+            self._gen = Generation(source.current, list(source.history[:HISTORY]), False, MIRRORING)
             self._save()
 
     def set_inconsistent(self) -> None:
         """A resync into this node's data begins: until it ends the data is no point-in-time image."""
         with self._lock:
-            if not self._gen.inconsistent:
+            if not self._gen.inconsistent or self._gen.state != RESYNCING:
                 self._gen.inconsistent = True
+                self._gen.state = RESYNCING
                 self._save()
 
-    def promote(self, *, peer: str, force: bool = False) -> Generation:
-        """This node becomes the source without ``peer`` (the source died): a new generation, so
-        that the old source, back, is told apart (target ahead, or split brain if it wrote too).
+    def bitmap_renewed(self, target: str) -> None:
+        """The bitmap for ``target`` was made anew since this node took over: it may be reopened."""
+        with self._lock:
+            renewed = self._gen.renewed_bitmaps
+            if renewed is not None and target not in renewed:
+                renewed.append(target)
+                self._save()
 
-        Refused while the data is inconsistent (a resync into it did not finish: it is no
-        point-in-time image), unless ``force`` (DataKeeper: no failover to a target mid-resync).
+    def bitmap_is_stale(self, target: str) -> bool:
+        """True if a bitmap for ``target`` on this node predates its taking over (see renewed_bitmaps)."""
+        with self._lock:
+            renewed = self._gen.renewed_bitmaps
+            return renewed is not None and target not in renewed
+
+    def set_state(self, state: str) -> None:
+        """As a target: the source says the mirror left Mirroring on purpose (Paused, Broken)."""
+        with self._lock:
+            if self._gen.state != state:
+                self._gen.state = state
+                self._save()
+
+    def promote(self, *, peer: str, force: bool = False, volume: str = "", node: str = "") -> Generation:
+        """This node becomes the source without ``peer`` (the source died): a new generation, so
+        that the old source, back, is told apart (source ahead if it wrote nothing since, split
+        brain if it did).
+
+        Only a copy that was Mirroring when it last heard from ``peer`` may be promoted:
+        :class:`PromotionRefused` while it is inconsistent (a resync into it did not finish: no
+        point-in-time image; DataKeeper: no failover to a target mid-resync), or when the source
+        had paused or broken the mirror (the copy is older than what the applications saw),
+        unless ``force``. ``volume`` and ``node`` name things in the message.
         """
-        if self.value.inconsistent and not force:
-            raise GenerationError(
-                f"the data of {self.path.stem} here is inconsistent (a resync from {peer} did not finish): "
-                "promote only with force, accepting a filesystem check"
+        gen = self.value
+        what = f"{node or 'this node'}'s copy of {volume or self.path.stem}"
+        if not force:
+            if gen.inconsistent:
+                raise PromotionRefused(
+                    f"{what} is inconsistent (a resync from {peer} did not finish: it is no point-in-time "
+                    f"image); bring {peer} back, or promote only with force, "
+                    "accepting a filesystem check and lost writes",
+                    state=RESYNCING,
+                )
+            if gen.state in (PAUSED, BROKEN):
+                raise PromotionRefused(
+                    f"{what} is older than {peer}'s: {peer} had {'broken' if gen.state == BROKEN else 'paused'} "
+                    f"the mirror and went on writing without it; bring {peer} back, or promote only with force, "
+                    "accepting the loss of the writes made since",
+                    state=gen.state,
+                )
+        return self.new_generation(
+            f"promoted to source without {peer}{' (forced)' if force else ''}", previous_source=peer
+        )
+
+    def take_over(self, handed: Generation, *, peer: str) -> Generation:
+        """Switchover: ``peer`` handed this node its data (``handed`` is ``peer``'s generation when it
+        stopped writing); a new generation whose history holds ``handed``, so that ``peer``, as this
+        node's target, is "source ahead" (never split brain). Idempotent: done already -> no change.
+        """
+        with self._lock:
+            gen = self._gen.copy()
+        if gen.previous_source == peer and gen.history[:1] == [handed.current]:
+            return gen  # taken over already (a restart between promotion and cleanup)
+        if gen.current != handed.current or gen.inconsistent:
+            raise PromotionRefused(
+                f"this node's data (generation {gen.current or 'none'}"
+                f"{', inconsistent' if gen.inconsistent else ''}) is not the data {peer} handed over "
+                f"(generation {handed.current}): switch over again from {peer}",
+                state=gen.state,
             )
-        return self.new_generation(f"promoted to source without {peer}")
+        return self.new_generation(f"switchover from {peer}", previous_source=peer)
 
     def _save(self) -> None:
         tmp = self.path.with_name(self.path.name + ".new")

@@ -20,13 +20,11 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-
-from hakeeper.errors import HakeeperError
 
 from . import resync
 from .bitmap import IntentLog
+from .conn import _F, _H, _P, _R, _W, Conn, MirrorError, MirrorStatus, Reply
 from .generations import Relation
 from .protocol import MAX_DATA, Frame, IdleTimeout, Op, ProtocolError, recv_frame, send_frame, send_json
 from .states import MirrorMode, MirrorState
@@ -34,70 +32,9 @@ from .states import MirrorMode, MirrorState
 if TYPE_CHECKING:
     from .mirror import Mirror
 
+__all__ = ["Conn", "MirrorError", "MirrorStatus", "Reply", "TargetLink"]
+
 logger = logging.getLogger(__name__)
-
-
-class MirrorError(HakeeperError):
-    """A mirror operation that cannot be done (unknown target, wrong state, split brain)."""
-
-    exit_code = 1
-
-
-@dataclass
-class MirrorStatus:
-    """What ``mirror status`` shows for one target."""
-
-    target: str
-    mode: MirrorMode
-    state: MirrorState
-    bytes_dirty: int
-    resync_percent: float | None
-    resync_bytes_sent: int
-    reason: str
-    relation: str | None
-    last_error: str | None
-    split_brain: bool
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "target": self.target,
-            "mode": self.mode.value,
-            "state": self.state.label,
-            "state_code": int(self.state),
-            "bytes_dirty": self.bytes_dirty,
-            "resync_percent": self.resync_percent,
-            "resync_bytes_sent": self.resync_bytes_sent,
-            "reason": self.reason,
-            "relation": self.relation,
-            "last_error": self.last_error,
-            "split_brain": self.split_brain,
-        }
-
-
-class Reply:
-    """A reply awaited from the target (HASHES, or the ACK of a FLUSH or GEN)."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.data: bytes | None = None
-        self.ok = False
-
-
-# completion kinds, kept per connection in sequence order
-_W, _P, _R, _F, _H = "write", "piece", "resync", "flush", "reply"
-
-
-@dataclass(eq=False)
-class Conn:
-    """One data connection to the target; dead for good once a failure closed it."""
-
-    sock: socket.socket
-    send_lock: threading.Lock = field(default_factory=threading.Lock)
-    next_seq: int = 1
-    acked: int = 0
-    alive: bool = True
-    completions: deque[tuple[int, str, int, int, Reply | None]] = field(default_factory=deque)
-    threads: list[threading.Thread] = field(default_factory=list)
 
 
 _ALLOWED: dict[MirrorState, set[MirrorState]] = {
@@ -579,10 +516,19 @@ class TargetLink:
 
     # -- administration --------------------------------------------------------------------
 
+    def tell_target(self, conn: Conn | None, state: MirrorState) -> None:
+        """Tell a Mirroring target the mirror leaves Mirroring on purpose (its copy will be older than
+        the source's: it must not be promoted); best effort, bounded by the link's timeout."""
+        if conn is not None and conn.alive and self.state is MirrorState.MIRRORING:
+            reply = self.request(conn, Op.GEN, 0, resync.gen_payload("left", None, state=state.label))
+            if reply is not None:
+                reply.event.wait(self.timeout)
+
     def pause(self, reason: str = "paused by the administrator") -> None:
         self._admin = "paused"
         with self.lock:
             conn = self.conn
+        self.tell_target(conn, MirrorState.PAUSED)
         if conn is not None:
             self.fail(conn, reason)
         with self.lock:
@@ -594,6 +540,7 @@ class TargetLink:
         self._admin = "broken"
         with self.lock:
             conn = self.conn
+        self.tell_target(conn, MirrorState.BROKEN)
         if conn is not None:
             self.fail(conn, "broken by the administrator")
         self.bitmap.set_all()

@@ -21,8 +21,9 @@ import errno
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import resync
 from .bitmap import DEFAULT_CHUNK, IntentLog
@@ -31,6 +32,9 @@ from .generations import GenerationStore
 from .link import Conn, MirrorError, MirrorStatus, TargetLink
 from .protocol import Op
 from .states import MirrorMode, MirrorState
+
+if TYPE_CHECKING:
+    from .switchover import Handover
 
 __all__ = ["Mirror", "MirrorError", "MirrorStatus", "RangeLock", "TargetLink"]
 
@@ -97,6 +101,11 @@ class Mirror:
         self._gate_timeout = 5.0
         self.delayed_writes = 0  # writes a converging resync delayed (DataKeeper's write throttling)
         self._closed = False
+        self._admit = threading.Condition()  # admission of writes: counts them, refuses them when frozen
+        self._active = 0  # writes admitted and not returned
+        self._frozen: str | None = None  # why writes are refused (a switchover under way or done)
+        self._gen_lock = threading.Lock()
+        self._diverged: str | None = None  # a target left Mirroring: a new generation at the next write
 
     def add_target(
         self,
@@ -126,6 +135,9 @@ class Mirror:
             raise MirrorError(f"the timeouts and intervals of the mirror to {name} must be positive")
         if queue_bytes <= 0:
             raise MirrorError(f"the async queue of the mirror to {name} needs a positive size, not {queue_bytes}")
+        stale = self.generations.bitmap_is_stale(name)
+        if stale:  # from before this node took over: it knows nothing of what the old source wrote since
+            Path(bitmap_path).unlink(missing_ok=True)
         bitmap = IntentLog.open(bitmap_path, size=self.size, chunk=chunk)
         link = TargetLink(
             self,
@@ -140,6 +152,12 @@ class Mirror:
             mark_ahead=mark_ahead,
             settings=settings or resync.ResyncSettings(),
         )
+        if stale:
+            # this node took over (failover): the old source and its other targets hold our data up to
+            # the promotion but for what was in flight; a full resync compared by checksum sends only
+            # the chunks that differ (a switchover seeds the bitmaps from the handover instead)
+            link.checksum_next = True
+            self.generations.bitmap_renewed(name)
         self._links = (*self._links, link)
         link.start()
         return link
@@ -172,6 +190,19 @@ class Mirror:
             return
         if offset < 0 or offset + n > self.size:
             raise OSError(errno.EINVAL, f"write at {offset}+{n} outside the volume ({self.size} bytes)")
+        with self._admit:
+            if self._frozen is not None:
+                raise OSError(errno.EROFS, f"{self.volume} takes no writes on {self.node}: {self._frozen}")
+            self._active += 1
+        try:
+            self._write(offset, data, n)
+        finally:
+            with self._admit:
+                self._active -= 1
+                if not self._active:
+                    self._admit.notify_all()
+
+    def _write(self, offset: int, data: bytes | memoryview, n: int) -> None:
         if self._gated:
             with self._gate:  # a resync finishing its last passes delays writers, bounded
                 self.delayed_writes += 1
@@ -187,6 +218,8 @@ class Mirror:
                     seq = link.send_write(conn, offset, data, first, last)
                     if seq:
                         waits.append((link, conn, seq))
+            if self._diverged is not None:  # a target left: this write starts the source's new generation
+                self._new_generation()
             self.local.write(offset, data)
             copy: bytes | None = None
             for link, conn, _need, first, last in plans:
@@ -225,13 +258,80 @@ class Mirror:
     # -- called by links and resync ---------------------------------------------------------
 
     def diverged(self, link: TargetLink, reason: str) -> None:
-        """A target stopped following: the source's data starts a new generation, which the
-        targets still Mirroring take at once."""
-        gen = self.generations.new_generation(f"mirror to {link.name} left Mirroring: {reason}")
-        for other in self._links:
+        """A target stopped following: the source's data starts a new generation at its next write
+        (not before: a source that writes nothing more is still in sync with that target, and a
+        promotion of the target then finds "source ahead", not a split brain). The targets still
+        Mirroring take the new generation at once over their stream."""
+        with self._gen_lock:
+            self._diverged = f"mirror to {link.name} left Mirroring: {reason}"
+
+    def _new_generation(self) -> None:
+        with self._gen_lock:  # writers that saw the flag wait here: none writes before the record is durable
+            why = self._diverged
+            if why is None:
+                return
+            gen = self.generations.new_generation(why)
+            self._diverged = None
+        for other in self._links:  # outside the lock: a failing send calls diverged() again
             conn = other.conn
-            if other is not link and conn is not None and conn.alive and other.state is MirrorState.MIRRORING:
+            if conn is not None and conn.alive and other.state is MirrorState.MIRRORING:
                 other.request(conn, Op.GEN, 0, resync.gen_payload("in_sync", gen))
+
+    # -- switchover (see switchover.py) -------------------------------------------------------
+
+    def freeze(self, reason: str, timeout: float) -> None:
+        """Refuse new writes (EROFS) and wait for those under way; MirrorError if they outlast ``timeout``."""
+        with self._admit:
+            if self._frozen is not None:
+                raise MirrorError(f"{self.volume} on {self.node} takes no writes already: {self._frozen}")
+            self._frozen = reason
+            if not self._admit.wait_for(lambda: not self._active, timeout):
+                self._frozen = None
+                raise MirrorError(f"{self.volume} on {self.node}: writes still under way after {timeout:.1f} s")
+        logger.info("mirror %s on %s: writes refused from now on (%s)", self.volume, self.node, reason)
+
+    def thaw(self) -> None:
+        """Take writes again (a switchover that did not happen)."""
+        with self._admit:
+            if self._frozen is None:
+                return
+            self._frozen = None
+        logger.info("mirror %s on %s: writes accepted again", self.volume, self.node)
+
+    def handed_over(self, to: str) -> None:
+        with self._admit:
+            self._frozen = f"handed over to {to}: it is the source now"
+
+    @property
+    def frozen(self) -> str | None:
+        """Why writes are refused, or None."""
+        return self._frozen
+
+    def prepare_switchover(self, to: str, *, timeout: float = 30.0) -> Handover:
+        """Switchover, on the source: hand the volume to the Mirroring target ``to`` (see
+        :func:`.switchover.prepare`). Afterwards this mirror takes no writes: close it and serve ``to``."""
+        from .switchover import prepare
+
+        return prepare(self, to, timeout=timeout)
+
+    @classmethod
+    def from_handover(
+        cls,
+        local: LocalStore,
+        handover: Handover,
+        *,
+        generations: GenerationStore,
+        node: str,
+        connect: Mapping[str, Callable[[], socket.socket]],
+        bitmap_path: Callable[[str], Path | str],
+        **options: Any,
+    ) -> Mirror:
+        """Switchover, on the new source: see :func:`.switchover.take_over`."""
+        from .switchover import take_over
+
+        return take_over(
+            local, handover, generations=generations, node=node, connect=connect, bitmap_path=bitmap_path, **options
+        )
 
     def close_gate(self, link: TargetLink, timeout: float) -> None:
         with self._gate:

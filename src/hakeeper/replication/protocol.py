@@ -39,8 +39,8 @@ class Op(enum.IntEnum):
     ZERO = 7  # payload u64 length: the range [offset, offset+length) is zeros
     HASH = 8  # payload u32 chunk, u32 count: digests of count chunks from offset
     HASHES = 9  # reply to HASH: count digests of DIGEST bytes
-    GEN = 10  # JSON: a generation update (begin resync / in sync with current+history)
-    DIRTY = 11  # u64 pairs (offset, length): regions the sender may have that the peer lacks
+    GEN = 10  # JSON: a generation update (begin resync / in sync / left / handover / handover_commit)
+    DIRTY = 11  # u64 pairs (offset, length): a handed-over target's regions; offset = its index in the handover
 
 
 class ProtocolError(CommunicationFailed):

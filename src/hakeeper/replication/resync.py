@@ -96,8 +96,8 @@ class TokenBucket:
             stop.wait(debt / self.rate)
 
 
-def gen_payload(action: str, gen: Generation | None) -> bytes:
-    value: dict[str, object] = {"action": action}
+def gen_payload(action: str, gen: Generation | None, **extra: object) -> bytes:
+    value: dict[str, object] = {"action": action, **extra}
     if gen is not None:
         value["generation"] = gen.to_json()
     return json.dumps(value).encode()

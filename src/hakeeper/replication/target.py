@@ -19,6 +19,7 @@ import threading
 
 from hakeeper.errors import HakeeperError
 
+from .conn import MirrorError
 from .device import LocalStore
 from .generations import Generation, GenerationStore, Relation, compare
 from .protocol import (
@@ -27,12 +28,14 @@ from .protocol import (
     Op,
     ProtocolError,
     parse_hash_request,
+    parse_ranges,
     parse_zero,
     recv_frame,
     send_frame,
     send_json,
 )
 from .resync import is_hole
+from .switchover import Handover, handover_path
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +82,9 @@ class MirrorTarget:
         self.source_node: str | None = None
         self._serving = threading.Lock()
         self._sock: socket.socket | None = None
+        # a switchover to this node: the handover being received (header, regions per target), and the last one
+        self._incoming: tuple[dict[str, object], list[list[tuple[int, int]]]] | None = None
+        self.handover: Handover | None = None
 
     def resolve(self, keep: str) -> None:
         """After a split brain: ``keep`` is the node whose data survives. If that is the source
@@ -95,6 +101,11 @@ class MirrorTarget:
             self.node,
             keep,
         )
+
+    def promote(self, *, peer: str, force: bool = False) -> Generation:
+        """Failover: this node becomes the source without ``peer`` (see :meth:`.GenerationStore.promote`);
+        :class:`.PromotionRefused` unless this copy was Mirroring when it last heard from ``peer``."""
+        return self.generations.promote(peer=peer, force=force, volume=self.volume, node=self.node)
 
     def serve(self, sock: socket.socket) -> None:
         """Serve one connection until the source closes it; refusals raise :class:`TargetRefused`.
@@ -184,6 +195,12 @@ class MirrorTarget:
             },
         )
         self.last_error = None
+        self._incoming = None
+        if self.handover is not None or handover_path(self.generations).exists():
+            # a source connects again: a handover received earlier was not acted upon (the switchover failed)
+            self.handover = None
+            with contextlib.suppress(FileNotFoundError):
+                handover_path(self.generations).unlink()
         logger.info(
             "mirror %s on %s: source %s connected (%s)", self.volume, self.node, self.source_node, relation.value
         )
@@ -219,6 +236,8 @@ class MirrorTarget:
                     continue
                 elif op is Op.GEN:
                     self._generation(frame)
+                elif op is Op.DIRTY:
+                    self._dirty(frame)
                 elif op is Op.ERROR:
                     raise ProtocolError(f"the source gave up: {frame.text()}")
                 else:
@@ -257,5 +276,49 @@ class MirrorTarget:
             self.store.flush()
             self.generations.adopt(Generation.from_json(value.get("generation")))
             self.discard_local = False
+        elif action == "left":  # the source paused or broke the mirror: this copy falls behind
+            state = str(value.get("state", ""))
+            self.generations.set_state(state)
+            logger.info("mirror %s on %s: %s says the mirror is %s", self.volume, self.node, self.source_node, state)
+        elif action == "handover":
+            header = value.get("handover")
+            targets = header.get("targets") if isinstance(header, dict) else None
+            if not isinstance(header, dict) or not isinstance(targets, list):
+                raise ProtocolError("a handover without its header")
+            self._incoming = (header, [[] for _ in targets])
+        elif action == "handover_commit":
+            self._commit_handover()
         else:
             raise ProtocolError(f"unknown generation action {action!r}")
+
+    def _dirty(self, frame: Frame) -> None:
+        if self._incoming is None or not 0 <= frame.offset < len(self._incoming[1]):
+            raise ProtocolError("a DIRTY frame outside a handover")
+        self._incoming[1][frame.offset].extend(parse_ranges(frame))
+
+    def _commit_handover(self) -> None:
+        """The source handed the volume to this node (a switchover): keep the handover beside the
+        generation record, and take the source's generation (its writes stopped, all of them are here)."""
+        if self._incoming is None:
+            raise ProtocolError("a handover commit without a handover")
+        header, dirty = self._incoming
+        self._incoming = None
+        try:
+            handover = Handover.from_json(header, dirty)
+        except MirrorError as exc:
+            raise ProtocolError(str(exc)) from None
+        if handover.to != self.node or handover.volume != self.volume or handover.source != self.source_node:
+            raise ProtocolError(
+                f"a handover of {handover.volume} from {handover.source} to {handover.to} reached {self.node} "
+                f"from {self.source_node}"
+            )
+        self.store.flush()
+        self.generations.adopt(handover.generation)
+        handover.save(handover_path(self.generations))
+        self.handover = handover
+        logger.info(
+            "mirror %s on %s: %s handed the volume over (switchover): take over with Mirror.from_handover",
+            self.volume,
+            self.node,
+            handover.source,
+        )
