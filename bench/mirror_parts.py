@@ -16,7 +16,8 @@ starts them with ``Node.popen``/``Node.run``):
 
 With ``profile`` in the settings (``--profile`` for the target), the parts count where the time goes:
 every step of a mirrored write and flush is wrapped in a timer (per call: count, total and mean in
-microseconds), and the counters are written as JSON when the store closes (see :class:`Timers`).
+microseconds); each SIGUSR1 writes the counters since the last one as JSON, so that the benchmark
+gets its phases (1 MiB writes, 4 KiB writes) apart (:class:`Timers`); the resync writes them at its end.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import argparse
 import contextlib
 import functools
 import json
+import logging
 import os
 import signal
 import socket
@@ -81,25 +83,29 @@ def identity(directory: Path, node: str) -> Identity:
     return Identity(d, node, ca, cert)
 
 
-def connector(address: str, port: int, tls_dir: str | None, node: str, peer: str) -> Callable[[], socket.socket]:
-    """What ``Mirror.add_target`` wants: a function opening a connected blocking socket to the target."""
-    context = tls.client_context(identity(Path(tls_dir), node)) if tls_dir else None
+class Connector:
+    """What ``Mirror.add_target`` wants: a callable opening a connected blocking socket to the target
+    (TLS handshake done and the peer's node name checked); counts its connections."""
 
-    def connect() -> socket.socket:
-        sock = socket.create_connection((address, port), timeout=CONNECT_TIMEOUT)
+    def __init__(self, address: str, port: int, tls_dir: str | None, node: str, peer: str) -> None:
+        self.address, self.port, self.peer = address, port, peer
+        self.context = tls.client_context(identity(Path(tls_dir), node)) if tls_dir else None
+        self.calls = 0
+
+    def __call__(self) -> socket.socket:
+        self.calls += 1
+        sock = socket.create_connection((self.address, self.port), timeout=CONNECT_TIMEOUT)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if context is None:
+        if self.context is None:
             return sock
         try:
-            wrapped = context.wrap_socket(sock, server_side=False)
-            if tls.peer_node(wrapped) != peer:
-                raise ssl.SSLError(f"reached {tls.peer_node(wrapped)}, not {peer}")
+            wrapped = self.context.wrap_socket(sock, server_side=False)
+            if tls.peer_node(wrapped) != self.peer:
+                raise ssl.SSLError(f"reached {tls.peer_node(wrapped)}, not {self.peer}")
         except BaseException:
             sock.close()
             raise
         return wrapped
-
-    return connect
 
 
 def listener(address: str, port: int) -> socket.socket:
@@ -176,10 +182,29 @@ class Timers:
                 for name, (n, ns) in self.counts.items()
             }
 
+    def reset(self) -> None:
+        with self.lock:
+            for counts in self.counts.values():
+                counts[0] = counts[1] = 0
+
     def dump(self, path: Path) -> None:
+        report: dict[str, Any] = self.report()
+        report["process"] = cpu_seconds()
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.report(), indent=1))
+        tmp.write_text(json.dumps(report, indent=1))
         os.replace(tmp, path)
+
+    def phases_on_sigusr1(self, path: Path) -> None:
+        """On each SIGUSR1 (to the main thread): write the counters since the last one to
+        ``<path>.<n>`` (n = 1, 2, ...) and start again from zero: the benchmark's phases apart."""
+        phase = [0]
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            phase[0] += 1
+            self.dump(path.with_name(f"{path.name}.{phase[0]}"))
+            self.reset()
+
+        signal.signal(signal.SIGUSR1, on_signal)
 
 
 def cpu_seconds() -> dict[str, float]:
@@ -202,15 +227,7 @@ def instrument_mirror(mirror: Mirror, path: Path) -> None:
     timers.patch(mirror.local, "flush", "flush.local_fdatasync")
     timers.patch(mirror, "write", "write.total")
     timers.patch(mirror, "flush", "flush.total")
-    close = mirror.close
-
-    def close_and_dump() -> None:
-        report = timers.report()
-        report["process"] = cpu_seconds()
-        path.write_text(json.dumps(report, indent=1))
-        close()
-
-    mirror.close = close_and_dump  # type: ignore[method-assign]
+    timers.phases_on_sigusr1(path)
 
 
 # -- the source: serve's --wrap ----------------------------------------------------------------
@@ -232,7 +249,7 @@ def wrap(store: LocalStore) -> Mirror:
     )
     link = mirror.add_target(
         peer,
-        connector(cfg["address"], int(cfg["port"]), cfg.get("tls"), node, peer),
+        Connector(cfg["address"], int(cfg["port"]), cfg.get("tls"), node, peer),
         state / "bitmap",
         mode=MirrorMode(cfg["mode"]),
         timeout=float(cfg.get("timeout", 10.0)),
@@ -254,6 +271,7 @@ def wrap(store: LocalStore) -> Mirror:
 
 
 def serve_target(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stop = stop_on_signals()
     state = Path(args.state)
     state.mkdir(parents=True, exist_ok=True)
@@ -264,6 +282,7 @@ def serve_target(args: argparse.Namespace) -> int:
         timers.patch(store, "flush", "target.fdatasync")
         target_module.send_frame = timers.wrap("target.send_ack", target_module.send_frame)  # type: ignore[attr-defined]
         target_module.recv_frame = timers.wrap("target.recv_frame(incl. idle)", target_module.recv_frame)  # type: ignore[attr-defined]
+        timers.phases_on_sigusr1(Path(args.profile))
     target = MirrorTarget(store, GenerationStore(state / "generation.json"), volume=args.volume, node=args.node)
     context = tls.server_context(identity(Path(args.tls), args.node)) if args.tls else None
     address, port = args.listen.rsplit(":", 1)
@@ -280,9 +299,7 @@ def serve_target(args: argparse.Namespace) -> int:
     for thread in threads:
         thread.join(5)
     if timers is not None:
-        report: dict[str, Any] = timers.report()
-        report["process"] = cpu_seconds()
-        Path(args.profile).write_text(json.dumps(report, indent=1))
+        timers.dump(Path(args.profile))  # what no SIGUSR1 wrote (the resync's target)
     store.close()
     return 0
 
@@ -297,15 +314,24 @@ def _serve_one(target: MirrorTarget, sock: socket.socket) -> None:
 
 def resync(args: argparse.Namespace) -> int:
     """A full resync of ``--store`` to a new target; prints JSON: seconds, bytes sent, zero bytes."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     state = Path(args.state)
     state.mkdir(parents=True, exist_ok=True)
     store = LocalStore(args.store)
+    timers = Timers() if args.profile else None
+    if timers is not None:
+        timers.patch(store, "read_into", "resync.local_pread")
     mirror = Mirror(store, volume=args.volume, node="node1", generations=GenerationStore(state / "generation.json"))
     address, port = args.connect.rsplit(":", 1)
     start = time.monotonic()
-    link = mirror.add_target(
-        "node2", connector(address, int(port), args.tls, "node1", "node2"), state / "bitmap", timeout=10.0
-    )
+    connect = Connector(address, int(port), args.tls, "node1", "node2")
+    link = mirror.add_target("node2", connect, state / "bitmap", timeout=10.0)
+    if timers is not None:  # the supervisor thread is in its HELLO: the resync's calls come later
+        timers.patch(link, "send", "resync.send_frame")
+        timers.patch(link, "flush_target", "resync.flush_target_and_wait")
+        timers.patch(link, "request", "resync.request(GEN)")
+        timers.patch(link.bitmap, "clear_chunks", "resync.bitmap_clear")
+        timers.patch(mirror.ranges, "acquire", "resync.range_lock")
     deadline = start + args.timeout
     while link.state is not MirrorState.MIRRORING and time.monotonic() < deadline:
         time.sleep(0.002)
@@ -318,10 +344,13 @@ def resync(args: argparse.Namespace) -> int:
         "bytes_sent": progress.bytes_sent,
         "zero_bytes": progress.zero_bytes,
         "passes": progress.passes,
+        "connections": connect.calls,
         "error": None if ok else link.status().last_error or link.reason,
         **cpu_seconds(),
     }
     mirror.close()
+    if timers is not None:
+        timers.dump(Path(args.profile))
     print(json.dumps(result), flush=True)
     return 0 if ok else 1
 
@@ -365,7 +394,7 @@ def send(args: argparse.Namespace) -> int:
     """Send ``--bytes`` in 1 MiB buffers; prints JSON: seconds until the sink confirmed the last byte."""
     address, port = args.connect.rsplit(":", 1)
     data = memoryview(os.urandom(BLOCK))
-    sock = connector(address, int(port), args.tls, "node1", "node2")()
+    sock = Connector(address, int(port), args.tls, "node1", "node2")()
     with sock:
         sock.settimeout(60)
         start = time.monotonic()
@@ -402,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--volume", default="bench")
     p.add_argument("--tls")
     p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--profile")
     p = sub.add_parser("sink", help="raw TCP receiver")
     p.add_argument("--listen", required=True)
     p.add_argument("--tls")
