@@ -299,13 +299,46 @@ class Bench:
                 phase = (
                     functools.partial(self.phase, [f"serve-{name}", f"target-{name}"]) if profile else (lambda: None)
                 )
-                figures = self.measure(label, directory, phase)
+                with self.perf(name if self.args.perf and name == "c" else None):
+                    figures = self.measure(label, directory, phase)
         figures.left_mirroring = left_mirroring(self.base / f"serve-{name}.log")
         if profile and target_profile:
             for n, what in ((2, "1 MiB writes"), (3, "4 KiB writes")):
                 self.profiles[f"{label}, {what}, source"] = profile.with_name(f"{profile.name}.{n}")
                 self.profiles[f"{label}, {what}, target"] = target_profile.with_name(f"{target_profile.name}.{n}")
         return figures
+
+    @contextlib.contextmanager
+    def perf(self, name: str | None) -> Iterator[None]:
+        """``perf record`` of the serving process and the target while the runs of ``name`` go on
+        (CPU samples by process and shared object: the interpreter, the kernel, libcrypto...)."""
+        if name is None or not shutil.which("perf"):
+            yield
+            return
+        data = self.base / f"perf-{name}.data"
+        pids = f"{self.pids[f'serve-{name}']},{self.pids[f'target-{name}']}"
+        argv = ["perf", "record", "-q", "-F", "499", "-p", pids, "-o", str(data)]
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            yield
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(STOP)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(STOP)
+        report = subprocess.run(
+            ["perf", "report", "-i", str(data), "--stdio", "--sort", "pid,dso", "--percent-limit", "1"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        lines = [line for line in report.stdout.splitlines() if line.strip() and not line.startswith("#")]
+        print(f"perf, {name} (serving process and target; % of their CPU samples):")
+        for line in lines[:25]:
+            print(f"  {line.strip()}")
 
     def phase(self, names: list[str]) -> None:
         """Tell the profiled processes a phase ended (SIGUSR1 by PID: they write their counters)."""
@@ -378,6 +411,7 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="where the files go (a disk, not tmpfs)")
     parser.add_argument("--quick", action="store_true", help="128 MiB, 2000 writes, 128 MiB resync (a smoke run)")
     parser.add_argument("--profile", action="store_true", help="count where the time of mirrored writes goes")
+    parser.add_argument("--perf", action="store_true", help="perf record the sync mirror's processes during (c)")
     parser.add_argument("--no-tls", action="store_true", help="skip (c-tls) and the resync over TLS")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark's directory")
     args = parser.parse_args()
