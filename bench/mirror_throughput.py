@@ -19,9 +19,10 @@ the same run (the machine is shared and noisy, storage-lab pitfall 14: medians, 
 For each volume target: 1 MiB sequential durable writes (``dd bs=1M conv=fdatasync``, ``--mib`` MiB) and
 4 KiB QD1 writes (``dd bs=4k oflag=direct``, ``--ops`` writes); one warm-up run (it also allocates the
 files, so the measured runs overwrite with ``conv=notrunc``), then ``--runs`` measured runs, ``sync``
-and a 1 s pause before each; medians printed with every run in brackets. Every dd runs inside node1
-(``nsenter``), timed around the process; MB/s is 10^6 bytes per second. Resync and raw TCP alternate,
-``--runs`` times each.
+and a 1 s pause before each; medians printed with every run in brackets. (a)-(d) are up together and
+their runs interleaved (a, b, c, d, a, b, ...), so that the load of the shared machine, which moves,
+weighs on each alike; (c-tls) is measured after them, alone. Every dd runs inside node1 (``nsenter``),
+timed around the process; MB/s is 10^6 bytes per second. Resync and raw TCP alternate, ``--runs`` times each.
 
 A mirror that left Mirroring during its runs (a lost connection, the async queue's high water) is
 reported with the reasons, from the serving process's log: its figure then flatters the mirror.
@@ -104,10 +105,21 @@ class Figures:
                 text += (
                     f"\n    the mirror left Mirroring {total} times during the runs ({reasons}): writes made while it"
                 )
-                text += " was Paused/Resynchronizing were not sent synchronously, so this figure flatters the mirror"
+                text += " was Paused/Resynchronizing were only marked in the bitmap, so this figure flatters the mirror"
             else:
                 text += " (the mirror stayed Mirroring throughout)"
         return text
+
+
+@dataclass
+class Place:
+    """Where one target's files are written, and what its figures are."""
+
+    key: str
+    figures: Figures
+    directory: Path
+    phase: Callable[[], None] = lambda: None
+    log: Path | None = None  # a mirror's serving process's log
 
 
 LEFT = re.compile(r"MIRRORING -> PAUSED \((.*)\)$")
@@ -176,23 +188,41 @@ class Bench:
             raise BenchFailed(f"dd {' '.join(args)} failed: {done.stderr.strip()}")
         return elapsed
 
-    def measure(self, name: str, directory: Path, phase: Callable[[], None] = lambda: None) -> Figures:
-        """The runs; ``phase()`` after the warm-ups, the 1 MiB runs and the 4 KiB runs (profile phases 1-3)."""
+    def measure_all(self, places: list[Place]) -> None:
+        """The runs of every place, interleaved (a, b, c, d, a, b, ...: the load of the machine moves, and
+        each figure should see the same); ``phase()`` of each after the warm-ups, after the 1 MiB runs
+        and after the 4 KiB runs (the profile's phases 1-3)."""
         a = self.args
-        figures = Figures(name)
-        seq, small = directory / "seq.bin", directory / "small.bin"
-        seq_args = [f"of={seq}", "if=/dev/zero", "bs=1M", f"count={a.mib}", "conv=fdatasync,notrunc"]
-        iops_args = [f"of={small}", "if=/dev/zero", "bs=4k", f"count={a.ops}", "oflag=direct", "conv=notrunc"]
-        self.dd(seq_args)  # warm-up: allocates the files once
-        self.dd(iops_args)
-        phase()
+        seq_args: dict[str, list[str]] = {}
+        iops_args: dict[str, list[str]] = {}
+        for p in places:
+            seq, small = p.directory / "seq.bin", p.directory / "small.bin"
+            seq_args[p.key] = [f"of={seq}", "if=/dev/zero", "bs=1M", f"count={a.mib}", "conv=fdatasync,notrunc"]
+            iops_args[p.key] = [
+                f"of={small}",
+                "if=/dev/zero",
+                "bs=4k",
+                f"count={a.ops}",
+                "oflag=direct",
+                "conv=notrunc",
+            ]
+            self.dd(seq_args[p.key])  # warm-up: allocates the files once
+            self.dd(iops_args[p.key])
+        for p in places:
+            p.phase()
         for _ in range(a.runs):
-            figures.seq.append(a.mib * MIB / self.dd(seq_args) / 1e6)
-        phase()
+            for p in places:
+                p.figures.seq.append(a.mib * MIB / self.dd(seq_args[p.key]) / 1e6)
+        for p in places:
+            p.phase()
         for _ in range(a.runs):
-            figures.iops.append(a.ops / self.dd(iops_args))
-        phase()
-        return figures
+            for p in places:
+                p.figures.iops.append(a.ops / self.dd(iops_args[p.key]))
+        for p in places:
+            p.phase()
+        for p in places:
+            if p.log is not None:
+                p.figures.left_mirroring = left_mirroring(p.log)
 
     def image(self, path: Path, mib: int, source: str = "/dev/zero") -> None:
         """A fully written image (its allocation is not what is measured)."""
@@ -217,23 +247,25 @@ class Bench:
             stop_process(process, what)
 
     @contextlib.contextmanager
-    def target(self, name: str, *, tls: bool, profile: Path | None = None) -> Iterator[str]:
+    def target(
+        self, name: str, *, tls: bool, profile: Path | None = None, image: str = "target.img", port: int = PORT_TARGET
+    ) -> Iterator[str]:
         """A MirrorTarget on node2 with a fresh generation (a new target: full resync); its address."""
-        image = self.base / "target.img"
-        if not image.exists():
-            self.image(image, self.size // MIB)
-        argv = ["target", "--listen", f"{self.node2.address}:{PORT_TARGET}", "--store", str(image)]
+        store = self.base / image
+        if not store.exists():
+            self.image(store, self.size // MIB)
+        argv = ["target", "--listen", f"{self.node2.address}:{port}", "--store", str(store)]
         argv += ["--state", str(self.base / f"target-{name}"), "--volume", name]
         argv += ["--tls", str(self.base / "certs")] if tls else []
         argv += ["--profile", str(profile)] if profile else []
         with self.node2_process(argv, f"target-{name}") as process:
             self.pids[f"target-{name}"] = process.pid
-            yield f"{self.node2.address}:{PORT_TARGET}"
+            yield f"{self.node2.address}:{port}"
 
     @contextlib.contextmanager
     def serving(self, name: str, wrap: dict[str, Any] | None = None) -> Iterator[str]:
         """A serving process in node1 on a fully written image; its loop device."""
-        image, state = self.base / "volume.img", self.base / f"state-{name}"
+        image, state = self.base / f"volume-{name}.img", self.base / f"state-{name}"
         self.image(image, self.size // MIB)
         argv = [sys.executable, "-m", "hakeeper.replication.serve", "--store", str(image), "--state-dir", str(state)]
         extra: dict[str, str] = {}
@@ -273,72 +305,76 @@ class Bench:
 
     # -- the targets ----------------------------------------------------------------------------
 
-    def plain(self) -> Figures:
+    def plain(self, stack: contextlib.ExitStack, key: str, label: str) -> Place:
+        """(a) a directory on the disk."""
         directory = self.base / "plain"
         directory.mkdir()
-        return self.measure("(a) plain file", directory)
+        return Place(key, Figures(label), directory)
 
-    def volume(self) -> Figures:
-        with self.serving("b") as device, self.ext4(device, "b") as directory:
-            return self.measure("(b) FUSE volume, no mirror", directory)
+    def volume(self, stack: contextlib.ExitStack, key: str, label: str) -> Place:
+        """(b) ext4 on the volume's loop device, no mirror."""
+        device = stack.enter_context(self.serving(key))
+        return Place(key, Figures(label), stack.enter_context(self.ext4(device, key)))
 
-    def mirrored(self, label: str, name: str, mode: str, *, tls: bool) -> Figures:
-        profile = self.base / f"profile-{name}.json" if self.args.profile else None
-        target_profile = self.base / f"profile-{name}-target.json" if self.args.profile else None
-        with self.target(name, tls=tls, profile=target_profile) as address:
-            host, port = address.rsplit(":", 1)
-            wrap = {
-                "address": host,
-                "port": int(port),
-                "mode": mode,
-                "tls": str(self.base / "certs") if tls else None,
-                "volume": name,
-                "profile": str(profile) if profile else None,
-            }
-            with self.serving(name, wrap) as device, self.ext4(device, name) as directory:
-                phase = (
-                    functools.partial(self.phase, [f"serve-{name}", f"target-{name}"]) if profile else (lambda: None)
-                )
-                with self.perf(name if self.args.perf and name == "c" else None):
-                    figures = self.measure(label, directory, phase)
-        figures.left_mirroring = left_mirroring(self.base / f"serve-{name}.log")
+    def mirrored(self, stack: contextlib.ExitStack, key: str, label: str, mode: str, *, tls: bool, port: int) -> Place:
+        """(c), (d): ext4 on a volume mirrored to a target of its own on node2."""
+        profile = self.base / f"profile-{key}.json" if self.args.profile else None
+        target_profile = self.base / f"profile-{key}-target.json" if self.args.profile else None
+        address = stack.enter_context(
+            self.target(key, tls=tls, profile=target_profile, image=f"target-{key}.img", port=port)
+        )
+        host, port_text = address.rsplit(":", 1)
+        wrap = {
+            "address": host,
+            "port": int(port_text),
+            "mode": mode,
+            "tls": str(self.base / "certs") if tls else None,
+            "volume": key,
+            "profile": str(profile) if profile else None,
+        }
+        device = stack.enter_context(self.serving(key, wrap))
+        directory = stack.enter_context(self.ext4(device, key))
+        phase: Callable[[], None] = lambda: None  # noqa: E731
         if profile and target_profile:
+            phase = functools.partial(self.phase, [f"serve-{key}", f"target-{key}"])
             for n, what in ((2, "1 MiB writes"), (3, "4 KiB writes")):
                 self.profiles[f"{label}, {what}, source"] = profile.with_name(f"{profile.name}.{n}")
                 self.profiles[f"{label}, {what}, target"] = target_profile.with_name(f"{target_profile.name}.{n}")
-        return figures
+        return Place(key, Figures(label), directory, phase, self.base / f"serve-{key}.log")
 
     @contextlib.contextmanager
     def perf(self, name: str | None) -> Iterator[None]:
-        """``perf record`` of the serving process and the target while the runs of ``name`` go on
-        (CPU samples by process and shared object: the interpreter, the kernel, libcrypto...)."""
+        """``perf record`` of the serving process and of the target of ``name`` while the runs go on: the
+        share of their CPU samples per shared object (the interpreter, the kernel, libc, libcrypto...)."""
         if name is None or not shutil.which("perf"):
             yield
             return
-        data = self.base / f"perf-{name}.data"
-        pids = f"{self.pids[f'serve-{name}']},{self.pids[f'target-{name}']}"
-        argv = ["perf", "record", "-q", "-F", "499", "-p", pids, "-o", str(data)]
-        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        records = []
+        for who in (f"serve-{name}", f"target-{name}"):
+            data = self.base / f"perf-{who}.data"
+            argv = ["perf", "record", "-q", "-F", "499", "-p", str(self.pids[who]), "-o", str(data)]
+            process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            records.append((who, data, process))
         try:
             yield
         finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(STOP)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(STOP)
-        report = subprocess.run(
-            ["perf", "report", "-i", str(data), "--stdio", "--sort", "pid,dso", "--percent-limit", "1"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        lines = [line for line in report.stdout.splitlines() if line.strip() and not line.startswith("#")]
-        print(f"perf, {name} (serving process and target; % of their CPU samples):")
-        for line in lines[:25]:
-            print(f"  {line.strip()}")
+            for _who, _data, process in records:
+                process.send_signal(signal.SIGINT)
+            for who, data, process in records:
+                try:
+                    process.wait(STOP)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(STOP)
+                report = subprocess.run(
+                    ["perf", "report", "-i", str(data), "--stdio", "--sort", "dso", "--percent-limit", "1"],
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
+                )
+                lines = [line.strip() for line in report.stdout.splitlines() if line.strip() and line[0] != "#"]
+                print(f"perf, {who} (% of its CPU samples by shared object): " + "; ".join(lines[:8]))
 
     def phase(self, names: list[str]) -> None:
         """Tell the profiled processes a phase ended (SIGUSR1 by PID: they write their counters)."""
@@ -404,9 +440,9 @@ def print_profile(name: str, path: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mib", type=int, default=384, help="MiB per 1 MiB-block run")
-    parser.add_argument("--ops", type=int, default=10000, help="4 KiB writes per IOPS run")
-    parser.add_argument("--resync-mib", type=int, default=512, help="MiB of data for the resync and raw TCP runs")
+    parser.add_argument("--mib", type=int, default=256, help="MiB per 1 MiB-block run")
+    parser.add_argument("--ops", type=int, default=5000, help="4 KiB writes per IOPS run")
+    parser.add_argument("--resync-mib", type=int, default=384, help="MiB of data for the resync and raw TCP runs")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="where the files go (a disk, not tmpfs)")
     parser.add_argument("--quick", action="store_true", help="128 MiB, 2000 writes, 128 MiB resync (a smoke run)")
@@ -430,18 +466,26 @@ def main() -> int:
                        check=True, timeout=60, env=env())  # fmt: skip
         with Lan(["node1", "node2"]) as lan:
             bench = Bench(lan, base, args)
-            steps: list[tuple[str, Callable[[], Figures]]] = [
-                ("a", bench.plain),
-                ("b", bench.volume),
-                ("c", lambda: bench.mirrored("(c) sync mirror to node2, plain TCP", "c", "sync", tls=False)),
-                ("c-tls", lambda: bench.mirrored("(c-tls) sync mirror to node2, mutual TLS", "ct", "sync", tls=True)),
-                ("d", lambda: bench.mirrored("(d) async mirror to node2, plain TCP", "d", "async", tls=False)),
-            ]
-            if args.no_tls:
-                steps = [step for step in steps if step[0] != "c-tls"]
-            for key, step in steps:
-                results[key] = step()
-                print(results[key].line(), flush=True)
+            with contextlib.ExitStack() as stack:  # (a)-(d) up together, their runs interleaved
+                sync, asynchronous = "(c) sync mirror to node2, plain TCP", "(d) async mirror to node2, plain TCP"
+                places = [
+                    bench.plain(stack, "a", "(a) plain file"),
+                    bench.volume(stack, "b", "(b) FUSE volume, no mirror"),
+                    bench.mirrored(stack, "c", sync, "sync", tls=False, port=PORT_TARGET),
+                    bench.mirrored(stack, "d", asynchronous, "async", tls=False, port=PORT_TARGET + 1),
+                ]
+                with bench.perf("c" if args.perf else None):
+                    bench.measure_all(places)
+            for place in places:
+                results[place.key] = place.figures
+                print(place.figures.line(), flush=True)
+            if not args.no_tls:  # apart: its reconnections must not disturb the others' runs
+                with contextlib.ExitStack() as stack:
+                    label = "(c-tls) sync mirror to node2, mutual TLS (measured after the others)"
+                    place = bench.mirrored(stack, "ct", label, "sync", tls=True, port=PORT_TARGET + 2)
+                    bench.measure_all([place])
+                results["c-tls"] = place.figures
+                print(place.figures.line(), flush=True)
             resync: dict[str, tuple[list[float], list[float], list[dict[str, Any]]]] = {}
             for tls in (False,) if args.no_tls else (False, True):
                 kind = "TLS" if tls else "plain TCP"
@@ -450,6 +494,8 @@ def main() -> int:
                 conns = [d["connections"] for d in details]
                 print(f"resync over {kind}, {args.resync_mib} MiB of data: {med(rates, 'MB/s', '.0f')}"
                       f" (resync process CPU {cpu:.2f} s; connections per resync {conns})", flush=True)  # fmt: skip
+                if any(n > 1 for n in conns):
+                    print("    the data connection broke and was reopened during the resync: the figure includes that")
                 print(f"raw {kind} node1 -> node2, same bytes: {med(raw, 'MB/s', '.0f')}", flush=True)
                 print(
                     f"resync_vs_raw_{'tls' if tls else 'tcp'}={statistics.median(rates) / statistics.median(raw):.2f}"
