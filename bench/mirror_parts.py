@@ -28,6 +28,7 @@ import functools
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import ssl
@@ -38,7 +39,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 from hakeeper.comm import tls
 from hakeeper.comm.identity import CA_CERT, NODE_CERT, NODE_KEY, Identity
@@ -83,12 +84,89 @@ def identity(directory: Path, node: str) -> Identity:
     return Identity(d, node, ca, cert)
 
 
+class SerializedTLS:
+    """An ``SSLSocket`` that threads use one at a time: the engine's receiver thread reads while writers
+    send on the same socket, and OpenSSL must not run on one ``SSL`` object in two threads at once (the
+    bare ``SSLSocket`` lost its connection every second or two in this benchmark). Every OpenSSL call runs
+    non-blocking under one lock; the waits for the socket (``select``) happen outside it, under the
+    timeout the engine set. Only what the engine calls: ``settimeout``, ``recv_into``, ``sendall``,
+    ``shutdown``, ``close``.
+    """
+
+    PIECE = 256 * 1024  # bytes per SSL write under the lock: a reader gets its turn between pieces
+
+    def __init__(self, sock: ssl.SSLSocket) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+        self._timeout: float | None = None
+        sock.setblocking(False)
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._timeout = timeout
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def _wait(self, readable: bool, deadline: float | None) -> None:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise TimeoutError("timed out")
+        fds = [self._sock]
+        ready = select.select(fds, [], [], remaining) if readable else select.select([], fds, [], remaining)
+        if not ready[0] and not ready[1]:
+            raise TimeoutError("timed out")
+
+    def _deadline(self) -> float | None:
+        return None if self._timeout is None else time.monotonic() + self._timeout
+
+    def recv_into(self, buffer: memoryview | bytearray, nbytes: int = 0) -> int:
+        deadline = self._deadline()
+        while True:
+            with self._lock:
+                try:
+                    return self._sock.recv_into(buffer, nbytes)
+                except ssl.SSLWantReadError:
+                    readable = True
+                except ssl.SSLWantWriteError:
+                    readable = False
+            self._wait(readable, deadline)
+
+    def sendall(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        deadline = self._deadline()
+        while view:
+            with self._lock:
+                try:
+                    sent = self._sock.send(view[: self.PIECE])
+                    readable = None
+                except ssl.SSLWantWriteError:
+                    sent, readable = 0, False
+                except ssl.SSLWantReadError:
+                    sent, readable = 0, True
+            view = view[sent:]
+            if readable is not None:
+                self._wait(readable, deadline)
+            elif view:
+                deadline = self._deadline()  # progress: the timeout counts from here
+
+    def shutdown(self, how: int) -> None:
+        self._sock.shutdown(how)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
 class Connector:
     """What ``Mirror.add_target`` wants: a callable opening a connected blocking socket to the target
     (TLS handshake done and the peer's node name checked); counts its connections."""
 
-    def __init__(self, address: str, port: int, tls_dir: str | None, node: str, peer: str) -> None:
-        self.address, self.port, self.peer = address, port, peer
+    def __init__(
+        self, address: str, port: int, tls_dir: str | None, node: str, peer: str, *, serialized: bool = True
+    ) -> None:
+        self.address, self.port, self.peer, self.serialized = address, port, peer, serialized
         self.context = tls.client_context(identity(Path(tls_dir), node)) if tls_dir else None
         self.calls = 0
 
@@ -105,7 +183,7 @@ class Connector:
         except BaseException:
             sock.close()
             raise
-        return wrapped
+        return cast(socket.socket, SerializedTLS(wrapped)) if self.serialized else wrapped
 
 
 def listener(address: str, port: int) -> socket.socket:
@@ -249,7 +327,7 @@ def wrap(store: LocalStore) -> Mirror:
     )
     link = mirror.add_target(
         peer,
-        Connector(cfg["address"], int(cfg["port"]), cfg.get("tls"), node, peer),
+        Connector(cfg["address"], int(cfg["port"]), cfg.get("tls"), node, peer, serialized=not cfg.get("tls_bare")),
         state / "bitmap",
         mode=MirrorMode(cfg["mode"]),
         timeout=float(cfg.get("timeout", 10.0)),
@@ -324,7 +402,7 @@ def resync(args: argparse.Namespace) -> int:
     mirror = Mirror(store, volume=args.volume, node="node1", generations=GenerationStore(state / "generation.json"))
     address, port = args.connect.rsplit(":", 1)
     start = time.monotonic()
-    connect = Connector(address, int(port), args.tls, "node1", "node2")
+    connect = Connector(address, int(port), args.tls, "node1", "node2", serialized=not args.tls_bare)
     link = mirror.add_target("node2", connect, state / "bitmap", timeout=10.0)
     if timers is not None:  # the supervisor thread is in its HELLO: the resync's calls come later
         timers.patch(link, "send", "resync.send_frame")
@@ -394,7 +472,7 @@ def send(args: argparse.Namespace) -> int:
     """Send ``--bytes`` in 1 MiB buffers; prints JSON: seconds until the sink confirmed the last byte."""
     address, port = args.connect.rsplit(":", 1)
     data = memoryview(os.urandom(BLOCK))
-    sock = Connector(address, int(port), args.tls, "node1", "node2")()
+    sock = Connector(address, int(port), args.tls, "node1", "node2", serialized=False)()  # one thread: bare
     with sock:
         sock.settimeout(60)
         start = time.monotonic()
@@ -431,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--volume", default="bench")
     p.add_argument("--tls")
     p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--tls-bare", action="store_true", help="the bare SSLSocket, not SerializedTLS")
     p.add_argument("--profile")
     p = sub.add_parser("sink", help="raw TCP receiver")
     p.add_argument("--listen", required=True)

@@ -331,6 +331,7 @@ class Bench:
             "tls": str(self.base / "certs") if tls else None,
             "volume": key,
             "profile": str(profile) if profile else None,
+            "tls_bare": self.args.tls_bare,
         }
         device = stack.enter_context(self.serving(key, wrap))
         directory = stack.enter_context(self.ext4(device, key))
@@ -414,6 +415,7 @@ class Bench:
                 with self.target(name, tls=tls, profile=target_profile) as address:
                     argv = ["resync", "--store", str(source), "--state", str(self.base / f"mirror-{name}")]
                     argv += ["--profile", str(profile)] if profile else []
+                    argv += ["--tls-bare"] if tls and a.tls_bare else []
                     result = self.part([*argv, "--connect", address, "--volume", name, *certs], 180)
                 if not result["ok"]:
                     raise BenchFailed(f"the resync did not finish: {result['error']}")
@@ -448,6 +450,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="128 MiB, 2000 writes, 128 MiB resync (a smoke run)")
     parser.add_argument("--profile", action="store_true", help="count where the time of mirrored writes goes")
     parser.add_argument("--perf", action="store_true", help="perf record the sync mirror's processes during (c)")
+    parser.add_argument("--tls-bare", action="store_true", help="TLS on the engine's bare SSLSocket (it breaks)")
     parser.add_argument("--no-tls", action="store_true", help="skip (c-tls) and the resync over TLS")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark's directory")
     args = parser.parse_args()
