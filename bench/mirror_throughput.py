@@ -9,8 +9,9 @@ the same run (the machine is shared and noisy, storage-lab pitfall 14: medians, 
 * (c) **sync mirror**: as (b), the served store being a :class:`~hakeeper.replication.mirror.Mirror`
   (``bench/mirror_parts.py``'s ``wrap``) with one sync target on node2 (``mirror_parts.py target``,
   its own image on the same disk), over plain TCP; (c-tls) the same over mutual TLS 1.3 as the
-  replication process will use (``--no-tls`` skips it). The headline is plain TCP because the engine
-  uses one TLS socket from several threads at once, which breaks connections (see the docs);
+  replication process will use (``--no-tls`` skips it), through ``mirror_parts.SerializedTLS``: the
+  engine's threads share one TLS socket, and a bare ``SSLSocket`` used so breaks its connection every
+  second or two (``--tls-bare`` shows it; see the docs). The headline is plain TCP for that reason;
 * (d) **async mirror**: as (c) in async mode;
 * **resync** against **raw TCP** between the two namespaces: a timed full resync (``mirror_parts.py
   resync``: Mirror + new target, no FUSE) of an image of ``--resync-mib`` MiB of random data, against
