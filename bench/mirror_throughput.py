@@ -509,6 +509,9 @@ def main() -> int:
     except (BenchFailed, subprocess.SubprocessError, OSError) as exc:
         print(f"mirror benchmark failed: {exc}")
         return 1
+    except KeyboardInterrupt:  # SIGINT, or SIGTERM (the lab makes it unwind): every "finally" above has run
+        print("mirror benchmark interrupted: its mounts, loop devices, processes and namespaces are gone")
+        return 130
     finally:
         if args.keep:
             print(f"kept {base}")
