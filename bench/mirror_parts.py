@@ -28,7 +28,6 @@ import functools
 import json
 import logging
 import os
-import select
 import signal
 import socket
 import ssl
@@ -50,6 +49,7 @@ from hakeeper.replication.generations import GenerationStore
 from hakeeper.replication.mirror import Mirror, MirrorError
 from hakeeper.replication.states import MirrorMode, MirrorState
 from hakeeper.replication.target import MirrorTarget
+from hakeeper.replication.tlssock import SharedTLS
 
 ENV = "HAKEEPER_BENCH_MIRROR"
 CONNECT_TIMEOUT = 10.0
@@ -84,81 +84,6 @@ def identity(directory: Path, node: str) -> Identity:
     return Identity(d, node, ca, cert)
 
 
-class SerializedTLS:
-    """An ``SSLSocket`` that threads use one at a time: the engine's receiver thread reads while writers
-    send on the same socket, and OpenSSL must not run on one ``SSL`` object in two threads at once (the
-    bare ``SSLSocket`` lost its connection every second or two in this benchmark). Every OpenSSL call runs
-    non-blocking under one lock; the waits for the socket (``select``) happen outside it, under the
-    timeout the engine set. Only what the engine calls: ``settimeout``, ``recv_into``, ``sendall``,
-    ``shutdown``, ``close``.
-    """
-
-    PIECE = 256 * 1024  # bytes per SSL write under the lock: a reader gets its turn between pieces
-
-    def __init__(self, sock: ssl.SSLSocket) -> None:
-        self._sock = sock
-        self._lock = threading.Lock()
-        self._timeout: float | None = None
-        sock.setblocking(False)
-
-    def settimeout(self, timeout: float | None) -> None:
-        self._timeout = timeout
-
-    def gettimeout(self) -> float | None:
-        return self._timeout
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def _wait(self, readable: bool, deadline: float | None) -> None:
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            raise TimeoutError("timed out")
-        fds = [self._sock]
-        ready = select.select(fds, [], [], remaining) if readable else select.select([], fds, [], remaining)
-        if not ready[0] and not ready[1]:
-            raise TimeoutError("timed out")
-
-    def _deadline(self) -> float | None:
-        return None if self._timeout is None else time.monotonic() + self._timeout
-
-    def recv_into(self, buffer: memoryview | bytearray, nbytes: int = 0) -> int:
-        deadline = self._deadline()
-        while True:
-            with self._lock:
-                try:
-                    return self._sock.recv_into(buffer, nbytes)
-                except ssl.SSLWantReadError:
-                    readable = True
-                except ssl.SSLWantWriteError:
-                    readable = False
-            self._wait(readable, deadline)
-
-    def sendall(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data).cast("B")
-        deadline = self._deadline()
-        while view:
-            with self._lock:
-                try:
-                    sent = self._sock.send(view[: self.PIECE])
-                    readable = None
-                except ssl.SSLWantWriteError:
-                    sent, readable = 0, False
-                except ssl.SSLWantReadError:
-                    sent, readable = 0, True
-            view = view[sent:]
-            if readable is not None:
-                self._wait(readable, deadline)
-            elif view:
-                deadline = self._deadline()  # progress: the timeout counts from here
-
-    def shutdown(self, how: int) -> None:
-        self._sock.shutdown(how)
-
-    def close(self) -> None:
-        self._sock.close()
-
-
 class Connector:
     """What ``Mirror.add_target`` wants: a callable opening a connected blocking socket to the target
     (TLS handshake done and the peer's node name checked); counts its connections."""
@@ -183,7 +108,7 @@ class Connector:
         except BaseException:
             sock.close()
             raise
-        return cast(socket.socket, SerializedTLS(wrapped)) if self.serialized else wrapped
+        return cast(socket.socket, SharedTLS(wrapped)) if self.serialized else wrapped
 
 
 def listener(address: str, port: int) -> socket.socket:
@@ -509,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--volume", default="bench")
     p.add_argument("--tls")
     p.add_argument("--timeout", type=float, default=120.0)
-    p.add_argument("--tls-bare", action="store_true", help="the bare SSLSocket, not SerializedTLS")
+    p.add_argument("--tls-bare", action="store_true", help="the bare SSLSocket, not SharedTLS")
     p.add_argument("--profile")
     p = sub.add_parser("sink", help="raw TCP receiver")
     p.add_argument("--listen", required=True)

@@ -9,7 +9,7 @@ the same run (the machine is shared and noisy, storage-lab pitfall 14: medians, 
 * (c) **sync mirror**: as (b), the served store being a :class:`~hakeeper.replication.mirror.Mirror`
   (``bench/mirror_parts.py``'s ``wrap``) with one sync target on node2 (``mirror_parts.py target``,
   its own image on the same disk), over plain TCP; (c-tls) the same over mutual TLS 1.3 as the
-  replication process will use (``--no-tls`` skips it), through ``mirror_parts.SerializedTLS``: the
+  replication process will use (``--no-tls`` skips it), through ``hakeeper.replication.tlssock.SharedTLS``: the
   engine's threads share one TLS socket, and a bare ``SSLSocket`` used so breaks its connection every
   second or two (``--tls-bare`` shows it; see the docs). The headline is plain TCP for that reason;
 * (d) **async mirror**: as (c) in async mode;

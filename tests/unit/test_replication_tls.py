@@ -8,6 +8,8 @@ import ssl
 import threading
 from pathlib import Path
 
+import pytest
+
 from hakeeper.comm.identity import init_cluster
 from hakeeper.comm.tls import client_context, server_context
 from hakeeper.replication.states import MirrorState
@@ -56,3 +58,56 @@ def test_a_sync_mirror_runs_over_tls_sockets(tmp_path: Path) -> None:
         for s in socks:
             s.close()
         node2.close()
+
+
+def test_shared_tls_carries_one_reader_and_several_writers_at_once(tmp_path: Path) -> None:
+    """The source's receiver reads while libfuse's threads send: SharedTLS keeps the stream whole both ways,
+    and writers that meet OpenSSL's "want write" do not interleave their bytes."""
+    from hakeeper.replication.tlssock import SharedTLS
+
+    identity = init_cluster(tmp_path / "root", "node1", "prod")
+    server, client = server_context(identity), client_context(identity)
+    a, b = socket.socketpair()
+    a.settimeout(10)
+    b.settimeout(10)
+    accepted: list[ssl.SSLSocket] = []
+    handshake = threading.Thread(target=lambda: accepted.append(server.wrap_socket(b, server_side=True)))
+    handshake.start()
+    shared = SharedTLS(client.wrap_socket(a))
+    handshake.join(10)
+    far = SharedTLS(accepted[0])
+    pieces = {w: bytes([w + 1]) * (300 * 1024) for w in range(3)}  # larger than one OpenSSL piece each
+    echo = bytes(range(256)) * 2048
+    got_far = bytearray()
+    got_near = bytearray()
+
+    def far_side() -> None:  # reads what the writers send and, meanwhile, sends its own stream
+        far.sendall(echo)
+        buf = bytearray(65536)
+        while len(got_far) < 3 * 300 * 1024:  # bounded: each recv returns data or raises on timeout
+            n = far.recv_into(buf)
+            assert n > 0
+            got_far.extend(buf[:n])
+
+    def reader() -> None:
+        buf = bytearray(65536)
+        while len(got_near) < len(echo):
+            n = shared.recv_into(buf)
+            assert n > 0
+            got_near.extend(buf[:n])
+
+    threads = [threading.Thread(target=far_side), threading.Thread(target=reader)]
+    threads += [threading.Thread(target=shared.sendall, args=(pieces[w],)) for w in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert not any(t.is_alive() for t in threads)
+    assert bytes(got_near) == echo
+    assert len(got_far) == 3 * 300 * 1024, len(got_far)
+    assert sorted(got_far) == sorted(b"".join(pieces.values())), "every byte of every writer arrived"
+    shared.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        shared.recv_into(bytearray(10))  # nothing more comes: the engine's timeout holds
+    shared.close()
+    far.close()

@@ -13,6 +13,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable
+from typing import cast
 
 from cryptography import x509
 
@@ -20,6 +21,7 @@ from hakeeper.comm.identity import Identity
 from hakeeper.comm.revocation import load_revocations
 from hakeeper.comm.tls import peer_node, reason
 from hakeeper.errors import HakeeperError
+from hakeeper.replication.tlssock import SharedTLS
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +74,8 @@ def connector(
                 peer = peer_node(tls, refusal)
                 if peer != node:
                     raise ConnectionRefusedError(f"{address}:{port} is {peer}, not {node}")
-                return tls
+                # The mirror's receiver thread reads while writers send: one OpenSSL call at a time.
+                return cast(socket.socket, SharedTLS(tls))
             except (OSError, HakeeperError) as exc:
                 raw.close()
                 failures.append(f"{address}:{port}: {reason(exc) if isinstance(exc, OSError) else exc}")

@@ -202,7 +202,7 @@ def _send_run(link: TargetLink, conn: Conn, first: int, last: int, view: memoryv
             for c in range(first, last + 1):
                 lo = (c - first) * bitmap.chunk
                 hi = min(lo + bitmap.chunk, n)
-                zero = view[lo:hi] == _ZEROS[: hi - lo]
+                zero = _ZEROS.startswith(view[lo:hi])  # a memcmp, no copy (== on a memoryview: 90x slower)
                 if segments and segments[-1][2] == zero:
                     segments[-1] = (segments[-1][0], c, zero)
                 else:
