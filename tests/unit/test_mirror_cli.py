@@ -564,7 +564,7 @@ def test_switchover_hands_over_then_changes_the_source_on_every_node(
     result = nodes["node2"].mirror_cmd("switchover", "data")
     assert result == Result(
         OK,
-        "data: switched over from node1 to node2; node2 is the source now (resync from the handover: nothing)\n"
+        "data: switched over from node1 to node2; node2 is the source now (resync from the handover: node1 0 bytes)\n"
         "data: volume device /dev/loop9\n",
         "",
     ), result
@@ -616,3 +616,18 @@ def test_when_the_lcd_change_fails_after_the_handover_the_source_takes_writes_ag
                    "nothing was switched")  # fmt: skip
     assert source.calls == [("handover", "node2"), ("thaw", None)]
     assert target.calls == [("forget_handover", None)]
+
+
+def test_set_mirror_source_checks_the_source_and_the_target_in_its_transaction(nodes: dict[str, Node]) -> None:
+    assert create(nodes["node1"], "node2").code == OK
+    before = dumps(nodes)
+    lcd = nodes["node1"].lcd
+    with pytest.raises(IllegalArgument, match="node3 is not a target"):
+        lcd.set_mirror_source("data", "node3", "node1")
+    with pytest.raises(IllegalArgument, match="mirrored from node1 on node1, not node2"):
+        lcd.set_mirror_source("data", "node1", "node2")
+    with pytest.raises(IllegalArgument, match="nodes on node1 differ"):
+        lcd.set_mirror_source("data", "node2", "node1", nodes=["node1", "node2", "node3"])
+    with pytest.raises(HakeeperError, match="no mirrored volume"):
+        lcd.set_mirror_source("nosuch", "node2", "node1")
+    assert dumps(nodes) == before

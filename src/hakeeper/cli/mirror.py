@@ -242,7 +242,8 @@ async def _switchover(ctx: Context, mirror: Mirror, control: MirrorControl) -> i
     except HakeeperError as exc:
         undone = await _undo(services, control, volume, source)
         raise error_for(exc.exit_code, f"{what} failed: {exc}; {undone}") from None
-    resend = ", ".join(f"{t['node']} {t['dirty_bytes']} bytes" for t in answer.get("targets", []) if t["node"] != here)
+    handed = {source if t["node"] == here else t["node"]: t["dirty_bytes"] for t in answer.get("targets", [])}
+    resend = ", ".join(f"{node} {count} bytes" for node, count in sorted(handed.items()))
     ctx.print(f"{volume}: switched over from {source} to {here}; {here} is the source now (resync from the "
               f"handover: {resend or 'nothing'})")  # fmt: skip
     device = await _new_device(services, volume)

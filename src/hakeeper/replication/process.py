@@ -320,6 +320,7 @@ class Source:
             while not stop.wait(WATCH):
                 if not volume.serving:
                     raise VolumeError(f"the FUSE loop of {volume.image} ended by itself: {volume.device} is dead")
+            self._release()  # a switchover's hold on the device (the volume is handed over: no writes come)
             try:
                 volume.close()
                 return
@@ -509,8 +510,9 @@ class Target:
             return {"said": f"{volume}: {self.plan.node} stays a target"}
         if verb == "reload":  # another target added: nothing changes for this one
             new = read_plan(self.plan.root, volume)
-            mine = (self.plan.role, self.plan.store, self.plan.port, self.plan.local.get(self.plan.definition.source))
-            if mine != (new.role, new.store, new.port, new.local.get(new.definition.source)):
+            old = self.plan
+            mine = (old.role, old.store, old.port, old.definition.source, old.local.get(old.definition.source))
+            if mine != (new.role, new.store, new.port, new.definition.source, new.local.get(new.definition.source)):
                 raise IllegalArgument(f"{volume}'s definition changed for {self.plan.node}: the process starts again")
             return {"said": f"{volume}: nothing changes on target {self.plan.node}"}
         source = self.plan.definition.source
