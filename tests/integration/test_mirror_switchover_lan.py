@@ -17,9 +17,12 @@ import pytest
 from hakeeper.db import Lcd
 from hakeeper.lab.cluster import HaCluster
 from hakeeper.lab.lan import Lan
+from hakeeper.replication.controlsock import CONTROL_NAME, ProcessControl
+from hakeeper.replication.process import volume_dir
 from tests.integration.test_mirror_lan import (
     FILE,
     MIRRORING,
+    SHELL,
     image,
     mirror_lab,  # noqa: F401 -- the fixture
     payloads,
@@ -146,3 +149,35 @@ def test_switchover_from_a_paused_target_is_refused_and_changes_nothing(
     ha.ok("node1", "hakeeper", "mirror", "continue", "data")
     ha.wait(lambda: states(ha, "node1") == {"node2": "Mirroring"}, MIRRORING, "Mirroring again", step=0.3)
     run(lan, "node1", f"mkfs.ext4 -q -F {device}")  # node1 takes writes: it was never frozen
+
+
+def test_a_handover_undone_lets_the_source_take_writes_again(
+    mirror_lab: HaCluster,  # noqa: F811
+    lan: Lan,
+) -> None:
+    """What ``switchover`` does when the LCD change fails after the handover: thaw on node1, forget on node2."""
+    ha = mirror_lab
+    source, target = image(ha.root("node1") / "data.img"), image(ha.root("node2") / "data.img")
+    ha.ok("node1", "hakeeper", "mirror", "create", "data", "--store", source, "--target", "node2",
+          "--target-store", target, "--mode", "sync")  # fmt: skip
+    ha.wait(lambda: states(ha, "node1") == {"node2": "Mirroring"}, MIRRORING, "Mirroring", step=0.3)
+    device = status(ha, "node1")["device"]
+    on1 = ProcessControl("data", volume_dir(ha.root("node1"), "data") / CONTROL_NAME)
+    on2 = ProcessControl("data", volume_dir(ha.root("node2"), "data") / CONTROL_NAME)
+    kept = volume_dir(ha.root("node2"), "data") / "generation.json.handover"
+
+    answer = on1.handover("node2", timeout=30)
+    assert answer["targets"] == [{"node": "node2", "state": "Mirroring", "dirty_bytes": 0}], answer
+    assert kept.exists(), "the handover is durable on node2"
+    frozen = lan.node("node1").run(["dd", "if=/dev/zero", f"of={device}", "bs=4K", "count=1", "oflag=direct"],
+                                   timeout=SHELL)  # fmt: skip
+    assert frozen.returncode != 0, "node1 takes no writes once it handed over"
+    assert on1.thaw() == "data: node1 takes writes again"
+    assert on2.forget_handover() == "data: node2 stays a target"
+    assert not kept.exists()
+
+    run(lan, "node1", f"mkfs.ext4 -q -F {device}")  # writes again, to node2 as well
+    assert states(ha, "node1") == {"node2": "Mirroring"} and status(ha, "node1")["device"] == device
+    ha.ok("node1", "hakeeper", "mirror", "verify", "data")
+    ha.wait(lambda: "verify found" in ha.log("node1"), 60, "the verify's result", step=0.3)
+    assert "data -> node2: verify found no difference" in ha.log("node1")
