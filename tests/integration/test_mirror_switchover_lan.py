@@ -126,6 +126,22 @@ def test_switchover_to_a_mirroring_target_swaps_the_roles_and_resends_nothing(
         assert f"data -> {target}: verify found no difference" in ha.log("node2")
     assert FILE * len(names) < new["size"]
 
+    # And back to node1: its old bitmaps are not trusted; the handover says what each may lack (nothing).
+    code, out, err = switchover(ha, "node1")
+    assert code == 0 and err == "" and "switched over from node2 to node1" in out, (code, out, err)
+    assert sources(ha, nodes) == {"node1"}
+    again = {"node2": "Mirroring", "node3": "Mirroring"}
+    ha.wait(lambda: states(ha, "node1") == again, MIRRORING, "node2 and node3 Mirroring from node1", step=0.3)
+    resent = {t["node"]: t["resync_bytes_sent"] for t in status(ha, "node1")["targets"]}
+    print(f"switchover back: resent after the swap: {resent}")
+    assert all(sent is not None and sent <= 64 * KiB for sent in resent.values()), resent
+    device = status(ha, "node1")["device"]
+    run(lan, "node1", f"mount {device} {mnt1}")
+    try:
+        assert checksums(lan, "node1", mnt1) == sums, "node2's writes on node1"
+    finally:
+        run(lan, "node1", f"umount {mnt1}")
+
 
 def test_switchover_from_a_paused_target_is_refused_and_changes_nothing(
     mirror_lab: HaCluster,  # noqa: F811
