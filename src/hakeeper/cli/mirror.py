@@ -9,7 +9,9 @@ they make every check this node can make and are then refused (exit 9), as
 when the volume's replication process runs here, else "unknown". The other
 actions are verbs of a running mirror (:mod:`hakeeper.replication.control`):
 hakeeperd hands them to the volume's replication process; when none runs they
-are refused (exit 1) and nothing changes.
+are refused (exit 1) and nothing changes. ``switchover`` runs on a target: the
+source's hakeeperd hands the volume over (:mod:`hakeeper.replication.handoff`),
+then ``set_mirror_source`` changes every node of the mirror or none.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ EPILOG = """actions:
   resync VOL [--target NODE] [--checksum]
                                  resync now; --checksum: send only blocks whose hash differs
   verify VOL [--target NODE]     compare source and target online; differing ranges are logged
-  switchover VOL                 on a Mirroring target: make this node the source
+  switchover VOL                 on a Mirroring target: make this node the source (the source hands
+                                 the volume over: unmount it there first)
   resolve VOL --keep NODE        after a split brain: NODE's data survive, the other side resyncs
 
 create and delete change every node of the mirror or none (exit 9 when one cannot be reached,

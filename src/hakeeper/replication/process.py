@@ -13,6 +13,13 @@ device, whose path it writes to ``STATEDIR/replication/VOL/device``. Each target
 a TCP connection to that node's **data port** and makes a mutual TLS handshake with the cluster's
 certificates; the peer must be that node.
 
+**switchover** -- a source asked ``handover`` (``hakeeper mirror switchover`` on a target) holds its
+loop device ``O_EXCL`` (refused while a filesystem on it is mounted), hands the volume over
+(:meth:`~.mirror.Mirror.prepare_switchover`) and stays frozen until hakeeperd restarts it as a target
+(the LCD's source changed) or ``thaw`` makes it take writes again. A node that starts as the source
+with a handover on disk that fits the LCD's mirror builds its Mirror from it
+(:meth:`~.mirror.Mirror.from_handover`: partial resyncs only).
+
 **target** -- listens on the data port, accepts mutual TLS from the volume's source node only, and
 serves each connection with :class:`~.target.MirrorTarget` in a thread. It never exposes the store:
 no FUSE file, no loop device on a target.
