@@ -66,6 +66,7 @@ from hakeeper.recovery import plan
 from hakeeper.recovery.engine import DEFAULT_MAX_PARALLEL, Engine
 from hakeeper.recovery.engine import call as kit_call
 from hakeeper.replication.control import MirrorControls, NoReplication
+from hakeeper.replication.handoff import Handoff
 from hakeeper.replication.supervisor import ReplicationProcesses, Wanted
 from hakeeper.supervise import FATAL, FAULTS_ENV, RESTART, Failure, Service, Supervisor
 
@@ -170,6 +171,7 @@ class Daemon:
             "stage_revision": self.reviser.on_stage,
             "settle_revision": self.reviser.on_settle,
             **(self.credentials.handlers() if self.credentials else {}),
+            **Handoff(self.db, self.node, self.mirror_controls).handlers(),  # hakeeper mirror switchover
         }
         self.rpc = (
             RpcServer(self.identity, handlers, revoked=self.credentials.refusal)

@@ -29,7 +29,7 @@ from hakeeper.comm.rpc import RemoteError
 from hakeeper.comm.tls import Peer
 from hakeeper.db import Lcd
 from hakeeper.db.aio import Inline
-from hakeeper.errors import CommunicationFailed, HakeeperError
+from hakeeper.errors import CommunicationFailed, HakeeperError, IllegalArgument
 from hakeeper.kits.registry import register_kits
 from hakeeper.replication.control import (
     MirrorControl,
@@ -39,7 +39,9 @@ from hakeeper.replication.control import (
     TargetStatus,
     VolumeStatus,
 )
+from hakeeper.replication.handoff import Handoff
 from hakeeper.replication.states import MirrorState
+from hakeeper.replication.switchover import SwitchoverRefused
 from hakeeper.services import DaemonServices
 from tests.conftest import Result
 from tests.unit.lcd_racers import Racers
@@ -81,7 +83,9 @@ class Node:
         if node in self.dead:
             raise CommunicationFailed(f"cannot reach node {node!r}")
         self.asked.append((node, op))
-        handler = getattr(self.cluster[node].sync, f"on_{op}")
+        other = self.cluster[node]
+        owner: object = Handoff(other.db, node, other.mirror_controls) if op.startswith("mirror_") else other.sync
+        handler = getattr(owner, f"on_{op}")
         try:
             result = await handler(Peer(self.name, "198.18.0.1"), json.loads(json.dumps(args)))
         except HakeeperError as exc:
@@ -375,9 +379,18 @@ class FakeProcess:
         self.calls.append(("verify", target))
         return "verify started"
 
-    def switchover(self) -> str:
-        self.calls.append(("switchover", None))
-        return "switched"
+    def handover(self, to: str, *, timeout: float) -> dict[str, Any]:
+        self.calls.append(("handover", to))
+        targets = [{"node": to, "state": "Mirroring", "dirty_bytes": 0}]
+        return {"said": f"data: handed over to {to}", "targets": targets}
+
+    def thaw(self) -> str:
+        self.calls.append(("thaw", None))
+        return "data: writes again"
+
+    def forget_handover(self) -> str:
+        self.calls.append(("forget_handover", None))
+        return "data: stays a target"
 
     def resolve(self, keep: str) -> str:
         self.calls.append(("resolve", keep))
@@ -516,3 +529,105 @@ def test_two_mirror_commands_at_once_give_the_result_of_one_after_the_other(
     assert set(seen) <= {o.codes for o in serial}, seen
     if first == second:
         assert set(seen) <= {(OK, EXISTS), (EXISTS, OK)}, seen
+
+
+# ---------------------------------------------------------------------- switchover
+
+
+class FakeTarget(FakeProcess):
+    """node2's process: a target until the LCD says it is the source."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self.node = node
+
+    def status(self) -> VolumeStatus:
+        if ("data", 4 * MiB, self.node.name) in self.node.dump()["mirrors"]:  # its own connection (a thread)
+            return VolumeStatus("data", "source", (), "/dev/loop9")
+        return VolumeStatus("data", "target", ())
+
+
+def switchable(nodes: dict[str, Node]) -> tuple[FakeProcess, FakeTarget]:
+    assert create(nodes["node1"], "node2", "--bitmap-chunk", "256K", "--limit", "5").code == OK
+    assert create(nodes["node1"], "node3").code == OK
+    source, target = FakeProcess(), FakeTarget(nodes["node2"])
+    nodes["node1"].mirror_controls = Running(source)
+    nodes["node2"].mirror_controls = Running(target)
+    return source, target
+
+
+def test_switchover_hands_over_then_changes_the_source_on_every_node(
+    nodes: dict[str, Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("hakeeper.cli.mirror.SERVE_WAIT", 10.0)
+    source, target = switchable(nodes)
+    result = nodes["node2"].mirror_cmd("switchover", "data")
+    assert result == Result(
+        OK,
+        "data: switched over from node1 to node2; node2 is the source now (resync from the handover: node1 0 bytes)\n"
+        "data: volume device /dev/loop9\n",
+        "",
+    ), result
+    assert source.calls == [("handover", "node2")] and target.calls == []
+    for node in nodes.values():
+        mirror = node.lcd.mirror("data")
+        assert mirror.source == "node2" and mirror.store == str(nodes["node1"].store)  # node2's: the same path
+        assert [t.node for t in mirror.targets] == ["node1", "node3"]
+        old = mirror.target("node1")
+        assert old is not None and (old.mode.value, old.bitmap_chunk, old.limit) == ("sync", 256 * 1024, 5_000_000)
+        assert [c.op for c in node.lcd.changes()][-1] == "set_mirror_source"
+    assert nodes["node1"].definition() == nodes["node2"].definition() == nodes["node3"].definition()
+
+
+def test_a_switchover_the_source_refuses_changes_nothing(nodes: dict[str, Node]) -> None:
+    source, target = switchable(nodes)
+
+    class Paused(FakeProcess):
+        def handover(self, to: str, *, timeout: float) -> dict[str, Any]:
+            raise SwitchoverRefused(f"data cannot switch over to {to}: the mirror to {to} is Paused, not Mirroring")
+
+    nodes["node1"].mirror_controls = Running(Paused())
+    before = dumps(nodes)
+    result = nodes["node2"].mirror_cmd("switchover", "data")
+    assert_refused(result, SYSCALL, before, nodes, "refused by node1", "Paused, not Mirroring")
+    assert target.calls == []
+    nodes["node1"].mirror_controls = Running(source)
+    assert_refused(nodes["node1"].mirror_cmd("switchover", "data"), ILLEGAL, before, nodes, "not a target")
+    nodes["node3"].mirror_controls = NoReplication()
+    assert_refused(nodes["node3"].mirror_cmd("switchover", "data"), SYSCALL, before, nodes, "no replication process")
+    nodes["node3"].dead.add("node1")
+    nodes["node3"].mirror_controls = Running(FakeTarget(nodes["node3"]))
+    assert_refused(nodes["node3"].mirror_cmd("switchover", "data"), COMM, before, nodes, "node1 cannot be reached")
+    assert source.calls == []
+
+
+def test_when_the_lcd_change_fails_after_the_handover_the_source_takes_writes_again(
+    nodes: dict[str, Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, target = switchable(nodes)
+
+    async def refuse(peer: Peer, args: dict[str, Any]) -> None:
+        raise IllegalArgument("node3 cannot record it")
+
+    monkeypatch.setattr(nodes["node3"].sync, "on_prepare", refuse)
+    before = dumps(nodes)
+    result = nodes["node2"].mirror_cmd("switchover", "data")
+    assert_refused(result, ILLEGAL, before, nodes, "node3 cannot record it", "node1 takes writes again",
+                   "nothing was switched")  # fmt: skip
+    assert source.calls == [("handover", "node2"), ("thaw", None)]
+    assert target.calls == [("forget_handover", None)]
+
+
+def test_set_mirror_source_checks_the_source_and_the_target_in_its_transaction(nodes: dict[str, Node]) -> None:
+    assert create(nodes["node1"], "node2").code == OK
+    before = dumps(nodes)
+    lcd = nodes["node1"].lcd
+    with pytest.raises(IllegalArgument, match="node3 is not a target"):
+        lcd.set_mirror_source("data", "node3", "node1")
+    with pytest.raises(IllegalArgument, match="mirrored from node1 on node1, not node2"):
+        lcd.set_mirror_source("data", "node1", "node2")
+    with pytest.raises(IllegalArgument, match="nodes on node1 differ"):
+        lcd.set_mirror_source("data", "node2", "node1", nodes=["node1", "node2", "node3"])
+    with pytest.raises(HakeeperError, match="no mirrored volume"):
+        lcd.set_mirror_source("nosuch", "node2", "node1")
+    assert dumps(nodes) == before

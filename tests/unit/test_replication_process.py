@@ -36,8 +36,8 @@ def test_the_control_socket_answers_status_and_verbs_and_refusals(tmp_path: Path
         seen.append(request)
         if request["verb"] == "status":
             return {"status": status_json(status)}
-        if request["verb"] == "switchover":
-            raise IllegalArgument("switchover runs on a target")
+        if request["verb"] == "handover":
+            raise IllegalArgument("the mirror to node2 is Paused, not Mirroring")
         return {"said": f"{request['verb']} done"}
 
     server = ControlServer(tmp_path / CONTROL_NAME, handle).start()
@@ -47,8 +47,9 @@ def test_the_control_socket_answers_status_and_verbs_and_refusals(tmp_path: Path
         assert control.status() == status
         assert control.pause("node2") == "pause done"
         assert control.resync(None, checksum=True) == "resync done"
-        with pytest.raises(IllegalArgument, match="switchover runs on a target"):
-            control.switchover()
+        with pytest.raises(IllegalArgument, match="Paused, not Mirroring"):
+            control.handover("node2", timeout=1)
+        assert control.thaw() == "thaw done"
         assert seen[1] == {"verb": "pause", "target": "node2"}
         assert seen[2] == {"verb": "resync", "target": None, "checksum": True}
     finally:

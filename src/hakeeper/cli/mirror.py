@@ -9,7 +9,9 @@ they make every check this node can make and are then refused (exit 9), as
 when the volume's replication process runs here, else "unknown". The other
 actions are verbs of a running mirror (:mod:`hakeeper.replication.control`):
 hakeeperd hands them to the volume's replication process; when none runs they
-are refused (exit 1) and nothing changes.
+are refused (exit 1) and nothing changes. ``switchover`` runs on a target: the
+source's hakeeperd hands the volume over (:mod:`hakeeper.replication.handoff`),
+then ``set_mirror_source`` changes every node of the mirror or none.
 """
 
 from __future__ import annotations
@@ -17,12 +19,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hakeeper.cli.base import Context, arg, command
+from hakeeper.comm.rpc import RemoteError
 from hakeeper.db.mirrors import Mirror, check_mode, check_volume, parse_chunk, parse_limit
-from hakeeper.errors import HakeeperError, IllegalArgument, NotFound, UsageError
+from hakeeper.errors import HakeeperError, IllegalArgument, NotFound, UsageError, error_for
 from hakeeper.replication.control import MirrorControl, MirrorNotRunning, VolumeStatus
+
+if TYPE_CHECKING:
+    from hakeeper.services import DaemonServices
+
+HANDOVER_TIMEOUT = 30.0  # s the source waits for its writes under way and for each target's drain
+SERVE_WAIT = 60.0  # s switchover waits for this node's process to serve the volume as its source
 
 ACTIONS = ("create", "delete", "status", "pause", "continue", "break", "resync", "verify", "switchover", "resolve")
 
@@ -64,7 +73,8 @@ EPILOG = """actions:
   resync VOL [--target NODE] [--checksum]
                                  resync now; --checksum: send only blocks whose hash differs
   verify VOL [--target NODE]     compare source and target online; differing ranges are logged
-  switchover VOL                 on a Mirroring target: make this node the source
+  switchover VOL                 on a Mirroring target: make this node the source (the source hands
+                                 the volume over: unmount it there first)
   resolve VOL --keep NODE        after a split brain: NODE's data survive, the other side resyncs
 
 create and delete change every node of the mirror or none (exit 9 when one cannot be reached,
@@ -93,6 +103,8 @@ async def _in_daemon(ctx: Context, args: argparse.Namespace) -> int:
             f"no replication process of {mirror.volume!r} runs on {services.lcd.local_node}: "
             f"'mirror {action}' needs it (see: hakeeper mirror status {mirror.volume})"
         )
+    if action == "switchover":
+        return await _switchover(ctx, mirror, control)
     ctx.print(await asyncio.to_thread(_verb, control, action, args))
     return 0
 
@@ -195,9 +207,87 @@ def _verb(control: MirrorControl, action: str, args: argparse.Namespace) -> str:
         return control.resync(args.target, checksum=bool(args.checksum))
     if action == "verify":
         return control.verify(args.target)
-    if action == "switchover":
-        return control.switchover()
     return control.resolve(str(args.keep))
+
+
+# ---------------------------------------------------------------------- switchover, on the new source
+
+
+async def _switchover(ctx: Context, mirror: Mirror, control: MirrorControl) -> int:
+    """This target becomes the source: the source hands the volume over, then the LCD's source changes.
+
+    1. the source's hakeeperd is asked (``mirror_handover``, :mod:`hakeeper.replication.handoff`): its
+       process refuses, nothing changed, unless the volume is unused there and this node Mirroring;
+       else it stops writes, drains its targets and hands the volume over (durable here);
+    2. ``set_mirror_source`` on every node of the mirror, or on none (the two-phase commit);
+    3. each node's supervisor restarts its replication process in its new role: here the source,
+       built from the handover (partial resyncs only), the old source a target.
+    If step 2 fails, the old source takes writes again and the handover kept here is dropped.
+    """
+    from hakeeper.cluster.extend import refuse_unreachable
+
+    services = ctx.daemon
+    here, source, volume = services.lcd.local_node, mirror.source, mirror.volume
+    what = f"mirror switchover of {volume} to {here}"
+    for node in mirror.nodes:
+        if node != here:
+            refuse_unreachable(services, node, what)
+    request = {"volume": volume, "timeout": HANDOVER_TIMEOUT}
+    try:
+        answer = await services.request(source, "mirror_handover", request, timeout=HANDOVER_TIMEOUT * 2)
+    except RemoteError as exc:
+        raise error_for(exc.code, f"{what} refused by {source}: {exc}") from None
+    except HakeeperError as exc:  # no answer: whether it handed over is not known, so undo what it may have done
+        undone = await _undo(services, control, volume, source)
+        raise error_for(exc.exit_code, f"{what} failed: {exc}; {undone}") from None
+    try:
+        await services.change_replicated(ctx.actor, lambda w: w.set_mirror_source(volume, here, source))
+    except HakeeperError as exc:
+        undone = await _undo(services, control, volume, source)
+        raise error_for(exc.exit_code, f"{what} failed: {exc}; {undone}") from None
+    handed = {source if t["node"] == here else t["node"]: t["dirty_bytes"] for t in answer.get("targets", [])}
+    resend = ", ".join(f"{node} {count} bytes" for node, count in sorted(handed.items()))
+    ctx.print(f"{volume}: switched over from {source} to {here}; {here} is the source now (resync from the "
+              f"handover: {resend or 'nothing'})")  # fmt: skip
+    device = await _new_device(services, volume)
+    if device is None:
+        ctx.warn(f"mirror: {volume}: the replication process has not served the volume here yet "
+                 f"(see: hakeeper mirror status {volume})")  # fmt: skip
+    else:
+        ctx.print(f"{volume}: volume device {device}")
+    return 0
+
+
+async def _undo(services: DaemonServices, control: MirrorControl, volume: str, source: str) -> str:
+    """The LCD change failed after the handover: the old source takes writes again, this node stays a target."""
+    said = []
+    try:
+        await services.request(source, "mirror_thaw", {"volume": volume}, timeout=HANDOVER_TIMEOUT)
+        said.append(f"{source} takes writes again")
+    except HakeeperError as exc:
+        said.append(f"{source} could not be told to take writes again ({exc}): restart its replication process")
+    try:
+        await asyncio.to_thread(control.forget_handover)
+    except HakeeperError as exc:  # dropped anyway when the old source connects again
+        said.append(f"the handover kept here stays until {source} connects again ({exc})")
+    return "; ".join(said) + "; nothing was switched"
+
+
+async def _new_device(services: DaemonServices, volume: str) -> str | None:
+    """The loop device of this node's process once it serves the volume as its source (bounded wait)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SERVE_WAIT
+    while loop.time() < deadline:
+        control = services.mirror_controls.control(volume)
+        if control is not None:
+            try:
+                status = await asyncio.to_thread(control.status)
+            except HakeeperError:
+                status = None
+            if status is not None and status.role == "source" and status.device:
+                return str(status.device)
+        await asyncio.sleep(0.2)
+    return None
 
 
 # ---------------------------------------------------------------------- create and delete, through hakeeperd

@@ -18,6 +18,12 @@ Two changes, replicated to every node of the mirror by the two-phase commit of
 ``delete_mirror``
     one target (``target``), or the whole volume; the last target's deletion
     deletes the volume. A node taken out of the mirror forgets the volume.
+``set_mirror_source``
+    a switchover (``hakeeper mirror switchover``): the target ``source`` becomes
+    the source, the old source ``previous`` becomes a target with the mode,
+    chunk and limit the new source had as a target. Made by the replication
+    side once the old source has handed the volume over; every node checks that
+    ``previous`` is the source it knows and ``source`` one of its targets.
 
 Every check runs inside the change's transaction, the LCD's and the stores':
 a node checks the backing store *it* has — the source when the change is made
@@ -53,7 +59,7 @@ MAX_LIMIT_MBS = 100_000.0  # 100 GB/s: beyond any link; a larger number is a typ
 MB = 1_000_000  # --limit is in MB/s, decimal, as link speeds are written
 
 #: The changes of this module, replicated to every node of the mirror.
-MIRROR_CHANGES = frozenset({"create_mirror", "delete_mirror"})
+MIRROR_CHANGES = frozenset({"create_mirror", "delete_mirror", "set_mirror_source"})
 
 
 @dataclass(frozen=True)
@@ -356,6 +362,34 @@ class Mirrors(Catalog):
         gone = f"mirror {volume}: -> {', '.join(doomed)} deleted{' with the volume' if whole else ''} by {self.actor}"
         self._when_committed(lambda: logger.info("%s", gone))
         return doomed
+
+    @_write
+    def set_mirror_source(self, volume: str, source: str, previous: str, *, nodes: list[str] | None = None) -> Mirror:
+        """Make the target ``source`` the source of ``volume`` and the source ``previous`` a target (switchover).
+
+        ``previous`` takes the mode, bitmap chunk and limit ``source`` had; the stores stay each node's.
+        ``nodes``: the mirror's nodes where it was made (replayed: they must be the ones this node knows).
+        """
+        check_volume(volume)
+        existing = self.mirror(volume)
+        if nodes is not None and sorted(nodes) != existing.nodes:
+            raise IllegalArgument(f"{volume!r}'s nodes on {self._local} differ from those where it was switched over")
+        if existing.source != previous:
+            raise IllegalArgument(f"{volume!r} is mirrored from {existing.source} on {self._local}, not {previous}")
+        new = existing.target(source)
+        if new is None:
+            raise IllegalArgument(f"{source} is not a target of {volume!r}: only a target can become its source")
+        args: dict[str, Any] = {"volume": volume, "source": source, "previous": previous, "nodes": existing.nodes}
+        with self._change("set_mirror_source", args) as db:
+            db.execute("UPDATE mirrors SET source = ? WHERE volume = ?", (source, volume))
+            db.execute("DELETE FROM mirror_targets WHERE volume = ? AND node = ?", (volume, source))
+            db.execute(
+                "INSERT INTO mirror_targets (volume, node, mode, bitmap_chunk, rate_limit) VALUES (?, ?, ?, ?, ?)",
+                (volume, previous, new.mode.value, new.bitmap_chunk, new.limit),
+            )
+        shown = f"mirror {volume}: switched over from {previous} to {source} by {self.actor}"
+        self._when_committed(lambda: logger.info("%s", shown))
+        return self._mirror(volume)
 
 
 def mirror_nodes(op: str, args: Mapping[str, Any]) -> set[str]:

@@ -705,4 +705,5 @@ _REPLAYABLE: dict[str, Callable[..., Any]] = {
     "apply": _replay_steps,
     "create_mirror": Lcd.create_mirror,
     "delete_mirror": Lcd.delete_mirror,
+    "set_mirror_source": Lcd.set_mirror_source,
 }

@@ -23,7 +23,7 @@ This module imports nothing of ours but the states and the errors.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from hakeeper.errors import SystemCallFailed
 from hakeeper.replication.states import MirrorState
@@ -90,9 +90,19 @@ class MirrorControl(Protocol):
         """Start an online compare of source and target; the differing ranges are reported in the log."""
         ...
 
-    def switchover(self) -> str:
-        """On a Mirroring target: make this node the source (the old source flushes, roles swap, partial
-        resyncs only). The LCD's source is changed by hakeeperd once the process has switched."""
+    def handover(self, to: str, *, timeout: float) -> dict[str, Any]:
+        """Switchover, on the source: refuse unless the volume is unused here and ``to`` is Mirroring; else
+        stop writes, drain, and hand the volume to ``to`` (durable there). The answer: ``said`` and
+        ``targets`` (each target's name, state and bytes to resend). The LCD's source is changed afterwards
+        by the ``switchover`` command (:mod:`hakeeper.cli.mirror`)."""
+        ...
+
+    def thaw(self) -> str:
+        """Switchover, on the source, after the LCD change failed: take writes again."""
+        ...
+
+    def forget_handover(self) -> str:
+        """Switchover, on the target handed to, after the LCD change failed: drop the handover kept on disk."""
         ...
 
     def resolve(self, keep: str) -> str:

@@ -10,7 +10,8 @@ connection, one line each way::
     <- {"ok": false, "error": "...", "code": 5}          (code: the exit code of hakeeper's error kinds)
 
 Verbs: ``status``, ``pause``, ``continue``, ``break``, ``resync`` (``checksum``), ``verify``,
-``switchover``, ``resolve`` (``keep``). A verb answers once the process has *accepted* it (a resync or
+``resolve`` (``keep``); for a switchover ``handover`` (``target``, ``timeout``) and ``thaw`` on the
+source, ``forget_handover`` on the target. A verb answers once the process has *accepted* it (a resync or
 verify runs on in the process). :class:`ProcessControl` is the :class:`~.control.MirrorControl` that
 hakeeperd hands to ``hakeeper mirror``: every call blocks (hakeeperd calls it in a worker thread) and
 is bounded by its timeout; a process that does not answer is :class:`~.control.MirrorNotRunning`.
@@ -217,8 +218,15 @@ class ProcessControl:
     def verify(self, target: str | None) -> str:
         return self._verb("verify", target=target)
 
-    def switchover(self) -> str:
-        return self._verb("switchover")
+    def handover(self, to: str, *, timeout: float) -> dict[str, Any]:
+        slow = ProcessControl(self.volume, self.path, timeout=timeout + CALL_TIMEOUT)  # the drain takes its time
+        return slow.call({"verb": "handover", "target": to, "timeout": timeout})
+
+    def thaw(self) -> str:
+        return self._verb("thaw")
+
+    def forget_handover(self) -> str:
+        return self._verb("forget_handover")
 
     def resolve(self, keep: str) -> str:
         return self._verb("resolve", keep=keep)

@@ -13,6 +13,13 @@ device, whose path it writes to ``STATEDIR/replication/VOL/device``. Each target
 a TCP connection to that node's **data port** and makes a mutual TLS handshake with the cluster's
 certificates; the peer must be that node.
 
+**switchover** -- a source asked ``handover`` (``hakeeper mirror switchover`` on a target) holds its
+loop device ``O_EXCL`` (refused while a filesystem on it is mounted), hands the volume over
+(:meth:`~.mirror.Mirror.prepare_switchover`) and stays frozen until hakeeperd restarts it as a target
+(the LCD's source changed) or ``thaw`` makes it take writes again. A node that starts as the source
+with a handover on disk that fits the LCD's mirror builds its Mirror from it
+(:meth:`~.mirror.Mirror.from_handover`: partial resyncs only).
+
 **target** -- listens on the data port, accepts mutual TLS from the volume's source node only, and
 serves each connection with :class:`~.target.MirrorTarget` in a thread. It never exposes the store:
 no FUSE file, no loop device on a target.
@@ -43,6 +50,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import errno
 import fcntl
 import logging
 import os
@@ -75,6 +83,7 @@ from .generations import GenerationStore
 from .loop import VolumeError
 from .mirror import Mirror
 from .resync import ResyncSettings
+from .switchover import Handover, SwitchoverRefused, handover_path
 from .target import MirrorTarget, TargetRefused
 from .volume import Volume, VolumeBusy, enter_private_mount_namespace, harden_process
 
@@ -87,6 +96,7 @@ LOCK_NAME = "lock"
 GENERATION_NAME = "generation.json"
 MOUNT_NAME = "fuse"
 LINK_TIMEOUT = 5.0  # s a sync write waits for a target before that mirror pauses
+HANDOVER_TIMEOUT = 30.0  # s a switchover waits for the writes under way and for each target's drain
 LOCK_WAIT = 30.0  # s a new process waits for the previous one of the volume to go
 WATCH = 1.0  # s between two looks at the volume and the stop flag
 BUSY_RETRY = 1.0
@@ -159,6 +169,7 @@ class Source:
         self.volume: Volume | None = None
         self._connect: Callable[[str, list[str]], Callable[[], socket.socket]] | None = None
         self._reloading = threading.Lock()
+        self._held = -1  # the loop device opened O_EXCL while a switchover is under way: no mount meanwhile
 
     def run(self, stop: threading.Event) -> int:
         plan = self.plan
@@ -178,12 +189,15 @@ class Source:
             raise IllegalArgument(
                 f"{plan.store} has {local.size} bytes, less than {plan.volume}'s {plan.definition.size}"
             )
-        mirror = self.mirror = Mirror(
-            local, volume=plan.volume, node=plan.node, generations=GenerationStore(state_dir / GENERATION_NAME)
-        )
+        generations = GenerationStore(state_dir / GENERATION_NAME)
+        handover = self._handover(generations)
         server: ControlServer | None = None
+        if handover is not None:  # a switchover: the targets' bitmaps come from the handover
+            mirror = self.mirror = self._take_over(local, handover, generations)
+        else:
+            mirror = self.mirror = Mirror(local, volume=plan.volume, node=plan.node, generations=generations)
         try:
-            for t in plan.definition.targets:  # every target before the volume serves I/O
+            for t in plan.definition.targets if handover is None else ():  # every target before the volume serves I/O
                 self._add(t, plan)
             volume = self.volume = Volume(mirror, state_dir / MOUNT_NAME)
             volume.open()
@@ -195,11 +209,84 @@ class Source:
         finally:
             if server is not None:
                 server.close()
+            self._release()
             (state_dir / DEVICE_NAME).unlink(missing_ok=True)
             (state_dir / BUSY_NAME).unlink(missing_ok=True)
             mirror.close()  # a last flush to the sync targets still Mirroring, then the links and the store
         logger.info("mirror %s: source on %s stopped", plan.volume, plan.node)
         return 0
+
+    def _handover(self, generations: GenerationStore) -> Handover | None:
+        """The handover kept on disk when this node was handed the volume (a switchover), if it is this plan's."""
+        plan, path = self.plan, handover_path(generations)
+        if not path.exists():
+            return None
+        handover = Handover.load(path)
+        names = sorted(t.node for t in plan.definition.targets)
+        if handover.to != plan.node or handover.volume != plan.volume or sorted(handover.plan()) != names:
+            logger.warning("mirror %s: a handover from %s to %s for targets %s does not fit the LCD's mirror "
+                           "(targets %s): ignored", plan.volume, handover.source, handover.to,
+                           ", ".join(sorted(handover.plan())), ", ".join(names))  # fmt: skip
+            path.unlink(missing_ok=True)
+            return None
+        return handover
+
+    def _take_over(self, local: LocalStore, handover: Handover, generations: GenerationStore) -> Mirror:
+        plan = self.plan
+        assert self._connect is not None
+        connect = {t.node: self._connect(t.node, plan.peers.get(t.node, [])) for t in plan.definition.targets}
+        try:
+            return Mirror.from_handover(local, handover, generations=generations, node=plan.node, connect=connect,
+                                        bitmap_path=lambda name: plan.state_dir / f"{name}.bitmap",
+                                        timeout=LINK_TIMEOUT)  # fmt: skip
+        except BaseException:
+            local.close()
+            raise
+
+    # -- switchover, on the old source -------------------------------------------------------
+
+    def _hold(self) -> None:
+        """Open the volume's loop device exclusively: refused while a filesystem on it is mounted (or it is
+        otherwise in use); held until the process ends or writes are taken again, so nothing mounts it."""
+        device = self.volume.device if self.volume is not None else None
+        if self._held >= 0 or device is None:
+            return
+        try:
+            self._held = os.open(device, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise SystemCallFailed(f"cannot open {device}: {exc.strerror}") from None
+            raise SwitchoverRefused(
+                f"{self.plan.volume} cannot switch over: {device} is in use on {self.plan.node} (a filesystem on it "
+                "is mounted): take the hierarchy out of service or unmount it first; nothing changed"
+            ) from None
+
+    def _release(self) -> None:
+        if self._held >= 0:
+            os.close(self._held)
+            self._held = -1
+
+    def handover(self, to: str, timeout: float) -> dict[str, Any]:
+        mirror, volume = self.mirror, self.plan.volume
+        assert mirror is not None
+        if self.plan.definition.target(to) is None:
+            raise NotFound(f"{volume!r} is not mirrored to {to!r}")
+        if mirror.frozen is not None:
+            raise SwitchoverRefused(f"{volume} cannot switch over to {to}: {mirror.frozen}")
+        self._hold()
+        try:
+            handover = mirror.prepare_switchover(to, timeout=timeout)
+        except BaseException:
+            self._release()
+            raise
+        targets = [{"node": t.name, "state": t.state.label, "dirty_bytes": t.dirty_bytes} for t in handover.targets]
+        return {"said": f"{volume}: {self.plan.node} handed over to {to}", "targets": targets}
+
+    def thaw(self) -> str:
+        assert self.mirror is not None
+        self.mirror.thaw()
+        self._release()
+        return f"{self.plan.volume}: {self.plan.node} takes writes again"
 
     def _add(self, t: MirrorTargetDefinition, plan: Plan) -> None:
         assert self.mirror is not None and self._connect is not None
@@ -240,6 +327,7 @@ class Source:
             while not stop.wait(WATCH):
                 if not volume.serving:
                     raise VolumeError(f"the FUSE loop of {volume.image} ended by itself: {volume.device} is dead")
+            self._release()  # a switchover's hold on the device (the volume is handed over: no writes come)
             try:
                 volume.close()
                 return
@@ -274,6 +362,10 @@ class Source:
             return {"said": f"{volume}: split brain resolved, keeping {keep}'s data"}
         if verb == "switchover":
             raise IllegalArgument(f"switchover runs on a target of {volume!r}, not on its source {self.plan.node}")
+        if verb == "handover":
+            return self.handover(str(target), float(request.get("timeout") or HANDOVER_TIMEOUT))
+        if verb == "thaw":
+            return {"said": self.thaw()}
         if verb == "reload":
             return {"said": self.reload()}
         names = self._targets(None if target is None else str(target))
@@ -417,12 +509,17 @@ class Target:
         if verb == "resolve":
             target.resolve(str(request.get("keep")))
             return {"said": f"{volume}: split brain resolved on {self.plan.node}, keeping {request.get('keep')}'s data"}
-        if verb == "switchover":
-            raise IllegalArgument(f"switchover of {volume!r} is not supported by this replication process yet")
+        if verb == "forget_handover":  # the switchover failed after the handover: this node stays a target
+            target.handover = None
+            handover_path(target.generations).unlink(missing_ok=True)
+            logger.info("mirror %s on %s: the handover is dropped (the switchover did not happen)", volume,
+                        self.plan.node)  # fmt: skip
+            return {"said": f"{volume}: {self.plan.node} stays a target"}
         if verb == "reload":  # another target added: nothing changes for this one
             new = read_plan(self.plan.root, volume)
-            mine = (self.plan.role, self.plan.store, self.plan.port, self.plan.local.get(self.plan.definition.source))
-            if mine != (new.role, new.store, new.port, new.local.get(new.definition.source)):
+            old = self.plan
+            mine = (old.role, old.store, old.port, old.definition.source, old.local.get(old.definition.source))
+            if mine != (new.role, new.store, new.port, new.definition.source, new.local.get(new.definition.source)):
                 raise IllegalArgument(f"{volume}'s definition changed for {self.plan.node}: the process starts again")
             return {"said": f"{volume}: nothing changes on target {self.plan.node}"}
         source = self.plan.definition.source
