@@ -79,13 +79,15 @@ class TargetNode:
         except TargetRefused as exc:
             self.refusals.append(str(exc))
 
-    def down(self) -> None:
-        """The target node disappears: its connections break, new ones are refused."""
+    def down(self, *, wait: bool = True) -> None:
+        """The target node disappears: its connections break, new ones are refused (``wait``: and its
+        serving threads have ended; not while a test holds its store's gate, which they wait for)."""
         self.up = False
         for s in self._socks:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-        self.join()
+        if wait:
+            self.join()
 
     def join(self) -> None:
         for t in self._threads:

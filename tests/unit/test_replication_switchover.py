@@ -241,8 +241,8 @@ def test_a_target_mid_resync_or_broken_is_not_promoted(tmp_path: Path) -> None:
         b.store.open_gate.clear()
         add(a, b, tmp_path, timeout=30.0)
         wait_until(lambda: b.gens.value.inconsistent, "node2 to begin its resync")
-        b.down()  # the source dies mid-resync: node2 holds half a volume
-        b.store.open_gate.set()
+        b.down(wait=False)  # the source dies mid-resync: node2 holds half a volume
+        b.store.open_gate.set()  # the serving thread, held in a write, meets the broken connection
         b.join()
         with pytest.raises(PromotionRefused) as refused:
             b.target.promote(peer="node1")
