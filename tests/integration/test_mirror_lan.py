@@ -97,6 +97,15 @@ def create(ha: HaCluster, mode: str) -> tuple[str, str]:
     return source, target
 
 
+def data_bytes(path: str | Path, chunk: int = 64 * 1024) -> int:
+    """Bytes in the chunks of ``path`` that are not all zeros: what a full resync would send."""
+    zeros, found = bytes(chunk), 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            found += len(block) if not zeros.startswith(block) else 0
+    return found
+
+
 def write_files(lan: Lan, device: str, mnt: Path, src: Path, names: list[str], *, mkfs: bool) -> None:
     """On node1: (mkfs and) mount ``device`` on ``mnt``, copy each payload with fsync."""
     copies = "\n".join(f"dd if={src / n} of={mnt / n} bs=64K conv=fsync status=none" for n in names)
@@ -254,7 +263,7 @@ def test_a_killed_replication_process_is_restarted_and_the_volume_comes_back(mir
     resent = again["targets"][0]["resync_bytes_sent"]
     print(f"restart: {device} -> {again['device']}; volume {SIZE} bytes, resent {resent} bytes")
     assert again["device"] != device and again["device"].startswith("/dev/loop")
-    assert resent < SIZE // 2, "partial: from the persistent bitmap"
+    assert resent < SIZE // 2, "not the whole volume (that the bitmap alone decides: the whole-crash test)"
     # The old mount sits on a dead device (I/O errors, as with a failed disk): unmount it, mount the new one.
     script = (
         f"umount {mnt} || umount -l {mnt}\nmount {again['device']} {mnt}\ntrap 'cd /; umount {mnt}' EXIT\n"
@@ -273,6 +282,59 @@ def test_a_killed_replication_process_is_restarted_and_the_volume_comes_back(mir
     ha.wait(lambda: f"replication process (pid {new}) stopped (0)" in ha.log("node1"), 60, "a clean stop")
     assert loop.wait_detached(Path(again["device"]).name, 30), f"{again['device']} detached at lkstop"
     assert not pid_file.exists() and not (pid_file.parent / "device").exists()
+
+
+def test_a_source_that_crashes_whole_mid_write_resyncs_partially_from_its_bitmap_when_it_is_back(
+    mirror_lab: HaCluster, lan: Lan
+) -> None:
+    """Everything on node1 dies mid-write (power off: hakeeperd, the replication process, the writer); node1
+    comes back as the source (nobody promoted node2), its process reads the intent log it left on disk and
+    resends only what it marks: every fsynced file is intact and node2 has what node1 has."""
+    ha = mirror_lab
+    base = ha.base
+    sums = payloads(base / "payload", 128)
+    names = sorted(sums)
+    create(ha, "sync")
+    device = wait_state(ha, "Mirroring")["device"]
+    mnt, src = base / "mnt1", base / "payload"
+    write_files(lan, device, mnt, src, names[:96], mkfs=True)  # 24 MiB of files node2 has for good
+
+    def cleared() -> bool:
+        dirty = status(ha)["targets"][0]["dirty_bytes"]
+        return dirty is not None and int(dirty) <= 8 * MiB
+
+    ha.wait(cleared, 30, "the intent log cleared behind the writes")
+    script = "".join(
+        f"dd if={src / n} of={mnt / n} bs=64K conv=fsync status=none || exit 0; echo {n}\n" for n in names[96:]
+    )
+    node1 = lan.node("node1")
+    writer = node1.popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout is not None
+    synced = names[:96] + [writer.stdout.readline().strip() for _ in range(4)]
+    lan.power_off(node1)  # mid-write: what the writer fsynced after these four is not counted on
+    writer.stdout.close()
+    bitmap = volume_dir(ha.root("node1"), "data") / "node2.bitmap"
+    assert bitmap.exists(), "the intent log stays on node1's disk"
+
+    full = data_bytes(ha.root("node1") / "data.img")  # what a full resync would send
+
+    lan.power_on(node1)
+    ha.start(node1)
+    ha.wait(lambda: ha.command("node1", "hakeeper", "mirror", "status", "data").returncode == 0, 60, "hakeeperd")
+    again = wait_state(ha, "Mirroring")
+    resent = again["targets"][0]["resync_bytes_sent"]
+    print(f"after the crash: volume {SIZE} bytes, {full} of them data (a full resync), resent {resent} bytes")
+    assert again["role"] == "source" and again["device"].startswith("/dev/loop")
+    assert resent < full // 2, "partial: from the persistent bitmap, not a full resync"
+    script = (
+        f"mkdir -p {mnt}\nmount {again['device']} {mnt}\ntrap 'cd /; umount {mnt}' EXIT\n"
+        f"cd {mnt}\nfor f in f*; do echo \"$(sha256sum < $f | cut -d' ' -f1) $f\"; done"
+    )
+    found = {name: digest for digest, name in (line.split() for line in run(lan, "node1", script).splitlines())}
+    assert {n: found.get(n) for n in synced} == {n: sums[n] for n in synced}, "every fsynced file intact"
+    ha.ok("node1", "hakeeper", "mirror", "verify", "data")
+    ha.wait(lambda: "verify found" in ha.log("node1"), 60, "the verify's result", step=0.3)
+    assert "data -> node2: verify found no difference" in ha.log("node1"), "node2 has what node1 has"
 
 
 def test_a_target_added_to_a_mounted_volume_joins_the_running_process(mirror_lab: HaCluster, lan: Lan) -> None:
