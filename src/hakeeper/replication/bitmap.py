@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hakeeper.errors import HakeeperError
+from hakeeper.replication.files import replace_durably
 
 logger = logging.getLogger(__name__)
 
@@ -99,14 +100,7 @@ class IntentLog:
             bits = bytearray(npages * PAGE)
             if new_dirty:
                 _set_all(bits, nchunks)
-            tmp = path.with_name(path.name + ".new")
-            with open(tmp, "wb") as f:
-                f.write(_header(chunk, size, nchunks))
-                f.write(bits)
-                f.flush()
-                os.fdatasync(f.fileno())
-            os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            replace_durably(path, _header(chunk, size, nchunks) + bytes(bits))
             logger.info(
                 "intent log %s created: %d chunks of %d bytes, all %s",
                 path,
@@ -351,11 +345,3 @@ def _check_header(path: Path, head: bytes, chunk: int, size: int, nchunks: int) 
             f"the bitmap {path} was made for a volume of {f_size} bytes in chunks of {f_chunk}, "
             f"not {size} bytes in chunks of {chunk}: it belongs to another volume or mirror"
         )
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import enum
 import json
 import logging
-import os
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hakeeper.errors import HakeeperError
+from hakeeper.replication.files import replace_durably
 
 logger = logging.getLogger(__name__)
 
@@ -269,17 +269,7 @@ class GenerationStore:
         return self.new_generation(f"switchover from {peer}", previous_source=peer)
 
     def _save(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".new")
-        with open(tmp, "w") as f:
-            json.dump(self._gen.to_json(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        replace_durably(self.path, json.dumps(self._gen.to_json()).encode())
 
 
 def _new_id() -> str:

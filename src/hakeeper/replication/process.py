@@ -63,7 +63,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from cryptography import x509
@@ -79,13 +78,14 @@ from .control import TargetStatus, VolumeStatus
 from .controlsock import CONTROL_NAME, ControlServer, status_json
 from .dataport import accept_from, connector, data_port, revoked
 from .device import LocalStore
+from .files import replace as replace_file
 from .generations import GenerationStore
 from .loop import VolumeError
 from .mirror import Mirror
 from .resync import ResyncSettings
 from .switchover import Handover, SwitchoverRefused, handover_path
 from .target import MirrorTarget, TargetRefused
-from .volume import Volume, VolumeBusy, enter_private_mount_namespace, harden_process
+from .volume import Volume, VolumeBusy, enter_private_mount_namespace, harden_process, stop_on_signals
 
 logger = logging.getLogger("hakeeper.replication.process")
 
@@ -201,7 +201,7 @@ class Source:
                 self._add(t, plan)
             volume = self.volume = Volume(mirror, state_dir / MOUNT_NAME)
             volume.open()
-            _write_atomic(state_dir / DEVICE_NAME, volume.device)
+            replace_file(state_dir / DEVICE_NAME, volume.device)
             server = ControlServer(state_dir / CONTROL_NAME, self.handle).start()
             logger.info("mirror %s: source on %s, volume %s (%d bytes), targets %s", plan.volume, plan.node,
                         volume.device, mirror.size, ", ".join(t.node for t in plan.definition.targets))  # fmt: skip
@@ -333,7 +333,7 @@ class Source:
                 return
             except VolumeBusy as exc:
                 logger.error("%s", exc)
-                _write_atomic(self.plan.state_dir / BUSY_NAME, str(exc))
+                replace_file(self.plan.state_dir / BUSY_NAME, str(exc))
                 stop.clear()
                 stop.wait(BUSY_RETRY)
                 stop.set()
@@ -529,12 +529,6 @@ class Target:
 # ---------------------------------------------------------------------- the process
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text + "\n")
-    os.replace(tmp, path)
-
-
 def _lock(state_dir: Path, stop: threading.Event) -> int:
     """One process per volume: wait (bounded) for the previous one to go."""
     fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -561,14 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hakeeper.logs.write import configure_child
 
     configure_child("hakeeper-replication")
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()  # only a flag: the main thread does the work
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a daemon's; and libfuse would take it over otherwise
+    stop = stop_on_signals()
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)  # hakeeperd gone: stop as on lkstop
     root = args.root.absolute()
     lock = -1
@@ -577,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         lock = _lock(plan.state_dir, stop)
         (plan.state_dir / BUSY_NAME).unlink(missing_ok=True)  # a killed predecessor's
-        _write_atomic(plan.state_dir / PID_NAME, str(os.getpid()))
+        replace_file(plan.state_dir / PID_NAME, str(os.getpid()))
         return (Source(plan) if plan.role == "source" else Target(plan)).run(stop)
     except HakeeperError as exc:
         logger.error("mirror %s: %s", args.volume, exc)

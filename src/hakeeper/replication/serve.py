@@ -22,23 +22,21 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import cast
 
 from hakeeper.errors import HakeeperError, UsageError
 from hakeeper.replication.device import BlockStore, LocalStore
+from hakeeper.replication.files import replace
 from hakeeper.replication.loop import VolumeError
 from hakeeper.replication.volume import (
     Volume,
     VolumeBusy,
     enter_private_mount_namespace,
     harden_process,
+    stop_on_signals,
 )
 
 logger = logging.getLogger("hakeeper.replication.serve")
@@ -64,9 +62,7 @@ def load_factory(spec: str) -> StoreFactory:
 
 
 def write_device_file(state_dir: Path, device: str) -> None:
-    tmp = state_dir / f".{DEVICE_FILE}.tmp"
-    tmp.write_text(device + "\n")
-    os.replace(tmp, state_dir / DEVICE_FILE)
+    replace(state_dir / DEVICE_FILE, device)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -91,14 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()  # only a flag: the main thread does the work
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a daemon's; and libfuse would take it over otherwise
+    stop = stop_on_signals()
     try:
         state_dir = args.state_dir.absolute()
         state_dir.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from .bitmap import IntentLog
 from .conn import MirrorError
 from .device import LocalStore
+from .files import replace_durably
 from .generations import Generation, GenerationStore
 from .protocol import MAX_DATA, Op, pack_ranges
 from .resync import gen_payload
@@ -147,13 +147,7 @@ class Handover:
             raise MirrorError(f"a malformed handover: {exc!r}") from None
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".new")
-        with open(tmp, "w") as f:
-            json.dump(self.to_json(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        replace_durably(path, json.dumps(self.to_json()).encode())
 
     @classmethod
     def load(cls, path: Path | str) -> Handover:
@@ -340,11 +334,3 @@ def take_over(
     with contextlib.suppress(FileNotFoundError):
         handover_path(generations).unlink()
     return mirror
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -38,7 +38,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 
 from hakeeper.replication import fusefs
 from hakeeper.replication.device import BlockStore
@@ -125,6 +125,20 @@ def inherited_loop_mounts(mountinfo: str, keep: tuple[Path, ...] = ()) -> list[s
             continue
         found.append(mountpoint)
     return sorted(found, key=lambda m: m.count("/"), reverse=True)
+
+
+def stop_on_signals() -> threading.Event:
+    """The serving process's own handlers, installed before libfuse runs (it takes over signals left at
+    their default): SIGTERM and SIGINT set the event returned, SIGHUP is ignored (a daemon's)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()  # only a flag: the main thread does the work
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    return stop
 
 
 def harden_process() -> list[str]:
