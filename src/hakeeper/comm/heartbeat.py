@@ -672,7 +672,7 @@ async def _main(identity: Identity, guard_fd: int | None = None) -> str:
 
     lease: Lease | None = None
     runs_now: dict[str, int] = {}
-    face: dict[str, str] = {}  # what hakeeperd said before the first configuration came
+    face: dict[str, str] = {}  # hakeeperd's last word on the addresses to cut (a new Lease starts from it)
 
     def cut() -> None:
         if guard_fd is None:
@@ -700,14 +700,18 @@ async def _main(identity: Identity, guard_fd: int | None = None) -> str:
             if line.startswith(b'{"tick"'):  # hakeeperd's event loop runs (and, now and then, what runs here)
                 if lease is not None:
                     lease.last_tick = time.monotonic()
-                if b'"face"' in line:
+                tick: dict[str, Any] = {}
+                if b'"face"' in line or b'"runs"' in line:
+                    with contextlib.suppress(ValueError):
+                        tick = json.loads(line)
+                if "face" in tick:
                     with contextlib.suppress(ValueError, TypeError, AttributeError):
-                        face = {str(k): str(v) for k, v in json.loads(line)["face"].items()}
+                        face = {str(k): str(v) for k, v in tick["face"].items()}
                         if lease is not None:
                             lease.face = face
-                if b'"runs"' in line:
+                if "runs" in tick:
                     with contextlib.suppress(ValueError, TypeError, AttributeError):
-                        runs_now = {str(k): int(v) for k, v in json.loads(line)["runs"].items()}
+                        runs_now = {str(k): int(v) for k, v in tick["runs"].items()}
                         if current is not None:
                             current.set_runs(runs_now)
                 continue
@@ -723,7 +727,7 @@ async def _main(identity: Identity, guard_fd: int | None = None) -> str:
             current.set_runs(runs_now)
             stale = lease.last_tick if lease is not None else time.monotonic()
             held = lease.held if lease is not None else False
-            lease = Lease(config.voters, config.interval, time.monotonic(), face=lease.face if lease else face)
+            lease = Lease(config.voters, config.interval, time.monotonic(), face=face)
             lease.last_tick, lease.held = max(stale, lease.last_tick), held
             current.lease, current.cut = lease, (cut if guard_fd is not None else None)
             await current.start(previous)
